@@ -1,0 +1,298 @@
+"""``redkit.connect()`` and :class:`Redkit`, the handle every primitive hangs from."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
+from redkit.embedded import EmbeddedValkey
+from redkit.errors import ConfigurationError, translate_redis_errors
+from redkit.keys import Keyspace
+from redkit.settings import Settings
+
+__all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect"]
+
+MIN_REDIS = (6, 2)
+MIN_VALKEY = (7, 2)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``redkit info`` shows."""
+
+    url: str
+    mode: Mode
+    server: str
+    """``valkey`` or ``redis``."""
+    version: str
+    nodes: int
+    used_memory: int
+    """Bytes, summed over the Cluster's primaries."""
+    used_memory_human: str
+    namespace: str
+    keys_in_namespace: int
+    embedded: bool
+    data_dir: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def _server_and_version(info: dict[str, Any]) -> tuple[str, str]:
+    # Valkey reports both redis_version (compatibility, 7.2.4) and valkey_version.
+    if "valkey_version" in info:
+        return "valkey", str(info["valkey_version"])
+    if str(info.get("server_name", "")).lower() == "valkey":
+        return "valkey", str(info.get("redis_version", "0"))
+    return "redis", str(info.get("redis_version", "0"))
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            return f"{size:.2f}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def seconds(value: float | timedelta, what: str = "duration") -> float:
+    """A duration given as seconds or a ``timedelta``, as float seconds (must be > 0)."""
+    result = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not result > 0:
+        raise ConfigurationError(f"{what} must be a positive number of seconds, got {value!r}")
+    return result
+
+
+class Redkit:
+    """A connection to one server (or Cluster), bound to one namespace.
+
+    Make one with :func:`connect`. The primitives (``rk.sessions()``, ``rk.lock()``, ...) are
+    methods of this object and share its client.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        mode: Mode,
+        url: str,
+        settings: Settings,
+        embedded: EmbeddedValkey | None = None,
+    ) -> None:
+        self.redis = client
+        """The redis-py asyncio client underneath (``Redis`` or ``RedisCluster``)."""
+        self.mode: Mode = mode
+        self.url = redact_url(url)
+        self.settings = settings
+        self.namespace = settings.namespace
+        self.keys = Keyspace(settings.namespace)
+        self.embedded = embedded
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = "embedded " if self.embedded else ""
+        return f"<Redkit {where}{self.mode} {self.url} namespace={self.namespace!r}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.mode == "cluster"
+
+    async def close(self) -> None:
+        """Close the client's connections. The embedded server keeps running until exit."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.redis.aclose()
+
+    async def ping(self) -> float:
+        """Seconds for one ``PING`` round trip; raises ConnectionLost if there is no answer."""
+        began = time.perf_counter()
+        with translate_redis_errors("PING"):
+            await self.redis.ping()
+        return time.perf_counter() - began
+
+    async def _infos(self, section: str) -> list[dict[str, Any]]:
+        """``INFO section`` of each primary (one entry on a standalone server)."""
+        if isinstance(self.redis, RedisCluster):
+            nodes = self.redis.get_primaries()
+            results = await asyncio.gather(
+                *(self.redis.info(section, target_nodes=node) for node in nodes)
+            )
+            return [dict(r) for r in results]
+        return [dict(await self.redis.info(section))]
+
+    async def server_info(self, *, count_keys: bool = True) -> ServerInfo:
+        """Server kind, version, memory and the number of keys in this namespace.
+
+        Counting keys walks the namespace with ``SCAN`` (never ``KEYS``): an admin's view,
+        proportional to the size of the database; pass ``count_keys=False`` to skip it.
+        """
+        with translate_redis_errors("INFO"):
+            servers = await self._infos("server")
+            memory = await self._infos("memory")
+            keys = 0
+            if count_keys:
+                async for _ in self.redis.scan_iter(match=self.keys.pattern, count=1000):
+                    keys += 1
+        kind, version = _server_and_version(servers[0])
+        used = sum(int(m.get("used_memory", 0)) for m in memory)
+        return ServerInfo(
+            url=self.url,
+            mode=self.mode,
+            server=kind,
+            version=version,
+            nodes=len(servers),
+            used_memory=used,
+            used_memory_human=_human_bytes(used),
+            namespace=self.namespace,
+            keys_in_namespace=keys,
+            embedded=self.embedded is not None,
+            data_dir=str(self.embedded.data_dir) if self.embedded else None,
+        )
+
+    async def _check_server(self) -> None:
+        with translate_redis_errors("connect"):
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.initialize()
+            info = (await self._infos("server"))[0]
+        kind, version = _server_and_version(info)
+        need = MIN_VALKEY if kind == "valkey" else MIN_REDIS
+        if _version_tuple(version)[:2] < need:
+            raise ConfigurationError(
+                f"{kind} {version} at {self.url} is too old: redkit needs Redis >= 6.2 or "
+                "Valkey >= 7.2"
+            )
+
+
+def _settings(
+    url: str | None,
+    namespace: str | None,
+    data_dir: str | Path | None,
+    connect_timeout: float | timedelta | None,
+    command_timeout: float | timedelta | None,
+    max_connections: int | None,
+) -> Settings:
+    overrides: dict[str, Any] = {}
+    if url is not None:
+        overrides["redis_url"] = url
+    if namespace is not None:
+        overrides["namespace"] = namespace
+    if data_dir is not None:
+        overrides["data_dir"] = Path(data_dir)
+    if connect_timeout is not None:
+        overrides["connect_timeout"] = seconds(connect_timeout, "connect_timeout")
+    if command_timeout is not None:
+        overrides["command_timeout"] = seconds(command_timeout, "command_timeout")
+    if max_connections is not None:
+        overrides["max_connections"] = max_connections
+    try:
+        # Arguments given here win; the environment (and .env) fills in the rest.
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid redkit settings: {exc}") from exc
+
+
+async def _connect(settings: Settings) -> Redkit:
+    embedded: EmbeddedValkey | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = await asyncio.to_thread(EmbeddedValkey.acquire, settings.data_dir)
+        url = embedded.url
+    client, mode = create_client(
+        url,
+        ConnectionOptions(
+            connect_timeout=settings.connect_timeout,
+            command_timeout=settings.command_timeout,
+            max_connections=settings.max_connections,
+            pool_timeout=settings.pool_timeout,
+            client_name=f"redkit:{settings.namespace}",
+        ),
+    )
+    rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
+    try:
+        await rk._check_server()
+    except BaseException:
+        await rk.close()
+        raise
+    return rk
+
+
+class _Connecting:
+    """What :func:`connect` returns: ``await`` it, or use it as ``async with``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._rk: Redkit | None = None
+
+    def __await__(self) -> Generator[Any, None, Redkit]:
+        return _connect(self._settings).__await__()
+
+    async def __aenter__(self) -> Redkit:
+        self._rk = await _connect(self._settings)
+        return self._rk
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._rk is not None:
+            await self._rk.close()
+
+
+def connect(
+    url: str | None = None,
+    namespace: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    connect_timeout: float | timedelta | None = None,
+    command_timeout: float | timedelta | None = None,
+    max_connections: int | None = None,
+) -> _Connecting:
+    """Connect to Redis/Valkey and return a :class:`Redkit` bound to ``namespace``.
+
+    ``rk = await redkit.connect()`` or ``async with redkit.connect() as rk: ...``
+
+    With no ``url`` and no ``REDIS_URL`` in the environment, redkit starts (or reuses) the
+    embedded Valkey server of ``data_dir`` (default ``./.redkit/data``, or
+    ``REDKIT_DATA_DIR``). Arguments left as ``None`` come from the environment
+    (see :class:`redkit.settings.Settings`). The server must be Redis >= 6.2 or Valkey >= 7.2.
+
+    Raises :class:`~redkit.errors.ConnectionLost` if the server does not answer within the
+    connect timeout and :class:`~redkit.errors.ConfigurationError` for a bad URL or setting.
+    """
+    return _Connecting(
+        _settings(url, namespace, data_dir, connect_timeout, command_timeout, max_connections)
+    )

@@ -1,0 +1,237 @@
+"""From a URL to a redis-py asyncio client, with bounded timeouts.
+
+=================================================  =========================================
+URL                                                client
+=================================================  =========================================
+``redis://[[user]:pass@]host[:port][/db]``         standalone (TCP)
+``rediss://...``                                   standalone over TLS (``ssl_*`` query args)
+``unix:///path/to/sock[?db=N]``                    standalone over a Unix socket
+``redis+cluster://[[user]:pass@]h1:p1[,h2:p2]``    Cluster; the nodes are seeds, the rest is
+                                                   discovered. ``rediss+cluster://`` for TLS.
+``redis://host:port?cluster=true``                 the same, for tools that only take redis://
+``redis+sentinel://[[user]:pass@]s1:p1[,s2:p2]``   the master of ``service`` found through
+``/service[/db][?sentinel_password=...]``          Sentinel, followed across failovers
+=================================================  =========================================
+
+Every client gets the same bounds: ``connect_timeout`` to open a connection,
+``command_timeout`` to wait for a reply, and one immediate retry on a dropped connection (a
+pooled connection that died with a server restart), never on a timeout, so that a dead or
+hung server surfaces as :class:`~redkit.errors.ConnectionLost` within about the command
+timeout instead of after a chain of back-offs. Standalone and Sentinel clients use a blocking
+pool: callers beyond ``max_connections`` wait for a free connection instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from redkit.errors import ConfigurationError
+
+__all__ = ["ConnectionOptions", "Mode", "ParsedURL", "create_client", "parse_url", "redact_url"]
+
+Mode = Literal["standalone", "cluster", "sentinel"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    connect_timeout: float = 2.0
+    command_timeout: float = 2.0
+    max_connections: int = 64
+    pool_timeout: float = 10.0
+    client_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedURL:
+    """What a redkit URL asks for, before any connection is made."""
+
+    mode: Mode
+    url: str
+    """For standalone: the URL redis-py gets (redkit's own query arguments removed)."""
+    hosts: tuple[tuple[str, int], ...] = ()
+    """Cluster seed nodes or Sentinel addresses."""
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    service: str | None = None
+    db: int = 0
+    query: tuple[tuple[str, str], ...] = ()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and banners."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _hosts(hostinfo: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
+    hosts: list[tuple[str, int]] = []
+    for item in hostinfo.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [ipv6]:port
+            host, _, rest = item[1:].partition("]")
+            port_text = rest.lstrip(":")
+        else:
+            host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise ConfigurationError(f"bad port {port_text!r} in {redact_url(url)}") from None
+        if not host or not 0 < port < 65536:
+            raise ConfigurationError(f"bad host:port {item!r} in {redact_url(url)}")
+        hosts.append((host, port))
+    if not hosts:
+        raise ConfigurationError(f"no host in {redact_url(url)}")
+    return tuple(hosts)
+
+
+def parse_url(url: str) -> ParsedURL:
+    """Classify and check ``url`` (see the module's table); raise ConfigurationError if bad."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"{url!r} is not a Redis URL; expected e.g. redis://localhost:6379/0, "
+            "rediss://..., unix:///path/to/socket, redis+cluster://h1:p1,h2:p2 or "
+            "redis+sentinel://s1:26379/mymaster"
+        )
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    cluster_flag = query.pop("cluster", "").lower() in _TRUE
+
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user, sep, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if sep else None
+
+    if scheme in ("redis", "rediss", "unix") and not cluster_flag:
+        if scheme != "unix" and not parts.hostname:
+            raise ConfigurationError(f"no host in {redact_url(url)}")
+        if scheme == "unix" and not parts.path:
+            raise ConfigurationError(f"no socket path in {redact_url(url)}")
+        clean = urlunsplit(parts._replace(query=urlencode(query)))
+        return ParsedURL(mode="standalone", url=clean, tls=scheme == "rediss")
+
+    if scheme in ("redis+cluster", "rediss+cluster") or (
+        cluster_flag and scheme in ("redis", "rediss")
+    ):
+        if parts.path not in ("", "/", "/0"):
+            raise ConfigurationError("a Cluster has only database 0; remove the /db from the URL")
+        return ParsedURL(
+            mode="cluster",
+            url=url,
+            hosts=_hosts(hostinfo, 6379, url),
+            username=username,
+            password=password,
+            tls=scheme.startswith("rediss"),
+            query=tuple(query.items()),
+        )
+
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ConfigurationError(
+                f"{redact_url(url)} names no service: use redis+sentinel://host:26379/mymaster"
+            )
+        try:
+            db = int(path[1]) if len(path) > 1 else 0
+        except ValueError:
+            raise ConfigurationError(f"bad database {path[1]!r} in {redact_url(url)}") from None
+        return ParsedURL(
+            mode="sentinel",
+            url=url,
+            hosts=_hosts(hostinfo, 26379, url),
+            username=username,
+            password=password,
+            tls=scheme.startswith("rediss"),
+            service=unquote(path[0]),
+            db=db,
+            query=tuple(query.items()),
+        )
+
+    raise ConfigurationError(
+        f"unsupported URL scheme {scheme!r} in {redact_url(url)}; use redis, rediss, unix, "
+        "redis+cluster (or ?cluster=true) or redis+sentinel"
+    )
+
+
+def _retry() -> Retry:
+    # One quick retry, on a dropped connection only: it heals a pooled connection that died
+    # with a server restart or failover. Timeouts are not retried, so a hung server costs one
+    # command_timeout, not several.
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCluster, Mode]:
+    """A redis-py asyncio client for ``url`` (no I/O happens until the first command)."""
+    parsed = parse_url(url)
+    common: dict[str, Any] = {
+        "socket_connect_timeout": options.connect_timeout,
+        "socket_timeout": options.command_timeout,
+        "client_name": options.client_name,
+    }
+    if parsed.mode == "standalone":
+        pool = BlockingConnectionPool.from_url(
+            parsed.url,
+            max_connections=options.max_connections,
+            timeout=options.pool_timeout,
+            retry=_retry(),
+            **common,
+        )
+        return Redis.from_pool(pool), "standalone"
+
+    extra: dict[str, Any] = dict(parsed.query)
+    if parsed.mode == "cluster":
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            # A Cluster client keeps a pool per node and raises when it is exhausted; the
+            # bound is per node, so it is generous rather than the standalone pool's size.
+            max_connections=max(options.max_connections, 256),
+            retry=_retry(),
+            **common,
+            **extra,
+        )
+        return client, "cluster"
+
+    sentinel_password = extra.pop("sentinel_password", None)
+    sentinel = Sentinel(
+        list(parsed.hosts),
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_connect_timeout": options.connect_timeout,
+            "socket_timeout": options.command_timeout,
+        },
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.tls,
+        db=parsed.db,
+        retry=_retry(),
+        **common,
+        **extra,
+    )
+    assert parsed.service is not None
+    master = sentinel.master_for(parsed.service, max_connections=options.max_connections)
+    return master, "sentinel"

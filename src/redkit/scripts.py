@@ -1,0 +1,109 @@
+"""Lua scripts: one ``.lua`` file per atomic operation, beside the module that runs it.
+
+A module declares its scripts once, at import::
+
+    SCRIPTS = ScriptSet(__package__)        # reads every *.lua file of the package
+    await SCRIPTS["acquire"](rk.redis, keys=[...], args=[...])
+
+A call is one round trip: ``EVALSHA``. When the server answers ``NOSCRIPT`` (it restarted,
+failed over, or ran ``SCRIPT FLUSH``; on a Cluster, the node that owns the keys has not seen the
+script yet) the call is re-sent once as ``EVAL``, which runs the script and caches it on that
+node, so the next call is an ``EVALSHA`` again. No separate ``SCRIPT LOAD`` round trip, and no
+node-by-node loading on a Cluster: each node learns a script the first time it needs it.
+
+Every script starts with a comment naming its KEYS, ARGV and return value; a test checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any, TypeAlias
+
+import redis.exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from redkit.errors import InvalidInput, ScriptError, translate_redis_errors
+from redkit.keys import check_same_slot
+
+__all__ = ["AnyRedis", "Script", "ScriptSet"]
+
+AnyRedis: TypeAlias = "Redis | RedisCluster"
+ScriptArg: TypeAlias = str | bytes | int | float
+
+
+class Script:
+    """One Lua script, identified by the SHA1 of its source."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} sha={self.sha[:12]}>"
+
+    async def __call__(
+        self,
+        client: AnyRedis,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg] = (),
+    ) -> Any:
+        """Run the script atomically on the node that owns ``keys``; one round trip.
+
+        ``keys`` must share a hash slot (see :mod:`redkit.keys`); a script needs at least one
+        key so that a Cluster knows where to run it.
+        """
+        if not keys:
+            raise InvalidInput(f"script {self.name}: at least one key is required")
+        check_same_slot(keys)
+        with translate_redis_errors(f"script {self.name}"):
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            except redis_errors.NoScriptError:
+                # EVAL both runs the script and caches it on this node for the next EVALSHA.
+                try:
+                    return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                except redis_errors.ResponseError as exc:
+                    raise self._script_error(exc) from exc
+            except redis_errors.ResponseError as exc:
+                raise self._script_error(exc) from exc
+
+    def _script_error(self, exc: redis_errors.ResponseError) -> ScriptError:
+        return ScriptError(f"script {self.name} failed in the server: {exc}")
+
+
+class ScriptSet:
+    """The scripts of one package, read from its ``*.lua`` files once, at import."""
+
+    def __init__(self, package: str | None) -> None:
+        if not package:
+            raise InvalidInput("ScriptSet needs the package name (pass __package__)")
+        self.package = package
+        self._scripts: dict[str, Script] = {}
+        for entry in resources.files(package).iterdir():
+            if entry.name.endswith(".lua") and entry.is_file():
+                name = entry.name[: -len(".lua")]
+                self._scripts[name] = Script(name, entry.read_text(encoding="utf-8"))
+
+    def __getitem__(self, name: str) -> Script:
+        try:
+            return self._scripts[name]
+        except KeyError:
+            raise KeyError(
+                f"no script {name}.lua in package {self.package}; "
+                f"it has: {', '.join(sorted(self._scripts)) or 'none'}"
+            ) from None
+
+    def __iter__(self) -> Iterator[Script]:
+        return iter(self._scripts.values())
+
+    def __len__(self) -> int:
+        return len(self._scripts)
+
+    def __repr__(self) -> str:
+        return f"<ScriptSet {self.package}: {', '.join(sorted(self._scripts))}>"
