@@ -168,7 +168,9 @@ async def test_unix_socket_urls_connect(tmp_path: Path) -> None:
         server.stop()
 
 
-async def test_sentinel_urls_find_the_master(tmp_path: Path, standalone_server: ValkeyProcess) -> None:
+async def test_sentinel_urls_find_the_master(
+    tmp_path: Path, standalone_server: ValkeyProcess
+) -> None:
     """A real Sentinel (the same binary in sentinel mode) monitoring the suite's server."""
     conf = tmp_path / "sentinel.conf"
     conf.write_text(

@@ -16,7 +16,7 @@ SCRIPTS = ScriptSet("luapkg")
 def test_a_script_set_reads_every_lua_file_once() -> None:
     assert {s.name for s in SCRIPTS} == {"echo_keys", "incr_by"}
     assert len(SCRIPTS["echo_keys"].sha) == 40
-    with pytest.raises(KeyError, match="no script missing.lua"):
+    with pytest.raises(KeyError, match=r"no script missing\.lua"):
         SCRIPTS["missing"]
 
 

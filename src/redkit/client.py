@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -248,18 +248,32 @@ async def _connect(settings: Settings) -> Redkit:
     return rk
 
 
-class _Connecting:
-    """What :func:`connect` returns: ``await`` it, or use it as ``async with``."""
+class _Connecting(Coroutine[Any, Any, Redkit]):
+    """What :func:`connect` returns: a coroutine (``await`` it, ``asyncio.run`` it) that is
+    also an async context manager (``async with connect() as rk``), which closes the client."""
+
+    __slots__ = ("_coro", "_rk")
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        self._coro = _connect(settings)
         self._rk: Redkit | None = None
 
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
     def __await__(self) -> Generator[Any, None, Redkit]:
-        return _connect(self._settings).__await__()
+        return self._coro.__await__()
 
     async def __aenter__(self) -> Redkit:
-        self._rk = await _connect(self._settings)
+        self._rk = await self._coro
         return self._rk
 
     async def __aexit__(

@@ -217,7 +217,7 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         return client, "cluster"
 
     sentinel_password = extra.pop("sentinel_password", None)
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(parsed.hosts),
         sentinel_kwargs={
             "password": sentinel_password,

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import redis
 import redis.exceptions as redis_errors
@@ -79,13 +80,19 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs. A zombie (exited, not yet reaped by its parent) counts as gone:
+    a server started by another process that still lives is a zombie once it shuts down."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): kill(0) succeeded, so take it as alive
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 class ValkeyProcess:
@@ -282,7 +289,7 @@ class EmbeddedValkey:
     when no other process uses it, or earlier with :meth:`release`.
     """
 
-    _handles: dict[Path, EmbeddedValkey] = {}
+    _handles: ClassVar[dict[Path, EmbeddedValkey]] = {}
     _handles_lock = threading.RLock()
 
     DEFAULT_CONFIG: Mapping[str, str] = {
@@ -398,9 +405,7 @@ class EmbeddedValkey:
             return False  # the pid was reused by an unrelated process: the state is stale
         finally:
             client.close()
-        server_dir = answer.get(b"dir") or answer.get("dir")
-        if isinstance(server_dir, bytes):
-            server_dir = server_dir.decode()
+        server_dir = answer.get("dir")
         return server_dir is not None and Path(server_dir).resolve() == self.data_dir
 
     def _register(self) -> None:
@@ -474,7 +479,7 @@ def stop_server(host: str, port: int, pid: int, timeout: float = 10.0) -> None:
     """Stop a server this process did not start: ``SHUTDOWN``, then signals if it lingers."""
     client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=2)
     with contextlib.suppress(redis_errors.RedisError):
-        client.shutdown()  # type: ignore[no-untyped-call]
+        client.shutdown()
     client.close()
     deadline = time.monotonic() + timeout
     while _pid_alive(pid) and time.monotonic() < deadline:

@@ -63,11 +63,11 @@ class Script:
         check_same_slot(keys)
         with translate_redis_errors(f"script {self.name}"):
             try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
                 # EVAL both runs the script and caches it on this node for the next EVALSHA.
                 try:
-                    return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                    return await client.eval(self.source, len(keys), *keys, *args)
                 except redis_errors.ResponseError as exc:
                     raise self._script_error(exc) from exc
             except redis_errors.ResponseError as exc:

@@ -34,7 +34,9 @@ def info(
     table.add_column("value")
     table.add_row("url", result.url)
     table.add_row("server", f"{result.server} {result.version}")
-    table.add_row("mode", result.mode + (f" ({result.nodes} primaries)" if result.nodes > 1 else ""))
+    table.add_row(
+        "mode", result.mode + (f" ({result.nodes} primaries)" if result.nodes > 1 else "")
+    )
     table.add_row("memory", result.used_memory_human)
     table.add_row("namespace", result.namespace)
     table.add_row("keys in namespace", f"{result.keys_in_namespace:,}")

@@ -1,0 +1,3 @@
+from redkit.cli.app import main
+
+main()

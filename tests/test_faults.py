@@ -1,0 +1,96 @@
+"""A server that dies or hangs: ConnectionLost within the bound, then recovery by itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import redkit
+from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.scripts import ScriptSet
+from servers import TEST_CONFIG
+
+SCRIPTS = ScriptSet("luapkg")
+
+# Default bound is 2 s (REDKIT_COMMAND_TIMEOUT / REDKIT_CONNECT_TIMEOUT); allow scheduling noise.
+BOUND = 2.0
+SLACK = 1.0
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
+    """A server this test may kill, pause and restart on the same port."""
+    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
+    yield server
+    server.resume()
+    server.stop()
+
+
+async def _expect_lost(call: object) -> float:
+    began = time.perf_counter()
+    with pytest.raises(redkit.ConnectionLost, match="did not answer"):
+        await call  # type: ignore[misc]
+    return time.perf_counter() - began
+
+
+async def test_a_killed_server_fails_fast_and_calls_recover_when_it_is_back(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "faults") as rk:
+        counter = rk.keys.group("test", "n").key("n")
+        assert await SCRIPTS["incr_by"](rk.redis, [counter], [1]) == 1
+        own_server.kill()
+        # Refused connections are reported at once, not after the timeout.
+        assert await _expect_lost(rk.ping()) < 0.5
+        assert await _expect_lost(SCRIPTS["incr_by"](rk.redis, [counter], [1])) < 0.5
+        own_server.start()
+        # No reconnect call: the pool replaces its dead connections on the next command, and
+        # the script runner reloads the script the fresh server has never seen.
+        assert await rk.ping() > 0
+        assert await SCRIPTS["incr_by"](rk.redis, [counter], [5]) == 5
+
+
+async def test_a_hung_server_costs_one_command_timeout_then_recovers(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "faults") as rk:
+        await rk.ping()
+        own_server.pause()
+        try:
+            elapsed = await _expect_lost(rk.ping())
+            assert BOUND - 0.1 <= elapsed <= BOUND + SLACK
+        finally:
+            own_server.resume()
+        assert await rk.ping() > 0
+
+
+async def test_the_bound_is_configurable(own_server: ValkeyProcess) -> None:
+    async with redkit.connect(own_server.url, "faults", command_timeout=0.3) as rk:
+        await rk.ping()
+        own_server.pause()
+        try:
+            elapsed = await _expect_lost(rk.ping())
+            assert 0.2 <= elapsed <= 0.3 + SLACK
+        finally:
+            own_server.resume()
+
+
+async def test_connect_to_a_server_that_is_not_there_raises_connection_lost() -> None:
+    began = time.perf_counter()
+    with pytest.raises(redkit.ConnectionLost):
+        await redkit.connect(f"redis://127.0.0.1:{find_free_port()}")
+    assert time.perf_counter() - began < BOUND + SLACK
+
+
+async def test_connect_to_a_hung_server_is_bounded_too(own_server: ValkeyProcess) -> None:
+    own_server.pause()
+    try:
+        began = time.perf_counter()
+        with pytest.raises(redkit.ConnectionLost):
+            await redkit.connect(own_server.url, connect_timeout=0.5, command_timeout=0.5)
+        assert time.perf_counter() - began < 0.5 + SLACK
+    finally:
+        own_server.resume()
