@@ -1,0 +1,1 @@
+"""redkit's benchmarks: ``make bench`` (or ``python -m bench --help``)."""

@@ -1,0 +1,112 @@
+"""``python -m bench``: run every registered comparison; see ``--help``.
+
+Without ``--redis-url`` it starts one embedded Valkey (in a temporary data directory, with the
+embedded defaults, AOF on) and runs redkit and every peer against it. With ``--redis-url URL
+--jsonl`` it runs redkit's figures alone against that server and prints one JSON line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import redkit
+from bench import floor  # noqa: F401  (registers its comparisons)
+from bench.harness import REGISTRY, Context, Result, machine, run_comparison
+from bench.report import write
+from redkit.embedded import EmbeddedValkey
+
+console = Console(stderr=True)
+SERVER: dict[str, str] = {}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--redis-url", help="measure against this server (default: embedded)")
+    parser.add_argument("--jsonl", action="store_true", help="redkit's figures only, JSON lines")
+    parser.add_argument("--runs", type=int, default=5, help="runs per side (median is kept)")
+    parser.add_argument("--quick", action="store_true", help="fewer operations per run")
+    parser.add_argument("--only", help="run only figures whose section or name contains this")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="report folder")
+    return parser.parse_args(argv)
+
+
+async def _main(args: argparse.Namespace, url: str) -> list[Result]:
+    comps = [c for c in REGISTRY if not args.only or args.only in c.section or args.only in c.name]
+    results: list[Result] = []
+    async with redkit.connect(url, "bench") as rk:
+        ctx = Context(url=url, rk=rk, scale=0.2 if args.quick else 1.0)
+        info = await rk.server_info(count_keys=False)
+        for comp in comps:
+            if not args.jsonl:
+                console.print(f"[cyan]{comp.section}[/cyan] {comp.name} ...")
+            result = await run_comparison(comp, ctx, args.runs, with_peers=not args.jsonl)
+            results.append(result)
+            if args.jsonl:
+                print(json.dumps(result.jsonl()), flush=True)
+        SERVER["name"] = f"{info.server} {info.version}"
+    return results
+
+
+def _table(results: list[Result]) -> Table:
+    table = Table(title="redkit vs peers (ratio > 1: redkit better)")
+    for col in ("section", "figure", "redkit", "peer", "peer value", "ratio"):
+        table.add_column(
+            col, justify="right" if col in ("redkit", "peer value", "ratio") else "left"
+        )
+    for r in results:
+        for peer, ratio in r.ratios().items():
+            style = "green" if ratio >= 0.9 else "red"
+            table.add_row(
+                r.section,
+                r.name,
+                f"{r.value:,.0f} {r.unit}",
+                peer,
+                f"{r.peers[peer]['value']:,.0f}",
+                f"[{style}]{ratio:.2f}[/{style}]",
+            )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    handle: EmbeddedValkey | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if args.redis_url:
+        url = args.redis_url
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="redkit-bench-")
+        handle = EmbeddedValkey.acquire(Path(tmp.name) / "data")
+        url = handle.url
+    try:
+        results = asyncio.run(_main(args, url))
+    finally:
+        if handle is not None:
+            handle.release()
+        if tmp is not None:
+            tmp.cleanup()
+    if args.jsonl:
+        return 0
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "url": "embedded" if handle else url,
+        "server": SERVER.get("name", "?"),
+        "runs": args.runs,
+        "machine": machine(),
+    }
+    console.print(_table(results))
+    for path in write(results, meta, args.out):
+        console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
