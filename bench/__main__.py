@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib
 import json
+import pkgutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,12 +21,16 @@ from rich.console import Console
 from rich.table import Table
 
 import redkit
-from bench import floor  # noqa: F401  (registers its comparisons)
 from bench.harness import REGISTRY, Context, Result, machine, run_comparison
 from bench.report import write
 from redkit.embedded import EmbeddedValkey
 
 console = Console(stderr=True)
+
+# Every module of this package except the machinery registers comparisons when imported.
+for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    if _module.name not in ("harness", "report", "__main__"):
+        importlib.import_module(f"bench.{_module.name}")
 SERVER: dict[str, str] = {}
 
 
