@@ -209,7 +209,7 @@ class QueueingConnectionPool(ConnectionPool):
             self._slots = asyncio.Semaphore(self.max_connections)
             self._holding = set()
 
-    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
         if self._slots.locked():
             try:
                 async with asyncio.timeout(self.pool_timeout):
@@ -222,7 +222,7 @@ class QueueingConnectionPool(ConnectionPool):
         else:
             await self._slots.acquire()
         try:
-            connection = await super().get_connection(command_name, *keys, **options)
+            connection = await super().get_connection(*args, **options)
         except BaseException:
             self._slots.release()
             raise
