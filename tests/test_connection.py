@@ -80,7 +80,7 @@ def test_passwords_never_reach_logs() -> None:
 async def test_bad_input_to_connect_raises_before_any_io() -> None:
     with pytest.raises(redkit.ConfigurationError):
         redkit.connect("redis://localhost:1", namespace="bad namespace")
-    with pytest.raises(redkit.ConfigurationError, match="positive"):
+    with pytest.raises(redkit.ConfigurationError, match="command_timeout must be"):
         redkit.connect("redis://localhost:1", command_timeout=0)
 
 
@@ -189,6 +189,7 @@ async def test_sentinel_urls_find_the_master(
         sentinel.stop()
 
 
+@pytest.mark.cluster
 async def test_five_hundred_concurrent_calls_queue_for_connections(redis_url: str) -> None:
     async with redkit.connect(redis_url, "many", max_connections=8) as rk:
         results = await asyncio.gather(*(rk.redis.incr(rk.keys.key("n")) for _ in range(500)))

@@ -9,17 +9,24 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
 from redkit.embedded import EmbeddedValkey
-from redkit.errors import ConfigurationError, translate_redis_errors
+from redkit.errors import ConfigurationError, InvalidInput, translate_redis_errors
 from redkit.keys import Keyspace
 from redkit.settings import Settings
+
+if TYPE_CHECKING:
+    from redkit.cache import Cache
+    from redkit.locks import Lock, Semaphore
+    from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
+    from redkit.sessions import SessionStore
 
 __all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect"]
 
@@ -73,14 +80,6 @@ def _human_bytes(n: int) -> str:
             return f"{size:.2f}{unit}" if unit != "B" else f"{int(size)}B"
         size /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def seconds(value: float | timedelta, what: str = "duration") -> float:
-    """A duration given as seconds or a ``timedelta``, as float seconds (must be > 0)."""
-    result = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not result > 0:
-        raise ConfigurationError(f"{what} must be a positive number of seconds, got {value!r}")
-    return result
 
 
 class Redkit:
@@ -181,6 +180,74 @@ class Redkit:
             data_dir=str(self.embedded.data_dir) if self.embedded else None,
         )
 
+    # -- the primitives: each is a small object over this client and keyspace ---------------
+
+    def lock(
+        self,
+        name: str,
+        ttl: float | timedelta = 30,
+        timeout: float | timedelta | None = None,
+        auto_renew: bool = True,
+        **options: Any,
+    ) -> Lock:
+        """A distributed lock (see :class:`redkit.locks.Lock`)."""
+        from redkit.locks import Lock
+
+        return Lock(self, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew, **options)
+
+    def semaphore(
+        self, name: str, limit: int, ttl: float | timedelta = 30, **options: Any
+    ) -> Semaphore:
+        """At most ``limit`` holders at once (see :class:`redkit.locks.Semaphore`)."""
+        from redkit.locks import Semaphore
+
+        return Semaphore(self, name, limit=limit, ttl=ttl, **options)
+
+    def sessions(
+        self,
+        idle_ttl: float | timedelta = timedelta(days=7),
+        absolute_ttl: float | timedelta = timedelta(days=30),
+        max_per_user: int | None = None,
+        touch_every: float | timedelta | None = None,
+        **options: Any,
+    ) -> SessionStore:
+        """A session store (see :class:`redkit.sessions.SessionStore`)."""
+        from redkit.sessions import SessionStore
+
+        return SessionStore(
+            self,
+            idle_ttl=idle_ttl,
+            absolute_ttl=absolute_ttl,
+            max_per_user=max_per_user,
+            touch_every=touch_every,
+            **options,
+        )
+
+    def cache(self, default_ttl: float | timedelta = 300, **options: Any) -> Cache:
+        """A response/value cache (see :class:`redkit.cache.Cache`)."""
+        from redkit.cache import Cache
+
+        return Cache(self, default_ttl=default_ttl, **options)
+
+    def rate_limiter(
+        self,
+        limit: int,
+        window: float | timedelta,
+        algorithm: Algorithm | str = "sliding_window",
+        burst: int | None = None,
+        **options: Any,
+    ) -> RateLimiter:
+        """``limit`` units per ``window`` per key (see :class:`redkit.ratelimit.RateLimiter`)."""
+        from redkit.ratelimit import RateLimiter
+
+        return RateLimiter(self, limit, window, algorithm, burst, **options)
+
+    def rate_limits(self, limiters: list[RateLimiter], **options: Any) -> RateLimits:
+        """Several limiters checked and consumed together (all or nothing) in one script."""
+        from redkit.ratelimit import RateLimits
+
+        return RateLimits(self, limiters, **options)
+
     async def _check_server(self) -> None:
         with translate_redis_errors("connect"):
             if isinstance(self.redis, RedisCluster):
@@ -210,10 +277,13 @@ def _settings(
         overrides["namespace"] = namespace
     if data_dir is not None:
         overrides["data_dir"] = Path(data_dir)
-    if connect_timeout is not None:
-        overrides["connect_timeout"] = seconds(connect_timeout, "connect_timeout")
-    if command_timeout is not None:
-        overrides["command_timeout"] = seconds(command_timeout, "command_timeout")
+    try:
+        if connect_timeout is not None:
+            overrides["connect_timeout"] = seconds(connect_timeout, "connect_timeout")
+        if command_timeout is not None:
+            overrides["command_timeout"] = seconds(command_timeout, "command_timeout")
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None
     if max_connections is not None:
         overrides["max_connections"] = max_connections
     try:

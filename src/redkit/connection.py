@@ -43,6 +43,7 @@ __all__ = [
     "Mode",
     "ParsedURL",
     "QueueingConnectionPool",
+    "QueueingRedisCluster",
     "create_client",
     "parse_url",
     "redact_url",
@@ -238,6 +239,39 @@ class QueueingConnectionPool(ConnectionPool):
                 self._slots.release()
 
 
+class QueueingRedisCluster(RedisCluster):
+    """A Cluster client whose callers queue for a connection instead of failing.
+
+    redis-py's Cluster client keeps a pool per node and raises ``MaxConnectionsError`` when
+    one is exhausted (500 concurrent calls on one hot key would do it). A semaphore of
+    ``max_connections`` in front of every command keeps the total, and so each node's share,
+    within the per-node pool size; only a caller that must wait arms ``pool_timeout``.
+    Pipelines bypass the gate (they take connections node by node themselves).
+    """
+
+    def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool_timeout = pool_timeout
+        self._slots = asyncio.Semaphore(kwargs.get("max_connections", 100))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self.pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise RedisConnectionError(
+                    f"no free Cluster connection within {self.pool_timeout}s "
+                    "(raise REDKIT_MAX_CONNECTIONS)"
+                ) from None
+        else:
+            await self._slots.acquire()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._slots.release()
+
+
 def _retry() -> Retry:
     # One quick retry, on a dropped connection only: it heals a pooled connection that died
     # with a server restart or failover. Timeouts are not retried, so a hung server costs one
@@ -265,14 +299,13 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
 
     extra: dict[str, Any] = dict(parsed.query)
     if parsed.mode == "cluster":
-        client = RedisCluster(
+        client = QueueingRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
             username=parsed.username,
             password=parsed.password,
             ssl=parsed.tls,
-            # A Cluster client keeps a pool per node and raises when it is exhausted; the
-            # bound is per node, so it is generous rather than the standalone pool's size.
-            max_connections=max(options.max_connections, 256),
+            max_connections=options.max_connections,
+            pool_timeout=options.pool_timeout,
             retry=_retry(),
             **common,
             **extra,

@@ -1,0 +1,427 @@
+"""Rate limiters: four algorithms, one script, one round trip per decision.
+
+=================  ===========================================================================
+algorithm          behaviour
+=================  ===========================================================================
+``fixed_window``   ``limit`` per window aligned to the server clock; cheapest; allows up to
+                   2x the limit across a window boundary
+``sliding_window`` two counters weighted by how far the current window has run (the
+                   approximation Cloudflare popularised); exact inside one window, smooth
+                   across boundaries, O(1) memory
+``sliding_log``    exact: a sorted set of the consumed units of the last window, bounded by
+                   ``limit`` members
+``gcra``           generic cell rate algorithm (a token bucket): a steady rate of
+                   ``limit / window`` with bursts of up to ``burst``; one integer of state
+=================  ===========================================================================
+
+Every decision is one ``EVALSHA`` of ``check.lua`` and reads the time from the server. A
+rejected call writes nothing, so hammering a limit neither counts against it nor keeps it
+alive. :class:`RateLimits` checks several limits for one key and consumes from all or none.
+
+When Redis is unreachable or slow, a limiter answers by its ``fail`` policy within
+``timeout`` (250 ms by default): ``"open"`` lets the request through, ``"closed"`` rejects it,
+``"raise"`` raises :class:`~redkit.errors.ConnectionLost`. A circuit breaker stops calling a
+dead server for a few seconds, so an outage does not add ``timeout`` to every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+from redkit.codec import seconds
+from redkit.errors import (
+    ConnectionLost,
+    InvalidInput,
+    RateLimited,
+    ScriptError,
+    translate_redis_errors,
+)
+from redkit.ratelimit import metrics
+from redkit.scripts import ScriptSet
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+__all__ = [
+    "Algorithm",
+    "CircuitBreaker",
+    "Decision",
+    "FailPolicy",
+    "RateLimiter",
+    "RateLimits",
+]
+
+SCRIPTS = ScriptSet(__package__)
+_CHECK = SCRIPTS["check"]
+
+FailPolicy = Literal["open", "closed", "raise"]
+
+
+class Algorithm(StrEnum):
+    FIXED_WINDOW = "fixed_window"
+    SLIDING_WINDOW = "sliding_window"
+    SLIDING_LOG = "sliding_log"
+    GCRA = "gcra"
+
+
+_CODES = {
+    Algorithm.FIXED_WINDOW: "fw",
+    Algorithm.SLIDING_WINDOW: "sw",
+    Algorithm.SLIDING_LOG: "sl",
+    Algorithm.GCRA: "gc",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one check. Durations in seconds.
+
+    ``retry_after`` is the real time until the same ``cost`` would be allowed (0 when
+    allowed), not a whole window. ``reset_after`` is the time until the limit is back to
+    full. For several limits, the fields describe the one that binds (the rejecting limit
+    with the longest wait, else the one with the least room left) and ``decisions`` holds
+    every limit's own answer.
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+    policy: str = ""
+    """The limiter's name (used in the ``RateLimit`` headers)."""
+    window: float = 0.0
+    degraded: bool = False
+    """True when Redis could not be asked and the limiter's ``fail`` policy decided."""
+    decisions: tuple[Decision, ...] = field(default=(), repr=False)
+
+    def raise_if_limited(self) -> Decision:
+        """Raise :class:`~redkit.errors.RateLimited` when not allowed; else return self."""
+        if not self.allowed:
+            raise RateLimited(
+                f"rate limit {self.policy!r} exceeded: retry in {self.retry_after:.3f}s",
+                retry_after=self.retry_after,
+            )
+        return self
+
+    def all(self) -> tuple[Decision, ...]:
+        """Every limit's decision (just this one for a single limiter)."""
+        return self.decisions or (self,)
+
+
+class CircuitBreaker:
+    """Stop calling a failing server for ``cooldown`` seconds after ``threshold`` failures.
+
+    After the cooldown one call is let through (half-open): success closes the circuit,
+    failure opens it for another cooldown.
+    """
+
+    def __init__(self, threshold: int = 3, cooldown: float | timedelta = 5.0) -> None:
+        if threshold < 1:
+            raise InvalidInput("threshold must be >= 1")
+        self.threshold = threshold
+        self.cooldown = seconds(cooldown, "cooldown")
+        self.failures = 0
+        self.open_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.state} failures={self.failures}>"
+
+    @property
+    def state(self) -> Literal["closed", "open", "half-open"]:
+        if self.failures < self.threshold:
+            return "closed"
+        return "open" if time.monotonic() < self.open_until else "half-open"
+
+    def allow(self) -> bool:
+        if self.failures < self.threshold:
+            return True
+        now = time.monotonic()
+        if now < self.open_until:
+            return False
+        # Half-open: let this one call try, and hold the others off until it reports.
+        self.open_until = now + self.cooldown
+        return True
+
+    def success(self) -> None:
+        self.failures = 0
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = time.monotonic() + self.cooldown
+
+    def seconds_until_retry(self) -> float:
+        return max(0.0, self.open_until - time.monotonic())
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("a rate limit key must be a non-empty string (e.g. 'user:42')")
+    return key
+
+
+class _Checker:
+    """What RateLimiter and RateLimits share: the call, its timeout and the fail policy."""
+
+    def __init__(
+        self,
+        rk: Redkit,
+        limiters: Sequence[RateLimiter],
+        fail: FailPolicy,
+        timeout: float | timedelta,
+        breaker: CircuitBreaker | None,
+        name: str,
+    ) -> None:
+        if fail not in ("open", "closed", "raise"):
+            raise InvalidInput(f"fail must be 'open', 'closed' or 'raise', got {fail!r}")
+        self._rk = rk
+        self._limiters = tuple(limiters)
+        self.fail: FailPolicy = fail
+        self.timeout = seconds(timeout, "timeout")
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.name = name
+        self._names = tuple(lim.name for lim in self._limiters)
+        # ARGV for cost=1 built once: the hot path only prepends the commit flag.
+        self._args_cost1 = self._args(1)
+
+    def _args(self, cost: int) -> list[str | int]:
+        args: list[str | int] = []
+        for lim in self._limiters:
+            args += [lim.code, lim.limit, lim.window_us, lim.burst, cost]
+        return args
+
+    def _validate_cost(self, cost: int) -> None:
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise InvalidInput(f"cost must be an int, got {cost!r}")
+        if cost < 1:
+            raise InvalidInput(f"cost must be >= 1, got {cost}")
+        for lim in self._limiters:
+            if cost > lim.capacity:
+                raise InvalidInput(
+                    f"cost {cost} can never fit in limit {lim.name!r} (capacity "
+                    f"{lim.capacity}); split the work or raise the limit"
+                )
+
+    async def _decide(self, key: str, cost: int, commit: bool) -> Decision:
+        _check_key(key)
+        self._validate_cost(cost)
+        group = self._rk.keys.group("rl", key)
+        keys = [group.key(name) for name in self._names]
+        args = self._args_cost1 if cost == 1 else self._args(cost)
+        if not self.breaker.allow():
+            return self._fallback("circuit open")
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = await _CHECK(self._rk.redis, keys, ["1" if commit else "0", *args])
+        except (ConnectionLost, TimeoutError, ScriptError) as exc:
+            self.breaker.failure()
+            metrics.record_error(self.name)
+            if self.fail == "raise":
+                if isinstance(exc, ConnectionLost):
+                    raise
+                raise ConnectionLost(
+                    f"rate limiter {self.name!r}: no answer within {self.timeout}s ({exc})"
+                ) from exc
+            return self._fallback(str(exc))
+        self.breaker.success()
+        decision = self._combine(raw)
+        if commit:
+            metrics.record(self.name, decision.allowed)
+        return decision
+
+    def _combine(self, raw: list[int]) -> Decision:
+        decisions = []
+        for i, lim in enumerate(self._limiters):
+            allowed, remaining, reset_us, retry_us = raw[4 * i : 4 * i + 4]
+            decisions.append(
+                Decision(
+                    allowed=bool(allowed),
+                    limit=lim.capacity,
+                    remaining=int(remaining),
+                    reset_after=reset_us / 1e6,
+                    retry_after=retry_us / 1e6,
+                    policy=lim.name,
+                    window=lim.window,
+                )
+            )
+        if len(decisions) == 1:
+            return decisions[0]
+        allowed = all(d.allowed for d in decisions)
+        if allowed:
+            binding = min(decisions, key=lambda d: (d.remaining, -d.reset_after))
+        else:
+            binding = max((d for d in decisions if not d.allowed), key=lambda d: d.retry_after)
+        return Decision(
+            allowed=allowed,
+            limit=binding.limit,
+            remaining=binding.remaining,
+            reset_after=binding.reset_after,
+            retry_after=binding.retry_after,
+            policy=binding.policy,
+            window=binding.window,
+            decisions=tuple(decisions),
+        )
+
+    def _fallback(self, reason: str) -> Decision:
+        if self.fail == "raise":
+            raise ConnectionLost(f"rate limiter {self.name!r}: {reason}")
+        allowed = self.fail == "open"
+        retry = 0.0 if allowed else max(1.0, self.breaker.seconds_until_retry())
+        decisions = tuple(
+            Decision(
+                allowed=allowed,
+                limit=lim.capacity,
+                remaining=lim.capacity if allowed else 0,
+                reset_after=0.0,
+                retry_after=retry,
+                policy=lim.name,
+                window=lim.window,
+                degraded=True,
+            )
+            for lim in self._limiters
+        )
+        first = decisions[0]
+        return Decision(
+            allowed=allowed,
+            limit=first.limit,
+            remaining=first.remaining,
+            reset_after=0.0,
+            retry_after=retry,
+            policy=first.policy,
+            window=first.window,
+            degraded=True,
+            decisions=decisions if len(decisions) > 1 else (),
+        )
+
+    async def hit(self, key: str, cost: int = 1) -> Decision:
+        """Consume ``cost`` if every limit allows it; one round trip."""
+        return await self._decide(key, cost, commit=True)
+
+    async def peek(self, key: str, cost: int = 1) -> Decision:
+        """Would ``cost`` be allowed now? Consumes nothing, writes nothing."""
+        return await self._decide(key, cost, commit=False)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s usage for these limits (one ``UNLINK``)."""
+        _check_key(key)
+        group = self._rk.keys.group("rl", key)
+        with translate_redis_errors(f"reset rate limit {self.name!r}"):
+            await self._rk.redis.unlink(*(group.key(name) for name in self._names))
+
+
+class RateLimiter(_Checker):
+    """``limit`` units per ``window``, checked per key with :meth:`hit`.
+
+    Make one with ``rk.rate_limiter(limit, window, algorithm="sliding_window")``. ``burst``
+    (GCRA only) is how many units may be taken at once; it defaults to ``limit``. ``name``
+    identifies the limiter's state in Redis and in the ``RateLimit`` headers; the default
+    is derived from the settings, so processes configured alike share their counts.
+    """
+
+    def __init__(
+        self,
+        rk: Redkit,
+        limit: int,
+        window: float | timedelta,
+        algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
+        burst: int | None = None,
+        *,
+        name: str | None = None,
+        fail: FailPolicy = "open",
+        timeout: float | timedelta = 0.25,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        try:
+            self.algorithm = Algorithm(algorithm)
+        except ValueError:
+            raise InvalidInput(
+                f"unknown algorithm {algorithm!r}; use one of: "
+                + ", ".join(a.value for a in Algorithm)
+            ) from None
+        self.limit = limit
+        self.window = seconds(window, "window")
+        self.window_us = max(1, round(self.window * 1e6))
+        if burst is not None and self.algorithm is not Algorithm.GCRA:
+            raise InvalidInput("burst applies to the gcra algorithm only")
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, int) or burst < 1
+        ):
+            raise InvalidInput(f"burst must be an int >= 1, got {burst!r}")
+        self.burst = burst if burst is not None else limit
+        self.code = _CODES[self.algorithm]
+        if name is None:
+            name = f"{self.algorithm.value}:{limit}/{_fmt_window(self.window)}"
+            if burst is not None:
+                name += f":b{burst}"
+        elif not name or any(ch in name for ch in '{}"\\'):
+            raise InvalidInput("a limiter name must be non-empty, without braces or quotes")
+        self.name = name
+        super().__init__(rk, [self], fail, timeout, breaker, name)
+
+    @property
+    def capacity(self) -> int:
+        """The most units one call can ever take: ``burst`` for GCRA, else ``limit``."""
+        return self.burst if self.algorithm is Algorithm.GCRA else self.limit
+
+    def __repr__(self) -> str:
+        return (
+            f"<RateLimiter {self.name!r} {self.algorithm.value} {self.limit}/{self.window:g}s "
+            f"fail={self.fail}>"
+        )
+
+
+class RateLimits(_Checker):
+    """Several limiters, one decision: ``hit`` consumes from all of them or from none.
+
+    ``rk.rate_limits([per_second, per_hour]).hit("user:42")``. The limits share the key's
+    hash slot, so the check is one script on a Cluster too.
+    """
+
+    def __init__(
+        self,
+        rk: Redkit,
+        limiters: Sequence[RateLimiter],
+        *,
+        fail: FailPolicy | None = None,
+        timeout: float | timedelta | None = None,
+        breaker: CircuitBreaker | None = None,
+        name: str | None = None,
+    ) -> None:
+        limiters = list(limiters)
+        if not limiters:
+            raise InvalidInput("RateLimits needs at least one RateLimiter")
+        names = [lim.name for lim in limiters]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"two limiters share a name in {names}; give them distinct names")
+        super().__init__(
+            rk,
+            limiters,
+            fail if fail is not None else limiters[0].fail,
+            timeout if timeout is not None else limiters[0].timeout,
+            breaker,
+            name or "+".join(names),
+        )
+        self.limiters = tuple(limiters)
+
+    @property
+    def capacity(self) -> int:
+        return min(lim.capacity for lim in self.limiters)
+
+    def __repr__(self) -> str:
+        return f"<RateLimits {', '.join(lim.name for lim in self.limiters)} fail={self.fail}>"
+
+
+def _fmt_window(window: float) -> str:
+    if window >= 1 and math.isclose(window, round(window)):
+        return f"{round(window)}s"
+    return f"{round(window * 1000)}ms"
