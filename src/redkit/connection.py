@@ -23,11 +23,10 @@ pool: callers beyond ``max_connections`` wait for a free connection instead of f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
-
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -205,7 +204,7 @@ class QueueingConnectionPool(ConnectionPool):
         self._holding: set[Any] = set()
 
     def reset(self) -> None:
-        super().reset()
+        super().reset()  # type: ignore[no-untyped-call]
         if hasattr(self, "_slots"):
             self._slots = asyncio.Semaphore(self.max_connections)
             self._holding = set()
@@ -223,7 +222,7 @@ class QueueingConnectionPool(ConnectionPool):
         else:
             await self._slots.acquire()
         try:
-            connection = await super().get_connection(*args, **options)
+            connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException:
             self._slots.release()
             raise
