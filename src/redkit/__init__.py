@@ -27,12 +27,17 @@ from redkit.errors import (
     SessionNotFound,
 )
 from redkit.keys import KeyGroup, Keyspace
+from redkit.locks import Lock, Permit, Redlock, Semaphore
+from redkit.ratelimit import Algorithm, CircuitBreaker, Decision, RateLimiter, RateLimits
 from redkit.settings import Settings
 
 __all__ = [
+    "Algorithm",
+    "CircuitBreaker",
     "ConfigurationError",
     "ConnectionLost",
     "CrossSlotKeys",
+    "Decision",
     "EmbeddedServerError",
     "EmbeddedValkey",
     "InvalidInput",
@@ -40,12 +45,18 @@ __all__ = [
     "JobTimeout",
     "KeyGroup",
     "Keyspace",
+    "Lock",
     "LockLost",
     "LockNotAcquired",
+    "Permit",
     "RateLimited",
+    "RateLimiter",
+    "RateLimits",
     "Redkit",
     "RedkitError",
+    "Redlock",
     "ScriptError",
+    "Semaphore",
     "ServerInfo",
     "SessionNotFound",
     "Settings",

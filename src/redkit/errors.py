@@ -26,6 +26,7 @@ __all__ = [
     "RedkitError",
     "ScriptError",
     "SessionNotFound",
+    "connection_lost",
     "translate_redis_errors",
 ]
 
@@ -99,6 +100,25 @@ class JobTimeout(RedkitError, TimeoutError):
     """A job did not finish within the time the caller was willing to wait."""
 
 
+def connection_lost(what: str, exc: BaseException) -> ConnectionLost:
+    """The :class:`ConnectionLost` that stands for redis-py's ``exc`` during ``what``."""
+    if isinstance(exc, redis_errors.ClusterDownError):
+        return ConnectionLost(f"{what}: the Cluster is down or failing over ({exc}).")
+    return ConnectionLost(
+        f"{what}: the Redis server did not answer ({exc.__class__.__name__}: {exc}). "
+        "redkit reconnects by itself; retry once the server is reachable."
+    )
+
+
+# What a dead, hung or failing-over server looks like from redis-py.
+LOST_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    OSError,
+)
+
+
 @contextmanager
 def translate_redis_errors(what: str = "command") -> Iterator[None]:
     """Re-raise redis-py's connection and timeout errors as :class:`ConnectionLost`.
@@ -107,10 +127,5 @@ def translate_redis_errors(what: str = "command") -> Iterator[None]:
     """
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise ConnectionLost(
-            f"{what}: the Redis server did not answer ({exc.__class__.__name__}: {exc}). "
-            "redkit reconnects by itself; retry once the server is reachable."
-        ) from exc
-    except redis_errors.ClusterDownError as exc:
-        raise ConnectionLost(f"{what}: the Cluster is down or failing over ({exc}).") from exc
+    except LOST_ERRORS as exc:
+        raise connection_lost(what, exc) from exc

@@ -25,7 +25,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from redkit.errors import InvalidInput, ScriptError, translate_redis_errors
+from redkit.errors import LOST_ERRORS, InvalidInput, ScriptError, connection_lost
 from redkit.keys import check_same_slot
 
 __all__ = ["AnyRedis", "Script", "ScriptSet", "check_header"]
@@ -60,21 +60,19 @@ class Script:
         """
         if not keys:
             raise InvalidInput(f"script {self.name}: at least one key is required")
-        check_same_slot(keys)
-        with translate_redis_errors(f"script {self.name}"):
+        if len(keys) > 1:
+            check_same_slot(keys)
+        # try/except rather than a context manager: this is every primitive's hot path.
+        try:
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
                 # EVAL both runs the script and caches it on this node for the next EVALSHA.
-                try:
-                    return await client.eval(self.source, len(keys), *keys, *args)
-                except redis_errors.ResponseError as exc:
-                    raise self._script_error(exc) from exc
-            except redis_errors.ResponseError as exc:
-                raise self._script_error(exc) from exc
-
-    def _script_error(self, exc: redis_errors.ResponseError) -> ScriptError:
-        return ScriptError(f"script {self.name} failed in the server: {exc}")
+                return await client.eval(self.source, len(keys), *keys, *args)
+        except LOST_ERRORS as exc:
+            raise connection_lost(f"script {self.name}", exc) from exc
+        except redis_errors.ResponseError as exc:
+            raise ScriptError(f"script {self.name} failed in the server: {exc}") from exc
 
 
 def check_header(name: str, source: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from redkit._version import __version__
-from redkit.cli import info, server
+from redkit.cli import info, limits, locks, server
 
 app = typer.Typer(
     name="redkit",
@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 app.command("server")(server.server)
 app.command("info")(info.info)
+app.add_typer(limits.app, name="limits")
+app.add_typer(locks.app, name="locks")
 
 
 def _version(value: bool) -> None:

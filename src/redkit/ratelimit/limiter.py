@@ -190,7 +190,9 @@ class _Checker:
         self.name = name
         self._names = tuple(lim.name for lim in self._limiters)
         # ARGV for cost=1 built once: the hot path only prepends the commit flag.
+        self._validate_cost(1)
         self._args_cost1 = self._args(1)
+        self._allowed, self._limited, self._errors = metrics.counters(name)
 
     def _args(self, cost: int) -> list[str | int]:
         args: list[str | int] = []
@@ -210,20 +212,30 @@ class _Checker:
                     f"{lim.capacity}); split the work or raise the limit"
                 )
 
+    def _state_keys(self, key: str) -> list[str]:
+        # The same names as rk.keys.group("rl", key).key(name), built without the objects:
+        # this runs on every request.
+        prefix = f"{self._rk.namespace}:{{rl:{key}}}:"
+        return [prefix + name for name in self._names]
+
     async def _decide(self, key: str, cost: int, commit: bool) -> Decision:
-        _check_key(key)
-        self._validate_cost(cost)
-        group = self._rk.keys.group("rl", key)
-        keys = [group.key(name) for name in self._names]
-        args = self._args_cost1 if cost == 1 else self._args(cost)
+        if not key or not isinstance(key, str):
+            _check_key(key)
+        if cost == 1 and type(cost) is int:  # not True, which equals 1
+            args = self._args_cost1
+        else:
+            self._validate_cost(cost)
+            args = self._args(cost)
         if not self.breaker.allow():
             return self._fallback("circuit open")
         try:
             async with asyncio.timeout(self.timeout):
-                raw = await _CHECK(self._rk.redis, keys, ["1" if commit else "0", *args])
+                raw = await _CHECK(
+                    self._rk.redis, self._state_keys(key), ["1" if commit else "0", *args]
+                )
         except (ConnectionLost, TimeoutError, ScriptError) as exc:
             self.breaker.failure()
-            metrics.record_error(self.name)
+            self._errors.inc()
             if self.fail == "raise":
                 if isinstance(exc, ConnectionLost):
                     raise
@@ -234,7 +246,7 @@ class _Checker:
         self.breaker.success()
         decision = self._combine(raw)
         if commit:
-            metrics.record(self.name, decision.allowed)
+            (self._allowed if decision.allowed else self._limited).inc()
         return decision
 
     def _combine(self, raw: list[int]) -> Decision:

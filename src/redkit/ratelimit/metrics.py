@@ -7,9 +7,11 @@ default registry, which the platform exposes at ``/metrics``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter
 
-__all__ = ["DECISIONS", "record", "record_error"]
+__all__ = ["DECISIONS", "counters"]
 
 DECISIONS = Counter(
     "redkit_ratelimit_decisions",
@@ -18,9 +20,10 @@ DECISIONS = Counter(
 )
 
 
-def record(limiter: str, allowed: bool) -> None:
-    DECISIONS.labels(limiter, "allowed" if allowed else "limited").inc()
-
-
-def record_error(limiter: str) -> None:
-    DECISIONS.labels(limiter, "error").inc()
+def counters(limiter: str) -> tuple[Any, Any, Any]:
+    """The (allowed, limited, error) counters of one limiter, looked up once."""
+    return (
+        DECISIONS.labels(limiter, "allowed"),
+        DECISIONS.labels(limiter, "limited"),
+        DECISIONS.labels(limiter, "error"),
+    )

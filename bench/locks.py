@@ -1,0 +1,333 @@
+"""Locks: redkit's Lock against redis-py's asyncio Lock, python-redis-lock and pottery.
+
+- **uncontended**: acquire + release pairs in sequence, one holder. redkit spends two round
+  trips per pair (one script each), like redis-py; its auto-renew watchdog is on (the
+  default), the peers renew nothing.
+- **contended**: 8 tasks x 50 lock-protected read-modify-write increments of one counter,
+  checked to end at exactly 400. Waiters: redkit blocks on a wake list (woken by the release);
+  redis-py sleeps 0.1 s between tries; pottery retries after a random delay up to 0.2 s.
+- **hand-over**: from the release call to the blocked waiter holding the lock, median (ms).
+
+python-redis-lock is a synchronous library: its sides run its own code in threads
+(``asyncio.to_thread``; 8 threads for the contended figure) with a sync redis-py client.
+pottery runs its asyncio ``AIORedlock`` with one master (the same server), which is the
+fair way to compare a Redlock implementation against single-server locks.
+Peers that are not installed are skipped (``make bench`` installs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import redis
+from redis.asyncio import Redis
+
+from bench.harness import Context, Runner, comparison, verify
+
+TASKS, INCREMENTS = 8, 50
+HANDOVERS = 30
+
+
+def _name(side: str) -> str:
+    # A fresh name per run: no state of an earlier run (or side) can help or hurt.
+    return f"bench-{side}-{secrets.token_hex(4)}"
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# -- uncontended -----------------------------------------------------------------------------
+
+
+async def _pairs(n: int, pair: Callable[[], Awaitable[None]]) -> float:
+    began = time.perf_counter()
+    for _ in range(n):
+        await pair()
+    return n / (time.perf_counter() - began)
+
+
+@comparison("locks", "uncontended acquire+release", unit="pairs/s")
+async def uncontended(ctx: Context) -> float:
+    n = ctx.n(2000)
+    name = _name("redkit")
+    fences: list[int] = []
+
+    async def pair() -> None:
+        lock = ctx.rk.lock(name, ttl=10)
+        fences.append(await lock.acquire())
+        await lock.release()
+
+    rate = await _pairs(n, pair)
+    verify(len(fences) == n and fences[-1] - fences[0] == n - 1, "redkit pairs missing")
+    return rate
+
+
+async def _uncontended_redis_py(ctx: Context) -> float:
+    n = ctx.n(2000)
+    client = Redis.from_url(ctx.url)
+    name = _name("redis-py")
+    held = 0
+
+    async def pair() -> None:
+        nonlocal held
+        lock = client.lock(name, timeout=10)
+        held += bool(await lock.acquire())
+        await lock.release()
+
+    try:
+        rate = await _pairs(n, pair)
+    finally:
+        await client.aclose()
+    verify(held == n, "redis-py pairs missing")
+    return rate
+
+
+def _redis_lock_pairs(url: str, n: int) -> tuple[float, int]:
+    redis_lock: Any = importlib.import_module("redis_lock")
+    client = redis.Redis.from_url(url)
+    name = _name("python-redis-lock")
+    held = 0
+    began = time.perf_counter()
+    for _ in range(n):
+        lock = redis_lock.Lock(client, name, expire=10)
+        held += bool(lock.acquire())
+        lock.release()
+    rate = n / (time.perf_counter() - began)
+    client.close()
+    return rate, held
+
+
+async def _uncontended_redis_lock(ctx: Context) -> float:
+    n = ctx.n(2000)
+    rate, held = await asyncio.to_thread(_redis_lock_pairs, ctx.url, n)
+    verify(held == n, "python-redis-lock pairs missing")
+    return rate
+
+
+async def _uncontended_pottery(ctx: Context) -> float:
+    pottery: Any = importlib.import_module("pottery")
+    n = ctx.n(2000)
+    client = Redis.from_url(ctx.url)
+    name = _name("pottery")
+    held = 0
+
+    async def pair() -> None:
+        nonlocal held
+        lock = pottery.AIORedlock(key=name, masters={client}, auto_release_time=10)
+        held += bool(await lock.acquire())
+        await lock.release()
+
+    try:
+        rate = await _pairs(n, pair)
+    finally:
+        await client.aclose()
+    verify(held == n, "pottery pairs missing")
+    return rate
+
+
+# -- contended -------------------------------------------------------------------------------
+
+
+async def _contended(
+    client: Redis, locks: Callable[[], AbstractAsyncContextManager[Any]], what: str
+) -> float:
+    counter = _name("counter")
+    await client.set(counter, 0)
+
+    async def worker() -> None:
+        for _ in range(INCREMENTS):
+            async with locks():
+                value = int(await client.get(counter) or 0)
+                await client.set(counter, value + 1)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(TASKS)))
+    rate = TASKS * INCREMENTS / (time.perf_counter() - began)
+    final = int(await client.get(counter) or 0)
+    await client.delete(counter)
+    verify(final == TASKS * INCREMENTS, f"{what}: counter ended at {final}, lost updates")
+    return rate
+
+
+@comparison(
+    "locks",
+    f"contended {TASKS} tasks x {INCREMENTS} increments",
+    unit="increments/s",
+)
+async def contended(ctx: Context) -> float:
+    name = _name("redkit")
+    client: Any = ctx.rk.redis
+    return await _contended(client, lambda: ctx.rk.lock(name, ttl=10, timeout=60), "redkit")
+
+
+async def _contended_redis_py(ctx: Context) -> float:
+    client = Redis.from_url(ctx.url)
+    name = _name("redis-py")
+    try:
+        return await _contended(client, lambda: client.lock(name, timeout=10), "redis-py")
+    finally:
+        await client.aclose()
+
+
+async def _contended_pottery(ctx: Context) -> float:
+    pottery: Any = importlib.import_module("pottery")
+    client = Redis.from_url(ctx.url)
+    name = _name("pottery")
+
+    def lock() -> AbstractAsyncContextManager[Any]:
+        result: AbstractAsyncContextManager[Any] = pottery.AIORedlock(
+            key=name, masters={client}, auto_release_time=10
+        )
+        return result
+
+    try:
+        return await _contended(client, lock, "pottery")
+    finally:
+        await client.aclose()
+
+
+def _redis_lock_contended(url: str) -> tuple[float, int]:
+    redis_lock: Any = importlib.import_module("redis_lock")
+    client = redis.Redis.from_url(url)
+    name, counter = _name("python-redis-lock"), _name("counter")
+    client.set(counter, 0)
+
+    def worker() -> None:
+        for _ in range(INCREMENTS):
+            with redis_lock.Lock(client, name, expire=10):
+                value = int(client.get(counter) or 0)
+                client.set(counter, value + 1)
+
+    threads = [threading.Thread(target=worker) for _ in range(TASKS)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rate = TASKS * INCREMENTS / (time.perf_counter() - began)
+    final = int(client.get(counter) or 0)
+    client.delete(counter)
+    client.close()
+    return rate, final
+
+
+async def _contended_redis_lock(ctx: Context) -> float:
+    rate, final = await asyncio.to_thread(_redis_lock_contended, ctx.url)
+    verify(final == TASKS * INCREMENTS, f"python-redis-lock: counter ended at {final}")
+    return rate
+
+
+# -- hand-over latency -----------------------------------------------------------------------
+
+
+async def _handovers(
+    make: Callable[[], Any],
+    acquire: Callable[[Any], Coroutine[Any, Any, None]],
+    release: Callable[[Any], Awaitable[Any]],
+) -> float:
+    latencies = []
+    for _ in range(HANDOVERS):
+        holder = make()
+        await acquire(holder)
+        waiter = make()
+        got = asyncio.create_task(acquire(waiter))
+        await asyncio.sleep(0.02)  # the waiter is blocked (or sleeping between polls)
+        verify(not got.done(), "the waiter took a held lock")
+        released = time.perf_counter()
+        await release(holder)
+        await got
+        latencies.append(time.perf_counter() - released)
+        await release(waiter)
+    return statistics.median(latencies) * 1000
+
+
+@comparison(
+    "locks",
+    "hand-over latency (release -> waiter holds), median",
+    unit="ms",
+    higher_is_better=False,
+)
+async def handover(ctx: Context) -> float:
+    name = _name("redkit")
+
+    async def acquire(lock: Any) -> None:
+        await lock.acquire()
+
+    async def release(lock: Any) -> None:
+        await lock.release()
+
+    return await _handovers(lambda: ctx.rk.lock(name, ttl=10), acquire, release)
+
+
+async def _handover_redis_py(ctx: Context) -> float:
+    client = Redis.from_url(ctx.url)
+    name = _name("redis-py")
+
+    async def acquire(lock: Any) -> None:
+        verify(await lock.acquire(), "redis-py acquire failed")
+
+    async def release(lock: Any) -> None:
+        await lock.release()
+
+    try:
+        return await _handovers(lambda: client.lock(name, timeout=10), acquire, release)
+    finally:
+        await client.aclose()
+
+
+async def _handover_redis_lock(ctx: Context) -> float:
+    redis_lock: Any = importlib.import_module("redis_lock")
+    client = redis.Redis.from_url(ctx.url)
+    name = _name("python-redis-lock")
+
+    async def acquire(lock: Any) -> None:
+        verify(await asyncio.to_thread(lock.acquire), "python-redis-lock acquire failed")
+
+    async def release(lock: Any) -> None:
+        lock.release()
+
+    try:
+        return await _handovers(lambda: redis_lock.Lock(client, name, expire=10), acquire, release)
+    finally:
+        client.close()
+
+
+def _register(comp: Any, peers: dict[str, tuple[str, Runner]]) -> None:
+    for peer, (module, runner) in peers.items():
+        if _has(module):
+            comp.peers[peer] = runner
+
+
+_register(
+    uncontended,
+    {
+        "redis-py asyncio Lock": ("redis", _uncontended_redis_py),
+        "python-redis-lock (thread)": ("redis_lock", _uncontended_redis_lock),
+        "pottery AIORedlock (1 master)": ("pottery", _uncontended_pottery),
+    },
+)
+_register(
+    contended,
+    {
+        "redis-py asyncio Lock": ("redis", _contended_redis_py),
+        "python-redis-lock (8 threads)": ("redis_lock", _contended_redis_lock),
+        "pottery AIORedlock (1 master)": ("pottery", _contended_pottery),
+    },
+)
+_register(
+    handover,
+    {
+        "redis-py asyncio Lock": ("redis", _handover_redis_py),
+        "python-redis-lock (thread)": ("redis_lock", _handover_redis_lock),
+    },
+)

@@ -1,0 +1,88 @@
+"""``redkit locks``: see who holds what, and free a lock whose holder is stuck."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+import redkit
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, err_console, run
+from redkit.locks import LockInfo, force_release, list_locks
+
+app = typer.Typer(
+    name="locks",
+    help="Inspect and free locks and semaphores.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_DATA_DIR = redkit.Settings.model_fields["data_dir"].default
+
+
+@app.command("list")
+def list_(
+    url: UrlOption = None,
+    namespace: NamespaceOption = "rk",
+    data_dir: DataDirOption = _DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Held locks and semaphores of the namespace (walks it with SCAN: an admin's view)."""
+
+    async def fetch() -> list[LockInfo]:
+        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            return await list_locks(rk)
+
+    found = run(fetch)
+    if as_json:
+        rows = [info.__dict__ for info in found]
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found:
+        console.print(f"no lock or semaphore is held in namespace {namespace!r}")
+        return
+    table = Table(title=f"locks in {namespace!r}", title_justify="left")
+    for column in ("kind", "name", "holders", "expires in", "fencing token", "waiters"):
+        table.add_column(column, justify="left" if column in ("kind", "name") else "right")
+    for info in found:
+        table.add_row(
+            info.kind,
+            info.name,
+            str(info.holders),
+            f"{info.ttl:.1f} s",
+            "" if info.fencing_token is None else str(info.fencing_token),
+            str(info.waiters),
+        )
+    console.print(table)
+
+
+@app.command("release")
+def release(
+    name: Annotated[str, typer.Argument(help="The lock's name, as given to rk.lock(NAME).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Required: the holder may still be running.")
+    ] = False,
+    url: UrlOption = None,
+    namespace: NamespaceOption = "rk",
+    data_dir: DataDirOption = _DATA_DIR,
+) -> None:
+    """Free a lock whoever holds it; its first waiter takes it at once."""
+    if not force:
+        err_console.print(
+            f"[red]error:[/red] releasing lock {name!r} takes it from a holder that may still "
+            "be running; its work is then unprotected (it learns of the loss at its next "
+            "renewal). Pass --force if you are sure.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+    async def free() -> bool:
+        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            return await force_release(rk, name)
+
+    if run(free):
+        console.print(f"released lock {name!r}")
+    else:
+        console.print(f"lock {name!r} was not held")

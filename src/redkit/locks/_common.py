@@ -1,0 +1,236 @@
+"""What the lock and the semaphore share: arguments, the wait loop, the renewal watchdog.
+
+How a waiter waits, without polling. Every acquire attempt is one script. When it fails, the
+script puts the caller in the lock's wait queue (a sorted set by arrival) and answers how long
+the current lease has left. The caller then blocks with ``BLPOP`` on its own wake list
+(``<group>:wake:<token>``, same hash tag as the lock, so it works on a Cluster). The release
+script pushes one element onto the wake list of the first waiter, which the server hands to the
+blocked ``BLPOP`` at once: hand-over costs the release, the pop's reply and one acquire. If the
+holder dies instead, nobody releases; the waiter's ``BLPOP`` times out when the lease ends and
+it tries again. The wake signal is a list, not a pub/sub message, so a release that happens
+between the failed attempt and the ``BLPOP`` is not lost: the element waits in the list.
+
+A blocked ``BLPOP`` holds a pooled connection. So that waiters never starve the holders of
+connections, at most half of the client's pool blocks at a time (the others queue in the
+process for a turn), and one ``BLPOP`` lasts at most 3/4 of the command timeout, so it always
+answers before the socket timeout would call the server dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from redkit.codec import seconds
+from redkit.errors import InvalidInput, LockNotAcquired, RedkitError, translate_redis_errors
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+MAX_NAME_LENGTH = 512
+
+_BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+class _Default:
+    """Marker for "use the timeout given to the constructor"."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+
+def check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{what} name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"{what} name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    return name
+
+
+def check_timeout(timeout: float | timedelta | None, what: str) -> float | None:
+    """``None`` waits forever, ``0`` tries once, a positive value bounds the wait."""
+    if timeout is None:
+        return None
+    return seconds(timeout, f"{what} timeout", allow_zero=True)
+
+
+def wait_chunk(rk: Redkit) -> float:
+    """Longest single ``BLPOP``: it must answer before the client's socket timeout."""
+    return max(0.05, rk.settings.command_timeout * 0.75)
+
+
+def waiter_lease_ms(rk: Redkit) -> int:
+    """How long a queued waiter stays queued without refreshing (it refreshes every chunk)."""
+    return math.ceil((wait_chunk(rk) + rk.settings.command_timeout + 1.0) * 1000)
+
+
+def _slots(rk: Redkit) -> asyncio.Semaphore:
+    slots = _BLOCKING_SLOTS.get(rk)
+    if slots is None:
+        slots = asyncio.Semaphore(max(1, rk.settings.max_connections // 2))
+        _BLOCKING_SLOTS[rk] = slots
+    return slots
+
+
+async def _block(rk: Redkit, wake_key: str, block: float) -> None:
+    async with _slots(rk):
+        with translate_redis_errors("lock wait (BLPOP)"):
+            # Seconds as a float: Redis >= 6 and Valkey take sub-second blocking timeouts.
+            await rk.redis.blpop([wake_key], timeout=max(0.001, round(block, 3)))
+
+
+Attempt = Callable[[bool], Awaitable[tuple[bool, int]]]
+
+
+async def acquire_loop(
+    rk: Redkit,
+    *,
+    attempt: Attempt,
+    leave: Callable[[], Awaitable[object]],
+    wake_key: str,
+    # The bound is spent in server-side BLPOP timeouts, not by cancelling calls midway.
+    timeout: float | None,  # noqa: ASYNC109
+    what: str,
+) -> int:
+    """Call ``attempt`` until it succeeds; block on ``wake_key`` between attempts.
+
+    ``attempt(join)`` runs the acquire script (``join``: queue up on failure) and returns
+    ``(True, value)`` on success, else ``(False, ms until a lease ends, or -1)``.
+    Raises :class:`LockNotAcquired` when ``timeout`` passes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    chunk = wait_chunk(rk)
+    queued = False
+    try:
+        while True:
+            acquired, value = await attempt(timeout != 0)
+            if acquired:
+                queued = False  # the script removed us from the queue
+                return value
+            queued = timeout != 0
+            remaining = math.inf if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                waited = "" if timeout == 0 else f" within {timeout:g} s"
+                raise LockNotAcquired(
+                    f"{what} was not acquired{waited}: it is held by someone else. Wait "
+                    "longer (timeout=...), or find the holder with `redkit locks list`."
+                )
+            block = min(chunk, remaining)
+            if value >= 0:
+                # No release may come (a dead holder): wake when the lease ends.
+                block = min(block, value / 1000 + 0.001)
+            await _block(rk, wake_key, block)
+    finally:
+        if queued:
+            # Leave the queue so a fair lock does not wait for us; a wake-up meant for us
+            # passes to the next waiter. Best effort: the entry expires by itself anyway.
+            with contextlib.suppress(RedkitError):
+                await leave()
+
+
+class Renewer:
+    """The auto-renew watchdog: extends a lease every ``ttl / 3`` until stopped.
+
+    ``extend`` returns True (renewed) or False (the lease is gone). If the server cannot be
+    reached, the watchdog retries sooner and declares the lease lost once ``ttl`` has passed
+    since the last renewal it could confirm: from then on, nothing guarantees it is held.
+    """
+
+    def __init__(
+        self,
+        extend: Callable[[], Awaitable[bool]],
+        ttl: float,
+        on_lost: Callable[[str], None],
+        valid_until: float,
+    ) -> None:
+        self._extend = extend
+        self._ttl = ttl
+        self._on_lost = on_lost
+        self.valid_until = valid_until
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        # A timer, not a task, until the first renewal is due: most locks are released
+        # before ttl / 3, and then the watchdog costs one cancelled timer, not a task.
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(ttl / 3, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._task = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = self._loop
+        interval = self._ttl / 3
+        delay = 0.0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            sent = loop.time()
+            try:
+                renewed: bool | None = await self._extend()
+            except RedkitError:
+                renewed = None
+            if renewed:
+                self.valid_until = sent + self._ttl
+                delay = interval
+                continue
+            now = loop.time()
+            if renewed is False:
+                self._on_lost("its lease was gone when the watchdog renewed it")
+                return
+            if now >= self.valid_until:
+                self._on_lost("the server could not be reached to renew it before it expired")
+                return
+            delay = min(interval, max(0.01, (self.valid_until - now) / 3))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        if task is asyncio.current_task():
+            return  # the on_lost callback releasing from inside the watchdog
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+LostCallback = Callable[[Any], object]
+
+
+class LostSignal:
+    """Tells a holder that its lease is gone: an event, a flag and an optional callback."""
+
+    def __init__(self, callback: LostCallback | None) -> None:
+        self.callback = callback
+        self.event = asyncio.Event()
+        self.reason: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def fire(self, holder: object, reason: str) -> None:
+        if self.event.is_set():
+            return
+        self.reason = reason
+        self.event.set()
+        if self.callback is None:
+            return
+        result = self.callback(holder)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def reset(self) -> None:
+        self.reason = None
+        self.event = asyncio.Event()

@@ -1,0 +1,101 @@
+"""What an operator needs: list the locks and semaphores of a namespace, free a stuck lock.
+
+These walk the namespace with ``SCAN`` (never ``KEYS``): an admin's tool, proportional to
+the size of the database, not for hot paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from redkit.errors import translate_redis_errors
+from redkit.locks._common import check_name, waiter_lease_ms
+from redkit.scripts import ScriptSet
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+__all__ = ["LockInfo", "force_release", "list_locks"]
+
+SCRIPTS = ScriptSet(__package__)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """One lock or semaphore that has holders now."""
+
+    kind: Literal["lock", "semaphore"]
+    name: str
+    holders: int
+    ttl: float
+    """Seconds until the (longest) current lease ends."""
+    fencing_token: int | None
+    """For a lock: the token of the current holder (the last one issued)."""
+    waiters: int
+
+
+def _name_from(key: str, prefix: str, suffix: str) -> str | None:
+    if key.startswith(prefix) and key.endswith(suffix):
+        return key[len(prefix) : len(key) - len(suffix)]
+    return None
+
+
+async def list_locks(rk: Redkit) -> list[LockInfo]:
+    """Every held lock and semaphore of ``rk``'s namespace, sorted by kind and name."""
+    ns = rk.namespace
+    found: list[LockInfo] = []
+    with translate_redis_errors("list locks"):
+        # Braces are not glob characters: this matches exactly the keys rk.keys.group makes.
+        async for raw in rk.redis.scan_iter(match=f"{ns}:{{lock:*}}:owner", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = _name_from(key, f"{ns}:{{lock:", "}:owner")
+            if name is None:
+                continue
+            group = rk.keys.group("lock", name)
+            pttl = await rk.redis.pttl(key)
+            if pttl == -2:
+                continue  # released meanwhile
+            fence = await rk.redis.get(group.key("fence"))
+            waiters = await rk.redis.zcard(group.key("queue"))
+            found.append(
+                LockInfo(
+                    "lock",
+                    name,
+                    1,
+                    max(pttl, 0) / 1000,
+                    int(fence) if fence is not None else None,
+                    int(waiters),
+                )
+            )
+        async for raw in rk.redis.scan_iter(match=f"{ns}:{{sem:*}}:holders", count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = _name_from(key, f"{ns}:{{sem:", "}:holders")
+            if name is None:
+                continue
+            group = rk.keys.group("sem", name)
+            holders = int(await SCRIPTS["sem_count"](rk.redis, keys=[key]))
+            if holders == 0:
+                continue
+            pttl = await rk.redis.pttl(key)
+            waiters = await rk.redis.zcard(group.key("queue"))
+            found.append(
+                LockInfo("semaphore", name, holders, max(pttl, 0) / 1000, None, int(waiters))
+            )
+    return sorted(found, key=lambda info: (info.kind, info.name))
+
+
+async def force_release(rk: Redkit, name: str) -> bool:
+    """Free lock ``name`` whoever holds it, and wake its first waiter; False if it was free.
+
+    The holder is not told until it next renews, extends or releases (then: ``LockLost``).
+    Its fencing token is older than the next holder's, so a resource that checks tokens
+    stays safe.
+    """
+    group = rk.keys.group("lock", check_name(name, "lock"))
+    removed = await SCRIPTS["lock_force_release"](
+        rk.redis,
+        keys=[group.key("owner"), group.key("queue"), group.key("wake")],
+        args=[waiter_lease_ms(rk)],
+    )
+    return bool(removed)

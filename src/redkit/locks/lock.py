@@ -1,0 +1,266 @@
+"""A distributed lock on one server (or Cluster): fenced, auto-renewed, woken without polling.
+
+::
+
+    async with rk.lock("db:p1", ttl=30, timeout=10) as lock:
+        await create_database(fence=lock.fencing_token)
+
+**Fencing tokens.** Each successful acquire gets the next value of a per-name counter (1, 2,
+3, ...). A holder that paused (GC, swap, a slow network) may still believe it holds an expired
+lock; the resource it writes to must therefore remember the highest token it has accepted and
+refuse a write carrying a lower one. For a database row, write ``... WHERE fence < :token`` and
+store the token; for Redis data, compare in a script. The counter key has no TTL, so tokens
+keep increasing across expiry, and (with AOF on, as the embedded server runs) across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from redkit.codec import milliseconds, seconds
+from redkit.errors import InvalidInput, LockLost, translate_redis_errors
+from redkit.locks._common import (
+    DEFAULT,
+    LostCallback,
+    LostSignal,
+    Renewer,
+    acquire_loop,
+    check_name,
+    check_timeout,
+    waiter_lease_ms,
+)
+from redkit.scripts import ScriptSet
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+__all__ = ["Lock"]
+
+SCRIPTS = ScriptSet(__package__)
+
+
+class Lock:
+    """A lock named ``name`` in ``rk``'s namespace. Make it with ``rk.lock(...)``.
+
+    One ``Lock`` object is one (would-be) holder: give each task its own (they are cheap).
+    It can be acquired again after it is released.
+
+    - ``ttl``: the lease. Without renewal the lock frees itself this long after acquire (or
+      the last :meth:`extend`), so a crashed holder blocks others for at most ``ttl``.
+    - ``timeout``: how long :meth:`acquire` (and ``async with``) waits; ``None`` waits
+      forever, ``0`` tries once. Raises :class:`~redkit.errors.LockNotAcquired`.
+    - ``auto_renew``: a watchdog task extends the lease every ``ttl / 3`` while held.
+    - ``fair``: first come, first served among waiters (otherwise a newcomer may take a lock
+      that was just freed before the woken waiter does; throughput is a little higher).
+    - ``on_lost``: called with the lock when the watchdog finds the lease gone (a function or
+      a coroutine function); :attr:`lost_event` is set too, and leaving the ``async with``
+      block raises :class:`~redkit.errors.LockLost`.
+    """
+
+    def __init__(
+        self,
+        rk: Redkit,
+        name: str,
+        *,
+        ttl: float | timedelta = 30,
+        timeout: float | timedelta | None = None,
+        auto_renew: bool = True,
+        fair: bool = False,
+        on_lost: LostCallback | None = None,
+    ) -> None:
+        self.rk = rk
+        self.name = check_name(name, "lock")
+        self.ttl = seconds(ttl, "lock ttl")
+        self._ttl_ms = milliseconds(ttl, "lock ttl")
+        self.timeout = check_timeout(timeout, "lock")
+        self.auto_renew = bool(auto_renew)
+        self.fair = bool(fair)
+        group = rk.keys.group("lock", name)
+        self._owner = group.key("owner")
+        self._fence = group.key("fence")
+        self._queue = group.key("queue")
+        self._deadlines = group.key("deadlines")
+        self._wake = group.key("wake")
+        self._lease_ms = waiter_lease_ms(rk)
+        self._token: str | None = None
+        self._renewer: Renewer | None = None
+        self._lost = LostSignal(on_lost)
+        self.fencing_token: int | None = None
+        """The fencing token of the current (or last) acquisition; ``None`` before the first."""
+
+    def __repr__(self) -> str:
+        state = "held" if self._token else "not held"
+        if self._token and self.lost:
+            state = "lost"
+        fence = f" fencing_token={self.fencing_token}" if self.fencing_token else ""
+        return f"<Lock {self.name!r} ttl={self.ttl:g}s {state}{fence}>"
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """True between a successful acquire and release (as far as this object knows)."""
+        return self._token is not None and not self.lost
+
+    @property
+    def lost(self) -> bool:
+        """True once the watchdog or a call found that the lease is no longer ours."""
+        return self._lost.event.is_set()
+
+    @property
+    def lost_event(self) -> asyncio.Event:
+        """Set when the lease is found lost while held; ``await lock.lost_event.wait()``."""
+        return self._lost.event
+
+    async def locked(self) -> bool:
+        """True if anyone holds the lock now (one round trip)."""
+        with translate_redis_errors(f"lock {self.name!r}"):
+            return bool(await self.rk.redis.exists(self._owner))
+
+    async def owned(self) -> bool:
+        """True if this object holds the lock now, according to the server."""
+        if self._token is None:
+            return False
+        with translate_redis_errors(f"lock {self.name!r}"):
+            current = await self.rk.redis.get(self._owner)
+        if current is None:
+            return False
+        held = current.encode() if isinstance(current, str) else current
+        return hmac.compare_digest(held, self._token.encode())
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        timeout: float | timedelta | None = DEFAULT,  # noqa: ASYNC109 (public API)
+    ) -> int:
+        """Wait for the lock and take it; return its fencing token.
+
+        ``timeout`` overrides the constructor's (``None``: forever, ``0``: one try).
+        """
+        if self._token is not None:
+            raise InvalidInput(
+                f"lock {self.name!r} is already held by this Lock object (locks are not "
+                "re-entrant); release it first, or use another rk.lock(...) object"
+            )
+        wait = self.timeout if timeout is DEFAULT else check_timeout(timeout, "lock")
+        token = secrets.token_hex(16)
+
+        async def attempt(join: bool) -> tuple[bool, int]:
+            ok, value = await SCRIPTS["lock_acquire"](
+                self.rk.redis,
+                keys=[self._owner, self._fence, self._queue, self._deadlines, self._wake],
+                args=[token, self._ttl_ms, int(join), int(self.fair), self._lease_ms],
+            )
+            return bool(ok), int(value)
+
+        async def leave() -> object:
+            return await SCRIPTS["queue_leave"](
+                self.rk.redis,
+                keys=[self._queue, self._deadlines, self._wake],
+                args=[token, self._lease_ms],
+            )
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        fence = await acquire_loop(
+            self.rk,
+            attempt=attempt,
+            leave=leave,
+            wake_key=f"{self._wake}:{token}",
+            timeout=wait,
+            what=f"lock {self.name!r}",
+        )
+        self._token = token
+        self.fencing_token = fence
+        self._lost.reset()
+        if self.auto_renew:
+            # The lease started at the latest when the script was sent.
+            self._renewer = Renewer(self._renew, self.ttl, self._on_lost, began + self.ttl)
+        return fence
+
+    async def release(self) -> None:
+        """Release the lock. Raises :class:`LockLost` if it was no longer ours.
+
+        A lock that expired and was taken by another holder is left alone: the script checks
+        the token before it deletes anything.
+        """
+        token = self._token
+        if token is None:
+            raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
+        await self._stop_renewer()
+        self._token = None
+        released = await SCRIPTS["lock_release"](
+            self.rk.redis,
+            keys=[self._owner, self._queue, self._deadlines, self._wake],
+            args=[token, self._lease_ms],
+        )
+        if not released:
+            self._lost.fire(self, "it had expired or been taken over at release")
+            raise LockLost(self._lost_message())
+
+    async def extend(self, ttl: float | timedelta | None = None) -> None:
+        """Reset the lease to ``ttl`` from now (default: the lock's ``ttl``).
+
+        Raises :class:`LockLost` if the lock is no longer ours.
+        """
+        if self._token is None:
+            raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
+        ttl_s = self.ttl if ttl is None else seconds(ttl, "lock ttl")
+        began = asyncio.get_running_loop().time()
+        if not await self._extend(milliseconds(ttl_s)):
+            self._lost.fire(self, "it had expired or been taken over at extend")
+            raise LockLost(self._lost_message())
+        if self._renewer is not None:
+            self._renewer.valid_until = max(self._renewer.valid_until, began + ttl_s)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _extend(self, ttl_ms: int) -> bool:
+        assert self._token is not None
+        result = await SCRIPTS["lock_extend"](
+            self.rk.redis, keys=[self._owner], args=[self._token, ttl_ms]
+        )
+        return bool(result)
+
+    async def _renew(self) -> bool:
+        return await self._extend(self._ttl_ms)
+
+    def _on_lost(self, reason: str) -> None:
+        self._lost.fire(self, reason)
+
+    async def _stop_renewer(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            await renewer.stop()
+
+    def _lost_message(self) -> str:
+        return (
+            f"lock {self.name!r} (fencing token {self.fencing_token}) was lost: "
+            f"{self._lost.reason}. Another holder may have run meanwhile; work done since then "
+            "was not protected. Use auto_renew=True or a longer ttl, and have the resource "
+            "check fencing tokens."
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.release()
+        except LockLost as lost:
+            if exc is None:
+                raise
+            # Keep the block's own error; say that the lock was lost too.
+            exc.add_note(str(lost))

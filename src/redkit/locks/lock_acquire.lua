@@ -1,0 +1,69 @@
+-- Take a lock if it is free (when fair: only if no earlier waiter is queued for it).
+-- KEYS[1]: owner: string holding the holder's token, PX = the lock's ttl (bounded by its TTL)
+-- KEYS[2]: fence: integer counter, no TTL on purpose: fencing tokens must keep increasing
+--          across expiry and restarts, so it is durable; one small integer per lock name
+-- KEYS[3]: queue: zset waiter token -> arrival ms (bounded: pruned by KEYS[4], and PEXPIREd
+--          to the waiter lease, so it vanishes when no waiter refreshes it)
+-- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
+-- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
+-- ARGV[1]: token of this attempt (also its waiter id)
+-- ARGV[2]: ttl in ms
+-- ARGV[3]: 1 to join the wait queue if the lock is taken, 0 to leave it alone
+-- ARGV[4]: 1 if fair (FIFO): a free lock goes to the first waiter in the queue
+-- ARGV[5]: waiter lease in ms (queue entry and wake-list lifetime)
+-- Returns: {1, fencing token} when acquired; {0, ms until the owner's lease ends} when not,
+--          or {0, -1} when there is no expiry to wait for (a wake signal will come)
+local token, lease = ARGV[1], tonumber(ARGV[5])
+
+-- The common case first: a free lock, no fairness to honour, nobody queued.
+if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
+  redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+  return {1, redis.call('INCR', KEYS[2])}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[3], unpack(gone))
+  redis.call('ZREM', KEYS[4], unpack(gone))
+end
+
+local function wake(waiter)
+  local list = KEYS[5] .. ':' .. waiter
+  redis.call('LPUSH', list, '1')
+  redis.call('LTRIM', list, 0, 0)
+  redis.call('PEXPIRE', list, lease)
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local head = nil
+  if ARGV[4] == '1' then
+    head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  end
+  if head == nil or head == token then
+    redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+    local fence = redis.call('INCR', KEYS[2])
+    redis.call('ZREM', KEYS[3], token)
+    redis.call('ZREM', KEYS[4], token)
+    redis.call('DEL', KEYS[5] .. ':' .. token)
+    return {1, fence}
+  end
+  -- Free, but promised to an earlier waiter: make sure that one is awake.
+  wake(head)
+end
+
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[3], 'NX', now, token)
+  redis.call('ZADD', KEYS[4], now + lease, token)
+  if redis.call('PTTL', KEYS[3]) < lease then
+    redis.call('PEXPIRE', KEYS[3], lease)
+    redis.call('PEXPIRE', KEYS[4], lease)
+  end
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl < 0 then
+  return {0, -1}
+end
+return {0, pttl}

@@ -1,0 +1,182 @@
+"""Policies: which key, which limits and what cost a request gets.
+
+A policy is any callable ``(scope) -> Admission | None`` (sync or async) over an ASGI
+scope; ``None`` lets the request through unlimited (health checks, static files).
+:class:`TierPolicy` is the brief's: callers are identified and put in a tier, and each tier
+has its own limits::
+
+    anonymous 10/min   user 100/min   premium 1000/min   admin 10000/min
+
+Anonymous callers are keyed by client IP. The IP is the TCP peer's, never a header, unless
+the peer is one of ``trusted_proxies``: only then is ``X-Forwarded-For`` read, right to
+left, skipping the trusted hops, so a client cannot choose its own key by sending the
+header.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from redkit.codec import seconds
+from redkit.errors import InvalidInput
+from redkit.ratelimit.limiter import Algorithm, RateLimiter, RateLimits
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+__all__ = [
+    "DEFAULT_TIERS",
+    "Admission",
+    "Identity",
+    "Policy",
+    "TierPolicy",
+    "TrustedProxies",
+    "client_ip",
+    "resolve_policy",
+]
+
+Scope: TypeAlias = Mapping[str, Any]
+
+DEFAULT_TIERS: Mapping[str, Sequence[tuple[int, float | timedelta]]] = {
+    "anonymous": [(10, 60)],
+    "user": [(100, 60)],
+    "premium": [(1000, 60)],
+    "admin": [(10000, 60)],
+}
+"""The brief's tier table: (limit, window seconds) per tier."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a policy decides for one request: check ``limits`` for ``key`` at ``cost``."""
+
+    key: str
+    limits: RateLimiter | RateLimits
+    cost: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: a tier name and a stable ID (user ID, API key ID)."""
+
+    tier: str
+    id: str
+
+
+Policy: TypeAlias = Callable[[Scope], "Awaitable[Admission | None] | Admission | None"]
+
+
+async def resolve_policy(policy: Policy, scope: Scope) -> Admission | None:
+    result = policy(scope)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class TrustedProxies:
+    """Addresses (or networks) of proxies whose ``X-Forwarded-For`` may be believed."""
+
+    def __init__(self, proxies: Iterable[str] = ()) -> None:
+        try:
+            self.networks = tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+        except ValueError as exc:
+            raise InvalidInput(f"bad trusted proxy address: {exc}") from exc
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def client_ip(scope: Scope, trusted: TrustedProxies | None = None) -> str:
+    """The caller's IP: the TCP peer, or through trusted proxies the first untrusted hop."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    if trusted is None or peer not in trusted:
+        return peer
+    forwarded = _header(scope, b"x-forwarded-for")
+    if not forwarded:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop
+    return hops[0] if hops else peer
+
+
+class TierPolicy:
+    """Limits by tier: ``identify(scope)`` names the caller, anonymous callers go by IP.
+
+    ``identify`` returns an :class:`Identity` (or ``None`` for an anonymous caller); it may
+    be async. ``tiers`` maps a tier to its (limit, window) pairs: several pairs are checked
+    together, all or nothing (e.g. ``[(10, 1), (1000, 3600)]``).
+    """
+
+    def __init__(
+        self,
+        rk: Redkit,
+        identify: Callable[[Scope], Awaitable[Identity | None] | Identity | None] | None = None,
+        *,
+        tiers: Mapping[str, Sequence[tuple[int, float | timedelta]]] = DEFAULT_TIERS,
+        algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
+        trusted_proxies: Iterable[str] = (),
+        anonymous_tier: str = "anonymous",
+        **limiter_options: Any,
+    ) -> None:
+        if anonymous_tier not in tiers:
+            raise InvalidInput(
+                f"the tier table has no {anonymous_tier!r} tier for anonymous callers"
+            )
+        self.identify = identify
+        self.anonymous_tier = anonymous_tier
+        self.trusted = TrustedProxies(trusted_proxies)
+        self.limits: dict[str, RateLimiter | RateLimits] = {}
+        for tier, pairs in tiers.items():
+            if not pairs:
+                raise InvalidInput(f"tier {tier!r} has no limits")
+            limiters = [
+                RateLimiter(
+                    rk,
+                    limit,
+                    window,
+                    algorithm,
+                    # The tier names the policy in the RateLimit headers.
+                    name=tier if len(pairs) == 1 else f"{tier}:{limit}/{seconds(window):g}s",
+                    **limiter_options,
+                )
+                for limit, window in pairs
+            ]
+            self.limits[tier] = limiters[0] if len(limiters) == 1 else RateLimits(rk, limiters)
+
+    def __repr__(self) -> str:
+        return f"<TierPolicy tiers={list(self.limits)}>"
+
+    async def __call__(self, scope: Scope) -> Admission | None:
+        identity: Identity | None = None
+        if self.identify is not None:
+            found = self.identify(scope)
+            identity = await found if inspect.isawaitable(found) else found
+        if identity is None:
+            return Admission(
+                f"ip:{client_ip(scope, self.trusted)}", self.limits[self.anonymous_tier]
+            )
+        limits = self.limits.get(identity.tier)
+        if limits is None:
+            raise InvalidInput(f"unknown tier {identity.tier!r}; known: {', '.join(self.limits)}")
+        return Admission(f"{identity.tier}:{identity.id}", limits)

@@ -1,0 +1,255 @@
+"""The lock: mutual exclusion, fencing, expiry, renewal, loss, waking without polling."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import redkit
+from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.locks import Lock, force_release
+
+
+@pytest.mark.cluster
+async def test_twenty_tasks_incrementing_under_the_lock_lose_no_update(rk: redkit.Redkit) -> None:
+    counter = rk.keys.key("counter")
+    await rk.redis.set(counter, 0)
+    fences: list[int] = []
+
+    async def worker() -> None:
+        for _ in range(50):
+            async with rk.lock("counter", ttl=5, timeout=30) as lock:
+                # A non-atomic read-modify-write: only the lock keeps it correct.
+                value = int(await rk.redis.get(counter) or 0)
+                await asyncio.sleep(0)
+                await rk.redis.set(counter, value + 1)
+                assert lock.fencing_token is not None
+                fences.append(lock.fencing_token)
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+    assert int(await rk.redis.get(counter) or 0) == 1000
+    assert len(fences) == 1000
+    assert all(a < b for a, b in itertools.pairwise(fences))
+
+
+@pytest.mark.cluster
+async def test_a_holder_paused_past_its_ttl_cannot_release_the_next_holders_lock(
+    rk: redkit.Redkit,
+) -> None:
+    late = rk.lock("deploy", ttl=0.3, auto_renew=False)
+    first = await late.acquire()
+    await asyncio.sleep(0.45)  # "paused": no renewal, the lease ends
+    new = rk.lock("deploy", ttl=10, timeout=2)
+    second = await new.acquire()
+    assert second > first
+    with pytest.raises(redkit.LockLost, match="was lost"):
+        await late.release()
+    assert late.lost
+    assert await new.owned()
+    await new.release()
+    assert not await new.locked()
+
+
+@pytest.mark.cluster
+async def test_release_and_extend_check_the_token(rk: redkit.Redkit) -> None:
+    lock = rk.lock("t", ttl=0.3, auto_renew=False)
+    await lock.acquire()
+    await lock.extend(5)
+    await asyncio.sleep(0.4)
+    assert await lock.owned()  # the extension outlived the original ttl
+    await force_release(rk, "t")
+    with pytest.raises(redkit.LockLost):
+        await lock.extend()
+    other = rk.lock("t", timeout=0)
+    await other.acquire()
+    with pytest.raises(redkit.LockLost):
+        await lock.release()
+    assert await other.owned()
+
+
+@pytest.mark.cluster
+async def test_fencing_tokens_keep_increasing_across_expiry(rk: redkit.Redkit) -> None:
+    seen = []
+    for _ in range(3):
+        lock = rk.lock("fenced", ttl=0.05, auto_renew=False, timeout=1)
+        seen.append(await lock.acquire())
+        await asyncio.sleep(0.08)  # let it expire rather than releasing it
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 3
+
+
+async def test_fencing_tokens_survive_a_server_restart_with_aof(tmp_path: Path) -> None:
+    server = ValkeyProcess(
+        tmp_path,
+        port=find_free_port(),
+        config={"appendonly": "yes", "appendfsync": "always", "save": ""},
+    ).start()
+    try:
+        async with redkit.connect(server.url, "fence") as rk, rk.lock("db") as lock:
+            before = lock.fencing_token
+        server.stop()
+        server.start()
+        async with redkit.connect(server.url, "fence") as rk, rk.lock("db") as lock:
+            assert before is not None
+            assert lock.fencing_token == before + 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.cluster
+async def test_a_timeout_bounds_the_wait(rk: redkit.Redkit) -> None:
+    async with rk.lock("busy"):
+        began = time.perf_counter()
+        with pytest.raises(redkit.LockNotAcquired, match=r"within 0.3 s"):
+            await rk.lock("busy", timeout=0.3).acquire()
+        assert 0.25 < time.perf_counter() - began < 1.5
+        with pytest.raises(redkit.LockNotAcquired):
+            await rk.lock("busy").acquire(timeout=0)
+        with pytest.raises(redkit.LockNotAcquired):
+            async with rk.lock("busy", timeout=timedelta(milliseconds=50)):
+                pytest.fail("unreachable")  # pragma: no cover
+    # Waiters that gave up left the queue: nothing of them stays behind.
+    queue = rk.keys.group("lock", "busy").key("queue")
+    assert await rk.redis.exists(queue) == 0
+
+
+@pytest.mark.cluster
+async def test_auto_renew_keeps_a_short_lock_through_long_work(rk: redkit.Redkit) -> None:
+    async with rk.lock("long", ttl=1) as lock:
+        for _ in range(3):
+            await asyncio.sleep(1)
+            assert await lock.owned()
+            with pytest.raises(redkit.LockNotAcquired):
+                await rk.lock("long", timeout=0).acquire()
+    assert not await rk.lock("long").locked()
+
+
+@pytest.mark.cluster
+async def test_the_watchdog_tells_the_holder_when_the_lock_is_lost(rk: redkit.Redkit) -> None:
+    told: list[Lock] = []
+    lock = rk.lock("lost", ttl=0.6, on_lost=told.append)
+
+    async def work() -> None:
+        async with lock:
+            await force_release(rk, "lost")
+            await asyncio.wait_for(lock.lost_event.wait(), timeout=2)
+            assert told == [lock]
+            assert not lock.held
+
+    with pytest.raises(redkit.LockLost, match="watchdog"):
+        await work()
+
+
+async def test_a_killed_holders_lock_passes_to_a_waiter_when_its_ttl_ends(
+    redis_url: str, namespace: str
+) -> None:
+    code = (
+        "import asyncio, sys, redkit\n"
+        "async def main():\n"
+        "    async with redkit.connect(sys.argv[1], sys.argv[2]) as rk:\n"
+        "        async with rk.lock('job', ttl=1):\n"
+        "            print('held', flush=True)\n"
+        "            await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, redis_url, namespace, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), 20)
+        assert line.strip() == b"held"
+        async with redkit.connect(redis_url, namespace) as rk:
+            await asyncio.sleep(1.5)  # past the 1 s ttl: the other process renews it
+            with pytest.raises(redkit.LockNotAcquired):
+                await rk.lock("job").acquire(timeout=0)
+            os.kill(holder.pid, signal.SIGKILL)
+            killed = time.perf_counter()
+            async with rk.lock("job", timeout=5):
+                waited = time.perf_counter() - killed
+            assert waited < 1.0 + 0.5
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+        await holder.wait()
+
+
+@pytest.mark.cluster
+async def test_a_waiter_takes_the_lock_right_after_release(rk: redkit.Redkit) -> None:
+    latencies = []
+    for _ in range(15):
+        holder = rk.lock("handover", ttl=30)
+        await holder.acquire()
+        waiter = rk.lock("handover", ttl=30, timeout=10)
+        got = asyncio.create_task(waiter.acquire())
+        await asyncio.sleep(0.03)  # the waiter is blocked now
+        assert not got.done()
+        released = time.perf_counter()
+        await holder.release()
+        await got
+        latencies.append(time.perf_counter() - released)
+        await waiter.release()
+    # A poller with 100 ms steps would show a median near 50 ms; a wake-up takes ~1 ms.
+    assert statistics.median(latencies) < 0.025, latencies
+
+
+@pytest.mark.cluster
+async def test_a_fair_lock_serves_waiters_in_arrival_order(rk: redkit.Redkit) -> None:
+    order: list[int] = []
+    holder = rk.lock("fifo", fair=True)
+    await holder.acquire()
+
+    async def waiter(i: int) -> None:
+        async with rk.lock("fifo", fair=True, timeout=10):
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(waiter(i)))
+        await asyncio.sleep(0.03)  # arrive one after the other
+    await holder.release()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.cluster
+async def test_a_lock_object_is_reusable_but_not_reentrant(rk: redkit.Redkit) -> None:
+    lock = rk.lock("again")
+    first = await lock.acquire()
+    with pytest.raises(redkit.InvalidInput, match="re-entrant"):
+        await lock.acquire()
+    await lock.release()
+    with pytest.raises(redkit.InvalidInput, match="not held"):
+        await lock.release()
+    assert await lock.acquire() == first + 1
+    assert "held" in repr(lock)
+    await lock.release()
+
+
+async def test_bad_arguments_are_refused_with_clear_errors(rk: redkit.Redkit) -> None:
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("x", ttl=0)
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("x", ttl=-1)
+    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+        rk.lock("")
+    with pytest.raises(redkit.InvalidInput, match="timeout"):
+        rk.lock("x", timeout=-1)
+    with pytest.raises(redkit.InvalidInput, match="timeout"):
+        await rk.lock("x").acquire(timeout=-0.5)
+    with pytest.raises(redkit.InvalidInput, match="limit"):
+        rk.semaphore("s", limit=0)
+    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+        rk.semaphore("", limit=2)
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.semaphore("s", limit=2, ttl=float("nan"))
