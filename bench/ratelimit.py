@@ -77,7 +77,7 @@ async def _limits_side(
     key = "bench-" + secrets.token_hex(4)
 
     async def check() -> bool:
-        return await strategy.hit(item, key)
+        return bool(await strategy.hit(item, key))
 
     return await run(check)
 
