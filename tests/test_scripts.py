@@ -14,7 +14,7 @@ SCRIPTS = ScriptSet("luapkg")
 
 
 def test_a_script_set_reads_every_lua_file_once() -> None:
-    assert {s.name for s in SCRIPTS} == {"echo_keys", "incr_by"}
+    assert {s.name for s in SCRIPTS} == {"echo_keys", "incr_by", "slow_incr"}
     assert len(SCRIPTS["echo_keys"].sha) == 40
     with pytest.raises(KeyError, match=r"no script missing\.lua"):
         SCRIPTS["missing"]
@@ -93,4 +93,4 @@ def test_every_script_shipped_in_redkit_documents_keys_argv_and_return() -> None
     for path in lua_files:
         check_header(path.stem, path.read_text())
     # The test scripts follow the same rule (ScriptSet refused them otherwise).
-    assert len(SCRIPTS) == 2
+    assert len(SCRIPTS) == 3

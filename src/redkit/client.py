@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +20,8 @@ from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
 from redkit.embedded import EmbeddedValkey
 from redkit.errors import ConfigurationError, InvalidInput, translate_redis_errors
 from redkit.keys import Keyspace
+from redkit.pipelining import AutoPipeline
+from redkit.scripts import Script, ScriptArg
 from redkit.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,6 +109,10 @@ class Redkit:
         self.keys = Keyspace(settings.namespace)
         self.embedded = embedded
         self._closed = False
+        # Cluster clients pipeline per node themselves; batching across slots is not ours.
+        self.pipeline = (
+            AutoPipeline(client) if settings.auto_pipeline and isinstance(client, Redis) else None
+        )
 
     def __repr__(self) -> str:
         where = "embedded " if self.embedded else ""
@@ -133,6 +139,17 @@ class Redkit:
             return
         self._closed = True
         await self.redis.aclose()
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg] = ()) -> Any:
+        """Run one of redkit's scripts: one round trip, shared with concurrent callers.
+
+        With automatic pipelining on (the default on standalone and Sentinel servers), calls
+        made while others are in flight travel together in one pipeline; see
+        :mod:`redkit.pipelining`.
+        """
+        if self.pipeline is not None:
+            return await self.pipeline.run(script, keys, args)
+        return await script(self.redis, keys, args)
 
     async def ping(self) -> float:
         """Seconds for one ``PING`` round trip; raises ConnectionLost if there is no answer."""
@@ -269,6 +286,7 @@ def _settings(
     connect_timeout: float | timedelta | None,
     command_timeout: float | timedelta | None,
     max_connections: int | None,
+    auto_pipeline: bool | None = None,
 ) -> Settings:
     overrides: dict[str, Any] = {}
     if url is not None:
@@ -286,6 +304,8 @@ def _settings(
         raise ConfigurationError(str(exc)) from None
     if max_connections is not None:
         overrides["max_connections"] = max_connections
+    if auto_pipeline is not None:
+        overrides["auto_pipeline"] = auto_pipeline
     try:
         # Arguments given here win; the environment (and .env) fills in the rest.
         return Settings(**overrides)
@@ -364,6 +384,7 @@ def connect(
     connect_timeout: float | timedelta | None = None,
     command_timeout: float | timedelta | None = None,
     max_connections: int | None = None,
+    auto_pipeline: bool | None = None,
 ) -> _Connecting:
     """Connect to Redis/Valkey and return a :class:`Redkit` bound to ``namespace``.
 
@@ -376,7 +397,16 @@ def connect(
 
     Raises :class:`~redkit.errors.ConnectionLost` if the server does not answer within the
     connect timeout and :class:`~redkit.errors.ConfigurationError` for a bad URL or setting.
+    ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
     """
     return _Connecting(
-        _settings(url, namespace, data_dir, connect_timeout, command_timeout, max_connections)
+        _settings(
+            url,
+            namespace,
+            data_dir,
+            connect_timeout,
+            command_timeout,
+            max_connections,
+            auto_pipeline,
+        )
     )

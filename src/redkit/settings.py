@@ -11,6 +11,8 @@ variable               meaning                             default
 ``REDKIT_MAX_CONNECTIONS``  pool size (callers queue)      ``64``
 ``REDKIT_POOL_TIMEOUT``     seconds to wait for a pooled   ``10.0``
                             connection
+``REDKIT_AUTO_PIPELINE``    concurrent script calls share  ``true``
+                            round trips
 =====================  ==================================  =====================
 """
 
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     command_timeout: float = Field(default=2.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
     pool_timeout: float = Field(default=10.0, gt=0)
+    auto_pipeline: bool = True
 
     @field_validator("redis_url")
     @classmethod

@@ -230,8 +230,8 @@ class _Checker:
             return self._fallback("circuit open")
         try:
             async with asyncio.timeout(self.timeout):
-                raw = await _CHECK(
-                    self._rk.redis, self._state_keys(key), ["1" if commit else "0", *args]
+                raw = await self._rk.run(
+                    _CHECK, self._state_keys(key), ["1" if commit else "0", *args]
                 )
         except (ConnectionLost, TimeoutError, ScriptError) as exc:
             self.breaker.failure()

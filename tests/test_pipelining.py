@@ -1,0 +1,116 @@
+"""Automatic pipelining: concurrent script calls share round trips, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import redkit
+from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.scripts import Script, ScriptSet
+from servers import TEST_CONFIG
+
+SCRIPTS = ScriptSet("luapkg")
+INCR = SCRIPTS["incr_by"]
+
+
+async def calls(rk: redkit.Redkit, name: str) -> int:
+    info = await rk.redis.info("commandstats")
+    return int(info.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+async def test_concurrent_calls_share_round_trips_and_each_runs_once(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    counter = rk.keys.group("test", "ap").key("n")
+    await rk.run(INCR, [counter], [0])  # load the script
+    before = await calls(rk, "evalsha")
+    results = await asyncio.gather(*(rk.run(INCR, [counter], [1]) for _ in range(300)))
+    assert sorted(results) == list(range(1, 301))
+    assert await calls(rk, "evalsha") - before == 300  # every call ran exactly once
+    assert rk.pipeline.batches >= 1
+    assert rk.pipeline.batched_calls >= 250  # most calls travelled in shared pipelines
+
+
+async def test_a_lone_call_goes_directly(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    counter = rk.keys.group("test", "alone").key("n")
+    for expected in range(1, 6):
+        assert await rk.run(INCR, [counter], [1]) == expected
+    assert rk.pipeline.batches == 0
+
+
+async def test_a_batch_reloads_scripts_the_server_forgot(rk: redkit.Redkit) -> None:
+    counter = rk.keys.group("test", "flush").key("n")
+    await rk.run(INCR, [counter], [1])
+    await rk.redis.execute_command("SCRIPT", "FLUSH")
+    results = await asyncio.gather(*(rk.run(INCR, [counter], [1]) for _ in range(50)))
+    assert sorted(results) == list(range(2, 52))
+
+
+async def test_an_error_in_one_call_stays_in_that_call(rk: redkit.Redkit) -> None:
+    counter = rk.keys.group("test", "err").key("n")
+    await rk.run(INCR, [counter], [0])
+    outcomes = await asyncio.gather(
+        *(rk.run(INCR, [counter], ["x" if i == 7 else 1]) for i in range(20)),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], redkit.ScriptError)
+    assert await rk.redis.get(counter) == b"19"
+
+
+async def test_a_call_cancelled_before_its_batch_is_sent_never_runs(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    rk.pipeline.max_in_flight = 1
+    slow = SCRIPTS["slow_incr"]
+    busy = rk.keys.group("test", "busy").key("n")
+    counter = rk.keys.group("test", "cancel").key("n")
+    blocker = asyncio.create_task(rk.run(slow, [busy], [150]))
+    await asyncio.sleep(0.02)  # the slow call is in flight; the next one must queue
+    queued = asyncio.create_task(rk.run(INCR, [counter], [1]))
+    await asyncio.sleep(0.02)
+    queued.cancel()
+    assert await blocker == 1
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await asyncio.sleep(0.05)
+    assert await rk.redis.get(counter) is None
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
+    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
+    yield server
+    server.stop()
+
+
+async def test_a_server_that_dies_mid_batch_fails_every_caller(own_server: ValkeyProcess) -> None:
+    async with redkit.connect(own_server.url, "apfail") as rk:
+        slow = SCRIPTS["slow_incr"]
+        key = rk.keys.group("test", "die").key("n")
+        await rk.run(slow, [key], [0])
+        waiting = [asyncio.create_task(rk.run(slow, [key], [30])) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        own_server.kill()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*waiting, return_exceptions=True), timeout=10
+        )
+        assert any(isinstance(o, redkit.ConnectionLost) for o in outcomes)
+        assert all(isinstance(o, int | redkit.ConnectionLost) for o in outcomes)
+
+
+async def test_auto_pipelining_can_be_turned_off(redis_url: str) -> None:
+    async with redkit.connect(redis_url, "noap", auto_pipeline=False) as rk:
+        assert rk.pipeline is None
+        key = rk.keys.group("test", "off").key("n")
+        results = await asyncio.gather(*(rk.run(INCR, [key], [1]) for _ in range(20)))
+        assert sorted(results) == list(range(1, 21))
+        await rk.redis.delete(key)
+
+
+def test_scripts_used_here_are_real_scripts() -> None:
+    assert isinstance(INCR, Script)
