@@ -29,6 +29,7 @@ from redkit.errors import (
 from redkit.keys import KeyGroup, Keyspace
 from redkit.locks import Lock, Permit, Redlock, Semaphore
 from redkit.ratelimit import Algorithm, CircuitBreaker, Decision, RateLimiter, RateLimits
+from redkit.sessions import Permissions, Session, SessionInfo, SessionStore
 from redkit.settings import Settings
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Lock",
     "LockLost",
     "LockNotAcquired",
+    "Permissions",
     "Permit",
     "RateLimited",
     "RateLimiter",
@@ -58,7 +60,10 @@ __all__ = [
     "ScriptError",
     "Semaphore",
     "ServerInfo",
+    "Session",
+    "SessionInfo",
     "SessionNotFound",
+    "SessionStore",
     "Settings",
     "__version__",
     "connect",

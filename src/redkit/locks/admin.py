@@ -74,7 +74,7 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
             if name is None:
                 continue
             group = rk.keys.group("sem", name)
-            holders = int(await SCRIPTS["sem_count"](rk.redis, keys=[key]))
+            holders = int(await rk.run(SCRIPTS["sem_count"], keys=[key]))
             if holders == 0:
                 continue
             pttl = await rk.redis.pttl(key)
@@ -93,8 +93,8 @@ async def force_release(rk: Redkit, name: str) -> bool:
     stays safe.
     """
     group = rk.keys.group("lock", check_name(name, "lock"))
-    removed = await SCRIPTS["lock_force_release"](
-        rk.redis,
+    removed = await rk.run(
+        SCRIPTS["lock_force_release"],
         keys=[group.key("owner"), group.key("queue"), group.key("wake")],
         args=[waiter_lease_ms(rk)],
     )

@@ -152,16 +152,16 @@ class Lock:
         token = secrets.token_hex(16)
 
         async def attempt(join: bool) -> tuple[bool, int]:
-            ok, value = await SCRIPTS["lock_acquire"](
-                self.rk.redis,
+            ok, value = await self.rk.run(
+                SCRIPTS["lock_acquire"],
                 keys=[self._owner, self._fence, self._queue, self._deadlines, self._wake],
                 args=[token, self._ttl_ms, int(join), int(self.fair), self._lease_ms],
             )
             return bool(ok), int(value)
 
         async def leave() -> object:
-            return await SCRIPTS["queue_leave"](
-                self.rk.redis,
+            return await self.rk.run(
+                SCRIPTS["queue_leave"],
                 keys=[self._queue, self._deadlines, self._wake],
                 args=[token, self._lease_ms],
             )
@@ -195,8 +195,8 @@ class Lock:
             raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
         await self._stop_renewer()
         self._token = None
-        released = await SCRIPTS["lock_release"](
-            self.rk.redis,
+        released = await self.rk.run(
+            SCRIPTS["lock_release"],
             keys=[self._owner, self._queue, self._deadlines, self._wake],
             args=[token, self._lease_ms],
         )
@@ -223,8 +223,8 @@ class Lock:
 
     async def _extend(self, ttl_ms: int) -> bool:
         assert self._token is not None
-        result = await SCRIPTS["lock_extend"](
-            self.rk.redis, keys=[self._owner], args=[self._token, ttl_ms]
+        result = await self.rk.run(
+            SCRIPTS["lock_extend"], keys=[self._owner], args=[self._token, ttl_ms]
         )
         return bool(result)
 

@@ -157,7 +157,7 @@ class Redlock:
 
     async def _release_all(self, token: str) -> int:
         async def release(rk: Redkit) -> Any:
-            return await SCRIPTS["redlock_release"](rk.redis, keys=[self._key(rk)], args=[token])
+            return await rk.run(SCRIPTS["redlock_release"], keys=[self._key(rk)], args=[token])
 
         return await self._on_all(release)
 
@@ -184,8 +184,8 @@ class Redlock:
             began = loop.time()
 
             async def take(rk: Redkit, token: str = token) -> Any:
-                return await SCRIPTS["redlock_acquire"](
-                    rk.redis, keys=[self._key(rk)], args=[token, self._ttl_ms]
+                return await rk.run(
+                    SCRIPTS["redlock_acquire"], keys=[self._key(rk)], args=[token, self._ttl_ms]
                 )
 
             votes = await self._on_all(take)
@@ -227,9 +227,7 @@ class Redlock:
         began = loop.time()
 
         async def extend(rk: Redkit) -> Any:
-            return await SCRIPTS["lock_extend"](
-                rk.redis, keys=[self._key(rk)], args=[token, ttl_ms]
-            )
+            return await rk.run(SCRIPTS["lock_extend"], keys=[self._key(rk)], args=[token, ttl_ms])
 
         votes = await self._on_all(extend)
         validity = ttl_ms / 1000 - (loop.time() - began) - self._drift()

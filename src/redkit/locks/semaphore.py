@@ -87,7 +87,7 @@ class Semaphore:
 
     async def holders(self) -> int:
         """How many permits are live now (by the server's clock)."""
-        return int(await SCRIPTS["sem_count"](self.rk.redis, keys=[self._holders]))
+        return int(await self.rk.run(SCRIPTS["sem_count"], keys=[self._holders]))
 
     async def acquire(
         self,
@@ -98,8 +98,8 @@ class Semaphore:
         token = secrets.token_hex(16)
 
         async def attempt(join: bool) -> tuple[bool, int]:
-            ok, value = await SCRIPTS["sem_acquire"](
-                self.rk.redis,
+            ok, value = await self.rk.run(
+                SCRIPTS["sem_acquire"],
                 keys=[self._holders, self._queue, self._deadlines, self._wake],
                 args=[
                     token,
@@ -113,8 +113,8 @@ class Semaphore:
             return bool(ok), int(value)
 
         async def leave() -> object:
-            return await SCRIPTS["queue_leave"](
-                self.rk.redis,
+            return await self.rk.run(
+                SCRIPTS["queue_leave"],
                 keys=[self._queue, self._deadlines, self._wake],
                 args=[token, self._lease_ms],
             )
@@ -189,8 +189,8 @@ class Permit:
             await renewer.stop()
         self._token = None
         sem = self.semaphore
-        released = await SCRIPTS["sem_release"](
-            sem.rk.redis,
+        released = await sem.rk.run(
+            SCRIPTS["sem_release"],
             keys=[sem._holders, sem._queue, sem._deadlines, sem._wake],
             args=[token, sem.limit, sem._lease_ms],
         )
@@ -214,9 +214,7 @@ class Permit:
         assert self._token is not None
         sem = self.semaphore
         return bool(
-            await SCRIPTS["sem_extend"](
-                sem.rk.redis, keys=[sem._holders], args=[self._token, ttl_ms]
-            )
+            await sem.rk.run(SCRIPTS["sem_extend"], keys=[sem._holders], args=[self._token, ttl_ms])
         )
 
     async def _renew(self) -> bool:

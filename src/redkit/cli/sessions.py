@@ -1,0 +1,83 @@
+"""``redkit sessions``: see a user's live sessions, end them all."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+import redkit
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, run
+from redkit.sessions import SessionInfo
+
+app = typer.Typer(
+    name="sessions",
+    help="Sessions: list a user's live sessions, sign a user out everywhere.",
+    no_args_is_help=True,
+)
+
+UserArgument = Annotated[str, typer.Argument(help="The user ID.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DATA_DIR = redkit.Settings.model_fields["data_dir"].default
+
+
+def _when(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@app.command("list")
+def list_sessions(
+    user: UserArgument,
+    url: UrlOption = None,
+    namespace: NamespaceOption = "rk",
+    data_dir: DataDirOption = DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """The live sessions of USER (ID prefix, IP, user agent, created, last seen, expires)."""
+
+    async def fetch() -> list[SessionInfo]:
+        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            return await rk.sessions().list(user)
+
+    sessions = run(fetch)
+    if as_json:
+        rows = [info.as_dict() for info in sessions]
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"sessions of {user}: {len(sessions)}", title_justify="left")
+    for column in ("id prefix", "ip", "user agent", "created", "last seen", "expires"):
+        table.add_column(column)
+    for info in sessions:
+        table.add_row(
+            info.id_prefix + "…",
+            info.ip or "-",
+            info.user_agent or "-",
+            _when(info.created_at),
+            _when(info.last_seen_at),
+            _when(info.expires_at),
+        )
+    console.print(table)
+
+
+@app.command("revoke-all")
+def revoke_all(
+    user: UserArgument,
+    url: UrlOption = None,
+    namespace: NamespaceOption = "rk",
+    data_dir: DataDirOption = DATA_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """End every session of USER (and drop their cached permissions), atomically."""
+
+    async def revoke() -> int:
+        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            return await rk.sessions().revoke_all(user)
+
+    ended = run(revoke)
+    if as_json:
+        typer.echo(orjson.dumps({"user": user, "revoked": ended}).decode())
+        return
+    console.print(f"revoked {ended} session{'s' if ended != 1 else ''} of {user}")

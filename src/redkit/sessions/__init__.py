@@ -1,0 +1,24 @@
+"""Sessions: secure IDs, idle and absolute timeouts, log out everywhere, a permission cache.
+
+``store = rk.sessions(idle_ttl=..., absolute_ttl=...)``; see :class:`SessionStore`. The ASGI
+middleware and FastAPI dependencies live in :mod:`redkit.sessions.middleware` (the only module
+here that imports Starlette).
+"""
+
+from redkit.errors import SessionNotFound
+from redkit.sessions.store import (
+    DEFAULT_MAX_BYTES,
+    Permissions,
+    Session,
+    SessionInfo,
+    SessionStore,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Permissions",
+    "Session",
+    "SessionInfo",
+    "SessionNotFound",
+    "SessionStore",
+]

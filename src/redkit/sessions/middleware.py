@@ -1,0 +1,267 @@
+"""ASGI session middleware and FastAPI dependencies over a :class:`SessionStore`.
+
+The only module of :mod:`redkit.sessions` that imports Starlette. Pure ASGI (no
+``BaseHTTPMiddleware``)::
+
+    app.add_middleware(SessionMiddleware, store=rk.sessions(), secure=True)
+
+    @app.post("/login")
+    async def login(session: RequestSession = Depends(current_session)):
+        await session.login(user.id, {"name": user.name})   # always a new ID (no fixation)
+
+    @app.get("/me")
+    async def me(s: Session = Depends(require_session)):     # 401 without a live session
+        return {"user": s.user_id}
+
+A request's session comes from ``Authorization: Bearer <id>`` (APIs) or from the cookie
+(browsers): ``HttpOnly``, ``SameSite=Lax``, ``Secure`` unless ``secure=False`` (plain-HTTP
+localhost), optionally signed with HMAC-SHA256 (``signing_key``) so forged cookies are refused
+without a round trip. A request authenticated by bearer token never gets cookies back. Changes
+are written when they are made (``login``, ``update``, ...), not at the end of the response: a
+read-only request costs one round trip and usually no write.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from redkit.codec import seconds
+from redkit.errors import InvalidInput, SessionNotFound
+from redkit.sessions.store import Session, SessionStore
+
+__all__ = ["RequestSession", "SessionMiddleware", "current_session", "require_session"]
+
+SCOPE_KEY = "redkit.session"
+Via = Literal["cookie", "bearer", "none"]
+
+
+class RequestSession:
+    """The session of one request; from ``Depends(current_session)`` or
+    ``request.state.session``. ``session`` is ``None`` for an anonymous request."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session: Session | None,
+        via: Via,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.via: Via = via
+        """How the request presented its session: ``cookie``, ``bearer`` or ``none``."""
+        self.ip = ip
+        self.user_agent = user_agent
+        self._cookie: Literal["set", "clear"] | None = None
+
+    def __repr__(self) -> str:
+        who = f"user={self.session.user_id!r} id={self.session.id_prefix}…" if self.session else ""
+        return f"<RequestSession {who or 'anonymous'} via={self.via}>"
+
+    @property
+    def user_id(self) -> str | None:
+        return self.session.user_id if self.session else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The session's data (empty for an anonymous request). Change it with ``update``."""
+        return self.session.data if self.session else {}
+
+    @property
+    def token(self) -> str | None:
+        """The session ID: return it to an API client after ``login``/``rotate``."""
+        return self.session.id if self.session else None
+
+    def _require(self) -> Session:
+        if self.session is None:
+            raise SessionNotFound("this request has no live session; sign in first")
+        return self.session
+
+    async def login(self, user_id: str, data: Mapping[str, Any] | None = None) -> Session:
+        """Start a new session for ``user_id`` and end the one the request came with: the ID
+        always changes on sign-in, so a planted ID (session fixation) is worth nothing."""
+        if self.session is not None:
+            await self.store.revoke(self.session.id)
+        self.session = await self.store.create(
+            user_id, data, ip=self.ip, user_agent=self.user_agent
+        )
+        self._cookie = "set"
+        return self.session
+
+    async def logout(self) -> bool:
+        """End this session (the cookie is cleared); False if there was none."""
+        ended = await self.store.revoke(self.session.id) if self.session else False
+        self.session = None
+        self._cookie = "clear"
+        return ended
+
+    async def logout_everywhere(self) -> int:
+        """End every session of this user, this one included; returns how many ended."""
+        ended = await self.store.revoke_all(self._require().user_id)
+        self.session = None
+        self._cookie = "clear"
+        return ended
+
+    async def rotate(self) -> Session:
+        """A new ID for the same session (e.g. after a privilege change)."""
+        self.session = await self.store.rotate(self._require().id)
+        self._cookie = "set"
+        return self.session
+
+    async def update(
+        self, data: Mapping[str, Any] | None = None, *, remove: Sequence[str] = ()
+    ) -> Session:
+        """Merge ``data`` into the session (field by field) and drop the fields in ``remove``."""
+        try:
+            self.session = await self.store.update(self._require().id, data, remove=remove)
+        except SessionNotFound:
+            self.session = None
+            self._cookie = "clear"
+            raise
+        return self.session
+
+
+class SessionMiddleware:
+    """Load the request's session (one round trip) and keep the cookie in step with it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: SessionStore,
+        *,
+        cookie_name: str = "session",
+        secure: bool = True,
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        path: str = "/",
+        domain: str | None = None,
+        max_age: float | timedelta | None = None,
+        signing_key: str | bytes | None = None,
+        cookies: bool = True,
+        bearer: bool = True,
+    ) -> None:
+        """``max_age`` defaults to the store's absolute timeout. ``signing_key`` (>= 32 bytes)
+        signs the cookie. ``cookies=False`` makes a bearer-only API; ``bearer=False`` ignores
+        ``Authorization`` headers."""
+        if not cookies and not bearer:
+            raise InvalidInput("enable cookies, bearer tokens, or both")
+        if same_site == "none" and not secure:
+            raise InvalidInput("browsers refuse SameSite=None cookies without Secure")
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode()
+        if signing_key is not None and len(signing_key) < 32:
+            raise InvalidInput("signing_key must be at least 32 bytes (secrets.token_bytes(32))")
+        self.app = app
+        self.store = store
+        self.cookie_name = cookie_name
+        self.cookies = cookies
+        self.bearer = bearer
+        self._key = signing_key
+        age = store.absolute_ttl if max_age is None else seconds(max_age, "max_age")
+        attributes = [f"Path={path}"]
+        if domain:
+            attributes.append(f"Domain={domain}")
+        attributes += ["HttpOnly", f"SameSite={same_site.capitalize()}"]
+        if secure:
+            attributes.append("Secure")
+        tail = "; ".join(attributes)
+        self._set_tail = f"Max-Age={int(age)}; {tail}"
+        self._clear = f"{cookie_name}=; Max-Age=0; {tail}"
+
+    def __repr__(self) -> str:
+        return f"<SessionMiddleware cookie={self.cookie_name!r} bearer={self.bearer}>"
+
+    # -- cookie values ---------------------------------------------------------------------
+
+    def _sign(self, token: str) -> str:
+        if self._key is None:
+            return token
+        mac = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        return token + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def _unsign(self, value: str) -> str | None:
+        if self._key is None:
+            return value
+        token, _, _signature = value.rpartition(".")
+        if not token or not hmac.compare_digest(self._sign(token).encode(), value.encode()):
+            return None
+        return token
+
+    def _token(self, headers: Headers) -> tuple[str | None, Via]:
+        if self.bearer:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip(), "bearer"
+        if self.cookies and "cookie" in headers:
+            value = cookie_parser(headers["cookie"]).get(self.cookie_name)
+            if value:
+                return self._unsign(value) or "", "cookie"
+        return None, "none"
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        token, via = self._token(headers)
+        session = await self.store.get(token) if token else None
+        client = scope.get("client")
+        handle = RequestSession(
+            self.store,
+            session,
+            via,
+            ip=client[0] if client else None,
+            user_agent=headers.get("user-agent"),
+        )
+        scope[SCOPE_KEY] = handle
+        scope.setdefault("state", {})["session"] = handle
+        # A cookie that names no live session (expired, revoked, forged) is cleared.
+        stale_cookie = via == "cookie" and session is None
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.cookies and via != "bearer":
+                header = self._set_cookie(handle, stale_cookie)
+                if header:
+                    MutableHeaders(scope=message).append("set-cookie", header)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    def _set_cookie(self, handle: RequestSession, stale_cookie: bool) -> str | None:
+        if handle._cookie == "set" and handle.session is not None:
+            return f"{self.cookie_name}={self._sign(handle.session.id)}; {self._set_tail}"
+        if handle._cookie == "clear" or stale_cookie:
+            return self._clear
+        return None
+
+
+def current_session(connection: HTTPConnection) -> RequestSession:
+    """FastAPI dependency: the request's :class:`RequestSession` (maybe anonymous)."""
+    handle = connection.scope.get(SCOPE_KEY)
+    if not isinstance(handle, RequestSession):
+        raise RuntimeError("add redkit.sessions.middleware.SessionMiddleware to the app first")
+    return handle
+
+
+def require_session(connection: HTTPConnection) -> Session:
+    """FastAPI dependency: the live :class:`Session`, or ``401 Unauthorized``."""
+    session = current_session(connection).session
+    if session is None:
+        raise HTTPException(
+            status_code=401,
+            detail="sign in first: no live session",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return session

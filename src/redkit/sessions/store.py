@@ -1,0 +1,477 @@
+"""The session store: create, get (one round trip), update, rotate, revoke, revoke_all, list.
+
+Keys (all of one user under one hash tag, ``{sess:<bucket>}``, see :mod:`.tokens`)::
+
+    <ns>:{sess:<b>}:s:<sha256(token)>   hash: l last seen, a absolute deadline, c created
+                                        (ms), p id prefix, m JSON [user, ip, user agent],
+                                        d JSON {field: JSON text of its value}
+                                        TTL: the earlier of its idle and absolute deadlines
+    <ns>:{sess:<b>}:u:<user id>         sorted set: token hash -> absolute deadline (ms)
+                                        pruned on every create/list; TTL: its last deadline
+    <ns>:{sess:<b>}:p:<user id>         hash: project -> '<expiry ms>:<JSON>' (permissions)
+                                        pruned on every set; TTL: its last expiry
+
+Each operation is one Lua script on that slot. ``revoke_all`` and ``list`` read the user's
+index and reach the session hashes it names inside the script (their names are the bucket's
+base key plus the member), which is safe on a Cluster because every one of them carries the
+same hash tag: the base key is passed as ``KEYS[1]`` so the script is routed to that slot.
+
+A read fetches five fields (``HMGET``), not the whole hash field by field: the reply stays
+small whatever the data holds. The data is one JSON object whose values are JSON texts, so
+``update`` merges fields inside the script (concurrent updates of different fields all
+survive) without decoding a value in Lua, where numbers would lose precision.
+
+Expiry is the server's: a session hash carries a ``PEXPIREAT`` at the earlier of
+``last seen + idle_ttl`` and ``created + absolute_ttl``, so Redis drops it by itself; touching
+(moving ``last seen``) writes only when the last touch is ``touch_every`` old, so a read is
+one ``EVALSHA`` that usually writes nothing. The cost: a session may end as early as
+``idle_ttl - touch_every`` after its last request (never later than ``idle_ttl``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from redkit.codec import dumps, loads, milliseconds, seconds
+from redkit.errors import InvalidInput, SessionNotFound, translate_redis_errors
+from redkit.keys import KeyGroup
+from redkit.scripts import ScriptSet
+from redkit.sessions.tokens import PREFIX_LENGTH, bucket_of, hash_token, new_token, parse_bucket
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+
+__all__ = ["DEFAULT_MAX_BYTES", "Permissions", "Session", "SessionInfo", "SessionStore"]
+
+SCRIPTS = ScriptSet(__package__)
+
+DEFAULT_MAX_BYTES = 64 * 1024
+"""Default cap on one session's data as stored (one JSON object of JSON texts), bytes."""
+
+MAX_USER_ID = 512
+MAX_IP = 64
+MAX_USER_AGENT = 512
+"""Longer user agents are cut to this length (clients choose them; refusing a login for one
+would be worse)."""
+
+_NOT_FOUND = (
+    "no live session has this ID: it never existed, expired or was revoked; "
+    "ask the user to sign in again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A live session. ``id`` is the bearer secret: it is kept out of ``repr``; log
+    ``id_prefix`` instead. Times are seconds since the epoch (server clock)."""
+
+    id: str = field(repr=False)
+    user_id: str
+    data: dict[str, Any]
+    created_at: float
+    last_seen_at: float
+    """The last *recorded* touch: reads record one at most every ``touch_every``."""
+    expires_at: float
+    """When the session ends unless used again: ``min(last seen + idle, absolute)``."""
+    absolute_expires_at: float
+    """When the session ends whatever happens."""
+    ip: str | None = None
+    user_agent: str | None = None
+
+    @property
+    def id_prefix(self) -> str:
+        """The first characters of the ID: safe to log and show (see ``list()``)."""
+        return self.id[:PREFIX_LENGTH]
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session user={self.user_id!r} id={self.id_prefix}… fields={len(self.data)} "
+            f"expires_at={self.expires_at:.3f}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session as ``list()`` shows it: no ID, no data; ``id_prefix`` is safe to display."""
+
+    id_prefix: str
+    user_id: str
+    ip: str | None
+    user_agent: str | None
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    absolute_expires_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_user_id(user_id: object) -> str:
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidInput(f"user_id must be a non-empty string, got {user_id!r}")
+    if len(user_id) > MAX_USER_ID:
+        raise InvalidInput(f"user_id is {len(user_id)} characters; the limit is {MAX_USER_ID}")
+    return user_id
+
+
+def _check_optional(value: object, what: str, limit: int, *, cut: bool = False) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string or None, got {value!r}")
+    if len(value) > limit:
+        if cut:
+            return value[:limit]
+        raise InvalidInput(f"{what} is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+class SessionStore:
+    """Sessions in Redis/Valkey: secure IDs, idle and absolute timeouts, log out everywhere.
+
+    Make one with ``rk.sessions(idle_ttl=..., absolute_ttl=..., max_per_user=None)``.
+
+    ``get(id)`` returns ``None`` for an unknown, expired or revoked ID (a malformed one is
+    refused without a round trip); :meth:`require` raises :class:`SessionNotFound` instead.
+    ``update`` and ``rotate`` raise :class:`SessionNotFound`; ``revoke`` returns a bool.
+    Session data is a JSON object; ``update`` merges it field by field, so concurrent updates
+    of different fields all survive.
+    """
+
+    def __init__(
+        self,
+        rk: Redkit,
+        *,
+        idle_ttl: float | timedelta = timedelta(days=7),
+        absolute_ttl: float | timedelta = timedelta(days=30),
+        max_per_user: int | None = None,
+        touch_every: float | timedelta | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        permission_ttl: float | timedelta = timedelta(hours=1),
+    ) -> None:
+        self.rk = rk
+        self.idle_ttl = seconds(idle_ttl, "idle_ttl")
+        self.absolute_ttl = seconds(absolute_ttl, "absolute_ttl")
+        self.touch_every = (
+            self.idle_ttl / 10
+            if touch_every is None
+            else seconds(touch_every, "touch_every", allow_zero=True)
+        )
+        if self.touch_every >= self.idle_ttl:
+            raise InvalidInput(
+                f"touch_every ({self.touch_every}s) must be shorter than idle_ttl "
+                f"({self.idle_ttl}s), or active sessions would expire; the default is idle_ttl/10"
+            )
+        if max_per_user is not None and (
+            isinstance(max_per_user, bool) or not isinstance(max_per_user, int) or max_per_user < 1
+        ):
+            raise InvalidInput(f"max_per_user must be an int >= 1 or None, got {max_per_user!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise InvalidInput(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+        self.max_per_user = max_per_user
+        self.max_bytes = max_bytes
+        self.permission_ttl = seconds(permission_ttl, "permission_ttl")
+        self._idle_ms = milliseconds(self.idle_ttl)
+        self._absolute_ms = milliseconds(self.absolute_ttl)
+        self._touch_ms = milliseconds(self.touch_every, allow_zero=True)
+        self._groups: dict[str, KeyGroup] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<SessionStore idle_ttl={self.idle_ttl:g}s absolute_ttl={self.absolute_ttl:g}s "
+            f"touch_every={self.touch_every:g}s max_per_user={self.max_per_user} "
+            f"namespace={self.rk.namespace!r}>"
+        )
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _group(self, bucket: str) -> KeyGroup:
+        # At most 16,384 buckets: cache their groups (building one costs more than a hash).
+        group = self._groups.get(bucket)
+        if group is None:
+            group = self._groups[bucket] = self.rk.keys.group("sess", bucket)
+        return group
+
+    def _session_key(self, token: str) -> tuple[KeyGroup, str, str] | None:
+        """(group, session key, token hash) of a well-formed token; None otherwise."""
+        bucket = parse_bucket(token)
+        if bucket is None:
+            return None
+        digest = hash_token(token)
+        group = self._group(bucket)
+        return group, group.key("s", digest), digest
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def _encode(self, data: Mapping[str, Any] | None, what: str) -> dict[str, str]:
+        """``{field: JSON text}``; InvalidInput if not a JSON object or over the cap.
+
+        Each value is JSON on its own, so the update script can merge fields without ever
+        decoding a value (Lua's cjson would round numbers).
+        """
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"{what} must be a mapping of field names to JSON values")
+        out: dict[str, str] = {}
+        for name, value in data.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidInput(f"{what}: field names must be non-empty strings, got {name!r}")
+            out[name] = dumps(value, max_bytes=self.max_bytes, what=f"{what}[{name!r}]").decode()
+        return out
+
+    def _blob(self, fields: dict[str, str], what: str) -> bytes:
+        """The stored form of the data: one JSON object of JSON texts, size-capped."""
+        blob = orjson.dumps(fields)
+        if len(blob) > self.max_bytes:
+            raise InvalidInput(
+                f"{what} is {len(blob):,} bytes as stored, over the {self.max_bytes:,}-byte "
+                "cap; store less, or raise the cap (rk.sessions(max_bytes=...))"
+            )
+        return blob
+
+    def _session(self, token: str, reply: Sequence[Any]) -> Session:
+        """A Session from ``{last seen, absolute deadline, created, meta, data}``."""
+        seen, deadline, created, meta, blob = reply
+        last_seen = int(seen)
+        absolute = int(deadline)
+        user_id, ip, agent = loads(meta)
+        return Session(
+            id=token,
+            user_id=user_id,
+            data={name: loads(text) for name, text in (loads(blob) or {}).items()},
+            created_at=int(created) / 1000,
+            last_seen_at=last_seen / 1000,
+            expires_at=min(last_seen + self._idle_ms, absolute) / 1000,
+            absolute_expires_at=absolute / 1000,
+            ip=ip,
+            user_agent=agent,
+        )
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        user_id: str,
+        data: Mapping[str, Any] | None = None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Session:
+        """Start a session for ``user_id`` with ``data`` (a JSON object); one round trip.
+
+        With ``max_per_user``, the user's oldest sessions end to make room.
+        """
+        user_id = _check_user_id(user_id)
+        fields = self._encode(data, "session data")
+        blob = self._blob(fields, "session data")
+        ip = _check_optional(ip, "ip", MAX_IP)
+        user_agent = _check_optional(user_agent, "user_agent", MAX_USER_AGENT, cut=True)
+        meta = orjson.dumps([user_id, ip, user_agent])
+        bucket = bucket_of(user_id)
+        group = self._group(bucket)
+        token = new_token(bucket)
+        digest = hash_token(token)
+        now, _evicted = await self.rk.run(
+            SCRIPTS["create"],
+            keys=[group.key(), group.key("s", digest), group.key("u", user_id)],
+            args=[
+                digest,
+                self._idle_ms,
+                self._absolute_ms,
+                self.max_per_user or 0,
+                token[:PREFIX_LENGTH],
+                meta,
+                blob,
+            ],
+        )
+        return self._session(token, [now, now + self._absolute_ms, now, meta, blob])
+
+    async def get(self, session_id: str) -> Session | None:
+        """The live session with this ID, or ``None``. One round trip; it writes (touches)
+        only when the last recorded touch is ``touch_every`` old."""
+        where = self._session_key(session_id)
+        if where is None:
+            return None
+        _group, key, _digest = where
+        reply = await self.rk.run(SCRIPTS["get"], keys=[key], args=[self._touch_ms, self._idle_ms])
+        if reply is None:
+            return None
+        return self._session(session_id, reply)
+
+    async def require(self, session_id: str) -> Session:
+        """Like :meth:`get`, but raise :class:`SessionNotFound` instead of returning None."""
+        session = await self.get(session_id)
+        if session is None:
+            raise SessionNotFound(_NOT_FOUND)
+        return session
+
+    async def update(
+        self,
+        session_id: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        remove: Sequence[str] = (),
+    ) -> Session:
+        """Set the fields of ``data`` and delete the fields named in ``remove``; other fields
+        stay as they are. Counts as activity (slides the idle deadline). One round trip.
+
+        Raises SessionNotFound if the session is gone, InvalidInput if the merged data would be
+        over the cap (then nothing is written).
+        """
+        fields = self._encode(data, "session data")
+        self._blob(fields, "the update")  # refuse what could never fit, before a round trip
+        if isinstance(remove, str) or not all(isinstance(n, str) and n for n in remove):
+            raise InvalidInput("remove must be a sequence of field names (non-empty strings)")
+        where = self._session_key(session_id)
+        if where is None:
+            raise SessionNotFound(_NOT_FOUND)
+        _group, key, _digest = where
+        reply = await self.rk.run(
+            SCRIPTS["update"],
+            keys=[key],
+            args=[
+                self._idle_ms,
+                self.max_bytes,
+                len(fields),
+                *(part for pair in fields.items() for part in pair),
+                *remove,
+            ],
+        )
+        if reply is None:
+            raise SessionNotFound(_NOT_FOUND)
+        if reply[0] == -1:
+            raise InvalidInput(
+                f"session data would be {reply[1]:,} bytes after this update, over the "
+                f"{self.max_bytes:,}-byte cap; nothing was written"
+            )
+        return self._session(session_id, reply)
+
+    async def rotate(self, session_id: str) -> Session:
+        """The same session under a new ID; the old ID stops working at once.
+
+        Call it when privileges change (sign-in, sudo mode) against session fixation. The
+        absolute deadline stays; the idle one slides. Raises SessionNotFound.
+        """
+        where = self._session_key(session_id)
+        if where is None:
+            raise SessionNotFound(_NOT_FOUND)
+        group, key, digest = where
+        token = new_token(session_id[-4:])
+        new_digest = hash_token(token)
+        reply = await self.rk.run(
+            SCRIPTS["rotate"],
+            keys=[group.key(), key, group.key("s", new_digest)],
+            args=[digest, new_digest, token[:PREFIX_LENGTH], self._idle_ms],
+        )
+        if reply is None:
+            raise SessionNotFound(_NOT_FOUND)
+        return self._session(token, reply)
+
+    async def revoke(self, session_id: str) -> bool:
+        """End one session; False if there was no live session with this ID."""
+        where = self._session_key(session_id)
+        if where is None:
+            return False
+        group, key, digest = where
+        ended = await self.rk.run(SCRIPTS["revoke"], keys=[group.key(), key], args=[digest])
+        return bool(ended)
+
+    async def revoke_all(self, user_id: str) -> int:
+        """End every session of ``user_id`` and drop their cached permissions, atomically:
+        a session created concurrently is either ended here or listed afterwards.
+
+        Returns the number of live sessions ended.
+        """
+        user_id = _check_user_id(user_id)
+        group = self._group(bucket_of(user_id))
+        ended = await self.rk.run(
+            SCRIPTS["revoke_all"],
+            keys=[group.key(), group.key("u", user_id), group.key("p", user_id)],
+        )
+        return int(ended)
+
+    async def list(self, user_id: str) -> builtins.list[SessionInfo]:
+        """The live sessions of ``user_id``, oldest first (no IDs: ``id_prefix`` only)."""
+        user_id = _check_user_id(user_id)
+        group = self._group(bucket_of(user_id))
+        reply = await self.rk.run(SCRIPTS["list"], keys=[group.key(), group.key("u", user_id)])
+        out = []
+        for prefix, meta, created, seen, deadline in reply[1:]:
+            _user, ip, agent = loads(meta)
+            out.append(
+                SessionInfo(
+                    id_prefix=prefix.decode(),
+                    user_id=user_id,
+                    ip=ip,
+                    user_agent=agent,
+                    created_at=int(created) / 1000,
+                    last_seen_at=int(seen) / 1000,
+                    expires_at=min(int(seen) + self._idle_ms, int(deadline)) / 1000,
+                    absolute_expires_at=int(deadline) / 1000,
+                )
+            )
+        out.sort(key=lambda info: info.created_at)
+        return out
+
+    # -- the permission cache --------------------------------------------------------------
+
+    def permissions(self, user_id: str, project_id: str) -> Permissions:
+        """The cached permissions of ``user_id`` in ``project_id`` (a handle: get/set/invalidate).
+
+        Entries live ``permission_ttl`` (default 1 h) and are dropped by ``revoke_all``.
+        """
+        user_id = _check_user_id(user_id)
+        if not isinstance(project_id, str) or not project_id:
+            raise InvalidInput(f"project_id must be a non-empty string, got {project_id!r}")
+        return Permissions(self, user_id, project_id)
+
+    async def invalidate_permissions(self, user_id: str) -> bool:
+        """Drop every cached permission of ``user_id``; True if there was any."""
+        user_id = _check_user_id(user_id)
+        key = self._group(bucket_of(user_id)).key("p", user_id)
+        with translate_redis_errors("invalidate permissions"):
+            return bool(await self.rk.redis.delete(key))
+
+
+class Permissions:
+    """The cached permissions of one user in one project; from ``store.permissions(u, p)``."""
+
+    __slots__ = ("_key", "project_id", "store", "user_id")
+
+    def __init__(self, store: SessionStore, user_id: str, project_id: str) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.project_id = project_id
+        self._key = store._group(bucket_of(user_id)).key("p", user_id)
+
+    def __repr__(self) -> str:
+        return f"<Permissions user={self.user_id!r} project={self.project_id!r}>"
+
+    async def get(self) -> Any:
+        """The cached value, or ``None`` when absent or expired. One round trip."""
+        raw = await self.store.rk.run(
+            SCRIPTS["permissions_get"], keys=[self._key], args=[self.project_id]
+        )
+        return loads(raw)
+
+    async def set(self, value: Any, ttl: float | timedelta | None = None) -> None:
+        """Cache ``value`` (JSON) for ``ttl`` (default: the store's ``permission_ttl``)."""
+        if value is None:
+            raise InvalidInput("None reads back as a miss; cache an empty list or dict instead")
+        encoded = dumps(value, max_bytes=self.store.max_bytes, what="permissions")
+        ttl_ms = milliseconds(self.store.permission_ttl if ttl is None else ttl, "ttl")
+        await self.store.rk.run(
+            SCRIPTS["permissions_set"], keys=[self._key], args=[self.project_id, ttl_ms, encoded]
+        )
+
+    async def invalidate(self) -> bool:
+        """Drop this entry; True if there was one."""
+        with translate_redis_errors("invalidate permissions"):
+            return bool(await self.store.rk.redis.hdel(self._key, self.project_id))

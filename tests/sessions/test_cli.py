@@ -1,0 +1,67 @@
+"""``redkit sessions list USER`` and ``redkit sessions revoke-all USER``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import redkit
+from redkit.cli.sessions import app
+from redkit.sessions import Session
+
+runner = CliRunner()
+
+
+def _create(url: str, namespace: str, user: str, n: int) -> list[Session]:
+    async def create() -> list[Session]:
+        async with redkit.connect(url, namespace) as rk:
+            store = rk.sessions()
+            return [
+                await store.create(user, {}, ip=f"10.0.0.{i}", user_agent="Firefox")
+                for i in range(n)
+            ]
+
+    return asyncio.run(create())
+
+
+@pytest.mark.cluster
+def test_list_and_revoke_all_as_json(redis_url: str, namespace: str) -> None:
+    made = _create(redis_url, namespace, "alice", 2)
+    listed = runner.invoke(app, ["list", "alice", "--url", redis_url, "-n", namespace, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert sorted(r["id_prefix"] for r in rows) == sorted(s.id_prefix for s in made)
+    assert {r["ip"] for r in rows} == {"10.0.0.0", "10.0.0.1"}
+    assert all(s.id not in listed.stdout for s in made)
+
+    ended = runner.invoke(
+        app, ["revoke-all", "alice", "--url", redis_url, "-n", namespace, "--json"]
+    )
+    assert ended.exit_code == 0, ended.output
+    assert json.loads(ended.stdout) == {"user": "alice", "revoked": 2}
+    again = runner.invoke(app, ["list", "alice", "--url", redis_url, "-n", namespace, "--json"])
+    assert json.loads(again.stdout) == []
+
+
+def test_the_tables_are_readable(redis_url: str, namespace: str) -> None:
+    made = _create(redis_url, namespace, "bob", 1)
+    listed = runner.invoke(app, ["list", "bob", "--url", redis_url, "-n", namespace])
+    assert listed.exit_code == 0, listed.output
+    for text in ("sessions of bob: 1", made[0].id_prefix, "10.0.0.0", "Firefox", "expires"):
+        assert text in listed.stdout
+    ended = runner.invoke(app, ["revoke-all", "bob", "--url", redis_url, "-n", namespace])
+    assert ended.exit_code == 0
+    assert "revoked 1 session of bob" in ended.stdout
+
+
+def test_an_empty_user_or_a_dead_server_is_one_clear_line(redis_url: str) -> None:
+    empty = runner.invoke(app, ["revoke-all", "", "--url", redis_url])
+    assert empty.exit_code == 1
+    assert "user_id" in empty.output
+    dead = runner.invoke(app, ["list", "alice", "--url", "redis://127.0.0.1:1"])
+    assert dead.exit_code == 1
+    assert "error:" in dead.output
+    assert "Traceback" not in dead.output

@@ -1,0 +1,234 @@
+"""The ASGI middleware and FastAPI dependencies: cookies, bearer tokens, rotation on login."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import Depends, FastAPI
+
+import redkit
+from redkit.embedded import find_free_port
+from redkit.sessions import Session, SessionStore
+from redkit.sessions.middleware import (
+    RequestSession,
+    SessionMiddleware,
+    current_session,
+    require_session,
+)
+
+Current = Annotated[RequestSession, Depends(current_session)]
+Required = Annotated[Session, Depends(require_session)]
+
+
+def make_app(store: SessionStore, **options: Any) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, store=store, **options)
+
+    @app.post("/login/{user}")
+    async def login(user: str, session: Current) -> dict[str, Any]:
+        s = await session.login(user, {"name": user})
+        return {"token": s.id}
+
+    @app.get("/me")
+    async def me(s: Required) -> dict[str, Any]:
+        return {"user": s.user_id, "data": s.data, "ip": s.ip, "agent": s.user_agent}
+
+    @app.get("/whoami")
+    async def whoami(session: Current) -> dict[str, Any]:
+        return {"user": session.user_id, "via": session.via}
+
+    @app.post("/prefs")
+    async def prefs(session: Current) -> dict[str, Any]:
+        return (await session.update({"theme": "dark"})).data
+
+    @app.post("/rotate")
+    async def rotate(session: Current) -> dict[str, Any]:
+        return {"token": (await session.rotate()).id}
+
+    @app.post("/logout")
+    async def logout(session: Current) -> dict[str, Any]:
+        return {"ended": await session.logout()}
+
+    @app.post("/logout-everywhere")
+    async def everywhere(session: Current) -> dict[str, Any]:
+        return {"ended": await session.logout_everywhere()}
+
+    return app
+
+
+@pytest.fixture
+def store(rk: redkit.Redkit) -> SessionStore:
+    return rk.sessions(idle_ttl=60, absolute_ttl=3600)
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+async def test_login_sets_an_httponly_lax_secure_cookie(store: SessionStore) -> None:
+    async with client(make_app(store)) as http:
+        response = await http.post("/login/alice", headers={"user-agent": "pytest-agent"})
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"]
+    token = response.json()["token"]
+    assert cookie.startswith(f"session={token}; ")
+    for attribute in ("HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=3600"):
+        assert attribute in cookie.split("; ")
+    s = await store.get(token)
+    assert s is not None
+    assert (s.user_id, s.user_agent, s.data) == ("alice", "pytest-agent", {"name": "alice"})
+
+
+async def test_a_browser_signs_in_reads_updates_and_signs_out(store: SessionStore) -> None:
+    async with client(make_app(store, secure=False)) as http:
+        assert (await http.get("/me")).status_code == 401
+        await http.post("/login/bob")
+        me = await http.get("/me")
+        assert me.status_code == 200
+        assert me.json()["user"] == "bob"
+        assert "set-cookie" not in me.headers  # reading writes no cookie
+        assert (await http.post("/prefs")).json() == {"name": "bob", "theme": "dark"}
+        assert (await http.get("/me")).json()["data"] == {"name": "bob", "theme": "dark"}
+        out = await http.post("/logout")
+        assert out.json() == {"ended": True}
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        assert (await http.get("/me")).status_code == 401
+    assert await store.list("bob") == []
+
+
+async def test_signing_in_always_issues_a_new_id(store: SessionStore) -> None:
+    async with client(make_app(store, secure=False)) as http:
+        # An attacker plants a session ID (fixation); the victim then signs in with it.
+        planted = await store.create("attacker", {})
+        http.cookies.set("session", planted.id)
+        first = (await http.post("/login/victim")).json()["token"]
+        assert first != planted.id
+        assert await store.get(planted.id) is None
+        second = (await http.post("/login/victim")).json()["token"]
+        assert second != first
+        assert await store.get(first) is None
+        assert (await http.get("/me")).json()["user"] == "victim"
+        rotated = (await http.post("/rotate")).json()["token"]
+        assert await store.get(second) is None
+        assert (await http.get("/me")).json()["user"] == "victim"
+        assert [i.id_prefix for i in await store.list("victim")] == [rotated[:8]]
+
+
+async def test_a_dead_or_forged_cookie_is_cleared(store: SessionStore) -> None:
+    async with client(make_app(store, secure=False)) as http:
+        http.cookies.set("session", "forged")
+        response = await http.get("/whoami")
+        assert response.json() == {"user": None, "via": "cookie"}
+        assert response.headers["set-cookie"].startswith("session=; Max-Age=0")
+
+
+async def test_bearer_tokens_for_apis_never_get_cookies(store: SessionStore) -> None:
+    app = make_app(store, cookies=False)
+    async with client(app) as http:
+        login = await http.post("/login/carol")
+        assert "set-cookie" not in login.headers
+        token = login.json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        me = await http.get("/me", headers=auth)
+        assert me.status_code == 200
+        assert me.json()["user"] == "carol"
+        assert (await http.get("/whoami", headers=auth)).json()["via"] == "bearer"
+        rotated = (await http.post("/rotate", headers=auth)).json()["token"]
+        assert (await http.get("/me", headers=auth)).status_code == 401
+        assert (await http.get("/me", headers={"authorization": f"bearer {rotated}"})).is_success
+        unauthorized = await http.get("/me", headers={"Authorization": "Bearer nope"})
+        assert unauthorized.status_code == 401
+        assert unauthorized.headers["www-authenticate"] == "Bearer"
+    # With cookies on too, a bearer-authenticated request still gets no cookie.
+    async with client(make_app(store)) as http:
+        response = await http.post("/rotate", headers={"Authorization": f"Bearer {rotated}"})
+        assert response.is_success
+        assert "set-cookie" not in response.headers
+
+
+async def test_a_signed_cookie_refuses_a_bare_or_tampered_value(store: SessionStore) -> None:
+    app = make_app(store, secure=False, signing_key=secrets.token_bytes(32))
+    async with client(app) as http:
+        token = (await http.post("/login/dave")).json()["token"]
+        signed = http.cookies["session"]
+        assert signed.startswith(token + ".")
+        assert len(signed) > len(token) + 40
+        assert (await http.get("/me")).status_code == 200
+        # The live token alone, without the signature, is refused...
+        http.cookies.set("session", token)
+        assert (await http.get("/me")).status_code == 401
+        # ...and so is a signature with one character changed.
+        last = "A" if signed[-1] != "A" else "B"
+        http.cookies.set("session", signed[:-1] + last)
+        assert (await http.get("/me")).status_code == 401
+
+
+async def test_logout_everywhere_ends_every_session_of_the_user(store: SessionStore) -> None:
+    other = await store.create("erin", {})
+    async with client(make_app(store, secure=False)) as http:
+        await http.post("/login/erin")
+        assert (await http.post("/logout-everywhere")).json() == {"ended": 2}
+        assert (await http.get("/me")).status_code == 401
+    assert await store.get(other.id) is None
+
+
+def test_middleware_options_are_checked(store: SessionStore) -> None:
+    app = FastAPI()
+    with pytest.raises(redkit.InvalidInput, match="32 bytes"):
+        SessionMiddleware(app, store, signing_key="short")
+    with pytest.raises(redkit.InvalidInput, match="Secure"):
+        SessionMiddleware(app, store, same_site="none", secure=False)
+    with pytest.raises(redkit.InvalidInput, match="cookies, bearer"):
+        SessionMiddleware(app, store, cookies=False, bearer=False)
+
+
+async def test_without_the_middleware_the_dependency_says_what_to_do(
+    store: SessionStore,
+) -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def root(session: Current) -> None:
+        raise AssertionError("unreachable")
+
+    with pytest.raises(RuntimeError, match=r"add redkit\.sessions\.middleware\.SessionMiddleware"):
+        async with client(app) as http:
+            await http.get("/")
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    port = find_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.mark.cluster
+async def test_a_real_http_server_keeps_a_browser_signed_in(store: SessionStore) -> None:
+    async with (
+        serving(make_app(store, secure=False)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        assert (await http.get("/me")).status_code == 401
+        await http.post("/login/frank", headers={"user-agent": "real-browser"})
+        me = (await http.get("/me")).json()
+        assert me["user"] == "frank"
+        assert me["ip"] == "127.0.0.1"
+        assert me["agent"] == "real-browser"
+        assert (await http.post("/logout")).json() == {"ended": True}
+        assert (await http.get("/me")).status_code == 401
