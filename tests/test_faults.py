@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 import redkit
 from redkit.embedded import ValkeyProcess, find_free_port
@@ -94,3 +95,29 @@ async def test_connect_to_a_hung_server_is_bounded_too(own_server: ValkeyProcess
         assert time.perf_counter() - began < 0.5 + SLACK
     finally:
         own_server.resume()
+
+
+async def test_a_hung_cluster_node_costs_one_command_timeout_then_recovers(
+    tmp_path: Path,
+) -> None:
+    from servers import Cluster
+
+    cluster = Cluster(tmp_path).start()
+    try:
+        async with redkit.connect(cluster.url, "faults") as rk:
+            counter = rk.keys.group("test", "n").key("n")
+            assert await SCRIPTS["incr_by"](rk.redis, [counter], [1]) == 1
+            assert isinstance(rk.redis, RedisCluster)
+            node = rk.redis.get_node_from_key(counter)
+            assert node is not None
+            owner = next(n for n in cluster.nodes if n.port == node.port)
+            owner.pause()
+            try:
+                elapsed = await _expect_lost(SCRIPTS["incr_by"](rk.redis, [counter], [1]))
+                assert BOUND - 0.1 <= elapsed <= BOUND + SLACK
+            finally:
+                owner.resume()
+            # The timed-out call may still have run once the node woke up: 2 or 3.
+            assert await SCRIPTS["incr_by"](rk.redis, [counter], [1]) in (2, 3)
+    finally:
+        cluster.stop()

@@ -375,7 +375,9 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
             ssl=parsed.tls,
             max_connections=options.max_connections,
             pool_timeout=options.pool_timeout,
-            retry=_retry(),
+            # No cluster-level retry: it would retry a timeout too and double the bound; a
+            # dropped connection makes the client re-read the topology for the next call.
+            retry=Retry(NoBackoff(), 0),
             **common,
             **extra,
         )
