@@ -9,6 +9,7 @@ Start with :func:`connect`::
 """
 
 from redkit._version import __version__
+from redkit.cache import Cache, CacheStats
 from redkit.client import Redkit, ServerInfo, connect
 from redkit.embedded import EmbeddedValkey
 from redkit.errors import (
@@ -34,6 +35,8 @@ from redkit.settings import Settings
 
 __all__ = [
     "Algorithm",
+    "Cache",
+    "CacheStats",
     "CircuitBreaker",
     "ConfigurationError",
     "ConnectionLost",
