@@ -17,6 +17,10 @@ app = typer.Typer(help="Rate limits: show or reset the state of a key.", no_args
 KeyArgument = Annotated[str, typer.Argument(help="The limited key, e.g. user:42 or ip:1.2.3.4")]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
@@ -27,18 +31,17 @@ async def _states(rk: redkit.Redkit, key: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     with translate_redis_errors("limits show"):
         async for raw in rk.redis.scan_iter(match=_glob_escape(prefix) + "*", count=500):
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
-            kind = await rk.redis.type(name)
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            name = _text(raw)
+            kind = _text(await rk.redis.type(name))
             ttl_ms = await rk.redis.pttl(name)
             if kind == "hash":
                 fields = await rk.redis.hgetall(name)
-                value: Any = {k.decode(): v.decode() for k, v in fields.items()}
+                value: Any = {_text(k): _text(v) for k, v in fields.items()}
             elif kind == "zset":
                 value = {"units in window": await rk.redis.zcard(name)}
             else:
                 raw_value = await rk.redis.get(name)
-                value = raw_value.decode() if raw_value else None
+                value = _text(raw_value) if raw_value else None
             found.append(
                 {
                     "limiter": name[len(prefix) :],
