@@ -28,7 +28,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redkit.codec import seconds
-from redkit.errors import InvalidInput, LockNotAcquired, RedkitError, translate_redis_errors
+from redkit.errors import (
+    InvalidInput,
+    LockLost,
+    LockNotAcquired,
+    RedkitError,
+    translate_redis_errors,
+)
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
@@ -234,3 +240,41 @@ class LostSignal:
     def reset(self) -> None:
         self.reason = None
         self.event = asyncio.Event()
+
+
+class Lease:
+    """What a lock, a permit and a Redlock share: a token while held and a loss signal.
+
+    Leaving an ``async with`` block releases; a lease found lost raises :class:`LockLost`
+    there, or, when the block already failed, is added as a note to the block's own error.
+    """
+
+    _token: str | None
+    _lost: LostSignal
+
+    @property
+    def held(self) -> bool:
+        """True between a successful acquire and release (as far as this object knows)."""
+        return self._token is not None and not self.lost
+
+    @property
+    def lost(self) -> bool:
+        """True once the watchdog or a call found that the lease is no longer ours."""
+        return self._lost.event.is_set()
+
+    @property
+    def lost_event(self) -> asyncio.Event:
+        """Set when the lease is found lost while held; ``await x.lost_event.wait()``."""
+        return self._lost.event
+
+    async def release(self) -> None:
+        raise NotImplementedError
+
+    async def _release_on_exit(self, exc: BaseException | None) -> None:
+        try:
+            await self.release()
+        except LockLost as lost:
+            if exc is None:
+                raise
+            # Keep the block's own error; say that the lease was lost too.
+            exc.add_note(str(lost))

@@ -26,6 +26,7 @@ from redkit.codec import milliseconds, seconds
 from redkit.errors import InvalidInput, LockLost, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
+    Lease,
     LostCallback,
     LostSignal,
     Renewer,
@@ -44,7 +45,7 @@ __all__ = ["Lock"]
 SCRIPTS = ScriptSet(__package__)
 
 
-class Lock:
+class Lock(Lease):
     """A lock named ``name`` in ``rk``'s namespace. Make it with ``rk.lock(...)``.
 
     One ``Lock`` object is one (would-be) holder: give each task its own (they are cheap).
@@ -101,21 +102,6 @@ class Lock:
         return f"<Lock {self.name!r} ttl={self.ttl:g}s {state}{fence}>"
 
     # -- state -------------------------------------------------------------------------------
-
-    @property
-    def held(self) -> bool:
-        """True between a successful acquire and release (as far as this object knows)."""
-        return self._token is not None and not self.lost
-
-    @property
-    def lost(self) -> bool:
-        """True once the watchdog or a call found that the lease is no longer ours."""
-        return self._lost.event.is_set()
-
-    @property
-    def lost_event(self) -> asyncio.Event:
-        """Set when the lease is found lost while held; ``await lock.lost_event.wait()``."""
-        return self._lost.event
 
     async def locked(self) -> bool:
         """True if anyone holds the lock now (one round trip)."""
@@ -257,10 +243,4 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self.release()
-        except LockLost as lost:
-            if exc is None:
-                raise
-            # Keep the block's own error; say that the lock was lost too.
-            exc.add_note(str(lost))
+        await self._release_on_exit(exc)

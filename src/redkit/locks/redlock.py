@@ -31,6 +31,7 @@ from redkit.errors import InvalidInput, LockLost, LockNotAcquired, RedkitError
 from redkit.keys import Keyspace
 from redkit.locks._common import (
     DEFAULT,
+    Lease,
     LostCallback,
     LostSignal,
     Renewer,
@@ -50,7 +51,7 @@ CLOCK_DRIFT_FACTOR = 0.01
 """The Redis documentation's allowance for clock drift, as a fraction of the ttl."""
 
 
-class Redlock:
+class Redlock(Lease):
     """A lock named ``name`` held on a majority of independent ``masters``.
 
     ``masters`` are URLs (this object connects to them on first use and closes them in
@@ -113,18 +114,6 @@ class Redlock:
         return (
             f"<Redlock {self.name!r} on {len(self._masters)} masters quorum={self.quorum} {state}>"
         )
-
-    @property
-    def held(self) -> bool:
-        return self._token is not None and not self.lost
-
-    @property
-    def lost(self) -> bool:
-        return self._lost.event.is_set()
-
-    @property
-    def lost_event(self) -> asyncio.Event:
-        return self._lost.event
 
     # -- the masters ---------------------------------------------------------------------------
 
@@ -286,10 +275,6 @@ class Redlock:
         tb: TracebackType | None,
     ) -> None:
         try:
-            await self.release()
-        except LockLost as lost:
-            if exc is None:
-                raise
-            exc.add_note(str(lost))
+            await self._release_on_exit(exc)
         finally:
             await self.aclose()

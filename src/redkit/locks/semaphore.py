@@ -23,6 +23,7 @@ from redkit.codec import milliseconds, seconds
 from redkit.errors import InvalidInput, LockLost
 from redkit.locks._common import (
     DEFAULT,
+    Lease,
     LostCallback,
     LostSignal,
     Renewer,
@@ -149,7 +150,7 @@ class Semaphore:
         await permit.__aexit__(exc_type, exc, tb)
 
 
-class Permit:
+class Permit(Lease):
     """One held permit of a :class:`Semaphore`: release it, extend it, watch for its loss."""
 
     def __init__(self, semaphore: Semaphore, token: str, began: float) -> None:
@@ -165,19 +166,6 @@ class Permit:
     def __repr__(self) -> str:
         state = "lost" if self.lost else ("held" if self._token else "released")
         return f"<Permit of {self.semaphore.name!r} {state}>"
-
-    @property
-    def held(self) -> bool:
-        return self._token is not None and not self.lost
-
-    @property
-    def lost(self) -> bool:
-        return self._lost.event.is_set()
-
-    @property
-    def lost_event(self) -> asyncio.Event:
-        """Set when the watchdog finds this permit's lease gone."""
-        return self._lost.event
 
     async def release(self) -> None:
         """Give the permit back. Raises :class:`LockLost` if its lease had already ended."""
@@ -239,9 +227,4 @@ class Permit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self.release()
-        except LockLost as lost:
-            if exc is None:
-                raise
-            exc.add_note(str(lost))
+        await self._release_on_exit(exc)
