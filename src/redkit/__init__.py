@@ -29,6 +29,7 @@ from redkit.errors import (
 )
 from redkit.keys import KeyGroup, Keyspace
 from redkit.locks import Lock, Permit, Redlock, Semaphore
+from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription
 from redkit.ratelimit import Algorithm, CircuitBreaker, Decision, RateLimiter, RateLimits
 from redkit.sessions import Permissions, Session, SessionInfo, SessionStore
 from redkit.settings import Settings
@@ -44,6 +45,7 @@ __all__ = [
     "Decision",
     "EmbeddedServerError",
     "EmbeddedValkey",
+    "Event",
     "InvalidInput",
     "JobFailed",
     "JobTimeout",
@@ -52,6 +54,7 @@ __all__ = [
     "Lock",
     "LockLost",
     "LockNotAcquired",
+    "NotificationBus",
     "Permissions",
     "Permit",
     "RateLimited",
@@ -68,6 +71,8 @@ __all__ = [
     "SessionNotFound",
     "SessionStore",
     "Settings",
+    "SlowConsumer",
+    "Subscription",
     "__version__",
     "connect",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +26,9 @@ from redkit.settings import Settings
 
 if TYPE_CHECKING:
     from redkit.cache import Cache
+    from redkit.jobs import Queue, Schedule, Worker
     from redkit.locks import Lock, Semaphore
+    from redkit.notify import NotificationBus
     from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
     from redkit.sessions import SessionStore
 
@@ -128,6 +130,11 @@ class Redkit:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (background tasks use it to stop reconnecting)."""
+        return self._closed
 
     @property
     def is_cluster(self) -> bool:
@@ -264,6 +271,36 @@ class Redkit:
         from redkit.ratelimit import RateLimits
 
         return RateLimits(self, limiters, **options)
+
+    def notifications(self, history: int = 100, **options: Any) -> NotificationBus:
+        """Pub/sub with history and resume (see :class:`redkit.notify.NotificationBus`)."""
+        from redkit.notify import NotificationBus
+
+        return NotificationBus(self, history=history, **options)
+
+    def queue(self, name: str, **options: Any) -> Queue:
+        """A job queue (see :class:`redkit.jobs.Queue`)."""
+        from redkit.jobs import Queue
+
+        return Queue(self, name, **options)
+
+    def worker(
+        self,
+        queues: list[str],
+        functions: Mapping[str, Callable[..., Any]],
+        concurrency: int = 10,
+        **options: Any,
+    ) -> Worker:
+        """A worker that runs jobs of ``queues`` (see :class:`redkit.jobs.Worker`)."""
+        from redkit.jobs import Worker
+
+        return Worker(self, queues=queues, functions=functions, concurrency=concurrency, **options)
+
+    def schedule(self, cron: str, function: str, payload: Any = None, **options: Any) -> Schedule:
+        """A cron entry, each tick enqueued exactly once (see :class:`redkit.jobs.Schedule`)."""
+        from redkit.jobs import Schedule
+
+        return Schedule(self, cron=cron, function=function, payload=payload, **options)
 
     async def _check_server(self) -> None:
         with translate_redis_errors("connect"):

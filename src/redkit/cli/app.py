@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from redkit._version import __version__
-from redkit.cli import cache, info, limits, locks, server, sessions
+from redkit.cli import cache, info, limits, locks, notify, server, sessions
 
 app = typer.Typer(
     name="redkit",
@@ -21,6 +21,7 @@ app.command("info")(info.info)
 app.add_typer(cache.app, name="cache")
 app.add_typer(limits.app, name="limits")
 app.add_typer(locks.app, name="locks")
+app.add_typer(notify.app, name="notify")
 app.add_typer(sessions.app, name="sessions")
 
 

@@ -1,0 +1,550 @@
+"""The process side of the bus: one Redis subscription shared by every local subscriber.
+
+A :class:`Hub` exists once per :class:`~redkit.Redkit` (and pub/sub flavour): however many
+``rk.notifications()`` objects and subscriptions a process makes, they share it. It holds
+one dedicated pub/sub connection per :class:`Link` (one on a standalone server; on a Cluster
+one per node that owns a subscribed channel, since sharded pub/sub delivers a channel's
+messages only on the node of its slot), subscribes each channel or pattern once, and hands
+every message to the local subscribers of that channel or pattern.
+
+**No loss, no doubles.** The hub remembers, per channel (and pattern), the id of the last
+event it handed out. Every live message carries its own id and the id of the event before
+it, so:
+
+- an id at or below the last one is a duplicate (the same event from a history fill, or a
+  channel matched by a subscription and a pattern): dropped;
+- a message whose previous id is not the last one handed out means something was missed:
+  the hub reads exactly the missing entries from the channel's history stream (``XRANGE``)
+  and hands them out first, in order;
+- when a link's connection drops (a server restart, ``CLIENT KILL``, a network cut), the
+  link reconnects by itself with back-off and subscribes again; when the server confirms a
+  channel that had been confirmed before, the hub reads what was published in between from
+  history. Events that arrive live afterwards and were already read are dropped by id.
+
+If history no longer reaches back to the last id (more than ``history`` events went by),
+subscribers get a ``gap`` event first. The links are connections of their own, outside the
+client's pool (a subscribed connection cannot run commands); they exist while the hub has
+subscribers and close with the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from redkit.codec import loads
+from redkit.errors import ConnectionLost, RedkitError, translate_redis_errors
+from redkit.notify.events import Event, id_key, id_time
+
+if TYPE_CHECKING:
+    from redkit.client import Redkit
+    from redkit.notify.bus import Subscription
+
+__all__ = ["Hub", "Link", "hub_for"]
+
+log = logging.getLogger("redkit.notify")
+
+_HUBS: weakref.WeakKeyDictionary[Redkit, dict[bool, Hub]] = weakref.WeakKeyDictionary()
+
+# Silence on a link for this long -> PING; no answer within the command timeout -> reconnect.
+PING_EVERY = 5.0
+MAX_BACKOFF = 2.0
+
+_MESSAGE = {b"message", b"smessage"}
+_CONFIRM = {b"subscribe": "c", b"ssubscribe": "s", b"psubscribe": "p"}
+_SUBSCRIBE = {"c": "SUBSCRIBE", "s": "SSUBSCRIBE", "p": "PSUBSCRIBE"}
+_UNSUBSCRIBE = {"c": "UNSUBSCRIBE", "s": "SUNSUBSCRIBE", "p": "PUNSUBSCRIBE"}
+
+Source = str | None
+"""Where an event came from: ``None`` for an exact channel, else the pattern that matched."""
+
+
+def hub_for(rk: Redkit, sharded: bool) -> Hub:
+    hubs = _HUBS.setdefault(rk, {})
+    hub = hubs.get(sharded)
+    if hub is None:
+        hub = hubs[sharded] = Hub(rk, sharded)
+    return hub
+
+
+class HistoryEntry:
+    __slots__ = ("event", "prev")
+
+    def __init__(self, event: Event, prev: str) -> None:
+        self.event = event
+        self.prev = prev
+
+
+class Hub:
+    """Local subscribers by channel and pattern, the links, and the last id per channel."""
+
+    def __init__(self, rk: Redkit, sharded: bool) -> None:
+        self.rk = rk
+        self.sharded = sharded
+        self.exact: dict[str, set[Subscription]] = {}
+        self.patterns: dict[str, set[Subscription]] = {}
+        self.last: dict[tuple[Source, str], str] = {}
+        self.links: dict[str, Link] = {}
+        self._channel_link: dict[str, Link] = {}
+        self._pattern_link: Link | None = None
+        self._prefix = rk.keys.group("ch", "").prefix[:-1]  # "<ns>:{ch:"
+        self._prefix_bytes = self._prefix.encode()
+
+    def __repr__(self) -> str:
+        return (
+            f"<notify Hub {self.rk.namespace!r} channels={len(self.exact)} "
+            f"patterns={len(self.patterns)} links={len(self.links)}>"
+        )
+
+    # -- names -------------------------------------------------------------------------------
+
+    def redis_name(self, channel_or_pattern: str) -> str:
+        """The pub/sub name of a channel (or pattern): ``<ns>:{ch:<channel>}``."""
+        return f"{self._prefix}{channel_or_pattern}}}"
+
+    def stream_key(self, channel: str) -> str:
+        return self.rk.keys.group("ch", channel).key("log")
+
+    def _local_name(self, name: bytes) -> str | None:
+        if not name.startswith(self._prefix_bytes) or not name.endswith(b"}"):
+            return None
+        return name[len(self._prefix_bytes) : -1].decode("utf-8", "replace")
+
+    # -- subscribers -------------------------------------------------------------------------
+
+    def subscriber_count(self) -> int:
+        subs: set[Subscription] = set()
+        for group in (*self.exact.values(), *self.patterns.values()):
+            subs.update(group)
+        return len(subs)
+
+    async def attach(self, sub: Subscription) -> None:
+        """Register ``sub`` and return once Redis has confirmed all its subscriptions."""
+        # Registration is synchronous (before any await), so a concurrent detach never sees
+        # a channel as unused while this subscriber is on its way in.
+        wanted: dict[Link, dict[bytes, str]] = {}
+        for channel in sub.channels:
+            self.exact.setdefault(channel, set()).add(sub)
+            link = self._link_for_channel(channel)
+            wanted.setdefault(link, {})[self.redis_name(channel).encode()] = (
+                "s" if self.sharded else "c"
+            )
+        for pattern in sub.patterns:
+            self.patterns.setdefault(pattern, set()).add(sub)
+            link = self._link_for_patterns()
+            wanted.setdefault(link, {})[self.redis_name(pattern).encode()] = "p"
+        timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(link.add(names) for link, names in wanted.items()))
+        except TimeoutError:
+            raise ConnectionLost(
+                f"subscribe: the server did not confirm the subscription within {timeout:g} s. "
+                "redkit keeps trying in the background; retry once the server is reachable."
+            ) from None
+
+    async def detach(self, sub: Subscription) -> None:
+        unused: dict[Link, list[bytes]] = {}
+        for channel in sub.channels:
+            subs = self.exact.get(channel)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self.exact[channel]
+                self.last.pop((None, channel), None)
+                link = self._channel_link.pop(channel, None)
+                if link is not None:
+                    unused.setdefault(link, []).append(self.redis_name(channel).encode())
+        for pattern in sub.patterns:
+            subs = self.patterns.get(pattern)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self.patterns[pattern]
+                for key in [k for k in self.last if k[0] == pattern]:
+                    del self.last[key]
+                if self._pattern_link is not None:
+                    unused.setdefault(self._pattern_link, []).append(
+                        self.redis_name(pattern).encode()
+                    )
+        # Decide everything before the first await, so that a subscriber arriving meanwhile
+        # sees a consistent state (and re-subscribes what this one gave up, if it needs it).
+        closing: list[Link] = []
+        leaving: list[tuple[Link, list[tuple[bytes, str]]]] = []
+        for link, names in unused.items():
+            removed = link.remove(names)
+            if link.empty:
+                # Nothing left on this link: close it (a later subscriber opens a new one).
+                if self.links.get(link.name) is link:
+                    del self.links[link.name]
+                if link is self._pattern_link:
+                    self._pattern_link = None
+                for channel in [c for c, lk in self._channel_link.items() if lk is link]:
+                    del self._channel_link[channel]
+                closing.append(link)
+            elif removed:
+                leaving.append((link, removed))
+        for link in closing:
+            await link.close()
+        for link, removed in leaving:
+            await link.unsubscribe(removed)
+
+    async def close(self) -> None:
+        links = list(self.links.values())
+        self.links.clear()
+        self._channel_link.clear()
+        self._pattern_link = None
+        for link in links:
+            await link.close()
+
+    def _link_for_channel(self, channel: str) -> Link:
+        link = self._channel_link.get(channel)
+        if link is not None:
+            return link
+        if isinstance(self.rk.redis, RedisCluster) and self.sharded:
+            node = self.rk.redis.get_node_from_key(self.redis_name(channel))
+            link = self._node_link(node)
+        else:
+            link = self._main_link()
+        self._channel_link[channel] = link
+        return link
+
+    def _link_for_patterns(self) -> Link:
+        if self._pattern_link is None:
+            if isinstance(self.rk.redis, RedisCluster):
+                # Classic pub/sub is broadcast to every node of a Cluster: any node will do.
+                self._pattern_link = self._node_link(self.rk.redis.get_primaries()[0])
+            else:
+                self._pattern_link = self._main_link()
+        return self._pattern_link
+
+    def _main_link(self) -> Link:
+        link = self.links.get("main")
+        if link is None:
+            client: Any = self.rk.redis
+            pool: Any = client.connection_pool
+
+            def make() -> Any:
+                conn = pool.make_connection()
+                # The link reconnects (and refills from history) by itself; a silent
+                # reconnect-and-retry inside redis-py would hide the gap.
+                conn.retry = Retry(NoBackoff(), 0)
+                return conn
+
+            link = self.links["main"] = Link(self, "main", make)
+        return link
+
+    def _node_link(self, node: Any) -> Link:
+        link = self.links.get(node.name)
+        if link is None:
+
+            def make() -> Any:
+                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+                return node.connection_class(**kwargs)
+
+            link = self.links[node.name] = Link(self, node.name, make)
+        return link
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def read_since(
+        self, channel: str, after: str, upto: str = "+"
+    ) -> tuple[list[HistoryEntry], bool]:
+        """Entries of ``channel`` after ``after`` (up to ``upto``), and whether some are lost.
+
+        Lost means: the first entry after ``after`` does not follow it (history was trimmed
+        past it), or there is no entry after it and the stream does not end at it either
+        (the stream expired, was deleted, or ``after`` is not an id of this channel).
+        """
+        key = self.stream_key(channel)
+        client: Any = self.rk.redis
+        # One round trip, newest id first: if it equals ``after``, nothing was lost, whatever
+        # is published between the two reads (read the other way round, an event published
+        # in between would look like a gap).
+        with translate_redis_errors(f"history of channel {channel!r}"):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(key, count=1)
+                pipe.xrange(key, min="(" + after, max=upto)
+                newest, raw = await pipe.execute()
+        entries = [self.entry(channel, entry_id, fields) for entry_id, fields in raw]
+        if entries:
+            return entries, entries[0].prev != after
+        end = newest[0][0].decode() if newest else None
+        return entries, end != after
+
+    @staticmethod
+    def entry(channel: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> HistoryEntry:
+        event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        data = fields.get(b"d", b"null")
+        event = Event(event_id, channel, loads(data), id_time(event_id), json=data)
+        return HistoryEntry(event, fields.get(b"p", b"0-0").decode())
+
+    @staticmethod
+    def gap(channel: str, after: str, reason: str = "history_trimmed") -> Event:
+        data = {"reason": reason, "after": after}
+        return Event(after, channel, data, id_time(after), type="gap", json=b"")
+
+    # -- messages from the links -------------------------------------------------------------
+
+    def _subscribers(self, source: Source, channel: str) -> set[Subscription] | None:
+        return self.exact.get(channel) if source is None else self.patterns.get(source)
+
+    async def on_message(self, pattern: bytes | None, name: bytes, payload: bytes) -> None:
+        channel = self._local_name(name)
+        if channel is None:
+            return
+        source: Source = None
+        if pattern is not None:
+            source = self._local_name(pattern)
+            if source is None:
+                return
+        subs = self._subscribers(source, channel)
+        if not subs:
+            return  # an unsubscribe on its way; nobody here wants it
+        head, _, json = payload.partition(b"\n")
+        prev_bytes, _, json = json.partition(b"\n")
+        event_id, prev = head.decode(), prev_bytes.decode()
+        key = (source, channel)
+        last = self.last.get(key)
+        if last is not None:
+            if id_key(event_id) <= id_key(last):
+                return
+            if prev != last:
+                # Something between our last event and this one never arrived live.
+                await self.fill(source, channel, last, upto=event_id)
+                return
+        self.last[key] = event_id
+        event = Event(event_id, channel, loads(json), id_time(event_id), json=json)
+        order = id_key(event_id)
+        for sub in tuple(subs):
+            sub._offer(event, order)
+
+    async def fill(self, source: Source, channel: str, after: str, upto: str = "+") -> None:
+        """Hand out what ``channel`` published after ``after`` (from history), in order."""
+        entries, lost = await self.read_since(channel, after, upto)
+        subs = self._subscribers(source, channel)
+        if not subs:
+            return
+        key = (source, channel)
+        if lost:
+            log.warning("notify: events of %r after %s are no longer in history", channel, after)
+            gap = self.gap(channel, after)
+            for sub in tuple(subs):
+                sub._offer(gap, id_key(after))
+        for entry in entries:
+            last = self.last.get(key)
+            if last is not None and id_key(entry.event.id) <= id_key(last):
+                continue
+            self.last[key] = entry.event.id
+            order = id_key(entry.event.id)
+            for sub in tuple(subs):
+                sub._offer(entry.event, order)
+
+    async def on_resubscribed(self, kind: str, name: bytes) -> None:
+        """A link reconnected and the server confirmed ``name`` again: fill what was missed."""
+        local = self._local_name(name)
+        if local is None:
+            return
+        if kind == "p":
+            channels = [c for (source, c) in self.last if source == local]
+            for channel in channels:
+                after = self.last.get((local, channel))
+                if after is not None:
+                    await self.fill(local, channel, after)
+            return
+        after = self.last.get((None, local))
+        if after is not None:
+            await self.fill(None, local, after)
+
+
+class Link:
+    """One dedicated pub/sub connection and the reader task that owns it."""
+
+    def __init__(self, hub: Hub, name: str, make_connection: Callable[[], Any]) -> None:
+        self.hub = hub
+        self.name = name
+        self._make = make_connection
+        self.wanted: dict[bytes, str] = {}
+        """Redis names to be subscribed on this link, with their kind (c, s or p)."""
+        self._confirmed: set[bytes] = set()
+        self._ever: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self._conn is not None else "connecting"
+        return f"<notify Link {self.name} {state} subscriptions={len(self.wanted)}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    async def add(self, names: dict[bytes, str]) -> None:
+        """Subscribe ``names`` (if not yet) and wait until the server confirms them."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        async with self._lock:
+            fresh: list[tuple[bytes, str]] = []
+            for name, kind in names.items():
+                if name in self._confirmed:
+                    continue
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiters.setdefault(name, []).append(fut)
+                waits.append(fut)
+                if name not in self.wanted:
+                    self.wanted[name] = kind
+                    fresh.append((name, kind))
+            if self._task is None:
+                self._task = asyncio.create_task(self._run(), name=f"redkit-notify-{self.name}")
+            elif fresh and self._conn is not None:
+                await self._send(self._conn, fresh, _SUBSCRIBE)
+        if waits:
+            await asyncio.gather(*waits)
+
+    def remove(self, names: Iterable[bytes]) -> list[tuple[bytes, str]]:
+        """Forget ``names``; return those that were subscribed, with their kind."""
+        removed: list[tuple[bytes, str]] = []
+        for name in names:
+            kind = self.wanted.pop(name, None)
+            if kind is not None:
+                removed.append((name, kind))
+            self._confirmed.discard(name)
+            self._ever.discard(name)
+            for fut in self._waiters.pop(name, ()):
+                fut.cancel()
+        return removed
+
+    def closing(self) -> bool:
+        """Closed by the hub, or the Redkit it belongs to was closed (a method: it changes
+        while the reader awaits)."""
+        return self._closed or self.hub.rk.closed
+
+    @property
+    def empty(self) -> bool:
+        return not self.wanted
+
+    async def unsubscribe(self, names: list[tuple[bytes, str]]) -> None:
+        async with self._lock:
+            # A subscriber may have asked for a name again while we waited for the lock.
+            names = [(name, kind) for name, kind in names if name not in self.wanted]
+            if self._conn is not None and names:
+                await self._send(self._conn, names, _UNSUBSCRIBE)
+
+    async def close(self) -> None:
+        self._closed = True
+        for futs in self._waiters.values():
+            for fut in futs:
+                fut.cancel()
+        self._waiters.clear()
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _send(
+        self, conn: Any, names: list[tuple[bytes, str]], commands: dict[str, str]
+    ) -> None:
+        try:
+            for kind in ("c", "p"):
+                batch = [name for name, k in names if k == kind]
+                if batch:
+                    await conn.send_command(commands[kind], *batch, check_health=False)
+            # Sharded channels of one command must share a slot: one command each.
+            for name, kind in names:
+                if kind == "s":
+                    await conn.send_command(commands["s"], name, check_health=False)
+        except (redis_errors.RedisError, OSError) as exc:
+            # The reader notices the dead connection too, reconnects and resubscribes all.
+            log.debug("notify link %s: send failed: %s", self.name, exc)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self.closing():
+            conn: Any = None
+            try:
+                async with self._lock:
+                    conn = self._make()
+                    await conn.connect()
+                    self._confirmed.clear()
+                    await self._send(conn, list(self.wanted.items()), _SUBSCRIBE)
+                    self._conn = conn
+                failures = 0
+                await self._read(conn)
+            except asyncio.CancelledError:
+                raise
+            except (redis_errors.RedisError, OSError, RedkitError) as exc:
+                log.warning("notify link %s lost its connection (%s); reconnecting", self.name, exc)
+            except Exception:  # a bug must not end delivery for the whole process
+                log.exception("notify link %s failed; reconnecting", self.name)
+            finally:
+                self._conn = None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.disconnect(nowait=True)
+            if self.closing():
+                return
+            self.reconnects += 1
+            # At once after a drop (a killed connection, a restart), then back off while the
+            # server stays unreachable.
+            if failures:
+                await asyncio.sleep(min(MAX_BACKOFF, 0.05 * 2 ** (failures - 1)))
+            failures += 1
+
+    async def _read(self, conn: Any) -> None:
+        pinged = False
+        wait = PING_EVERY
+        while True:
+            message = await conn.read_response(timeout=wait, push_request=True)
+            if message is None:
+                if pinged:
+                    raise redis_errors.TimeoutError("the server did not answer PING")
+                await conn.send_command("PING", check_health=False)
+                pinged, wait = True, self.hub.rk.settings.command_timeout
+                continue
+            pinged, wait = False, PING_EVERY
+            if not isinstance(message, list) or not message:
+                continue
+            kind = message[0]
+            if kind in _MESSAGE:
+                await self.hub.on_message(None, message[1], message[2])
+            elif kind == b"pmessage":
+                await self.hub.on_message(message[1], message[2], message[3])
+            elif kind in _CONFIRM:
+                await self._confirm(_CONFIRM[kind], message[1])
+            elif kind == b"sunsubscribe" and message[1] in self.wanted:
+                # The server dropped a sharded subscription (its slot moved to another
+                # node). Reconnecting re-resolves nothing by itself: log it loudly.
+                log.error(
+                    "notify link %s: the server ended the subscription of %r (slot "
+                    "migration?); its events stop arriving on this node",
+                    self.name,
+                    message[1],
+                )
+
+    async def _confirm(self, kind: str, name: bytes) -> None:
+        if name not in self.wanted:
+            return
+        self._confirmed.add(name)
+        if name in self._ever:
+            await self.hub.on_resubscribed(kind, name)
+        else:
+            self._ever.add(name)
+        for fut in self._waiters.pop(name, ()):
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,136 @@
+"""One Redis subscription per process, and what happens when its connection drops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+import redkit
+from notify.helpers import command_stats, eventually, kill_pubsub_connections, pubsub_clients
+from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.notify import Event, Subscription
+from servers import TEST_CONFIG
+
+
+async def drain(sub: Subscription, n: int, timeout: float = 10.0) -> list[Event]:
+    out: list[Event] = []
+    while len(out) < n:
+        event = await sub.get(timeout=timeout)
+        assert event is not None, f"only {len(out)} of {n} events arrived"
+        out.append(event)
+    return out
+
+
+@pytest.mark.cluster
+async def test_a_thousand_local_subscribers_share_one_redis_subscription(
+    rk: redkit.Redkit,
+) -> None:
+    bus = rk.notifications()
+    async with AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(bus.subscribe("system:alert")) for _ in range(1000)]
+        # Other bus objects of the same Redkit share it too.
+        subs.append(await stack.enter_async_context(rk.notifications().subscribe("system:alert")))
+        clients = await pubsub_clients(rk)
+        assert len(clients) == 1, clients
+        (node, row) = clients[0]
+        assert int(row.get("ssub" if rk.is_cluster else "sub", 0)) == 1
+        channel = rk.keys.group("ch", "system:alert").key()
+        kwargs = {"target_nodes": node} if node is not None else {}
+        command = "PUBSUB SHARDNUMSUB" if rk.is_cluster else "PUBSUB NUMSUB"
+        reply = await rk.redis.execute_command(command, channel, **kwargs)
+        # redis-py parses NUMSUB into [(channel, n)]; SHARDNUMSUB comes as [channel, n].
+        count = reply[0][1] if isinstance(reply[0], tuple | list) else reply[1]
+        assert int(count) == 1
+        event_id = await bus.publish("system:alert", {"level": "warn"})
+        received = await asyncio.gather(*(sub.get(timeout=10) for sub in subs))
+        assert all(e is not None and e.id == event_id for e in received)
+    # The connection closes with the last subscriber.
+    await eventually(lambda: _no_pubsub_clients(rk))
+
+
+async def _no_pubsub_clients(rk: redkit.Redkit) -> bool:
+    return not await pubsub_clients(rk)
+
+
+@pytest.mark.cluster
+async def test_client_kill_mid_stream_loses_and_doubles_nothing(rk: redkit.Redkit) -> None:
+    bus = rk.notifications(history=1000)
+    total = 300
+    before = await command_stats(rk)
+    async with bus.subscribe("deployment:status", "system:alert") as sub:
+        killed_at: list[int] = []
+
+        async def publisher() -> None:
+            for i in range(total):
+                await bus.publish("deployment:status" if i % 2 else "system:alert", i)
+                if i in (60, 150, 151, 220):
+                    # 151: again at once, while the bus may still be reconnecting.
+                    killed_at.append(await kill_pubsub_connections(rk))
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(publisher())
+        events = await drain(sub, total)
+        await task
+        assert await sub.get(timeout=0.3) is None
+    assert killed_at[0], "the kills found the connection"
+    assert killed_at[1]
+    assert killed_at[3]
+    assert [e.data for e in events if e.channel == "system:alert"] == list(range(0, total, 2))
+    assert [e.data for e in events if e.channel == "deployment:status"] == list(range(1, total, 2))
+    assert not any(e.is_gap for e in events)
+    # Each reconnect read what it missed from history (one XRANGE per channel at least).
+    after = await command_stats(rk)
+    assert after["xrange"] - before["xrange"] >= 2
+
+
+async def test_client_kill_with_pattern_subscription_refills_seen_channels(
+    rk: redkit.Redkit,
+) -> None:
+    bus = rk.notifications()
+    async with bus.subscribe(patterns=["deployment:*"]) as sub:
+        await bus.publish("deployment:p1", 0)
+        await drain(sub, 1)
+        assert await kill_pubsub_connections(rk) == 1
+        for i in range(1, 20):  # some published while the bus is reconnecting
+            await bus.publish("deployment:p1", i)
+        events = await drain(sub, 19)
+    assert [e.data for e in events] == list(range(1, 20))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
+    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
+    yield server
+    server.stop()
+
+
+async def test_a_server_restart_beyond_history_shows_a_gap_then_delivery_goes_on(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "restart") as rk:
+        bus = rk.notifications(history=5)
+        async with bus.subscribe("alerts") as sub:
+            await bus.publish("alerts", "before")
+            await drain(sub, 1)
+            own_server.stop()
+            own_server.start()  # no persistence in tests: history is gone with the server
+            # The bus reconnects by itself; publishes succeed once the server is back.
+            event_id = await _publish_when_back(bus, "after")
+            events = await drain(sub, 1)
+            if events[0].is_gap:
+                events = await drain(sub, 1)
+            assert events[0].id == event_id
+            assert events[0].data == "after"
+
+
+async def _publish_when_back(bus: redkit.notify.NotificationBus, data: str) -> str:
+    for _ in range(100):
+        try:
+            return await bus.publish("alerts", data)
+        except redkit.ConnectionLost:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the server did not come back")
