@@ -27,6 +27,7 @@ from redkit.errors import (
     ScriptError,
     SessionNotFound,
 )
+from redkit.jobs import Job, JobSpec, JobState, Queue, Schedule, Worker
 from redkit.keys import KeyGroup, Keyspace
 from redkit.locks import Lock, Permit, Redlock, Semaphore
 from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription
@@ -47,7 +48,10 @@ __all__ = [
     "EmbeddedValkey",
     "Event",
     "InvalidInput",
+    "Job",
     "JobFailed",
+    "JobSpec",
+    "JobState",
     "JobTimeout",
     "KeyGroup",
     "Keyspace",
@@ -57,12 +61,14 @@ __all__ = [
     "NotificationBus",
     "Permissions",
     "Permit",
+    "Queue",
     "RateLimited",
     "RateLimiter",
     "RateLimits",
     "Redkit",
     "RedkitError",
     "Redlock",
+    "Schedule",
     "ScriptError",
     "Semaphore",
     "ServerInfo",
@@ -73,6 +79,7 @@ __all__ = [
     "Settings",
     "SlowConsumer",
     "Subscription",
+    "Worker",
     "__version__",
     "connect",
 ]

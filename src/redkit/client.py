@@ -286,7 +286,7 @@ class Redkit:
 
     def worker(
         self,
-        queues: list[str],
+        queues: Sequence[str | Queue] | str,
         functions: Mapping[str, Callable[..., Any]],
         concurrency: int = 10,
         **options: Any,

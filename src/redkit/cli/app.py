@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from redkit._version import __version__
-from redkit.cli import cache, info, limits, locks, notify, server, sessions
+from redkit.cli import cache, info, jobs, limits, locks, notify, server, sessions
 
 app = typer.Typer(
     name="redkit",
@@ -18,7 +18,9 @@ app = typer.Typer(
 )
 app.command("server")(server.server)
 app.command("info")(info.info)
+app.command("worker")(jobs.worker_command)
 app.add_typer(cache.app, name="cache")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(limits.app, name="limits")
 app.add_typer(locks.app, name="locks")
 app.add_typer(notify.app, name="notify")

@@ -1,0 +1,96 @@
+"""The cron parser: fields, ranges, steps, names, aliases, seconds, and bad expressions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+import redkit
+from redkit.jobs import CronExpression
+
+
+def ticks(expr: str, start: datetime, n: int) -> list[datetime]:
+    cron = CronExpression.parse(expr)
+    out = []
+    at = start
+    for _ in range(n):
+        at = cron.next_after(at)
+        out.append(at)
+    return out
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
+
+
+def test_every_five_minutes_starts_on_the_next_multiple() -> None:
+    assert ticks("*/5 * * * *", utc(2024, 1, 1, 10, 7, 30), 3) == [
+        utc(2024, 1, 1, 10, 10),
+        utc(2024, 1, 1, 10, 15),
+        utc(2024, 1, 1, 10, 20),
+    ]
+
+
+def test_a_tick_is_strictly_after_the_given_time() -> None:
+    assert ticks("0 * * * *", utc(2024, 1, 1, 10, 0), 1) == [utc(2024, 1, 1, 11, 0)]
+
+
+def test_lists_ranges_and_stepped_ranges() -> None:
+    assert ticks("0 9-17/4,20 * * *", utc(2024, 1, 1), 5) == [
+        utc(2024, 1, 1, 9),
+        utc(2024, 1, 1, 13),
+        utc(2024, 1, 1, 17),
+        utc(2024, 1, 1, 20),
+        utc(2024, 1, 2, 9),
+    ]
+
+
+def test_names_and_sunday_as_seven() -> None:
+    # 2024-01-01 is a Monday.
+    assert ticks("30 8 * * mon-fri", utc(2024, 1, 5, 9), 1) == [utc(2024, 1, 8, 8, 30)]
+    assert ticks("0 0 * * 7", utc(2024, 1, 1), 1) == [utc(2024, 1, 7)]
+    assert ticks("0 0 1 jan,jul *", utc(2024, 2, 1), 1) == [utc(2024, 7, 1)]
+
+
+def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
+    # The 15th, or any Monday (Vixie cron semantics).
+    assert ticks("0 0 15 * 1", utc(2024, 1, 1), 3) == [
+        utc(2024, 1, 8),
+        utc(2024, 1, 15),
+        utc(2024, 1, 22),
+    ]
+
+
+def test_leap_day_and_month_ends() -> None:
+    assert ticks("0 0 29 2 *", utc(2024, 3, 1), 1) == [utc(2028, 2, 29)]
+    assert ticks("0 0 31 * *", utc(2024, 4, 1), 1) == [utc(2024, 5, 31)]
+
+
+def test_aliases_and_an_optional_seconds_field() -> None:
+    assert ticks("@hourly", utc(2024, 1, 1, 10, 30), 1) == [utc(2024, 1, 1, 11)]
+    assert ticks("@daily", utc(2024, 1, 1, 10), 1) == [utc(2024, 1, 2)]
+    assert ticks("*/20 * * * * *", utc(2024, 1, 1, 0, 0, 5), 3) == [
+        utc(2024, 1, 1, 0, 0, 20),
+        utc(2024, 1, 1, 0, 0, 40),
+        utc(2024, 1, 1, 0, 1, 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("* * * *", "needs 5 fields"),
+        ("60 * * * *", "outside 0-59"),
+        ("* 24 * * *", "outside 0-23"),
+        ("* * 0 * *", "outside 1-31"),
+        ("*/0 * * * *", "bad step"),
+        ("5-1 * * * *", "backwards"),
+        ("x * * * *", "not a number"),
+        ("1,,2 * * * *", "empty item"),
+        ("0 0 30 2 *", "never matches"),
+    ],
+)
+def test_bad_expressions_say_what_is_wrong(expr: str, message: str) -> None:
+    with pytest.raises(redkit.InvalidInput, match=message):
+        CronExpression.parse(expr)
