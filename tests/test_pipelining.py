@@ -114,3 +114,28 @@ async def test_auto_pipelining_can_be_turned_off(redis_url: str) -> None:
 
 def test_scripts_used_here_are_real_scripts() -> None:
     assert isinstance(INCR, Script)
+
+
+async def test_a_time_limit_bounds_a_call_waiting_for_its_batch(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    rk.pipeline.max_in_flight = 1
+    slow = SCRIPTS["slow_incr"]
+    busy = rk.keys.group("test", "busy").key("n")
+    counter = rk.keys.group("test", "limited").key("n")
+    blocker = asyncio.create_task(rk.run(slow, [busy], [300]))
+    await asyncio.sleep(0.02)
+    began = asyncio.get_running_loop().time()
+    with pytest.raises(redkit.ConnectionLost):
+        await rk.run(INCR, [counter], [1], time_limit=0.05)
+    assert asyncio.get_running_loop().time() - began < 0.25  # not the slow call's 300 ms
+    await blocker
+    await asyncio.sleep(0.05)
+    assert await rk.redis.get(counter) is None  # it never left the queue
+
+
+async def test_a_time_limit_bounds_a_lone_call(rk: redkit.Redkit) -> None:
+    slow = SCRIPTS["slow_incr"]
+    key = rk.keys.group("test", "lone").key("n")
+    with pytest.raises(redkit.ConnectionLost):
+        await rk.run(slow, [key], [300], time_limit=0.05)
+    await asyncio.sleep(0.4)  # let the server finish the script before the namespace is emptied

@@ -18,7 +18,12 @@ from redis.asyncio.cluster import RedisCluster
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
 from redkit.embedded import EmbeddedValkey
-from redkit.errors import ConfigurationError, InvalidInput, translate_redis_errors
+from redkit.errors import (
+    ConfigurationError,
+    InvalidInput,
+    connection_lost,
+    translate_redis_errors,
+)
 from redkit.keys import Keyspace
 from redkit.pipelining import AutoPipeline
 from redkit.scripts import Script, ScriptArg
@@ -147,16 +152,29 @@ class Redkit:
         self._closed = True
         await self.redis.aclose()
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg] = ()) -> Any:
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg] = (),
+        time_limit: float | None = None,
+    ) -> Any:
         """Run one of redkit's scripts: one round trip, shared with concurrent callers.
 
         With automatic pipelining on (the default on standalone and Sentinel servers), calls
         made while others are in flight travel together in one pipeline; see
-        :mod:`redkit.pipelining`.
+        :mod:`redkit.pipelining`. ``time_limit`` (seconds) bounds the call, shorter than the
+        command timeout: past it the call raises :class:`~redkit.errors.ConnectionLost`.
         """
         if self.pipeline is not None:
-            return await self.pipeline.run(script, keys, args)
-        return await script(self.redis, keys, args)
+            return await self.pipeline.run(script, keys, args, time_limit)
+        if time_limit is None:
+            return await script(self.redis, keys, args)
+        try:
+            async with asyncio.timeout(time_limit):
+                return await script(self.redis, keys, args)
+        except TimeoutError as exc:
+            raise connection_lost(f"script {script.name}", exc) from exc
 
     async def ping(self) -> float:
         """Seconds for one ``PING`` round trip; raises ConnectionLost if there is no answer."""

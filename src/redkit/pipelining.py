@@ -26,7 +26,8 @@ from redkit.scripts import Script, ScriptArg
 
 __all__ = ["AutoPipeline"]
 
-_Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]"]
+# script, keys, args, the caller's future, and its deadline (loop time) or None
+_Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]", float | None]
 
 
 class AutoPipeline:
@@ -40,6 +41,7 @@ class AutoPipeline:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -50,19 +52,64 @@ class AutoPipeline:
             f"batches={self.batches}>"
         )
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg] = ()) -> Any:
-        """Run ``script`` like ``script(client, keys, args)``, sharing a round trip if busy."""
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg] = (),
+        time_limit: float | None = None,
+    ) -> Any:
+        """Run ``script`` like ``script(client, keys, args)``, sharing a round trip if busy.
+
+        ``time_limit`` (seconds) bounds the whole call, waiting for a batch included; past
+        it the call raises :class:`~redkit.errors.ConnectionLost`. Queued calls share one
+        timer and a batch one more, instead of a timer per call.
+        """
+        loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:
             self._in_flight += 1
             try:
-                return await script(self.client, keys, args)
+                if time_limit is None:
+                    return await script(self.client, keys, args)
+                try:
+                    async with asyncio.timeout(time_limit):
+                        return await script(self.client, keys, args)
+                except TimeoutError as exc:
+                    raise connection_lost(f"script {script.name}", exc) from exc
             finally:
                 self._in_flight -= 1
                 self._schedule()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
+        future: asyncio.Future[Any] = loop.create_future()
+        deadline = None if time_limit is None else loop.time() + time_limit
+        self._pending.append((script, keys, args, future, deadline))
+        if deadline is not None and self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
         self._schedule()
         return await future
+
+    def _expire(self) -> None:
+        """Fail queued calls whose deadline passed; re-arm for the next one."""
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        keep: list[_Call] = []
+        next_deadline: float | None = None
+        for call in self._pending:
+            deadline, future = call[4], call[3]
+            if deadline is not None and deadline <= now:
+                if not future.done():
+                    future.set_exception(
+                        connection_lost(
+                            f"script {call[0].name}",
+                            TimeoutError("no connection was free to send it in time"),
+                        )
+                    )
+                continue
+            keep.append(call)
+            if deadline is not None and (next_deadline is None or deadline < next_deadline):
+                next_deadline = deadline
+        self._pending = keep
+        if next_deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(next_deadline, self._expire)
 
     def _schedule(self) -> None:
         if self._pending and not self._scheduled and self._in_flight < self.max_in_flight:
@@ -86,17 +133,19 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1:
-                script, keys, args, future = batch[0]
-                await self._settle(future, script, keys, args)
-                return
-            self.batches += 1
-            self.batched_calls += len(batch)
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-            for (script, keys, args, future), result in zip(batch, results, strict=True):
+            deadlines = [call[4] for call in batch if call[4] is not None]
+            async with asyncio.timeout_at(min(deadlines) if deadlines else None):
+                if len(batch) == 1:
+                    script, keys, args, future, _ = batch[0]
+                    await self._settle(future, script, keys, args)
+                    return
+                self.batches += 1
+                self.batched_calls += len(batch)
+                pipe = self.client.pipeline(transaction=False)
+                for script, keys, args, _, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            for (script, keys, args, future, _), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 if isinstance(result, redis_errors.NoScriptError):
@@ -112,7 +161,7 @@ class AutoPipeline:
                     future.set_result(result)
         except BaseException as exc:
             # Nobody may wait forever: whatever broke the batch is every unsettled caller's.
-            for script, _, _, future in batch:
+            for script, _, _, future, _ in batch:
                 if not future.done():
                     error = (
                         connection_lost(f"script {script.name}", exc)

@@ -26,7 +26,6 @@ dead server for a few seconds, so an outage does not add ``timeout`` to every re
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -229,10 +228,9 @@ class _Checker:
         if not self.breaker.allow():
             return self._fallback("circuit open")
         try:
-            async with asyncio.timeout(self.timeout):
-                raw = await self._rk.run(
-                    _CHECK, self._state_keys(key), ["1" if commit else "0", *args]
-                )
+            raw = await self._rk.run(
+                _CHECK, self._state_keys(key), ["1" if commit else "0", *args], self.timeout
+            )
         except (ConnectionLost, TimeoutError, ScriptError) as exc:
             self.breaker.failure()
             self._errors.inc()
