@@ -228,6 +228,23 @@ async def test_authorization_bypasses_the_cache_unless_the_rule_is_per_user(
     assert harmless.headers["x-cache"] == "HIT"
 
 
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "theme; session=abc",  # an item without '=' (the stdlib parser drops the whole header)
+        "a=b c; session=abc",  # a value with a space
+        'x="unclosed; session=abc',  # an unclosed quote
+    ],
+)
+async def test_a_malformed_cookie_header_never_hides_a_session(site: Site, cookie: str) -> None:
+    backend, client, _ = site
+    response = await client.get("/items", headers={"cookie": cookie})
+    assert "x-cache" not in response.headers  # personal: neither read from nor written to
+    anonymous = await client.get("/items")
+    assert anonymous.headers["x-cache"] == "MISS"  # nothing of the signed-in call was stored
+    assert backend.calls["items"] == 2
+
+
 @pytest.mark.cluster
 async def test_user_a_never_receives_user_b_cached_response(site: Site) -> None:
     _backend, client, _ = site

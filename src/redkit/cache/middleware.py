@@ -45,11 +45,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.cookies import SimpleCookie
 from typing import Any
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.cache.core import (
@@ -270,13 +270,15 @@ class CacheMiddleware:
         """The user part of the key; None if the request must not touch the cache."""
         credentials = [headers.get("authorization", "")]
         if self.session_cookies and "cookie" in headers:
-            jar = SimpleCookie()
-            try:
-                jar.load(headers["cookie"])
-            except Exception:  # a malformed Cookie header: treat it as personal
-                credentials.append(headers["cookie"])
-            else:
-                credentials += [jar[n].value for n in self.session_cookies if n in jar]
+            raw = headers["cookie"]
+            # The same lenient parser as Starlette's (and redkit's session middleware): the
+            # stdlib's SimpleCookie drops the whole header at one malformed item, which
+            # would make a signed-in request look anonymous.
+            jar = cookie_parser(raw)
+            credentials += [jar.get(n, "") for n in self.session_cookies]
+            if not any(credentials) and any(n + "=" in raw for n in self.session_cookies):
+                # A session cookie we could not read: fail closed, as a personal request.
+                credentials.append(raw)
         personal = any(credentials)
         if callable(rule.per_user):
             name = rule.per_user(scope)
