@@ -42,6 +42,7 @@ class AutoPipeline:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._timed: list[_Call] = []  # calls with a deadline, until they are settled
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -62,8 +63,11 @@ class AutoPipeline:
         """Run ``script`` like ``script(client, keys, args)``, sharing a round trip if busy.
 
         ``time_limit`` (seconds) bounds the whole call, waiting for a batch included; past
-        it the call raises :class:`~redkit.errors.ConnectionLost`. Queued calls share one
-        timer and a batch one more, instead of a timer per call.
+        it the call raises :class:`~redkit.errors.ConnectionLost`. Calls with a limit share
+        one timer instead of a timer each. A limit ends only its own call: the batch it
+        travels in goes on under the connection's command timeout, so a call without a limit
+        is never cut short by a neighbour's. A call that expired after it was sent may still
+        run on the server (as any call whose answer was lost).
         """
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:
@@ -81,33 +85,37 @@ class AutoPipeline:
                 self._schedule()
         future: asyncio.Future[Any] = loop.create_future()
         deadline = None if time_limit is None else loop.time() + time_limit
-        self._pending.append((script, keys, args, future, deadline))
-        if deadline is not None and self._timer is None:
-            self._timer = loop.call_at(deadline, self._expire)
+        call = (script, keys, args, future, deadline)
+        self._pending.append(call)
+        if deadline is not None:
+            self._timed.append(call)
+            if self._timer is None:
+                self._timer = loop.call_at(deadline, self._expire)
         self._schedule()
         return await future
 
     def _expire(self) -> None:
-        """Fail queued calls whose deadline passed; re-arm for the next one."""
+        """Fail the calls (queued or sent) whose deadline passed; re-arm for the next one."""
         self._timer = None
         now = asyncio.get_running_loop().time()
         keep: list[_Call] = []
         next_deadline: float | None = None
-        for call in self._pending:
-            deadline, future = call[4], call[3]
-            if deadline is not None and deadline <= now:
-                if not future.done():
-                    future.set_exception(
-                        connection_lost(
-                            f"script {call[0].name}",
-                            TimeoutError("no connection was free to send it in time"),
-                        )
+        for call in self._timed:
+            future, deadline = call[3], call[4]
+            if future.done():
+                continue
+            assert deadline is not None
+            if deadline <= now:
+                future.set_exception(
+                    connection_lost(
+                        f"script {call[0].name}", TimeoutError("no answer within its time limit")
                     )
+                )
                 continue
             keep.append(call)
-            if deadline is not None and (next_deadline is None or deadline < next_deadline):
+            if next_deadline is None or deadline < next_deadline:
                 next_deadline = deadline
-        self._pending = keep
+        self._timed = keep
         if next_deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(next_deadline, self._expire)
 
@@ -121,7 +129,8 @@ class AutoPipeline:
         self._scheduled = False
         if self._in_flight >= self.max_in_flight:
             return
-        batch = [call for call in self._pending[: self.max_batch] if not call[3].cancelled()]
+        # A call cancelled or expired while queued is dropped: it was never sent.
+        batch = [call for call in self._pending[: self.max_batch] if not call[3].done()]
         del self._pending[: self.max_batch]
         if not batch:
             self._schedule()
@@ -133,18 +142,16 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            deadlines = [call[4] for call in batch if call[4] is not None]
-            async with asyncio.timeout_at(min(deadlines) if deadlines else None):
-                if len(batch) == 1:
-                    script, keys, args, future, _ = batch[0]
-                    await self._settle(future, script, keys, args)
-                    return
-                self.batches += 1
-                self.batched_calls += len(batch)
-                pipe = self.client.pipeline(transaction=False)
-                for script, keys, args, _, _ in batch:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+            if len(batch) == 1:
+                script, keys, args, future, _ = batch[0]
+                await self._settle(future, script, keys, args)
+                return
+            self.batches += 1
+            self.batched_calls += len(batch)
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args, _, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
             for (script, keys, args, future, _), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

@@ -70,7 +70,9 @@ async def test_anonymous_callers_get_429_with_the_real_wait_and_json(rk: redkit.
     assert limited.headers["content-type"] == "application/json"
     body = limited.json()
     assert body["error"] == "rate_limited"
-    assert 0 < body["retry_after"] <= 60
+    # Sliding window: the full window's count still weighs into the next one, so the real
+    # wait can pass the window's end (never 2 windows).
+    assert 0 < body["retry_after"] < 120
     assert int(limited.headers["retry-after"]) >= 1
     assert "Retry in" in body["message"]
 
