@@ -139,3 +139,21 @@ async def test_a_time_limit_bounds_a_lone_call(rk: redkit.Redkit) -> None:
     with pytest.raises(redkit.ConnectionLost):
         await rk.run(slow, [key], [300], time_limit=0.05)
     await asyncio.sleep(0.4)  # let the server finish the script before the namespace is emptied
+
+
+async def test_a_time_limit_never_cuts_short_a_neighbour_in_its_batch(rk: redkit.Redkit) -> None:
+    busy = rk.keys.group("test", "stall").key("n")
+    keys = [rk.keys.group("test", name).key("n") for name in ("a", "b", "c")]
+    # Stall the server on another connection (not through the pipeline).
+    stall = asyncio.create_task(SCRIPTS["slow_incr"](rk.redis, [busy], [300]))
+    await asyncio.sleep(0.02)
+    first, limited, neighbour = await asyncio.gather(
+        rk.run(INCR, [keys[0]], [1]),  # goes alone
+        rk.run(INCR, [keys[1]], [1], time_limit=0.05),  # these two share a batch
+        rk.run(INCR, [keys[2]], [1]),
+        return_exceptions=True,
+    )
+    await stall
+    assert isinstance(limited, redkit.ConnectionLost)
+    assert first == 1
+    assert neighbour == 1  # answered after the stall, not failed with its neighbour
