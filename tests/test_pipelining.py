@@ -147,12 +147,13 @@ async def test_a_time_limit_never_cuts_short_a_neighbour_in_its_batch(rk: redkit
     # Stall the server on another connection (not through the pipeline).
     stall = asyncio.create_task(SCRIPTS["slow_incr"](rk.redis, [busy], [300]))
     await asyncio.sleep(0.02)
-    first, limited, neighbour = await asyncio.gather(
+    outcomes: list[object] = await asyncio.gather(
         rk.run(INCR, [keys[0]], [1]),  # goes alone
         rk.run(INCR, [keys[1]], [1], time_limit=0.05),  # these two share a batch
         rk.run(INCR, [keys[2]], [1]),
         return_exceptions=True,
     )
+    first, limited, neighbour = outcomes
     await stall
     assert isinstance(limited, redkit.ConnectionLost)
     assert first == 1
