@@ -102,6 +102,7 @@ async def acquire_loop(
     *,
     attempt: Attempt,
     leave: Callable[[], Awaitable[object]],
+    undo: Callable[[], Awaitable[object]],
     wake_key: str,
     # The bound is spent in server-side BLPOP timeouts, not by cancelling calls midway.
     timeout: float | None,  # noqa: ASYNC109
@@ -112,6 +113,11 @@ async def acquire_loop(
     ``attempt(join)`` runs the acquire script (``join``: queue up on failure) and returns
     ``(True, value)`` on success, else ``(False, ms until a lease ends, or -1)``.
     Raises :class:`LockNotAcquired` when ``timeout`` passes.
+
+    If an attempt is interrupted (the task is cancelled, or the reply is lost) the script may
+    still have taken the lease on the server, with nobody left to release it: ``undo``
+    (a token-checked release, a no-op when the token holds nothing) then runs, shielded
+    from the cancellation, so the lease does not block everyone until its TTL.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -119,7 +125,12 @@ async def acquire_loop(
     queued = False
     try:
         while True:
-            acquired, value = await attempt(timeout != 0)
+            try:
+                acquired, value = await attempt(timeout != 0)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(undo())
+                raise
             if acquired:
                 queued = False  # the script removed us from the queue
                 return value

@@ -145,6 +145,13 @@ class Lock(Lease):
             )
             return bool(ok), int(value)
 
+        async def undo() -> object:
+            return await self.rk.run(
+                SCRIPTS["lock_release"],
+                keys=[self._owner, self._queue, self._deadlines, self._wake],
+                args=[token, self._lease_ms],
+            )
+
         async def leave() -> object:
             return await self.rk.run(
                 SCRIPTS["queue_leave"],
@@ -158,6 +165,7 @@ class Lock(Lease):
             self.rk,
             attempt=attempt,
             leave=leave,
+            undo=undo,
             wake_key=f"{self._wake}:{token}",
             timeout=wait,
             what=f"lock {self.name!r}",
@@ -180,12 +188,14 @@ class Lock(Lease):
         if token is None:
             raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
         await self._stop_renewer()
-        self._token = None
         released = await self.rk.run(
             SCRIPTS["lock_release"],
             keys=[self._owner, self._queue, self._deadlines, self._wake],
             args=[token, self._lease_ms],
         )
+        # Forget the token only once the server answered: after a lost reply the holder can
+        # call release() again (the script is token-checked, so a second call is safe).
+        self._token = None
         if not released:
             self._lost.fire(self, "it had expired or been taken over at release")
             raise LockLost(self._lost_message())

@@ -113,6 +113,13 @@ class Semaphore:
             )
             return bool(ok), int(value)
 
+        async def undo() -> object:
+            return await self.rk.run(
+                SCRIPTS["sem_release"],
+                keys=[self._holders, self._queue, self._deadlines, self._wake],
+                args=[token, self.limit, self._lease_ms],
+            )
+
         async def leave() -> object:
             return await self.rk.run(
                 SCRIPTS["queue_leave"],
@@ -125,6 +132,7 @@ class Semaphore:
             self.rk,
             attempt=attempt,
             leave=leave,
+            undo=undo,
             wake_key=f"{self._wake}:{token}",
             timeout=wait,
             what=f"a permit of semaphore {self.name!r} (limit {self.limit})",
@@ -175,13 +183,14 @@ class Permit(Lease):
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             await renewer.stop()
-        self._token = None
         sem = self.semaphore
         released = await sem.rk.run(
             SCRIPTS["sem_release"],
             keys=[sem._holders, sem._queue, sem._deadlines, sem._wake],
             args=[token, sem.limit, sem._lease_ms],
         )
+        # Forget the token only once the server answered, so a failed release can be retried.
+        self._token = None
         if not released:
             self._lost.fire(self, "its lease had ended at release")
             raise LockLost(self._lost_message())
