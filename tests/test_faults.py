@@ -121,3 +121,13 @@ async def test_a_hung_cluster_node_costs_one_command_timeout_then_recovers(
             assert await SCRIPTS["incr_by"](rk.redis, [counter], [1]) in (2, 3)
     finally:
         cluster.stop()
+
+
+async def test_a_refusal_by_the_server_is_a_redkit_error(rk: redkit.Redkit) -> None:
+    from redkit.errors import translate_redis_errors
+
+    key = rk.keys.key("a-string")
+    await rk.redis.set(key, "x")
+    with pytest.raises(redkit.ServerError, match="WRONGTYPE"), translate_redis_errors("lpush"):
+        await rk.redis.lpush(key, "y")
+    assert issubclass(redkit.ScriptError, redkit.ServerError)

@@ -25,6 +25,7 @@ from redkit.errors import (
     RateLimited,
     RedkitError,
     ScriptError,
+    ServerError,
     SessionNotFound,
 )
 from redkit.jobs import Job, JobSpec, JobState, Queue, Schedule, Worker
@@ -71,6 +72,7 @@ __all__ = [
     "Schedule",
     "ScriptError",
     "Semaphore",
+    "ServerError",
     "ServerInfo",
     "Session",
     "SessionInfo",

@@ -25,6 +25,7 @@ __all__ = [
     "RateLimited",
     "RedkitError",
     "ScriptError",
+    "ServerError",
     "SessionNotFound",
     "connection_lost",
     "translate_redis_errors",
@@ -61,7 +62,12 @@ class EmbeddedServerError(RedkitError):
     """The embedded Valkey server could not be started, found or stopped."""
 
 
-class ScriptError(RedkitError):
+class ServerError(RedkitError):
+    """The server refused a command: no permission (ACL), a key of another type, out of
+    memory, a read-only replica. The message carries the server's own words."""
+
+
+class ScriptError(ServerError):
     """A Lua script failed inside the server (a bug in redkit, or data it did not write)."""
 
 
@@ -121,7 +127,8 @@ LOST_ERRORS = (
 
 @contextmanager
 def translate_redis_errors(what: str = "command") -> Iterator[None]:
-    """Re-raise redis-py's connection and timeout errors as :class:`ConnectionLost`.
+    """Re-raise redis-py's errors as redkit's: connection and timeout errors as
+    :class:`ConnectionLost`, a refusal by the server as :class:`ServerError`.
 
     ``what`` names the operation in the message, so a log line says which call failed.
     """
@@ -129,3 +136,5 @@ def translate_redis_errors(what: str = "command") -> Iterator[None]:
         yield
     except LOST_ERRORS as exc:
         raise connection_lost(what, exc) from exc
+    except redis_errors.ResponseError as exc:
+        raise ServerError(f"{what}: the server refused it: {exc}") from exc
