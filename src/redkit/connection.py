@@ -13,11 +13,11 @@ URL                                                client
 ``/service[/db][?sentinel_password=...]``          Sentinel, followed across failovers
 =================================================  =========================================
 
-Every client gets the same bounds: ``connect_timeout`` to open a connection and
-``command_timeout`` to wait for a reply, and no automatic retry (a command that may have run
-is never sent twice), so that a dead or hung server surfaces as
-:class:`~redkit.errors.ConnectionLost` within about the command timeout instead of after a
-chain of back-offs. Standalone and Sentinel clients use a blocking
+Every client gets the same bounds: ``connect_timeout`` to open a connection,
+``command_timeout`` to wait for a reply, and at most one immediate retry, on a dropped
+connection only (a pooled connection that died with a server restart), never on a timeout,
+so that a dead or hung server surfaces as :class:`~redkit.errors.ConnectionLost` within
+about the command timeout instead of after a chain of back-offs. Standalone and Sentinel clients use a blocking
 pool: callers beyond ``max_connections`` wait for a free connection instead of failing.
 """
 
@@ -342,11 +342,15 @@ class QueueingRedisCluster(RedisCluster):
 
 
 def _retry() -> Retry:
-    # No retry: a command whose connection dropped after it was sent may already have run,
-    # and running a script twice would count a rate-limit hit or publish an event twice. A
-    # pooled connection that died with a server restart is noticed at checkout (the pool
-    # reconnects a socket that reads EOF), so recovery needs no retry; a hung server costs
-    # one command timeout.
+    # One immediate retry, on a dropped connection only: it heals a pooled connection that
+    # died with a server restart before the event loop noticed (the command then never ran).
+    # Timeouts are not retried, so a hung server costs one command timeout. The price: if a
+    # server executes a command and dies before its reply leaves, the retry runs it again on
+    # the restarted server (at-least-once, like every client that retries).
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
@@ -377,9 +381,9 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
             ssl=parsed.tls,
             max_connections=options.max_connections,
             pool_timeout=options.pool_timeout,
-            # No cluster-level retry either: it would retry a timeout too and double the
-            # bound; a dropped connection makes the client re-read the topology next call.
-            retry=_retry(),
+            # No cluster-level retry: it would retry a timeout too and double the bound; a
+            # dropped connection makes the client re-read the topology for the next call.
+            retry=_no_retry(),
             **common,
             **extra,
         )
