@@ -17,8 +17,9 @@ Every client gets the same bounds: ``connect_timeout`` to open a connection,
 ``command_timeout`` to wait for a reply, and at most one immediate retry, on a dropped
 connection only (a pooled connection that died with a server restart), never on a timeout,
 so that a dead or hung server surfaces as :class:`~redkit.errors.ConnectionLost` within
-about the command timeout instead of after a chain of back-offs. Standalone and Sentinel clients use a blocking
-pool: callers beyond ``max_connections`` wait for a free connection instead of failing.
+about the command timeout instead of after a chain of back-offs. Standalone and Cluster
+clients queue callers beyond ``max_connections`` for a free connection instead of failing;
+standalone connections also pack commands with hiredis and send without a Task per write.
 """
 
 from __future__ import annotations
