@@ -94,3 +94,20 @@ def test_aliases_and_an_optional_seconds_field() -> None:
 def test_bad_expressions_say_what_is_wrong(expr: str, message: str) -> None:
     with pytest.raises(redkit.InvalidInput, match=message):
         CronExpression.parse(expr)
+
+
+@pytest.mark.cluster
+async def test_a_tick_whose_job_was_trimmed_is_reported_removed_not_run_again(
+    rk: redkit.Redkit,
+) -> None:
+    from redkit.jobs import JobState
+
+    schedule = rk.schedule("*/5 * * * *", "cleanup", queue="maintenance")
+    at = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+    first = await schedule.tick(at)
+    assert first.created
+    await rk.redis.delete(rk.queue("maintenance").job_key(first.id))  # as retention would
+    again = await schedule.tick(at)
+    assert not again.created
+    assert again.state is JobState.REMOVED
+    assert JobState.REMOVED.terminal

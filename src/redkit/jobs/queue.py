@@ -76,9 +76,6 @@ def check_name(value: object, what: str, limit: int = MAX_NAME_LENGTH) -> str:
     return value
 
 
-_STATES = frozenset(s.value for s in JobState)
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -443,7 +440,8 @@ class Queue:
             queue=self.name,
             function=str(args[1]),
             payload=payload,
-            state=JobState(text) if text in _STATES else JobState.COMPLETED,
+            # An unknown state would be a bug in the scripts: say so rather than guess one.
+            state=JobState(text),
             priority=int(args[3]),
             max_attempts=int(args[5]),
             timeout=int(args[7]) / 1000 if int(args[7]) else None,
@@ -484,8 +482,10 @@ class Queue:
         """
         try:
             wanted = JobState(state)
+            if wanted is JobState.REMOVED:
+                raise ValueError(state)  # nothing is stored in that state: nothing to list
         except ValueError:
-            names = ", ".join(s.value for s in JobState)
+            names = ", ".join(s.value for s in JobState if s is not JobState.REMOVED)
             raise InvalidInput(f"unknown job state {state!r}; use one of {names}") from None
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInput(f"offset must be an int >= 0, got {offset!r}")

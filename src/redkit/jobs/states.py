@@ -64,6 +64,10 @@ class JobState(StrEnum):
     """Out of attempts (or not retryable): the dead letter, kept with its error and traceback."""
     CANCELLED = "cancelled"
     """Cancelled before it finished; kept beside the failed jobs."""
+    REMOVED = "removed"
+    """Gone from the server: drained, or trimmed after its retention. Never stored; an
+    idempotent enqueue (a cron tick's id) reports it when its job already ran and was
+    trimmed, so the tick is not enqueued again."""
 
     @property
     def pending(self) -> bool:
@@ -75,7 +79,7 @@ class JobState(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.REMOVED})
 
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
@@ -97,8 +101,7 @@ def waiting_score(priority: int, sequence: int) -> int:
 class Transition:
     source: JobState | None
     """``None``: the job did not exist yet."""
-    target: JobState | None
-    """``None``: the job is removed."""
+    target: JobState
     script: str
     """The ``.lua`` file that performs it."""
     why: str
@@ -106,6 +109,7 @@ class Transition:
 
 _W, _D, _R, _A = JobState.WAITING, JobState.DELAYED, JobState.RETRYING, JobState.ACTIVE
 _C, _F, _X = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
+_GONE = JobState.REMOVED
 
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(None, _W, "enqueue", "enqueued without delay (or enqueue_many)"),
@@ -126,9 +130,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_R, _X, "cancel", "cancelled while waiting for a retry"),
     Transition(_F, _W, "retry", "retried by hand; attempts start again from zero"),
     Transition(_X, _W, "retry", "retried by hand; attempts start again from zero"),
-    Transition(_W, None, "drain", "the queue was drained"),
-    Transition(_D, None, "drain", "the queue was drained"),
-    Transition(_R, None, "drain", "the queue was drained"),
-    Transition(_C, None, "complete", "trimmed: past the completed jobs' count or age bound"),
-    Transition(_F, None, "fail", "trimmed: past the failed jobs' count or age bound"),
+    Transition(_W, _GONE, "drain", "the queue was drained"),
+    Transition(_D, _GONE, "drain", "the queue was drained"),
+    Transition(_R, _GONE, "drain", "the queue was drained"),
+    Transition(_C, _GONE, "complete", "trimmed: past the completed jobs' count or age bound"),
+    Transition(_F, _GONE, "fail", "trimmed: past the failed jobs' count or age bound"),
 )
