@@ -409,3 +409,22 @@ def test_worker_options_are_checked(rk: redkit.Redkit) -> None:
     with pytest.raises(redkit.InvalidInput, match="lease"):
         rk.worker(["q"], {"f": f}, lease=0)
     assert "concurrency=10" in repr(rk.worker(["q"], {"f": f}))
+
+
+async def test_a_stop_while_acks_flow_keeps_the_counts_exact(rk: redkit.Redkit) -> None:
+    queue = rk.queue("acks", keep_completed=10_000)
+    await queue.enqueue_many([JobSpec("noop", i) for i in range(3000)])
+
+    async def noop(payload: int) -> None:
+        return None
+
+    worker = rk.worker([queue], {"noop": noop}, concurrency=50)
+    task = asyncio.create_task(worker.run())
+    while (await queue.stats()).completed < 300:
+        await asyncio.sleep(0.002)
+    worker.stop()  # in the middle of the flow of acknowledgements
+    await asyncio.wait_for(task, 10)
+    stats = await queue.stats()
+    assert worker.stats.completed == stats.completed
+    assert stats.active == 0
+    assert stats.completed + stats.waiting == 3000  # nothing lost, nothing left half-done

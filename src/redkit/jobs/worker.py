@@ -177,6 +177,7 @@ class Worker:
         self._running: dict[tuple[str, str], _Running] = {}
         self._acks: dict[str, list[tuple[str, int, bytes]]] = {}
         self._ack_wanted = asyncio.Event()
+        self._ack_flush: asyncio.Future[None] | None = None
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -225,6 +226,9 @@ class Worker:
             for task in helpers:
                 with contextlib.suppress(asyncio.CancelledError, RedkitError):
                     await task
+            if self._ack_flush is not None:
+                with contextlib.suppress(RedkitError):
+                    await self._ack_flush  # the flush that was under way
             await self._flush_acks()
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -503,7 +507,10 @@ class Worker:
         while True:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
-            await self._flush_acks()
+            # Shielded: cancelling this loop at shutdown must not cut a flush in half (its
+            # acks would be lost to the stats, or never sent and the jobs run again).
+            self._ack_flush = asyncio.ensure_future(self._flush_acks())
+            await asyncio.shield(self._ack_flush)
 
     async def _flush_acks(self) -> None:
         acks, self._acks = self._acks, {}
