@@ -19,6 +19,7 @@ the lock must survive the loss of a server without failover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -177,7 +178,14 @@ class Redlock(Lease):
                     SCRIPTS["redlock_acquire"], keys=[self._key(rk)], args=[token, self._ttl_ms]
                 )
 
-            votes = await self._on_all(take)
+            try:
+                votes = await self._on_all(take)
+            except BaseException:
+                # Cancelled (or failed) mid-vote: some masters may hold our token; give it
+                # back everywhere so nobody waits for a TTL (token-checked, so harmless).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release_all(token))
+                raise
             validity = self.ttl - (loop.time() - began) - self._drift()
             if votes >= self.quorum and validity > 0:
                 self._token = token
