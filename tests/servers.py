@@ -19,7 +19,7 @@ TEST_CONFIG = {"appendonly": "no", "save": ""}
 
 
 def start_standalone(base: Path) -> ValkeyProcess:
-    return ValkeyProcess(base / "standalone", config=TEST_CONFIG).start()
+    return ValkeyProcess(base / "standalone", config=TEST_CONFIG, die_with_parent=True).start()
 
 
 class Cluster:
@@ -37,6 +37,7 @@ class Cluster:
                     "cluster-config-file": "nodes.conf",
                     "cluster-node-timeout": "5000",
                 },
+                die_with_parent=True,
             )
             for i in range(3)
         ]
@@ -48,8 +49,17 @@ class Cluster:
 
     def start(self, timeout: float = 30.0) -> Cluster:
         began = time.perf_counter()
-        for node in self.nodes:
-            node.start()
+        try:
+            for node in self.nodes:
+                node.start()
+            self._join(timeout)
+        except BaseException:
+            self.stop()  # a Cluster that did not form must not outlive the test run
+            raise
+        self.start_seconds = time.perf_counter() - began
+        return self
+
+    def _join(self, timeout: float) -> None:
         clients = [redis.Redis(host=n.host, port=n.port, decode_responses=True) for n in self.nodes]
         try:
             for client, (first, last) in zip(clients, self.SLOT_RANGES, strict=True):
@@ -66,8 +76,6 @@ class Cluster:
         finally:
             for client in clients:
                 client.close()
-        self.start_seconds = time.perf_counter() - began
-        return self
 
     @staticmethod
     def _ready(client: redis.Redis) -> bool:

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,6 +80,14 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask for SIGTERM when the parent thread exits."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _pid_alive(pid: int) -> bool:
     """True if ``pid`` runs. A zombie (exited, not yet reaped by its parent) counts as gone:
     a server started by another process that still lives is a zombie once it shuts down."""
@@ -112,10 +121,14 @@ class ValkeyProcess:
         config: Mapping[str, str | Sequence[str]] | None = None,
         config_file: str | os.PathLike[str] | None = None,
         sentinel: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.config_file = Path(config_file).resolve() if config_file else None
         self.sentinel = sentinel
+        # Linux only: the kernel stops the server when the thread that started it dies
+        # (a test run killed with SIGKILL leaves no server behind).
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self.host = host
         self.port = port or 0
         self.config = dict(config or {})
@@ -182,6 +195,7 @@ class ValkeyProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
             try:
                 self._wait_ready(timeout)
