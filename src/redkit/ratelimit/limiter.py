@@ -248,6 +248,17 @@ class _Checker:
         return decision
 
     def _combine(self, raw: list[int]) -> Decision:
+        if len(self._limiters) == 1:  # the common case, without the lists
+            lim = self._limiters[0]
+            return Decision(
+                bool(raw[0]),
+                lim._capacity,
+                int(raw[1]),
+                raw[2] / 1e6,
+                raw[3] / 1e6,
+                lim.name,
+                lim.window,
+            )
         decisions = []
         for i, lim in enumerate(self._limiters):
             allowed, remaining, reset_us, retry_us = raw[4 * i : 4 * i + 4]
@@ -369,6 +380,8 @@ class RateLimiter(_Checker):
             raise InvalidInput(f"burst must be an int >= 1, got {burst!r}")
         self.burst = burst if burst is not None else limit
         self.code = _CODES[self.algorithm]
+        # Read on every decision: worked out once (an enum comparison costs microseconds).
+        self._capacity = self.burst if self.algorithm is Algorithm.GCRA else self.limit
         if name is None:
             name = f"{self.algorithm.value}:{limit}/{_fmt_window(self.window)}"
             if burst is not None:
@@ -381,7 +394,7 @@ class RateLimiter(_Checker):
     @property
     def capacity(self) -> int:
         """The most units one call can ever take: ``burst`` for GCRA, else ``limit``."""
-        return self.burst if self.algorithm is Algorithm.GCRA else self.limit
+        return self._capacity
 
     def __repr__(self) -> str:
         return (
