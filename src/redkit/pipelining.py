@@ -15,6 +15,7 @@ still runs (as a direct call would once sent).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,10 +149,17 @@ class AutoPipeline:
                 return
             self.batches += 1
             self.batched_calls += len(batch)
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args, _, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
+            commands = [
+                ("EVALSHA", script.sha, len(keys), *keys, *args)
+                for script, keys, args, _, _ in batch
+            ]
+            try:
+                results = await self._exchange(commands)
+            except redis_errors.ConnectionError:
+                # As for single commands: one retry on a fresh connection when the pooled
+                # one turned out dead before any reply (a server restart the loop had not
+                # noticed yet).
+                results = await self._exchange(commands)
             for (script, keys, args, future, _), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
@@ -181,6 +189,32 @@ class AutoPipeline:
         finally:
             self._in_flight -= 1
             self._schedule()
+
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` in one go and read their replies, errors in place.
+
+        Leaner than redis-py's pipeline: one timer for the whole exchange instead of one per
+        reply, and no per-command bookkeeping. A failure midway drops the connection (its
+        unread replies would poison the next user).
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                await conn.send_packed_command(conn.pack_commands(commands))
+                results: list[Any] = []
+                for _ in commands:
+                    try:
+                        # math.inf: no timer per reply; the block's timeout bounds them all.
+                        results.append(await conn.read_response(timeout=math.inf))
+                    except redis_errors.ResponseError as exc:
+                        results.append(exc)
+            return results
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _settle(
         self,
