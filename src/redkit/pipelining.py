@@ -70,17 +70,12 @@ class AutoPipeline:
         is never cut short by a neighbour's. A call that expired after it was sent may still
         run on the server (as any call whose answer was lost).
         """
+        script.check_keys(keys)
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:
             self._in_flight += 1
             try:
-                if time_limit is None:
-                    return await script(self.client, keys, args)
-                try:
-                    async with asyncio.timeout(time_limit):
-                        return await script(self.client, keys, args)
-                except TimeoutError as exc:
-                    raise connection_lost(f"script {script.name}", exc) from exc
+                return await self._direct(script, keys, args, time_limit)
             finally:
                 self._in_flight -= 1
                 self._schedule()
@@ -190,7 +185,38 @@ class AutoPipeline:
             self._in_flight -= 1
             self._schedule()
 
-    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _direct(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        time_limit: float | None,
+    ) -> Any:
+        """A lone call: the same exchange as a batch of one, bounded by ``time_limit``."""
+        command = [("EVALSHA", script.sha, len(keys), *keys, *args)]
+        try:
+            try:
+                result = (await self._exchange(command, time_limit))[0]
+            except redis_errors.ConnectionError:
+                result = (await self._exchange(command, time_limit))[0]  # as in _send
+        except LOST_ERRORS as exc:
+            raise connection_lost(f"script {script.name}", exc) from exc
+        if isinstance(result, redis_errors.NoScriptError):
+            # The server does not know the script yet: the Script call loads it with EVAL.
+            if time_limit is None:
+                return await script(self.client, keys, args)
+            try:
+                async with asyncio.timeout(time_limit):
+                    return await script(self.client, keys, args)
+            except TimeoutError as exc:
+                raise connection_lost(f"script {script.name}", exc) from exc
+        if isinstance(result, redis_errors.ResponseError):
+            raise ScriptError(f"script {script.name} failed in the server: {result}")
+        return result
+
+    async def _exchange(
+        self, commands: list[tuple[Any, ...]], time_limit: float | None = None
+    ) -> list[Any]:
         """Write ``commands`` in one go and read their replies, errors in place.
 
         Leaner than redis-py's pipeline: one timer for the whole exchange instead of one per
@@ -199,8 +225,11 @@ class AutoPipeline:
         """
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        bound = conn.socket_timeout
+        if time_limit is not None and (bound is None or time_limit < bound):
+            bound = time_limit
         try:
-            async with asyncio.timeout(conn.socket_timeout):
+            async with asyncio.timeout(bound):
                 await conn.send_packed_command(conn.pack_commands(commands))
                 results: list[Any] = []
                 for _ in commands:

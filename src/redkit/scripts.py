@@ -47,6 +47,13 @@ class Script:
     def __repr__(self) -> str:
         return f"<Script {self.name} sha={self.sha[:12]}>"
 
+    def check_keys(self, keys: Sequence[str]) -> None:
+        """Raise InvalidInput without a key, CrossSlotKeys for keys in different slots."""
+        if not keys:
+            raise InvalidInput(f"script {self.name}: at least one key is required")
+        if len(keys) > 1:
+            check_same_slot(keys)
+
     async def __call__(
         self,
         client: AnyRedis,
@@ -58,10 +65,7 @@ class Script:
         ``keys`` must share a hash slot (see :mod:`redkit.keys`); a script needs at least one
         key so that a Cluster knows where to run it.
         """
-        if not keys:
-            raise InvalidInput(f"script {self.name}: at least one key is required")
-        if len(keys) > 1:
-            check_same_slot(keys)
+        self.check_keys(keys)
         # try/except rather than a context manager: this is every primitive's hot path.
         try:
             try:
