@@ -255,6 +255,24 @@ def _fast_connection(connection_class: type) -> type:
     return made
 
 
+async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float, size: int) -> None:
+    """Take one of ``size`` connection slots, waiting at most ``pool_timeout`` seconds.
+
+    A free slot costs no suspension and no timer; only a caller that must wait arms one.
+    """
+    if not slots.locked():
+        await slots.acquire()
+        return
+    try:
+        async with asyncio.timeout(pool_timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise RedisConnectionError(
+            f"no free connection within {pool_timeout}s: all {size} are busy "
+            "(raise REDKIT_MAX_CONNECTIONS or REDKIT_POOL_TIMEOUT)"
+        ) from None
+
+
 class QueueingConnectionPool(ConnectionPool):
     """A pool of at most ``max_connections`` where further callers wait their turn.
 
@@ -281,17 +299,7 @@ class QueueingConnectionPool(ConnectionPool):
             self._holding = set()
 
     async def get_connection(self, *args: Any, **options: Any) -> Any:
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self.pool_timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise RedisConnectionError(
-                    f"no free connection within {self.pool_timeout}s: all "
-                    f"{self.max_connections} are busy (raise REDKIT_MAX_CONNECTIONS)"
-                ) from None
-        else:
-            await self._slots.acquire()
+        await _take_slot(self._slots, self.pool_timeout, self.max_connections)
         try:
             connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException:
@@ -322,20 +330,11 @@ class QueueingRedisCluster(RedisCluster):
     def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pool_timeout = pool_timeout
-        self._slots = asyncio.Semaphore(kwargs.get("max_connections", 100))
+        self.max_connections = int(kwargs.get("max_connections", 100))
+        self._slots = asyncio.Semaphore(self.max_connections)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self.pool_timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise RedisConnectionError(
-                    f"no free Cluster connection within {self.pool_timeout}s "
-                    "(raise REDKIT_MAX_CONNECTIONS)"
-                ) from None
-        else:
-            await self._slots.acquire()
+        await _take_slot(self._slots, self.pool_timeout, self.max_connections)
         try:
             return await super().execute_command(*args, **kwargs)
         finally:
