@@ -10,7 +10,7 @@ from rich.table import Table
 
 import redkit
 from redkit.cache import CacheStats
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, run
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, connected, console
 
 app = typer.Typer(
     name="cache",
@@ -46,11 +46,10 @@ def stats(
 ) -> None:
     """Hits, misses, stale serves, recomputes and early refreshes (all processes)."""
 
-    async def fetch() -> CacheStats:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.cache(name=name, shards=shards).stats()
+    async def fetch(rk: redkit.Redkit) -> CacheStats:
+        return await rk.cache(name=name, shards=shards).stats()
 
-    result = run(fetch)
+    result = connected(url, namespace, data_dir, fetch)
     if as_json:
         typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
@@ -74,9 +73,8 @@ def invalidate(
 ) -> None:
     """Delete every entry stored under any of the TAGS (never KEYS or SCAN)."""
 
-    async def go() -> int:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.cache(name=name, shards=shards).invalidate(*tags)
+    async def go(rk: redkit.Redkit) -> int:
+        return await rk.cache(name=name, shards=shards).invalidate(*tags)
 
-    count = run(go)
+    count = connected(url, namespace, data_dir, go)
     console.print(f"invalidated {count:,} entr{'y' if count == 1 else 'ies'}")

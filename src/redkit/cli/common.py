@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
+import redkit
 from redkit.errors import RedkitError
 
 T = TypeVar("T")
@@ -43,3 +44,18 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
     except RedkitError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def connected(
+    url: str | None,
+    namespace: str,
+    data_dir: Path,
+    action: Callable[[redkit.Redkit], Awaitable[T]],
+) -> T:
+    """Connect, run ``action(rk)``, close; a RedkitError is one red line and exit code 1."""
+
+    async def go() -> T:
+        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            return await action(rk)
+
+    return run(go)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, run
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, connected, console
 from redkit.client import ServerInfo
 
 
@@ -21,11 +21,10 @@ def info(
 ) -> None:
     """Server version, mode, memory and the number of keys in the namespace."""
 
-    async def fetch() -> ServerInfo:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.server_info()
+    async def fetch(rk: redkit.Redkit) -> ServerInfo:
+        return await rk.server_info()
 
-    result = run(fetch)
+    result = connected(url, namespace, data_dir, fetch)
     if as_json:
         typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return

@@ -15,7 +15,15 @@ import typer
 from rich.table import Table
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, err_console, run
+from redkit.cli.common import (
+    DataDirOption,
+    NamespaceOption,
+    UrlOption,
+    connected,
+    console,
+    err_console,
+    run,
+)
 from redkit.errors import InvalidInput
 from redkit.jobs import Job, JobState, QueueStats, Worker, list_queues
 
@@ -76,12 +84,11 @@ def stats(
 ) -> None:
     """Jobs by state, per queue."""
 
-    async def fetch() -> list[QueueStats]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            names = queue or await list_queues(rk)
-            return [await rk.queue(name).stats() for name in names]
+    async def fetch(rk: redkit.Redkit) -> list[QueueStats]:
+        names = queue or await list_queues(rk)
+        return [await rk.queue(name).stats() for name in names]
 
-    found = run(fetch)
+    found = connected(url, namespace, data_dir, fetch)
     if as_json:
         _echo_json([s.as_dict() for s in found])
         return
@@ -118,12 +125,11 @@ def list_(
 ) -> None:
     """Jobs in one state (failed ones newest first)."""
 
-    async def fetch() -> list[Job]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            newest = state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-            return await rk.queue(queue).jobs(state, offset, limit, newest_first=newest)
+    async def fetch(rk: redkit.Redkit) -> list[Job]:
+        newest = state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+        return await rk.queue(queue).jobs(state, offset, limit, newest_first=newest)
 
-    found = run(fetch)
+    found = connected(url, namespace, data_dir, fetch)
     if as_json:
         _echo_json([_job_dict(j) for j in found])
         return
@@ -158,11 +164,10 @@ def show(
 ) -> None:
     """Everything about one job, its error and traceback included."""
 
-    async def fetch() -> Job | None:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.queue(queue).get(job_id)
+    async def fetch(rk: redkit.Redkit) -> Job | None:
+        return await rk.queue(queue).get(job_id)
 
-    job = run(fetch)
+    job = connected(url, namespace, data_dir, fetch)
     if job is None:
         err_console.print(f"[red]error:[/red] no job {job_id!r} on queue {queue!r}")
         raise typer.Exit(1)
@@ -194,11 +199,10 @@ def retry(
 ) -> None:
     """Queue a failed (or cancelled) job again, its attempts back to zero."""
 
-    async def go() -> bool:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.queue(queue).retry(job_id)
+    async def go(rk: redkit.Redkit) -> bool:
+        return await rk.queue(queue).retry(job_id)
 
-    if run(go):
+    if connected(url, namespace, data_dir, go):
         console.print(f"job {job_id} is waiting again")
     else:
         err_console.print(f"[red]error:[/red] job {job_id} is not failed or cancelled")
@@ -215,11 +219,10 @@ def cancel(
 ) -> None:
     """Cancel a pending job now, or an active one at its worker's next heartbeat."""
 
-    async def go() -> JobState | None:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.queue(queue).cancel(job_id)
+    async def go(rk: redkit.Redkit) -> JobState | None:
+        return await rk.queue(queue).cancel(job_id)
 
-    before = run(go)
+    before = connected(url, namespace, data_dir, go)
     if before is None:
         err_console.print(f"[red]error:[/red] no job {job_id!r} on queue {queue!r}")
         raise typer.Exit(1)

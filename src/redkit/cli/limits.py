@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, run
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, connected, console
 from redkit.errors import translate_redis_errors
 
 app = typer.Typer(help="Rate limits: show or reset the state of a key.", no_args_is_help=True)
@@ -64,11 +64,10 @@ def show(
 ) -> None:
     """Every limiter's stored state for KEY (counts, window, expiry)."""
 
-    async def go() -> list[dict[str, Any]]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await _states(rk, key)
+    async def go(rk: redkit.Redkit) -> list[dict[str, Any]]:
+        return await _states(rk, key)
 
-    states = run(go)
+    states = connected(url, namespace, data_dir, go)
     if as_json:
         typer.echo(orjson.dumps(states, option=orjson.OPT_INDENT_2).decode())
         return
@@ -93,13 +92,12 @@ def reset(
 ) -> None:
     """Forget KEY's usage for every limiter (the next request starts fresh)."""
 
-    async def go() -> int:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            states = await _states(rk, key)
-            if not states:
-                return 0
-            with translate_redis_errors("limits reset"):
-                return int(await rk.redis.unlink(*(s["redis_key"] for s in states)))
+    async def go(rk: redkit.Redkit) -> int:
+        states = await _states(rk, key)
+        if not states:
+            return 0
+        with translate_redis_errors("limits reset"):
+            return int(await rk.redis.unlink(*(s["redis_key"] for s in states)))
 
-    removed = run(go)
+    removed = connected(url, namespace, data_dir, go)
     console.print(f"reset {removed} limiter state(s) of {key!r}")

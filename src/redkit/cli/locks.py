@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, err_console, run
+from redkit.cli.common import (
+    DataDirOption,
+    NamespaceOption,
+    UrlOption,
+    connected,
+    console,
+    err_console,
+)
 from redkit.locks import LockInfo, force_release, list_locks
 
 app = typer.Typer(
@@ -31,11 +38,10 @@ def list_(
 ) -> None:
     """Held locks and semaphores of the namespace (walks it with SCAN: an admin's view)."""
 
-    async def fetch() -> list[LockInfo]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await list_locks(rk)
+    async def fetch(rk: redkit.Redkit) -> list[LockInfo]:
+        return await list_locks(rk)
 
-    found = run(fetch)
+    found = connected(url, namespace, data_dir, fetch)
     if as_json:
         rows = [info.__dict__ for info in found]
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -78,11 +84,10 @@ def release(
         )
         raise typer.Exit(1)
 
-    async def free() -> bool:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await force_release(rk, name)
+    async def free(rk: redkit.Redkit) -> bool:
+        return await force_release(rk, name)
 
-    if run(free):
+    if connected(url, namespace, data_dir, free):
         console.print(f"released lock {name!r}")
     else:
         console.print(f"lock {name!r} was not held")

@@ -8,7 +8,14 @@ import orjson
 import typer
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, err_console, run
+from redkit.cli.common import (
+    DataDirOption,
+    NamespaceOption,
+    UrlOption,
+    connected,
+    console,
+    err_console,
+)
 from redkit.notify import Event
 from redkit.notify.events import has_glob
 
@@ -52,11 +59,10 @@ def publish(
         err_console.print(f"[red]error:[/red] DATA is not valid JSON: {exc}", highlight=False)
         raise typer.Exit(1) from None
 
-    async def send() -> str:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.notifications(history=history).publish(channel, value)
+    async def send(rk: redkit.Redkit) -> str:
+        return await rk.notifications(history=history).publish(channel, value)
 
-    typer.echo(run(send))
+    typer.echo(connected(url, namespace, data_dir, send))
 
 
 @app.command("history")
@@ -73,11 +79,10 @@ def history(
 ) -> None:
     """The channel's kept events, oldest first."""
 
-    async def fetch() -> list[Event]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.notifications().history(channel, count=count, after=after)
+    async def fetch(rk: redkit.Redkit) -> list[Event]:
+        return await rk.notifications().history(channel, count=count, after=after)
 
-    events = run(fetch)
+    events = connected(url, namespace, data_dir, fetch)
     if not events and not as_json:
         console.print(f"no events kept for channel {channel!r} in namespace {namespace!r}")
     for event in events:
@@ -109,25 +114,24 @@ def tail(
     if count is not None and count < 1:
         raise typer.BadParameter("--count must be at least 1")
 
-    async def follow() -> None:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            bus = rk.notifications(cluster_patterns=True)
-            glob = has_glob(pattern)
-            sub = bus.subscribe(
-                *(() if glob else (pattern,)),
-                patterns=[pattern] if glob else [],
-                last_event_id=last_event_id,
-            )
-            seen = 0
-            async with sub:
-                err_console.print(f"following {pattern!r} in namespace {namespace!r}")
-                async for event in sub:
-                    typer.echo(_line(event, as_json))
-                    seen += event.type == "event"
-                    if count is not None and seen >= count:
-                        return
+    async def follow(rk: redkit.Redkit) -> None:
+        bus = rk.notifications(cluster_patterns=True)
+        glob = has_glob(pattern)
+        sub = bus.subscribe(
+            *(() if glob else (pattern,)),
+            patterns=[pattern] if glob else [],
+            last_event_id=last_event_id,
+        )
+        seen = 0
+        async with sub:
+            err_console.print(f"following {pattern!r} in namespace {namespace!r}")
+            async for event in sub:
+                typer.echo(_line(event, as_json))
+                seen += event.type == "event"
+                if count is not None and seen >= count:
+                    return
 
     try:
-        run(follow)
+        connected(url, namespace, data_dir, follow)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

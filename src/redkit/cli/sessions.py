@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 import redkit
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, console, run
+from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, connected, console
 from redkit.sessions import SessionInfo
 
 app = typer.Typer(
@@ -38,11 +38,10 @@ def list_sessions(
 ) -> None:
     """The live sessions of USER (ID prefix, IP, user agent, created, last seen, expires)."""
 
-    async def fetch() -> list[SessionInfo]:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.sessions().list(user)
+    async def fetch(rk: redkit.Redkit) -> list[SessionInfo]:
+        return await rk.sessions().list(user)
 
-    sessions = run(fetch)
+    sessions = connected(url, namespace, data_dir, fetch)
     if as_json:
         rows = [info.as_dict() for info in sessions]
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
@@ -72,11 +71,10 @@ def revoke_all(
 ) -> None:
     """End every session of USER (and drop their cached permissions), atomically."""
 
-    async def revoke() -> int:
-        async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
-            return await rk.sessions().revoke_all(user)
+    async def revoke(rk: redkit.Redkit) -> int:
+        return await rk.sessions().revoke_all(user)
 
-    ended = run(revoke)
+    ended = connected(url, namespace, data_dir, revoke)
     if as_json:
         typer.echo(orjson.dumps({"user": user, "revoked": ended}).decode())
         return
