@@ -262,6 +262,7 @@ class Lease:
 
     _token: str | None
     _lost: LostSignal
+    _renewer: Renewer | None
 
     @property
     def held(self) -> bool:
@@ -280,6 +281,14 @@ class Lease:
 
     async def release(self) -> None:
         raise NotImplementedError
+
+    def _on_lost(self, reason: str) -> None:
+        self._lost.fire(self, reason)
+
+    async def _stop_renewer(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            await renewer.stop()
 
     async def _release_on_exit(self, exc: BaseException | None) -> None:
         try:

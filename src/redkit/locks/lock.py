@@ -227,14 +227,6 @@ class Lock(Lease):
     async def _renew(self) -> bool:
         return await self._extend(self._ttl_ms)
 
-    def _on_lost(self, reason: str) -> None:
-        self._lost.fire(self, reason)
-
-    async def _stop_renewer(self) -> None:
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            await renewer.stop()
-
     def _lost_message(self) -> str:
         return (
             f"lock {self.name!r} (fencing token {self.fencing_token}) was lost: "

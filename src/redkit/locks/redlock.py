@@ -237,17 +237,12 @@ class Redlock(Lease):
     async def _renew(self) -> bool:
         return await self._extend(self._ttl_ms)
 
-    def _on_lost(self, reason: str) -> None:
-        self._lost.fire(self, reason)
-
     async def release(self) -> None:
         """Release on every master. Raises :class:`LockLost` if no majority held it."""
         token = self._token
         if token is None:
             raise InvalidInput(f"redlock {self.name!r} is not held by this object")
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            await renewer.stop()
+        await self._stop_renewer()
         self._token = None
         votes = await self._release_all(token)
         if votes < self.quorum:

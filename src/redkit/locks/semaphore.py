@@ -180,9 +180,7 @@ class Permit(Lease):
         token = self._token
         if token is None:
             raise InvalidInput(f"this permit of {self.semaphore.name!r} was already released")
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            await renewer.stop()
+        await self._stop_renewer()
         sem = self.semaphore
         released = await sem.rk.run(
             SCRIPTS["sem_release"],
@@ -216,9 +214,6 @@ class Permit(Lease):
 
     async def _renew(self) -> bool:
         return await self._extend(self.semaphore._ttl_ms)
-
-    def _on_lost(self, reason: str) -> None:
-        self._lost.fire(self, reason)
 
     def _lost_message(self) -> str:
         return (
