@@ -158,3 +158,52 @@ async def test_a_time_limit_never_cuts_short_a_neighbour_in_its_batch(rk: redkit
     assert isinstance(limited, redkit.ConnectionLost)
     assert first == 1
     assert neighbour == 1  # answered after the stall, not failed with its neighbour
+
+
+async def _kept_connection_id(rk: redkit.Redkit) -> int:
+    assert rk.pipeline is not None
+    assert len(rk.pipeline._idle) == 1
+    conn = rk.pipeline._idle[0]
+    await conn.send_command("CLIENT", "ID")
+    return int(await conn.read_response())
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["eof-seen", "eof-unseen"])
+async def test_a_kept_connection_the_server_closed_is_replaced(
+    rk: redkit.Redkit, noticed: bool
+) -> None:
+    key = rk.keys.group("test", "kept").key("n")
+    assert await rk.run(INCR, [key], [1]) == 1
+    killed = await _kept_connection_id(rk)
+    assert await rk.redis.client_kill_filter(_id=str(killed)) == 1
+    if noticed:
+        await asyncio.sleep(0.05)  # the event loop reads the close before the next call
+    # Either the close is seen before the call, or the call's write meets it and is retried
+    # once on a fresh connection: the caller sees neither, and the call runs once.
+    assert await rk.run(INCR, [key], [1]) == 2
+    assert await _kept_connection_id(rk) != killed
+
+
+async def test_kept_connections_stay_within_the_pipelines_bound(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    assert rk.pipeline is not None
+    pool = rk.pipeline.client.connection_pool
+    key = rk.keys.group("test", "bound").key("n")
+    for _ in range(3):
+        await asyncio.gather(*(rk.run(INCR, [key], [1]) for _ in range(500)))
+        assert len(rk.pipeline._idle) <= rk.pipeline.max_in_flight
+        assert len(pool._in_use_connections) <= rk.pipeline.max_in_flight
+
+
+async def test_closing_hands_kept_connections_back(redis_url: str) -> None:
+    rk = await redkit.connect(redis_url, "kept-close")
+    key = rk.keys.group("test", "close").key("n")
+    await asyncio.gather(*(rk.run(INCR, [key], [1]) for _ in range(50)))
+    assert rk.pipeline is not None
+    pool = rk.pipeline.client.connection_pool
+    assert rk.pipeline is not None
+    assert rk.pipeline._idle
+    await rk.redis.delete(key)
+    await rk.close()
+    assert not rk.pipeline._idle
+    assert not pool._in_use_connections

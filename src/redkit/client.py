@@ -150,6 +150,8 @@ class Redkit:
         if self._closed:
             return
         self._closed = True
+        if self.pipeline is not None:
+            await self.pipeline.aclose()
         await self.redis.aclose()
 
     async def run(
