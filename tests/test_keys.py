@@ -70,3 +70,25 @@ async def test_a_group_can_be_written_atomically_on_every_server(rk: redkit.Redk
         pipe.get(group.key("b"))
         results = await pipe.execute()
     assert results[-2:] == [b"1", b"2"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("ns:{t}:a", "other:{t}:b"),  # same tag, different text around it
+        ("ns:{t}:a", "ns:{u}:a"),  # different tags
+        ("{}:a", "{}:b"),  # an empty tag hashes the whole key
+        ("x{", "x{"),
+        ("{a}{b}", "{a}{c}"),  # only the first tag counts
+        ("a{b}}c", "z{b}"),
+        ("plain", "plain"),
+        ("plain", "plain2"),
+        ("{{x}}", "{x}"),  # the tag is "{x", not "x"
+    ],
+)
+def test_the_same_slot_check_agrees_with_the_cluster_hash(a: str, b: str) -> None:
+    if key_slot(a) == key_slot(b):
+        check_same_slot([a, b])
+    else:
+        with pytest.raises(redkit.CrossSlotKeys):
+            check_same_slot([a, b])
