@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bench.floor import with_floor
 from bench.harness import Context, comparison, timed, verify
 from redkit.cache.middleware import CacheMiddleware, CacheRule
 
@@ -175,6 +176,7 @@ async def _cashews_decorator_concurrent(ctx: Context) -> float:
 
 
 decorator_sequential.peers["cashews"] = _cashews_decorator_sequential
+with_floor(decorator_sequential)
 decorator_concurrent.peers["cashews"] = _cashews_decorator_concurrent
 
 

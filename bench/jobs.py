@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from bench.floor import with_floor
 from bench.harness import Context, Runner, comparison, verify
 from redkit.jobs import JobSpec, Worker
 
@@ -379,6 +380,7 @@ _register(
         "RQ (thread)": ("rq", _rq_enqueue_sequential),
     },
 )
+with_floor(enqueue_sequential)
 _register(
     enqueue_batch,
     {

@@ -25,6 +25,7 @@ from limits.aio.strategies import (
     RateLimiter as LimitsStrategy,
 )
 
+from bench.floor import with_floor
 from bench.harness import Context, comparison, verify
 
 BIG = 10**9  # every check is allowed: the hot path of a healthy service
@@ -89,6 +90,7 @@ def _register(algorithm: str) -> None:
     seq.peers["limits"] = lambda ctx: _limits_side(
         ctx, algorithm, lambda check: _sequential(ctx.n(3000), check)
     )
+    with_floor(seq)
     conc = comparison("ratelimit", f"{algorithm} check, 50 concurrent tasks")(
         lambda ctx: _concurrent(ctx.n(10000), _redkit_check(ctx, algorithm))
     )

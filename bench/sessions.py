@@ -21,6 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from bench.floor import with_floor
 from bench.harness import Context, comparison, timed, verify
 
 DATA = {
@@ -181,5 +182,6 @@ async def _bare_concurrent(ctx: Context) -> float:
 
 get_sequential.peers["starsessions RedisStore"] = _starsessions_sequential
 get_sequential.peers["redis-py GET + json.loads"] = _bare_sequential
+with_floor(get_sequential)
 get_concurrent.peers["starsessions RedisStore"] = _starsessions_concurrent
 get_concurrent.peers["redis-py GET + json.loads"] = _bare_concurrent
