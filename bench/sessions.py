@@ -70,28 +70,46 @@ async def _concurrently(n: int, op: Callable[[], Awaitable[Any]]) -> float:
     return per_task * TASKS / (loop.time() - began)
 
 
+async def _reads(
+    ctx: Context,
+    n: int,
+    concurrent: bool,
+    read_command: str,
+    read: Callable[[], Awaitable[Any]],
+    cleanup: Callable[[], Awaitable[Any]],
+) -> float:
+    """Time ``n`` calls of ``read`` (each must return DATA), checked from the server."""
+    good = 0
+
+    async def op() -> None:
+        nonlocal good
+        data = await read()
+        good += data == DATA  # after the await: += across an await would lose counts
+
+    async def run() -> float:
+        return await (_concurrently(n, op) if concurrent else timed(n, op))
+
+    reads = n if not concurrent else n // TASKS * TASKS
+    try:
+        rate = await _checked(ctx, reads, read_command, run)
+    finally:
+        await cleanup()
+    verify(good == reads, f"{good} good reads")
+    return rate
+
+
 # -- redkit -------------------------------------------------------------------------------
 
 
 async def _redkit(ctx: Context, n: int, concurrent: bool) -> float:
     store = ctx.rk.sessions()
     session = await store.create("bench-user", DATA, ip="127.0.0.1", user_agent="bench")
-    good = 0
 
-    async def op() -> None:
-        nonlocal good
+    async def read() -> Any:
         got = await store.get(session.id)
-        good += got is not None and got.data == DATA
+        return None if got is None else got.data
 
-    async def run() -> float:
-        return await (_concurrently(n, op) if concurrent else timed(n, op))
-
-    try:
-        rate = await _checked(ctx, n if not concurrent else n // TASKS * TASKS, "evalsha", run)
-    finally:
-        await store.revoke(session.id)
-    verify(good == (n if not concurrent else n // TASKS * TASKS), f"{good} good reads")
-    return rate
+    return await _reads(ctx, n, concurrent, "evalsha", read, lambda: store.revoke(session.id))
 
 
 @comparison("sessions", "get (touch throttled), sequential")
@@ -116,24 +134,15 @@ async def _starsessions(ctx: Context, n: int, concurrent: bool) -> float:
     serializer = serializers.JsonSerializer()
     session_id = secrets.token_hex(16)
     await store.write(session_id, serializer.serialize(DATA), lifetime=3600, ttl=3600)
-    good = 0
 
-    async def op() -> None:
-        nonlocal good
-        data = serializer.deserialize(await store.read(session_id, lifetime=3600))
-        good += data == DATA
+    async def read() -> Any:
+        return serializer.deserialize(await store.read(session_id, lifetime=3600))
 
-    async def run() -> float:
-        return await (_concurrently(n, op) if concurrent else timed(n, op))
-
-    reads = n if not concurrent else n // TASKS * TASKS
-    try:
-        rate = await _checked(ctx, reads, "get", run)
-    finally:
+    async def cleanup() -> None:
         await store.remove(session_id)
         await client.aclose()
-    verify(good == reads, f"{good} good reads")
-    return rate
+
+    return await _reads(ctx, n, concurrent, "get", read, cleanup)
 
 
 async def _starsessions_sequential(ctx: Context) -> float:
@@ -151,25 +160,16 @@ async def _bare(ctx: Context, n: int, concurrent: bool) -> float:
     client = Redis.from_url(ctx.url)
     key = "bench-bare-session:" + secrets.token_hex(16)
     await client.set(key, json.dumps(DATA), ex=3600)
-    good = 0
 
-    async def op() -> None:
-        nonlocal good
+    async def read() -> Any:
         raw = await client.get(key)
-        data = json.loads(raw) if raw is not None else None
-        good += data == DATA  # after the await: += across an await would lose counts
+        return json.loads(raw) if raw is not None else None
 
-    async def run() -> float:
-        return await (_concurrently(n, op) if concurrent else timed(n, op))
-
-    reads = n if not concurrent else n // TASKS * TASKS
-    try:
-        rate = await _checked(ctx, reads, "get", run)
-    finally:
+    async def cleanup() -> None:
         await client.delete(key)
         await client.aclose()
-    verify(good == reads, f"{good} good reads")
-    return rate
+
+    return await _reads(ctx, n, concurrent, "get", read, cleanup)
 
 
 async def _bare_sequential(ctx: Context) -> float:
