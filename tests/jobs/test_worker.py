@@ -428,3 +428,41 @@ async def test_a_stop_while_acks_flow_keeps_the_counts_exact(rk: redkit.Redkit) 
     assert worker.stats.completed == stats.completed
     assert stats.active == 0
     assert stats.completed + stats.waiting == 3000  # nothing lost, nothing left half-done
+
+
+@pytest.mark.cluster
+async def test_a_running_job_reports_progress_that_watchers_can_read(rk: redkit.Redkit) -> None:
+    q = rk.queue("progress")
+    halfway = asyncio.Event()
+    go_on = asyncio.Event()
+    seen: list[Job] = []
+
+    async def deploy(payload: None, job: Job) -> str:
+        seen.append(job)
+        assert await job.set_progress({"step": "build", "done": 1, "of": 2})
+        halfway.set()
+        await go_on.wait()
+        assert await job.set_progress(1.0)
+        return "deployed"
+
+    async with running(rk.worker(["progress"], {"deploy": deploy}, concurrency=1)):
+        job = await q.enqueue("deploy")
+        await asyncio.wait_for(halfway.wait(), 5)
+        watched = await q.get(job.id)
+        assert watched is not None
+        assert watched.state is JobState.ACTIVE
+        assert watched.progress == {"step": "build", "done": 1, "of": 2}
+        # Only the worker's own Job may report: a watcher's copy is refused before any write.
+        with pytest.raises(redkit.InvalidInput, match="only the worker"):
+            await watched.set_progress(0.9)
+        with pytest.raises(redkit.InvalidInput, match=r"too large|bytes"):
+            await seen[0].set_progress("x" * 20_000)
+        go_on.set()
+        assert await job.result(timeout=5) == "deployed"
+    assert (await job.refresh()).progress == 1.0
+    # The attempt is over: a late report writes nothing.
+    assert not await seen[0].set_progress(0.5)
+    assert (await job.refresh()).progress == 1.0
+    progress_events = [e for e in await q.events(count=100) if e["event"] == "progress"]
+    assert [e["job"] for e in progress_events] == [job.id, job.id]
+    assert progress_events[-1]["progress"] == "1.0"

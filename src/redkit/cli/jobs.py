@@ -58,6 +58,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
         "timeout": job.timeout,
         "payload": job.payload,
         "result": job.return_value,
+        "progress": job.progress,
         "error": job.error,
         "traceback": job.traceback,
         "created_at": job.created_at,
@@ -181,7 +182,7 @@ def show(
     for name, value in data.items():
         if name.endswith("_at"):
             text = _when(value)
-        elif name in ("payload", "result"):
+        elif name in ("payload", "result", "progress"):
             text = orjson.dumps(value).decode()
         else:
             text = "" if value is None else str(value)

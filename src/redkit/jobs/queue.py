@@ -46,6 +46,8 @@ SCRIPTS = ScriptSet(__package__)
 
 MAX_NAME_LENGTH = 200
 MAX_JOB_ID_LENGTH = 256
+MAX_PROGRESS_BYTES = 16 * 1024
+"""A progress report is a status line, not a result: kept small (it rides every event)."""
 ENQUEUE_BATCH = 1000
 """Jobs per enqueue script call in :meth:`Queue.enqueue_many` (bounds one call's work)."""
 DONE_LIST_TTL = 60.0
@@ -145,10 +147,14 @@ class Job:
     """When it was (or is) due to run: enqueue time plus delay, or the end of its backoff."""
     started_at: float | None = None
     finished_at: float | None = None
+    progress: Any = None
+    """The last progress the job reported (:meth:`set_progress`), by any attempt."""
     created: bool = True
     """False when :meth:`Queue.enqueue` found a job with this ``job_id`` already there (this
     object then describes the new request, except ``state``, which is the existing job's)."""
     _queue: Queue | None = field(default=None, repr=False)
+    _owner: str | None = field(default=None, repr=False)
+    """The id of the worker running this attempt, on the Job a worker hands its function."""
 
     def __repr__(self) -> str:
         return (
@@ -175,9 +181,36 @@ class Job:
             "started_at",
             "finished_at",
             "scheduled_at",
+            "progress",
         ):
             setattr(self, name, getattr(fresh, name))
         return self
+
+    async def set_progress(self, progress: Any) -> bool:
+        """Record how far the running job got: a number (``0.4``) or any small JSON value
+        (``{"step": "build", "done": 3, "of": 7}``). One round trip.
+
+        Call it on the Job your function receives (``async def deploy(payload, job)``). It
+        is stored on the job (``Job.progress``) and sent as a ``progress`` event on the
+        queue's lifecycle stream, which the dashboard and notifications read. Returns False
+        when this attempt no longer owns the job (it finished, or its lease was lost to
+        another worker): then nothing is written.
+        """
+        queue = self._q()
+        if self._owner is None:
+            raise InvalidInput(
+                "only the worker running a job can report its progress: call set_progress on "
+                "the Job your function receives as its second argument"
+            )
+        data = dumps(progress, max_bytes=MAX_PROGRESS_BYTES, what="job progress")
+        recorded = await queue.rk.run(
+            SCRIPTS["progress"],
+            [queue.job_key(self.id), queue.events_key],
+            [self._owner, self.attempts, data, queue.events_maxlen, self.id],
+        )
+        if recorded:
+            self.progress = loads(data)
+        return bool(recorded)
 
     async def status(self) -> JobState:
         """The job's state now (one round trip)."""
@@ -223,6 +256,7 @@ def job_from_hash(queue: Queue, job_id: str, raw: Mapping[Any, Any] | Sequence[A
         scheduled_at=_ms_to_s(items.get("due")),
         started_at=_ms_to_s(items.get("started")),
         finished_at=_ms_to_s(items.get("finished")),
+        progress=loads(items["progress"]) if "progress" in items else None,
         _queue=queue,
     )
 

@@ -394,6 +394,7 @@ class Worker:
                 max_attempts=int(reply[b + 4]),
                 timeout=timeout_ms / 1000 if timeout_ms else None,
                 _queue=queue,
+                _owner=self.id,
             )
             running = _Running(queue, job)
             self._running[(queue.name, job_id)] = running
