@@ -207,3 +207,14 @@ async def test_closing_hands_kept_connections_back(redis_url: str) -> None:
     await rk.close()
     assert not rk.pipeline._idle
     assert not pool._in_use_connections
+
+
+async def test_a_small_pool_keeps_no_connection_back_from_other_commands(redis_url: str) -> None:
+    async with redkit.connect(redis_url, "kept-small", max_connections=1) as rk:
+        assert rk.pipeline is not None
+        key = rk.keys.group("test", "small").key("n")
+        assert await rk.run(INCR, [key], [1]) == 1
+        assert not rk.pipeline._idle
+        # The pool's only connection is free for a plain command at once.
+        assert await asyncio.wait_for(rk.redis.get(key), 1) == b"1"
+        await rk.redis.delete(key)

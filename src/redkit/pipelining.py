@@ -27,6 +27,9 @@ from redkit.scripts import Script, ScriptArg
 
 __all__ = ["AutoPipeline"]
 
+KEEP_FROM_POOL_SIZE = 8
+"""The pipeline keeps connections between calls only from a pool at least this large."""
+
 # script, keys, args, the caller's future, and its deadline (loop time) or None
 _Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]", float | None]
 
@@ -47,8 +50,11 @@ class AutoPipeline:
         # Connections this pipeline keeps checked out between exchanges, so that a call does
         # not pay the pool's checkout and release (a lock, health probes and metrics hooks in
         # redis-py: a tenth of a round trip). Bounded: at most ``max_in_flight`` exchanges
-        # run at once, so at most that many connections are ever kept here.
+        # run at once, so at most that many connections are ever kept here; and none from a
+        # small pool, where kept connections would starve every other command.
         self._idle: list[Any] = []
+        pool_size = getattr(client.connection_pool, "max_connections", 0)
+        self._keep = max_in_flight if pool_size >= KEEP_FROM_POOL_SIZE else 0
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -246,7 +252,10 @@ class AutoPipeline:
         except BaseException:
             await self._discard(conn)
             raise
-        self._idle.append(conn)
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            await self.client.connection_pool.release(conn)
         return results
 
     async def _checkout(self) -> Any:
