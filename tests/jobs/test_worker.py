@@ -466,3 +466,37 @@ async def test_a_running_job_reports_progress_that_watchers_can_read(rk: redkit.
     progress_events = [e for e in await q.events(count=100) if e["event"] == "progress"]
     assert [e["job"] for e in progress_events] == [job.id, job.id]
     assert progress_events[-1]["progress"] == "1.0"
+
+
+async def test_a_plain_def_job_reports_progress_from_its_thread(rk: redkit.Redkit) -> None:
+    q = rk.queue("progress-sync")
+
+    def render(payload: int, job: Job) -> int:
+        for done in range(1, payload + 1):
+            assert job.set_progress_sync({"done": done, "of": payload})
+        return payload
+
+    async with running(rk.worker(["progress-sync"], {"render": render}, concurrency=1)):
+        job = await q.enqueue("render", 3)
+        assert await job.result(timeout=5) == 3
+    assert (await job.refresh()).progress == {"done": 3, "of": 3}
+    reports = [e for e in await q.events(count=100) if e["event"] == "progress"]
+    assert len(reports) == 3
+
+
+async def test_progress_sync_from_the_event_loop_points_to_the_async_call(
+    rk: redkit.Redkit,
+) -> None:
+    q = rk.queue("progress-misuse")
+    errors: list[str] = []
+
+    async def wrong(payload: None, job: Job) -> None:
+        try:
+            job.set_progress_sync(0.5)
+        except redkit.InvalidInput as exc:
+            errors.append(str(exc))
+
+    async with running(rk.worker(["progress-misuse"], {"wrong": wrong}, concurrency=1)):
+        job = await q.enqueue("wrong")
+        await job.result(timeout=5)
+    assert errors == ["in async code, use `await job.set_progress(...)`"]

@@ -155,6 +155,8 @@ class Job:
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
     """The id of the worker running this attempt, on the Job a worker hands its function."""
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    """The worker's event loop, for reports from a plain ``def`` job's thread."""
 
     def __repr__(self) -> str:
         return (
@@ -211,6 +213,26 @@ class Job:
         if recorded:
             self.progress = loads(data)
         return bool(recorded)
+
+    def set_progress_sync(self, progress: Any, timeout: float = 10.0) -> bool:
+        """:meth:`set_progress` for a plain ``def`` job, which runs in the worker's threads.
+
+        It hands the report to the worker's event loop and waits for it (at most
+        ``timeout`` seconds). From ``async def`` code, ``await job.set_progress(...)``.
+        """
+        loop = self._loop
+        if loop is None or self._owner is None:
+            raise InvalidInput(
+                "only the worker running a job can report its progress: call it on the Job "
+                "your function receives as its second argument"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise InvalidInput("in async code, use `await job.set_progress(...)`")
+        return asyncio.run_coroutine_threadsafe(self.set_progress(progress), loop).result(timeout)
 
     async def status(self) -> JobState:
         """The job's state now (one round trip)."""

@@ -395,6 +395,7 @@ class Worker:
                 timeout=timeout_ms / 1000 if timeout_ms else None,
                 _queue=queue,
                 _owner=self.id,
+                _loop=loop,
             )
             running = _Running(queue, job)
             self._running[(queue.name, job_id)] = running
