@@ -8,14 +8,16 @@ import pytest
 
 import redkit
 from redkit.jobs import CronExpression
+from redkit.jobs.cron import time_zone
 
 
-def ticks(expr: str, start: datetime, n: int) -> list[datetime]:
+def ticks(expr: str, start: datetime, n: int, tz: str = "UTC") -> list[datetime]:
     cron = CronExpression.parse(expr)
+    zone = time_zone(tz)
     out = []
     at = start
     for _ in range(n):
-        at = cron.next_after(at)
+        at = cron.next_after(at, zone)
         out.append(at)
     return out
 
@@ -111,3 +113,56 @@ async def test_a_tick_whose_job_was_trimmed_is_reported_removed_not_run_again(
     assert not again.created
     assert again.state is JobState.REMOVED
     assert JobState.REMOVED.terminal
+
+
+BERLIN = "Europe/Berlin"
+
+
+def test_a_time_zone_gives_wall_clock_ticks_in_winter_and_summer() -> None:
+    assert ticks("0 3 * * *", utc(2026, 1, 10), 1, BERLIN) == [utc(2026, 1, 10, 2)]  # CET
+    assert ticks("0 3 * * *", utc(2026, 7, 10), 1, BERLIN) == [utc(2026, 7, 10, 1)]  # CEST
+
+
+def test_a_wall_time_the_clock_skips_runs_as_if_it_had_not_jumped() -> None:
+    # 2026-03-29 in Berlin: 02:00 CET becomes 03:00 CEST (01:00 UTC).
+    assert ticks("30 2 * * *", utc(2026, 3, 28, 12), 2, BERLIN) == [
+        utc(2026, 3, 29, 1, 30),  # 03:30 CEST: the day's run is not lost
+        utc(2026, 3, 30, 0, 30),  # 02:30 CEST
+    ]
+    # Every half hour across the jump: no instant twice, none missing but the skipped ones.
+    assert ticks("*/30 * * * *", utc(2026, 3, 29, 0, 15), 4, BERLIN) == [
+        utc(2026, 3, 29, 0, 30),  # 01:30 CET
+        utc(2026, 3, 29, 1, 0),  # 02:00 (skipped) and 03:00 CEST, one instant
+        utc(2026, 3, 29, 1, 30),  # 03:30 CEST
+        utc(2026, 3, 29, 2, 0),
+    ]
+
+
+def test_a_wall_time_the_clock_repeats_runs_once() -> None:
+    # 2026-10-25 in Berlin: 03:00 CEST becomes 02:00 CET (01:00 UTC); 02:xx happens twice.
+    assert ticks("30 2 * * *", utc(2026, 10, 24, 12), 2, BERLIN) == [
+        utc(2026, 10, 25, 0, 30),  # the first 02:30 (CEST)
+        utc(2026, 10, 26, 1, 30),  # the next day's, not the second 02:30
+    ]
+    assert ticks("0 * * * *", utc(2026, 10, 24, 23, 30), 3, BERLIN) == [
+        utc(2026, 10, 25, 0, 0),  # 02:00 CEST
+        utc(2026, 10, 25, 2, 0),  # 03:00 CET: the repeated 02:00 does not run again
+        utc(2026, 10, 25, 3, 0),
+    ]
+    # A scheduler that starts during the repeated hour waits for the first new wall time.
+    assert ticks("*/30 * * * *", utc(2026, 10, 25, 1, 10), 1, BERLIN) == [utc(2026, 10, 25, 2, 0)]
+
+
+def test_an_unknown_time_zone_is_refused_with_a_hint() -> None:
+    with pytest.raises(redkit.InvalidInput, match="IANA name"):
+        time_zone("Mars/Olympus")
+
+
+def test_a_schedule_in_a_time_zone_is_named_apart_from_the_utc_one(rk: redkit.Redkit) -> None:
+    utc_entry = rk.schedule("0 3 * * *", "cleanup")
+    berlin = rk.schedule("0 3 * * *", "cleanup", tz=BERLIN)
+    assert utc_entry.name == "cleanup@0 3 * * *"
+    assert berlin.name == "cleanup@0 3 * * *@Europe/Berlin"
+    assert berlin.next_after(utc(2026, 1, 10)) == utc(2026, 1, 10, 2)
+    with pytest.raises(redkit.InvalidInput, match="unknown time zone"):
+        rk.schedule("0 3 * * *", "cleanup", tz="Nowhere/Else")

@@ -6,17 +6,21 @@ Day-of-week runs 0-7 (0 and 7 are Sunday). As in Vixie cron, when both day-of-mo
 day-of-week are restricted, a day matches if *either* matches. An optional sixth field in
 front gives the seconds (``*/10 * * * * *``: every ten seconds). The aliases ``@yearly``
 (``@annually``), ``@monthly``, ``@weekly``, ``@daily`` (``@midnight``) and ``@hourly`` work.
-Times are UTC.
+Ticks are wall-clock times in a time zone (UTC unless a ``tz`` is given), as a person reads
+a crontab. Across daylight-saving changes each wall-clock time runs at most once: in the
+hour the clock repeats, only its first pass; a time the clock skips runs as if the clock
+had not jumped (``30 2 * * *`` runs at 03:30 on the spring-forward day in Europe).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redkit.errors import InvalidInput
 
-__all__ = ["CronExpression"]
+__all__ = ["CronExpression", "time_zone"]
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -141,11 +145,25 @@ class CronExpression:
             return in_week
         return True
 
-    def next_after(self, when: datetime) -> datetime:
-        """The first tick strictly after ``when`` (a naive ``when`` is taken as UTC)."""
+    def next_after(self, when: datetime, tz: tzinfo = UTC) -> datetime:
+        """The first tick strictly after ``when``, in UTC (a naive ``when`` is taken as UTC).
+
+        ``tz`` is the zone whose wall clock the expression describes.
+        """
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        t = when.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        wall = when.astimezone(tz).replace(tzinfo=None, microsecond=0, fold=0)
+        while True:
+            wall = self._next_wall(wall)
+            # fold=0: a repeated wall time means its first pass; a skipped one keeps the
+            # offset from before the jump. Either way each wall time maps to one instant.
+            instant = wall.replace(tzinfo=tz).astimezone(UTC)
+            if instant > when:
+                return instant
+
+    def _next_wall(self, after: datetime) -> datetime:
+        """The first naive wall-clock time strictly after ``after`` that matches."""
+        t = after + timedelta(seconds=1)
         horizon = t.year + _HORIZON_YEARS
         while t.year <= horizon:
             if t.month not in self.months:
@@ -166,3 +184,20 @@ class CronExpression:
                 continue
             return t
         raise InvalidInput(f"cron expression {self.text!r} never matches a real date")
+
+
+def time_zone(tz: str | tzinfo) -> tzinfo:
+    """``tz`` as a tzinfo: an IANA name (``"Europe/Berlin"``), ``"UTC"``, or a tzinfo."""
+    if isinstance(tz, tzinfo):
+        return tz
+    if not isinstance(tz, str) or not tz:
+        raise InvalidInput(f"a time zone must be an IANA name like 'Europe/Berlin', got {tz!r}")
+    if tz.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"unknown time zone {tz!r}: use an IANA name like 'Europe/Berlin' (on systems "
+            "without a time zone database, `pip install tzdata`)"
+        ) from None

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from redkit.errors import RedkitError, translate_redis_errors
-from redkit.jobs.cron import CronExpression
+from redkit.jobs.cron import CronExpression, time_zone
 from redkit.jobs.queue import _UNSET, Job, check_name
 
 if TYPE_CHECKING:
@@ -37,12 +37,15 @@ log = logging.getLogger("redkit.jobs")
 
 
 class Schedule:
-    """Enqueue ``function(payload)`` on ``queue`` at every tick of ``cron`` (UTC).
+    """Enqueue ``function(payload)`` on ``queue`` at every tick of ``cron``.
 
-    Make it with ``rk.schedule(cron, function, payload, queue="default", name=None, ...)``;
-    further keyword arguments (``priority``, ``max_attempts``, ``timeout``, ...) go to each
-    :meth:`Queue.enqueue <redkit.jobs.Queue.enqueue>`. ``name`` (default ``function`` and
-    ``cron``) identifies the schedule: schedulers with the same name share ticks.
+    Make it with ``rk.schedule(cron, function, payload, queue="default", name=None,
+    tz="UTC", ...)``; further keyword arguments (``priority``, ``max_attempts``,
+    ``timeout``, ...) go to each :meth:`Queue.enqueue <redkit.jobs.Queue.enqueue>`. ``tz``
+    (an IANA name such as ``"Europe/Berlin"``) is the zone whose wall clock ``cron``
+    describes; see :mod:`redkit.jobs.cron` for daylight-saving changes. ``name`` (default
+    ``function``, ``cron`` and a non-UTC ``tz``) identifies the schedule: schedulers with
+    the same name share ticks.
     """
 
     def __init__(
@@ -54,14 +57,17 @@ class Schedule:
         payload: Any = None,
         queue: str = "default",
         name: str | None = None,
+        tz: str | tzinfo = "UTC",
         **enqueue_options: Any,
     ) -> None:
         self.rk = rk
         self.cron = CronExpression.parse(cron)
+        self.tz = time_zone(tz)
         self.function = check_name(function, "function name")
         self.payload = payload
         self.queue = rk.queue(queue)
-        self.name = check_name(name or f"{function}@{cron}", "schedule name")
+        default_name = f"{function}@{cron}" + ("" if self.tz is UTC else f"@{self.tz}")
+        self.name = check_name(name or default_name, "schedule name")
         bad = set(enqueue_options) - {"priority", "max_attempts", "backoff", "timeout", "delay"}
         if bad:
             raise TypeError(f"Schedule got unexpected options: {', '.join(sorted(bad))}")
@@ -70,10 +76,14 @@ class Schedule:
         """Ticks this scheduler enqueued (it won the tick)."""
 
     def __repr__(self) -> str:
-        return f"<Schedule {self.name!r} cron={self.cron.text!r} queue={self.queue.name!r}>"
+        return (
+            f"<Schedule {self.name!r} cron={self.cron.text!r} tz={self.tz} "
+            f"queue={self.queue.name!r}>"
+        )
 
     def next_after(self, when: datetime) -> datetime:
-        return self.cron.next_after(when)
+        """The first tick strictly after ``when``, in UTC."""
+        return self.cron.next_after(when, self.tz)
 
     async def tick(self, at: datetime) -> Job:
         """Enqueue the tick at ``at`` unless some scheduler already did (``created`` says)."""
