@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import redkit
+from redkit import pipelining
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.scripts import Script, ScriptSet
 from servers import TEST_CONFIG
@@ -218,3 +219,23 @@ async def test_a_small_pool_keeps_no_connection_back_from_other_commands(redis_u
         # The pool's only connection is free for a plain command at once.
         assert await asyncio.wait_for(rk.redis.get(key), 1) == b"1"
         await rk.redis.delete(key)
+
+
+async def test_a_dropped_connection_drops_its_kept_siblings_before_the_retry(
+    rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rk.pipeline is not None
+    # As when the event loop has not read the closes yet: only the exchange finds out.
+    monkeypatch.setattr(pipelining, "_sound", lambda conn: conn.is_connected)
+    key = rk.keys.group("test", "siblings").key("n")
+    await asyncio.gather(*(rk.run(INCR, [key], [1]) for _ in range(200)))
+    kept = list(rk.pipeline._idle)
+    assert len(kept) == 2
+    ids = []
+    for conn in kept:
+        await conn.send_command("CLIENT", "ID")
+        ids.append(int(await conn.read_response()))
+    for client_id in ids:  # as a failover or a restart would, to every kept connection
+        await rk.redis.client_kill_filter(_id=str(client_id))
+    # Whichever connection the call meets first fails; the one retry must get a fresh one.
+    assert await rk.run(INCR, [key], [1]) == 201

@@ -249,8 +249,14 @@ class AutoPipeline:
                         results.append(await conn.read_response(timeout=math.inf))
                     except redis_errors.ResponseError as exc:
                         results.append(exc)
-        except BaseException:
+        except BaseException as exc:
             await self._discard(conn)
+            if isinstance(exc, redis_errors.ConnectionError):
+                # What broke this connection (a restart, a failover, CLIENT KILL) most
+                # likely broke its kept siblings too: the retry must not meet one of them.
+                idle, self._idle = self._idle, []
+                for other in idle:
+                    await self._discard(other)
             raise
         if len(self._idle) < self._keep:
             self._idle.append(conn)
