@@ -109,7 +109,7 @@ async def _redkit(ctx: Context, n: int, concurrent: bool) -> float:
         got = await store.get(session.id)
         return None if got is None else got.data
 
-    return await _reads(ctx, n, concurrent, "evalsha", read, lambda: store.revoke(session.id))
+    return await _reads(ctx, n, concurrent, "hmget", read, lambda: store.revoke(session.id))
 
 
 @comparison("sessions", "get (touch throttled), sequential")

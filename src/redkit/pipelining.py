@@ -1,4 +1,4 @@
-"""Automatic pipelining: concurrent script calls share round trips.
+"""Automatic pipelining: concurrent script calls (and plain reads) share round trips.
 
 A lone caller runs its script directly, one round trip, no extra hop. Callers that arrive
 while calls are in flight are queued, and everything queued is written as one pipeline when
@@ -8,8 +8,10 @@ of latency each, and the event loop does one read and one write per batch instea
 This is what ioredis and node-redis do for Node; redis-py has no equivalent.
 
 Order is kept per batch (a pipeline runs its commands in order), and each call is still one
-atomic script. A call cancelled before its batch is written is dropped; one cancelled later
-still runs (as a direct call would once sent).
+atomic script. A call of plain commands (:meth:`AutoPipeline.execute`: a read such as
+``HMGET`` + ``TIME``) travels the same way; its commands are not atomic as a group, which is
+why state changes go through scripts. A call cancelled before its batch is written is
+dropped; one cancelled later still runs (as a direct call would once sent).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis
 
-from redkit.errors import LOST_ERRORS, ScriptError, connection_lost
+from redkit.errors import LOST_ERRORS, ScriptError, ServerError, connection_lost
 from redkit.scripts import Script, ScriptArg
 
 __all__ = ["AutoPipeline"]
@@ -30,8 +32,51 @@ __all__ = ["AutoPipeline"]
 KEEP_FROM_POOL_SIZE = 8
 """The pipeline keeps connections between calls only from a pool at least this large."""
 
-# script, keys, args, the caller's future, and its deadline (loop time) or None
-_Call = tuple[Script, Sequence[str], Sequence[ScriptArg], "asyncio.Future[Any]", float | None]
+Command = tuple[Any, ...]
+
+
+class _Call:
+    """One caller's request: a script call, or plain commands, and where its answer goes."""
+
+    __slots__ = ("args", "commands", "deadline", "future", "keys", "script")
+
+    def __init__(
+        self,
+        script: Script | None,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        commands: list[Command],
+        future: asyncio.Future[Any] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.commands = commands
+        self.future = future
+        self.deadline = deadline
+
+    @property
+    def what(self) -> str:
+        if self.script is not None:
+            return f"script {self.script.name}"
+        return " + ".join(str(command[0]) for command in self.commands)
+
+    def result(self, replies: list[Any]) -> Any:
+        """The caller's answer from its replies (errors in place), or the error to raise."""
+        if self.script is not None:
+            reply = replies[0]
+            if isinstance(reply, LOST_ERRORS):
+                raise connection_lost(self.what, reply)
+            if isinstance(reply, redis_errors.ResponseError):
+                raise ScriptError(f"script {self.script.name} failed in the server: {reply}")
+            return reply
+        for command, reply in zip(self.commands, replies, strict=True):
+            if isinstance(reply, LOST_ERRORS):
+                raise connection_lost(self.what, reply)
+            if isinstance(reply, redis_errors.ResponseError):
+                raise ServerError(f"{command[0]} failed in the server: {reply}")
+        return replies
 
 
 class AutoPipeline:
@@ -82,22 +127,35 @@ class AutoPipeline:
         run on the server (as any call whose answer was lost).
         """
         script.check_keys(keys)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._call(_Call(script, keys, args, [command]), time_limit)
+
+    async def execute(self, commands: list[Command], time_limit: float | None = None) -> list[Any]:
+        """Send plain ``commands`` in one round trip, shared like a script call; return their
+        replies. Not atomic as a group (other clients' commands may run between them): for
+        reads. A command the server refuses raises :class:`~redkit.errors.ServerError`."""
+        if not commands:
+            return []
+        replies: list[Any] = await self._call(_Call(None, (), (), commands), time_limit)
+        return replies
+
+    async def _call(self, call: _Call, time_limit: float | None) -> Any:
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:
             self._in_flight += 1
             try:
-                return await self._direct(script, keys, args, time_limit)
+                return await self._direct(call, time_limit)
             finally:
                 self._in_flight -= 1
                 self._schedule()
         future: asyncio.Future[Any] = loop.create_future()
-        deadline = None if time_limit is None else loop.time() + time_limit
-        call = (script, keys, args, future, deadline)
+        call.future = future
+        call.deadline = None if time_limit is None else loop.time() + time_limit
         self._pending.append(call)
-        if deadline is not None:
+        if call.deadline is not None:
             self._timed.append(call)
             if self._timer is None:
-                self._timer = loop.call_at(deadline, self._expire)
+                self._timer = loop.call_at(call.deadline, self._expire)
         self._schedule()
         return await future
 
@@ -108,15 +166,14 @@ class AutoPipeline:
         keep: list[_Call] = []
         next_deadline: float | None = None
         for call in self._timed:
-            future, deadline = call[3], call[4]
+            future, deadline = call.future, call.deadline
+            assert future is not None
+            assert deadline is not None
             if future.done():
                 continue
-            assert deadline is not None
             if deadline <= now:
                 future.set_exception(
-                    connection_lost(
-                        f"script {call[0].name}", TimeoutError("no answer within its time limit")
-                    )
+                    connection_lost(call.what, TimeoutError("no answer within its time limit"))
                 )
                 continue
             keep.append(call)
@@ -137,7 +194,7 @@ class AutoPipeline:
         if self._in_flight >= self.max_in_flight:
             return
         # A call cancelled or expired while queued is dropped: it was never sent.
-        batch = [call for call in self._pending[: self.max_batch] if not call[3].done()]
+        batch = [c for c in self._pending[: self.max_batch] if c.future and not c.future.done()]
         del self._pending[: self.max_batch]
         if not batch:
             self._schedule()
@@ -149,16 +206,10 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1:
-                script, keys, args, future, _ = batch[0]
-                await self._settle(future, script, keys, args)
-                return
-            self.batches += 1
-            self.batched_calls += len(batch)
-            commands = [
-                ("EVALSHA", script.sha, len(keys), *keys, *args)
-                for script, keys, args, _, _ in batch
-            ]
+            if len(batch) > 1:
+                self.batches += 1
+                self.batched_calls += len(batch)
+            commands = [command for call in batch for command in call.commands]
             try:
                 results = await self._exchange(commands)
             except redis_errors.ConnectionError:
@@ -166,64 +217,54 @@ class AutoPipeline:
                 # one turned out dead before any reply (a server restart the loop had not
                 # noticed yet).
                 results = await self._exchange(commands)
-            for (script, keys, args, future, _), result in zip(batch, results, strict=True):
+            at = 0
+            for call in batch:
+                replies = results[at : at + len(call.commands)]
+                at += len(call.commands)
+                future = call.future
+                assert future is not None
                 if future.done():
                     continue
-                if isinstance(result, redis_errors.NoScriptError):
+                if call.script is not None and isinstance(replies[0], redis_errors.NoScriptError):
                     # This server has not seen the script: the direct call loads it (EVAL).
-                    await self._settle(future, script, keys, args)
-                elif isinstance(result, LOST_ERRORS):
-                    future.set_exception(connection_lost(f"script {script.name}", result))
-                elif isinstance(result, redis_errors.ResponseError):
-                    future.set_exception(
-                        ScriptError(f"script {script.name} failed in the server: {result}")
-                    )
-                else:
-                    future.set_result(result)
+                    await self._settle(future, call.script, call.keys, call.args)
+                    continue
+                try:
+                    future.set_result(call.result(replies))
+                except Exception as exc:
+                    future.set_exception(exc)
         except BaseException as exc:
             # Nobody may wait forever: whatever broke the batch is every unsettled caller's.
-            for script, _, _, future, _ in batch:
-                if not future.done():
-                    error = (
-                        connection_lost(f"script {script.name}", exc)
-                        if isinstance(exc, LOST_ERRORS)
-                        else exc
-                    )
-                    future.set_exception(error)
+            for call in batch:
+                if call.future is not None and not call.future.done():
+                    error = connection_lost(call.what, exc) if isinstance(exc, LOST_ERRORS) else exc
+                    call.future.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
         finally:
             self._in_flight -= 1
             self._schedule()
 
-    async def _direct(
-        self,
-        script: Script,
-        keys: Sequence[str],
-        args: Sequence[ScriptArg],
-        time_limit: float | None,
-    ) -> Any:
+    async def _direct(self, call: _Call, time_limit: float | None) -> Any:
         """A lone call: the same exchange as a batch of one, bounded by ``time_limit``."""
-        command = [("EVALSHA", script.sha, len(keys), *keys, *args)]
         try:
             try:
-                result = (await self._exchange(command, time_limit))[0]
+                replies = await self._exchange(call.commands, time_limit)
             except redis_errors.ConnectionError:
-                result = (await self._exchange(command, time_limit))[0]  # as in _send
+                replies = await self._exchange(call.commands, time_limit)  # as in _send
         except LOST_ERRORS as exc:
-            raise connection_lost(f"script {script.name}", exc) from exc
-        if isinstance(result, redis_errors.NoScriptError):
+            raise connection_lost(call.what, exc) from exc
+        script = call.script
+        if script is not None and isinstance(replies[0], redis_errors.NoScriptError):
             # The server does not know the script yet: the Script call loads it with EVAL.
             if time_limit is None:
-                return await script(self.client, keys, args)
+                return await script(self.client, call.keys, call.args)
             try:
                 async with asyncio.timeout(time_limit):
-                    return await script(self.client, keys, args)
+                    return await script(self.client, call.keys, call.args)
             except TimeoutError as exc:
-                raise connection_lost(f"script {script.name}", exc) from exc
-        if isinstance(result, redis_errors.ResponseError):
-            raise ScriptError(f"script {script.name} failed in the server: {result}")
-        return result
+                raise connection_lost(call.what, exc) from exc
+        return call.result(replies)
 
     async def _exchange(
         self, commands: list[tuple[Any, ...]], time_limit: float | None = None
@@ -241,7 +282,8 @@ class AutoPipeline:
             bound = time_limit
         try:
             async with asyncio.timeout(bound):
-                await conn.send_packed_command(conn.pack_commands(commands))
+                # Packed command by command: redis-py's pack_commands re-joins the buffers.
+                await conn.send_packed_command([p for c in commands for p in conn.pack_command(*c)])
                 results: list[Any] = []
                 for _ in commands:
                     try:
