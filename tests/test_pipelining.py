@@ -239,3 +239,42 @@ async def test_a_dropped_connection_drops_its_kept_siblings_before_the_retry(
         await rk.redis.client_kill_filter(_id=str(client_id))
     # Whichever connection the call meets first fails; the one retry must get a fresh one.
     assert await rk.run(INCR, [key], [1]) == 201
+
+
+async def test_plain_commands_travel_alone_or_with_script_calls(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    key = rk.keys.group("test", "plain").key("n")
+    ping, (secs, _micros) = await rk.pipeline.execute([("PING",), ("TIME",)])
+    assert ping is True or ping == b"PONG"
+    assert int(secs) > 1_700_000_000
+    assert await rk.pipeline.execute([]) == []
+    # Mixed in one batch: each caller gets its own replies, in order.
+    before = rk.pipeline.batches
+    got = await asyncio.gather(
+        rk.run(INCR, [key], [5]),
+        rk.pipeline.execute([("GET", key), ("STRLEN", key)]),
+        rk.run(INCR, [key], [1]),
+        rk.pipeline.execute([("EXISTS", key)]),
+    )
+    assert got[0] == 5
+    assert got[2] == 6
+    assert got[1] in ([b"5", 1], [b"6", 1])  # after the first call, before or after the third
+    assert got[3] == [1]
+    assert rk.pipeline.batches > before  # the calls after the first one shared a batch
+    await rk.redis.delete(key)
+
+
+async def test_a_refused_plain_command_raises_server_error_alone(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    key = rk.keys.group("test", "refused").key("s")
+    await rk.redis.set(key, "text")
+    results = await asyncio.gather(
+        rk.pipeline.execute([("GET", key), ("LPUSH", key, "x")]),
+        rk.pipeline.execute([("GET", key)]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], redkit.ServerError)
+    assert "LPUSH" in str(results[0])
+    assert "WRONGTYPE" in str(results[0])
+    assert results[1] == [b"text"]
+    await rk.redis.delete(key)
