@@ -103,6 +103,8 @@ class AutoPipeline:
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
+        self.round_trips = 0
+        """Exchanges with the server so far (a lone call or a batch is one)."""
 
     def __repr__(self) -> str:
         return (
@@ -277,6 +279,7 @@ class AutoPipeline:
         (its unread replies would poison the next user).
         """
         conn = await self._checkout()
+        self.round_trips += 1
         bound = conn.socket_timeout
         if time_limit is not None and (bound is None or time_limit < bound):
             bound = time_limit

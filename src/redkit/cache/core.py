@@ -211,6 +211,9 @@ class _Retry(Exception):
     """The lookup this caller shared was abandoned (its caller was cancelled): look up again."""
 
 
+# The entry's header, as get.lua reads it: fresh-until, created, compute time (ms).
+_HEADER = re.compile(rb"(\d+):(\d+):(\d+):\d+\|")
+
 _COUNTED = {
     HIT: "hits",
     HIT_REFRESH: "hits",
@@ -392,9 +395,13 @@ class Cache:
     # -- the building blocks (shared with the middleware) --------------------------------------
 
     async def lookup(self, keys: EntryKeys, mode: str, token: str, beta: float) -> Lookup:
-        """One round trip: ``get.lua``."""
+        """One round trip: a plain read for a fresh hit, else ``get.lua``."""
         # XFetch's random part is drawn here (randomness, not time: the clock is the server's).
         gap = -beta * math.log(1.0 - random.random()) if beta else 0
+        if self.rk.pipeline is not None:
+            hit = await self._plain_hit(keys, mode, gap)
+            if hit is not None:
+                return hit
         status, raw, age, pttl, now = await self.rk.run(
             SCRIPTS["get"],
             [keys.entry, keys.lock, keys.notify],
@@ -404,6 +411,31 @@ class Cache:
         if status == HIT_REFRESH:
             self.count("early")
         return Lookup(status, raw or None, age / 1000, pttl / 1000, now)
+
+    async def _plain_hit(self, keys: EntryKeys, mode: str, gap: float) -> Lookup | None:
+        """A fresh hit (or a peek's miss) from ``GET`` + ``TIME``, or None: ask the script.
+
+        A hit writes nothing, so it needs no script; this is ``get.lua``'s hit test, made in
+        Python on the same server time. Anything else (a miss to lock, a stale value, an
+        early refresh that XFetch draws) goes to the script, which decides again atomically.
+        """
+        assert self.rk.pipeline is not None
+        raw, (secs, micros) = await self.rk.pipeline.execute([("GET", keys.entry), ("TIME",)])
+        now_us = int(secs) * 1_000_000 + int(micros)
+        now = now_us // 1000
+        if raw is None:
+            if mode != "peek":
+                return None
+            self.count(_COUNTED[MISS])
+            return Lookup(MISS, None, 0.0, 0.0, now_us)
+        header = _HEADER.match(raw)
+        if header is None:
+            return None  # not an entry this code wrote: let the script answer
+        fresh, created, delta = (int(x) for x in header.groups())
+        if now < fresh and (mode == "peek" or delta == 0 or now + delta * gap < fresh):
+            self.count(_COUNTED[HIT])
+            return Lookup(HIT, raw, (now - created) / 1000, 0.0, now_us)
+        return None
 
     async def store(
         self,
