@@ -424,3 +424,19 @@ async def test_entries_spread_over_the_cluster_masters(rk: redkit.Redkit) -> Non
         assert node is not None
         nodes.add(node.name)
     assert len(nodes) == 3
+
+
+async def test_a_fresh_hit_is_one_round_trip_without_a_script(rk: redkit.Redkit) -> None:
+    if rk.pipeline is None:
+        pytest.skip("a Cluster client has no automatic pipeline: hits run the script")
+    cache = rk.cache()
+    await cache.set("fresh", {"a": 1}, ttl=60)
+    before = await commandstats(rk)
+    trips = rk.pipeline.round_trips
+    for _ in range(20):
+        assert await cache.get("fresh") == {"a": 1}
+    after = await commandstats(rk)
+    assert rk.pipeline.round_trips - trips == 20
+    assert after.get("get", 0) - before.get("get", 0) == 20
+    assert after.get("evalsha", 0) == before.get("evalsha", 0)
+    assert (await cache.stats()).hits >= 20
