@@ -305,3 +305,39 @@ async def test_history_ttl_expires_an_idle_channel(rk: redkit.Redkit) -> None:
     await bus.publish("brief", 1)
     stream = rk.keys.group("ch", "brief").key("log")
     assert 0 < await rk.redis.pttl(stream) <= 200
+
+
+@pytest.mark.cluster
+async def test_resume_is_exact_while_history_still_holds_the_last_id(rk: redkit.Redkit) -> None:
+    bus = rk.notifications(history=5)
+    last = await bus.publish("edge", "seen")
+    ids = [await bus.publish("edge", i) for i in range(4)]
+    # 4 missed, history 5: the last id is still kept, so no gap.
+    async with bus.subscribe("edge", last_event_id=last) as sub:
+        assert [e.id for e in await take(sub, 4)] == ids
+        await nothing_more(sub)
+    # One more: the last id itself is trimmed now, and with it the proof that nothing
+    # between it and the oldest kept event is missing. A gap comes first, then all 5 kept.
+    ids.append(await bus.publish("edge", 4))
+    async with bus.subscribe("edge", last_event_id=last) as sub:
+        gap, *kept = await take(sub, 6)
+        await nothing_more(sub)
+    assert gap.is_gap
+    assert gap.data == {"reason": "history_trimmed", "after": last}
+    assert [e.id for e in kept] == ids
+
+
+async def test_live_messages_in_the_earlier_format_are_still_understood(
+    rk: redkit.Redkit,
+) -> None:
+    # Before, publish sent "<id>\n<previous id>\n<data>"; a subscriber process that is
+    # upgraded first still reads what older publishers send.
+    bus = rk.notifications()
+    async with bus.subscribe("mixed") as sub:
+        first = await bus.publish("mixed", {"n": 1})
+        second = f"{int(first.split('-')[0]) + 1}-0"
+        channel = rk.keys.group("ch", "mixed").key()
+        await rk.redis.publish(channel, f'{second}\n{first}\n{{"n":2}}')
+        events = await take(sub, 2)
+        await nothing_more(sub)
+    assert [(e.id, e.data) for e in events] == [(first, {"n": 1}), (second, {"n": 2})]

@@ -13,6 +13,8 @@ import redkit
 from notify.helpers import command_stats, eventually, kill_pubsub_connections, pubsub_clients
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.notify import Event, Subscription
+from redkit.notify import hub as hub_module
+from redkit.notify.hub import Link
 from servers import TEST_CONFIG
 
 
@@ -134,3 +136,31 @@ async def _publish_when_back(bus: redkit.notify.NotificationBus, data: str) -> s
         except redkit.ConnectionLost:
             await asyncio.sleep(0.05)
     raise AssertionError("the server did not come back")
+
+
+async def test_a_link_that_stops_answering_is_replaced_and_misses_nothing(
+    own_server: ValkeyProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A silent link is PINGed; a PING without answer ends the connection (no read timeout
+    # per message does it: a watchdog does).
+    monkeypatch.setattr(hub_module, "PING_EVERY", 0.2)
+    async with redkit.connect(own_server.url, "silent", command_timeout=0.5) as rk:
+        bus = rk.notifications()
+        async with bus.subscribe("alerts") as sub:
+            await bus.publish("alerts", 0)
+            await drain(sub, 1)
+            link = bus._hub.links["main"]
+            # The server leaves every client unanswered for a while, as a dead network would.
+            await rk.redis.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+            await eventually(lambda: _reconnected(link))
+            for i in range(1, 6):
+                await _publish_when_back(bus, str(i))
+            events = await drain(sub, 5)
+            await asyncio.sleep(0.3)
+            assert await sub.get(timeout=0) is None
+    assert [e.data for e in events] == ["1", "2", "3", "4", "5"]
+    assert not any(e.is_gap for e in events)
+
+
+async def _reconnected(link: Link) -> bool:
+    return link.reconnects >= 1

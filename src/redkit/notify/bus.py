@@ -11,16 +11,19 @@
 
 **Publish** is one script, one round trip: it appends the event to the channel's history
 stream (``XADD ... MAXLEN <history>``: exactly ``history`` entries are kept, so ``history()``
-and resume promise a precise depth; trimming one entry per append costs next to nothing at
-these sizes) and publishes it live (``PUBLISH``, or ``SPUBLISH`` on a Cluster) in the same
-atomic step, so no subscriber can see an event live that history does not have, or the
-reverse. The stream and the pub/sub channel of one topic share a hash tag
+and resume promise a precise depth) and publishes it live (``PUBLISH``, or ``SPUBLISH`` on a
+Cluster) in the same atomic step, so no subscriber can see an event live that history does
+not have, or the reverse. The script reads nothing: two commands, a few microseconds of
+server time. On a standalone or Sentinel server, concurrent publishes share round trips
+(``rk.run``'s automatic pipelining).
+The stream and the pub/sub channel of one topic share a hash tag
 (``<ns>:{ch:<channel>}:log`` and ``<ns>:{ch:<channel>}``), hence one Cluster slot.
 
 **Resume.** ``subscribe(..., last_event_id=...)`` first subscribes live (buffering), then
 reads what the channel published after ``last_event_id`` from history, delivers it, and then
 the buffered live events whose id is above the last one from history: no gap, no duplicate at
-the seam. If history no longer reaches back that far, a ``gap`` event comes first.
+the seam. If history no longer holds ``last_event_id`` (``history`` events or more were
+published since, or the channel's history expired), a ``gap`` event comes first.
 For several channels, ``last_event_id`` is a cursor (see :mod:`redkit.notify.events`);
 ``subscription.last_event_id`` is always the right value to resume from.
 
@@ -61,7 +64,7 @@ from redkit.notify.events import (
     id_key,
     parse_cursor,
 )
-from redkit.notify.hub import HistoryEntry, Hub, hub_for
+from redkit.notify.hub import Hub, hub_for
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
@@ -70,6 +73,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BYTES", "NotificationBus", "SlowConsumerPolicy", "Subscription"]
 
 SCRIPTS = ScriptSet(__package__)
+_PUBLISH = SCRIPTS["publish"]
+
+_CHANNEL_CACHE = 1024
+"""Channels whose keys a bus remembers (see ``NotificationBus.publish``)."""
 
 DEFAULT_MAX_BYTES = 64 * 1024
 """Default cap on one event's JSON data: notifications are small, and every subscriber's
@@ -120,6 +127,14 @@ class NotificationBus:
         self.sharded = rk.is_cluster if sharded is None else bool(sharded)
         self.cluster_patterns = bool(cluster_patterns)
         self._hub = hub_for(rk, self.sharded)
+        also_classic = self.sharded and self.cluster_patterns
+        self._publish_args = (
+            self.history_size,
+            int(self.sharded),
+            int(also_classic),
+            self.history_ttl_ms,
+        )
+        self._channels: dict[str, tuple[list[str], str]] = {}
 
     def __repr__(self) -> str:
         flavour = " sharded" if self.sharded else ""
@@ -136,16 +151,25 @@ class NotificationBus:
         One round trip. ``data`` must be JSON-serialisable and at most ``max_bytes`` as JSON,
         else :class:`~redkit.errors.InvalidInput` is raised and nothing is published.
         """
-        check_channel(channel)
-        payload = dumps(data, max_bytes=self.max_bytes, what=f"event data for {channel!r}")
-        group = self.rk.keys.group("ch", channel)
-        also_classic = self.sharded and self.cluster_patterns
-        event_id = await self.rk.run(
-            SCRIPTS["publish"],
-            [group.key("log"), group.key()],
-            [payload, self.history_size, int(self.sharded), int(also_classic), self.history_ttl_ms],
-        )
+        # The hot path: the channel's keys come from a small cache (a name is checked and
+        # its keys built once), the constant arguments are built once per bus.
+        known = self._channels.get(channel)
+        if known is None:
+            known = self._channel_keys(channel)
+        payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
+        event_id = await self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args])
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    def _channel_keys(self, channel: str) -> tuple[list[str], str]:
+        check_channel(channel)
+        group = self.rk.keys.group("ch", channel)
+        known = ([group.key("log"), group.key()], f"event data for {channel!r}")
+        if len(self._channels) >= _CHANNEL_CACHE:
+            # Bounded: a bus that publishes to ever new channels (one per user, say) keeps
+            # at most this many; starting over costs one key build per channel.
+            self._channels.clear()
+        self._channels[channel] = known
+        return known
 
     # -- reading history ---------------------------------------------------------------------
 
@@ -172,7 +196,7 @@ class NotificationBus:
                 raw.reverse()
             else:
                 raw = await client.xrange(key, min="(" + after, count=count)
-        return [Hub.entry(channel, entry_id, fields).event for entry_id, fields in raw]
+        return [Hub.entry(channel, entry_id, fields) for entry_id, fields in raw]
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -226,6 +250,14 @@ def _check_policy(value: object) -> SlowConsumerPolicy:
     raise InvalidInput(f"slow_consumer must be 'drop_oldest' or 'disconnect', got {value!r}")
 
 
+_TIMED_OUT = object()
+
+
+def _expire(waiter: asyncio.Future[object]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
+
+
 class Subscription:
     """Events of some channels and patterns, in order per channel. From ``bus.subscribe()``.
 
@@ -265,7 +297,7 @@ class Subscription:
         self._queue: deque[Event] = deque()
         self._dropped: dict[str, int] = {}
         self._buffer: list[tuple[Event, tuple[int, int]]] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[object] | None = None
         self._failed: SlowConsumer | None = None
         self._active = False
         self._ended = False
@@ -339,9 +371,9 @@ class Subscription:
         self._ended = True
         self._wake()
 
-    def _replay(self, entries: list[HistoryEntry]) -> None:
-        for entry in entries:
-            self._accept(entry.event, id_key(entry.event.id))
+    def _replay(self, events: list[Event]) -> None:
+        for event in events:
+            self._accept(event, id_key(event.id))
 
     # -- receiving (called by the hub, synchronously) ---------------------------------------
 
@@ -352,7 +384,19 @@ class Subscription:
             return
         if self._ended or self._failed is not None:
             return
-        self._accept(event, key)
+        # _accept and _push inline: this runs for every subscriber of every event.
+        if event.type == "event":
+            seen = self._seen.get(event.channel)
+            if seen is not None and key <= seen:
+                return
+            self._seen[event.channel] = key
+        if len(self._queue) >= self.queue_size:
+            self._push(event)  # the slow-consumer policy decides
+            return
+        self._queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _accept(self, event: Event, key: tuple[int, int]) -> None:
         if event.type == "event":
@@ -415,19 +459,21 @@ class Subscription:
                 raise self._failed
             if self._ended:
                 return None
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._waiter = waiter
+            # A plain timer that wakes the waiter, rather than asyncio.timeout(): this runs
+            # once per event for every waiting subscriber (1,000 of them on a fan-out), and a
+            # timer is a fraction of a timeout context's cost.
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                if timeout is None:
-                    await waiter
-                else:
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await waiter
-                    except TimeoutError:
-                        return self._take()
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if waiter.result() is _TIMED_OUT:
+                return self._take()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self

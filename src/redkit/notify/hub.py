@@ -8,23 +8,27 @@ messages only on the node of its slot), subscribes each channel or pattern once,
 every message to the local subscribers of that channel or pattern.
 
 **No loss, no doubles.** The hub remembers, per channel (and pattern), the id of the last
-event it handed out. Every live message carries its own id and the id of the event before
-it, so:
+event it handed out. Every live message carries its id (``<id>\n<data>``), so:
 
 - an id at or below the last one is a duplicate (the same event from a history fill, or a
   channel matched by a subscription and a pattern): dropped;
-- a message whose previous id is not the last one handed out means something was missed:
-  the hub reads exactly the missing entries from the channel's history stream (``XRANGE``)
-  and hands them out first, in order;
-- when a link's connection drops (a server restart, ``CLIENT KILL``, a network cut), the
-  link reconnects by itself with back-off and subscribes again; when the server confirms a
-  channel that had been confirmed before, the hub reads what was published in between from
-  history. Events that arrive live afterwards and were already read are dropped by id.
+- while a link's connection is up, the server delivers every message on it, in publish
+  order: nothing can go missing in between;
+- when a link's connection drops (a server restart, ``CLIENT KILL``, a network cut; a
+  watchdog PINGs a silent link and ends one that does not answer), the link reconnects by
+  itself with back-off and subscribes again; when the server confirms a channel that had
+  been confirmed before, the hub reads what was published after the last id from history
+  (``XRANGE``) and hands it out first, in order. Events that arrive live afterwards and
+  were already read are dropped by id.
 
-If history no longer reaches back to the last id (more than ``history`` events went by),
-subscribers get a ``gap`` event first. The links are connections of their own, outside the
-client's pool (a subscribed connection cannot run commands); they exist while the hub has
+If history no longer holds the last id (``history`` events or more went by), subscribers
+get a ``gap`` event first. The links are connections of their own, outside the client's
+pool (a subscribed connection cannot run commands); they exist while the hub has
 subscribers and close with the last one.
+
+**Per event**, the work is done once for all local subscribers: the message is parsed and
+its JSON decoded into one :class:`~redkit.notify.Event` that every subscriber shares, with
+no task, lock or timer per event (a subscriber's queue is a deque and a future to wake it).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as redis_errors
@@ -64,6 +69,11 @@ _CONFIRM = {b"subscribe": "c", b"ssubscribe": "s", b"psubscribe": "p"}
 _SUBSCRIBE = {"c": "SUBSCRIBE", "s": "SSUBSCRIBE", "p": "PSUBSCRIBE"}
 _UNSUBSCRIBE = {"c": "UNSUBSCRIBE", "s": "SUNSUBSCRIBE", "p": "PUNSUBSCRIBE"}
 
+_LINK_KWARGS = {"protocol": 2}
+"""Links speak RESP2: a message is then a plain array. Under RESP3 it is a push, and
+redis-py hands every push to a handler that formats the whole message for a debug log
+line, whether or not debug logging is on: a cost per event that grows with its size."""
+
 Source = str | None
 """Where an event came from: ``None`` for an exact channel, else the pattern that matched."""
 
@@ -76,14 +86,6 @@ def hub_for(rk: Redkit, sharded: bool) -> Hub:
     return hub
 
 
-class HistoryEntry:
-    __slots__ = ("event", "prev")
-
-    def __init__(self, event: Event, prev: str) -> None:
-        self.event = event
-        self.prev = prev
-
-
 class Hub:
     """Local subscribers by channel and pattern, the links, and the last id per channel."""
 
@@ -92,7 +94,8 @@ class Hub:
         self.sharded = sharded
         self.exact: dict[str, set[Subscription]] = {}
         self.patterns: dict[str, set[Subscription]] = {}
-        self.last: dict[tuple[Source, str], str] = {}
+        self.last: dict[tuple[Source, str], tuple[tuple[int, int], str]] = {}
+        """Per (source, channel): the last event handed out, as (``id_key(id)``, id)."""
         self.links: dict[str, Link] = {}
         self._channel_link: dict[str, Link] = {}
         self._pattern_link: Link | None = None
@@ -236,11 +239,10 @@ class Hub:
             pool: Any = client.connection_pool
 
             def make() -> Any:
-                conn = pool.make_connection()
                 # The link reconnects (and refills from history) by itself; a silent
                 # reconnect-and-retry inside redis-py would hide the gap.
-                conn.retry = Retry(NoBackoff(), 0)
-                return conn
+                kwargs = {**pool.connection_kwargs, **_LINK_KWARGS, "retry": Retry(NoBackoff(), 0)}
+                return pool.connection_class(**kwargs)
 
             link = self.links["main"] = Link(self, "main", make)
         return link
@@ -250,7 +252,7 @@ class Hub:
         if link is None:
 
             def make() -> Any:
-                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+                kwargs = {**node.connection_kwargs, **_LINK_KWARGS, "retry": Retry(NoBackoff(), 0)}
                 return node.connection_class(**kwargs)
 
             link = self.links[node.name] = Link(self, node.name, make)
@@ -260,35 +262,28 @@ class Hub:
 
     async def read_since(
         self, channel: str, after: str, upto: str = "+"
-    ) -> tuple[list[HistoryEntry], bool]:
-        """Entries of ``channel`` after ``after`` (up to ``upto``), and whether some are lost.
+    ) -> tuple[list[Event], bool]:
+        """Events of ``channel`` after ``after`` (up to ``upto``), and whether some are lost.
 
-        Lost means: the first entry after ``after`` does not follow it (history was trimmed
-        past it), or there is no entry after it and the stream does not end at it either
-        (the stream expired, was deleted, or ``after`` is not an id of this channel).
+        One ``XRANGE`` from ``after`` itself: history keeps the newest entries, so while
+        ``after`` is still there, everything after it is too. Lost means ``after`` is gone:
+        history was trimmed past it (the subscriber is ``history`` events or more behind),
+        the stream expired or was deleted, or ``after`` is not an id of this channel.
         """
         key = self.stream_key(channel)
         client: Any = self.rk.redis
-        # One round trip, newest id first: if it equals ``after``, nothing was lost, whatever
-        # is published between the two reads (read the other way round, an event published
-        # in between would look like a gap).
         with translate_redis_errors(f"history of channel {channel!r}"):
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.xrevrange(key, count=1)
-                pipe.xrange(key, min="(" + after, max=upto)
-                newest, raw = await pipe.execute()
-        entries = [self.entry(channel, entry_id, fields) for entry_id, fields in raw]
-        if entries:
-            return entries, entries[0].prev != after
-        end = newest[0][0].decode() if newest else None
-        return entries, end != after
+            raw = await client.xrange(key, min=after, max=upto)
+        events = [self.entry(channel, entry_id, fields) for entry_id, fields in raw]
+        if events and events[0].id == after:
+            return events[1:], False
+        return events, True
 
     @staticmethod
-    def entry(channel: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> HistoryEntry:
+    def entry(channel: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
         event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         data = fields.get(b"d", b"null")
-        event = Event(event_id, channel, loads(data), id_time(event_id), json=data)
-        return HistoryEntry(event, fields.get(b"p", b"0-0").decode())
+        return Event(event_id, channel, loads(data), id_time(event_id), json=data)
 
     @staticmethod
     def gap(channel: str, after: str, reason: str = "history_trimmed") -> Event:
@@ -300,35 +295,50 @@ class Hub:
     def _subscribers(self, source: Source, channel: str) -> set[Subscription] | None:
         return self.exact.get(channel) if source is None else self.patterns.get(source)
 
-    async def on_message(self, pattern: bytes | None, name: bytes, payload: bytes) -> None:
+    def on_message(
+        self, pattern: bytes | None, name: bytes, payload: bytes
+    ) -> Coroutine[Any, Any, None] | None:
+        """Hand a live message to the local subscribers, synchronously.
+
+        Returns a coroutine for the caller to await when the message showed that something
+        was missed (a history read fills it in), else ``None``: the common case costs no
+        coroutine at all.
+        """
         channel = self._local_name(name)
         if channel is None:
-            return
+            return None
         source: Source = None
         if pattern is not None:
             source = self._local_name(pattern)
             if source is None:
-                return
+                return None
         subs = self._subscribers(source, channel)
         if not subs:
-            return  # an unsubscribe on its way; nobody here wants it
+            return None  # an unsubscribe on its way; nobody here wants it
         head, _, json = payload.partition(b"\n")
-        prev_bytes, _, json = json.partition(b"\n")
-        event_id, prev = head.decode(), prev_bytes.decode()
+        prev: str | None = None
+        if b"\n" in json:
+            # "<id>\n<previous id>\n<data>": the format of earlier redkit publishers, still
+            # read during a rolling upgrade (compact JSON data never holds a raw newline).
+            prev_bytes, _, json = json.partition(b"\n")
+            prev = prev_bytes.decode()
+        event_id = head.decode()
+        ms, _, seq = event_id.partition("-")
+        order = (int(ms), int(seq))
         key = (source, channel)
         last = self.last.get(key)
         if last is not None:
-            if id_key(event_id) <= id_key(last):
-                return
-            if prev != last:
+            if order <= last[0]:
+                return None
+            if prev is not None and prev != last[1]:
                 # Something between our last event and this one never arrived live.
-                await self.fill(source, channel, last, upto=event_id)
-                return
-        self.last[key] = event_id
-        event = Event(event_id, channel, loads(json), id_time(event_id), json=json)
-        order = id_key(event_id)
+                return self.fill(source, channel, last[1], upto=event_id)
+        self.last[key] = (order, event_id)
+        # One Event for every local subscriber: decoded once, shared (it is immutable).
+        event = Event(event_id, channel, loads(json), order[0] / 1000, json=json)
         for sub in tuple(subs):
             sub._offer(event, order)
+        return None
 
     async def fill(self, source: Source, channel: str, after: str, upto: str = "+") -> None:
         """Hand out what ``channel`` published after ``after`` (from history), in order."""
@@ -342,14 +352,18 @@ class Hub:
             gap = self.gap(channel, after)
             for sub in tuple(subs):
                 sub._offer(gap, id_key(after))
-        for entry in entries:
+            if not entries:
+                # Nothing to start from (the history is gone): the next live event starts
+                # the channel afresh, rather than looking like another gap after ``after``.
+                self.last.pop(key, None)
+        for event in entries:
             last = self.last.get(key)
-            if last is not None and id_key(entry.event.id) <= id_key(last):
+            order = id_key(event.id)
+            if last is not None and order <= last[0]:
                 continue
-            self.last[key] = entry.event.id
-            order = id_key(entry.event.id)
+            self.last[key] = (order, event.id)
             for sub in tuple(subs):
-                sub._offer(entry.event, order)
+                sub._offer(event, order)
 
     async def on_resubscribed(self, kind: str, name: bytes) -> None:
         """A link reconnected and the server confirmed ``name`` again: fill what was missed."""
@@ -359,13 +373,13 @@ class Hub:
         if kind == "p":
             channels = [c for (source, c) in self.last if source == local]
             for channel in channels:
-                after = self.last.get((local, channel))
-                if after is not None:
-                    await self.fill(local, channel, after)
+                last = self.last.get((local, channel))
+                if last is not None:
+                    await self.fill(local, channel, last[1])
             return
-        after = self.last.get((None, local))
-        if after is not None:
-            await self.fill(None, local, after)
+        last = self.last.get((None, local))
+        if last is not None:
+            await self.fill(None, local, last[1])
 
 
 class Link:
@@ -385,6 +399,10 @@ class Link:
         self._closed = False
         self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
+        self._heard = 0
+        """Replies read on the current connection (the watchdog compares it over time)."""
+        self._watch: asyncio.TimerHandle | None = None
+        self._pings: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         state = "connected" if self._conn is not None else "connecting"
@@ -451,6 +469,8 @@ class Link:
             for fut in futs:
                 fut.cancel()
         self._waiters.clear()
+        for ping in self._pings:
+            ping.cancel()
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -507,35 +527,71 @@ class Link:
             failures += 1
 
     async def _read(self, conn: Any) -> None:
-        pinged = False
-        wait = PING_EVERY
-        while True:
-            message = await conn.read_response(timeout=wait, push_request=True)
-            if message is None:
-                if pinged:
-                    raise redis_errors.TimeoutError("the server did not answer PING")
+        # No timeout per read (a timer set and cancelled for every message): a watchdog
+        # looks at the link every PING_EVERY seconds instead, PINGs it when it was silent,
+        # and ends the read (TimeoutError) when the PING got no answer either.
+        hub = self.hub
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as guard:
+                self._heard = 0
+                self._watch = loop.call_later(PING_EVERY, self._tick, conn, guard, 0, False)
+                while True:
+                    message = await conn.read_response(timeout=math.inf, push_request=True)
+                    self._heard += 1
+                    if not isinstance(message, list) or not message:
+                        continue
+                    kind = message[0]
+                    if kind in _MESSAGE:
+                        pending = hub.on_message(None, message[1], message[2])
+                    elif kind == b"pmessage":
+                        pending = hub.on_message(message[1], message[2], message[3])
+                    else:
+                        await self._control(kind, message)
+                        continue
+                    if pending is not None:
+                        await pending
+                        self._heard += 1  # a long history read is not silence
+        except TimeoutError:
+            raise redis_errors.TimeoutError("the server did not answer PING") from None
+        finally:
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+
+    def _tick(self, conn: Any, guard: asyncio.Timeout, seen: int, pinged: bool) -> None:
+        """The watchdog of :meth:`_read` (a timer callback): PING a silent link, end a dead one."""
+        loop = asyncio.get_running_loop()
+        if self._heard != seen:
+            self._watch = loop.call_later(PING_EVERY, self._tick, conn, guard, self._heard, False)
+        elif not pinged:
+            ping = loop.create_task(self._ping(conn))
+            self._pings.add(ping)
+            ping.add_done_callback(self._pings.discard)
+            timeout = self.hub.rk.settings.command_timeout
+            self._watch = loop.call_later(timeout, self._tick, conn, guard, seen, True)
+        else:
+            self._watch = None
+            guard.reschedule(loop.time())  # no answer to the PING: the link is dead
+
+    async def _ping(self, conn: Any) -> None:
+        async with self._lock:
+            with contextlib.suppress(redis_errors.RedisError, OSError):
                 await conn.send_command("PING", check_health=False)
-                pinged, wait = True, self.hub.rk.settings.command_timeout
-                continue
-            pinged, wait = False, PING_EVERY
-            if not isinstance(message, list) or not message:
-                continue
-            kind = message[0]
-            if kind in _MESSAGE:
-                await self.hub.on_message(None, message[1], message[2])
-            elif kind == b"pmessage":
-                await self.hub.on_message(message[1], message[2], message[3])
-            elif kind in _CONFIRM:
-                await self._confirm(_CONFIRM[kind], message[1])
-            elif kind == b"sunsubscribe" and message[1] in self.wanted:
-                # The server dropped a sharded subscription (its slot moved to another
-                # node). Reconnecting re-resolves nothing by itself: log it loudly.
-                log.error(
-                    "notify link %s: the server ended the subscription of %r (slot "
-                    "migration?); its events stop arriving on this node",
-                    self.name,
-                    message[1],
-                )
+
+    async def _control(self, kind: bytes, message: list[Any]) -> None:
+        """A message other than an event: a subscription confirmed or ended by the server."""
+        if kind in _CONFIRM:
+            await self._confirm(_CONFIRM[kind], message[1])
+        elif kind == b"sunsubscribe" and message[1] in self.wanted:
+            # The server dropped a sharded subscription (its slot moved to another
+            # node). Reconnecting re-resolves nothing by itself: log it loudly.
+            log.error(
+                "notify link %s: the server ended the subscription of %r (slot "
+                "migration?); its events stop arriving on this node",
+                self.name,
+                message[1],
+            )
 
     async def _confirm(self, kind: str, name: bytes) -> None:
         if name not in self.wanted:

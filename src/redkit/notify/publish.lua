@@ -10,21 +10,14 @@
 -- ARGV[5]: history TTL in milliseconds, 0 for none
 -- Returns: the event id (the stream entry id, which carries the server's time)
 --
--- The live message is "<id>\n<previous id>\n<data>". The previous id (the entry this one
--- follows, "0-0" for the first) lets a subscriber notice that it missed something (its last
--- id differs) and fetch exactly the missing entries from the stream. It is stored in the
--- entry too ("p"), so a resume can tell "nothing was trimmed" from "history starts later".
-local prev = '0-0'
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] then
-  prev = last[1][1]
+-- The live message is "<id>\n<data>". Nothing else is read or written: a subscriber
+-- notices what it missed by id (its connection dropped: it reads history after its last
+-- id), and a resume is exact as long as that last id is still in history.
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1])
+if ARGV[5] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1], 'p', prev)
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-local message = id .. '\n' .. prev .. '\n' .. ARGV[1]
+local message = id .. '\n' .. ARGV[1]
 if ARGV[3] == '1' then
   redis.call('SPUBLISH', KEYS[2], message)
 else
