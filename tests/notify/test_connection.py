@@ -89,6 +89,26 @@ async def test_client_kill_mid_stream_loses_and_doubles_nothing(rk: redkit.Redki
     assert after["xrange"] - before["xrange"] >= 2
 
 
+@pytest.mark.cluster
+@pytest.mark.parametrize("history_before", [False, True], ids=["fresh-channel", "old-channel"])
+async def test_a_drop_before_the_first_live_event_still_loses_nothing(
+    rk: redkit.Redkit, history_before: bool
+) -> None:
+    bus = rk.notifications()
+    channel = "project:created"
+    if history_before:
+        await bus.publish(channel, "before")  # history, not for this subscriber
+    async with bus.subscribe(channel) as sub:
+        # The link drops before any event came live: there is no last id to resume from.
+        assert await kill_pubsub_connections(rk) == 1
+        for i in range(10):  # published while the bus is reconnecting
+            await bus.publish(channel, i)
+        events = await drain(sub, 10)
+        assert await sub.get(timeout=0.3) is None
+    assert [e.data for e in events] == list(range(10))
+    assert not any(e.is_gap for e in events)
+
+
 async def test_client_kill_with_pattern_subscription_refills_seen_channels(
     rk: redkit.Redkit,
 ) -> None:

@@ -19,7 +19,9 @@ event it handed out. Every live message carries its id (``<id>\n<data>``), so:
   itself with back-off and subscribes again; when the server confirms a channel that had
   been confirmed before, the hub reads what was published after the last id from history
   (``XRANGE``) and hands it out first, in order. Events that arrive live afterwards and
-  were already read are dropped by id.
+  were already read are dropped by id. A channel that had no live event yet fills from where
+  its history stood when it was subscribed (read just before subscribing). A pattern's
+  channels are known only by their events: a pattern refills the channels it has seen.
 
 If history no longer holds the last id (``history`` events or more went by), subscribers
 get a ``gap`` event first. The links are connections of their own, outside the client's
@@ -86,6 +88,10 @@ def hub_for(rk: Redkit, sharded: bool) -> Hub:
     return hub
 
 
+_FROM_START = "-"
+"""The start of a channel whose history was empty when it was subscribed."""
+
+
 class Hub:
     """Local subscribers by channel and pattern, the links, and the last id per channel."""
 
@@ -96,6 +102,10 @@ class Hub:
         self.patterns: dict[str, set[Subscription]] = {}
         self.last: dict[tuple[Source, str], tuple[tuple[int, int], str]] = {}
         """Per (source, channel): the last event handed out, as (``id_key(id)``, id)."""
+        self.start: dict[str, str] = {}
+        """Per subscribed channel: the newest history id when it was first subscribed here
+        (``-`` if history was empty). A link that drops before the channel's first live event
+        has no last id; it fills from here instead. Bounded by the subscribed channels."""
         self.links: dict[str, Link] = {}
         self._channel_link: dict[str, Link] = {}
         self._pattern_link: Link | None = None
@@ -145,6 +155,9 @@ class Hub:
             self.patterns.setdefault(pattern, set()).add(sub)
             link = self._link_for_patterns()
             wanted.setdefault(link, {})[self.redis_name(pattern).encode()] = "p"
+        fresh = [c for c in sub.channels if (None, c) not in self.last and c not in self.start]
+        if fresh:
+            await self._mark_start(fresh)
         timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
         try:
             async with asyncio.timeout(timeout):
@@ -154,6 +167,23 @@ class Hub:
                 f"subscribe: the server did not confirm the subscription within {timeout:g} s. "
                 "redkit keeps trying in the background; retry once the server is reachable."
             ) from None
+
+    async def _mark_start(self, channels: list[str]) -> None:
+        """Note where each channel's history stood before subscribing (see ``start``).
+
+        Read before the subscription exists, so nothing published after it is left out; an
+        event published in between may come once more on a refill (by id, only once each).
+        """
+        client: Any = self.rk.redis
+        with translate_redis_errors("subscribe (read where history stands)"):
+            replies = await asyncio.gather(
+                *(client.xrevrange(self.stream_key(c), count=1) for c in channels)
+            )
+        for channel, raw in zip(channels, replies, strict=True):
+            if (None, channel) in self.last or channel in self.start:
+                continue
+            newest = raw[0][0] if raw else _FROM_START
+            self.start[channel] = newest.decode() if isinstance(newest, bytes) else newest
 
     async def detach(self, sub: Subscription) -> None:
         unused: dict[Link, list[bytes]] = {}
@@ -165,6 +195,7 @@ class Hub:
             if not subs:
                 del self.exact[channel]
                 self.last.pop((None, channel), None)
+                self.start.pop(channel, None)
                 link = self._channel_link.pop(channel, None)
                 if link is not None:
                     unused.setdefault(link, []).append(self.redis_name(channel).encode())
@@ -343,6 +374,10 @@ class Hub:
     async def fill(self, source: Source, channel: str, after: str, upto: str = "+") -> None:
         """Hand out what ``channel`` published after ``after`` (from history), in order."""
         entries, lost = await self.read_since(channel, after, upto)
+        if after == _FROM_START:
+            # History was empty when the channel was subscribed: all it holds came later.
+            # (Had more than ``history`` events come meanwhile, the oldest went unnoticed.)
+            lost = False
         subs = self._subscribers(source, channel)
         if not subs:
             return
@@ -380,6 +415,8 @@ class Hub:
         last = self.last.get((None, local))
         if last is not None:
             await self.fill(None, local, last[1])
+        elif local in self.start:
+            await self.fill(None, local, self.start[local])
 
 
 class Link:
