@@ -80,7 +80,7 @@ class _Call:
 
 
 class AutoPipeline:
-    """Batches concurrent :class:`~redkit.scripts.Script` calls on one standalone client."""
+    """Batches concurrent script calls (and plain reads) on one standalone client."""
 
     def __init__(self, client: Redis, *, max_batch: int = 256, max_in_flight: int = 2) -> None:
         self.client = client
