@@ -1,14 +1,27 @@
 """What the lock and the semaphore share: arguments, the wait loop, the renewal watchdog.
 
 How a waiter waits, without polling. Every acquire attempt is one script. When it fails, the
-script puts the caller in the lock's wait queue (a sorted set by arrival) and answers how long
-the current lease has left. The caller then blocks with ``BLPOP`` on its own wake list
-(``<group>:wake:<token>``, same hash tag as the lock, so it works on a Cluster). The release
-script pushes one element onto the wake list of the first waiter, which the server hands to the
-blocked ``BLPOP`` at once: hand-over costs the release, the pop's reply and one acquire. If the
-holder dies instead, nobody releases; the waiter's ``BLPOP`` times out when the lease ends and
-it tries again. The wake signal is a list, not a pub/sub message, so a release that happens
-between the failed attempt and the ``BLPOP`` is not lost: the element waits in the list.
+script puts the caller in the wait queue (a sorted set by arrival) and answers how long the
+current lease has left. The caller then blocks with ``BLPOP`` on its own wake list
+(``<group>:wake:<token>``, same hash tag as the lock, so it works on a Cluster). If the holder
+dies instead of releasing, the waiter's ``BLPOP`` times out when the lease ends and it tries
+again. The wake signal is a list, not a pub/sub message, so a signal that comes between the
+failed attempt and the ``BLPOP`` is not lost: the element waits in the list.
+
+Lock hand-over is direct: the holder's release script makes the first live waiter the owner
+(with that waiter's own ttl and the next fencing token) and pushes the fencing token onto its
+wake list. The waiter's ``BLPOP`` returns holding the lock: a hand-over costs the release and
+the pop's reply, with no acquire round trip after the wake, no herd of woken waiters, and no
+newcomer slipping in between. What keeps a grant from being stranded:
+
+- a waiter that gives up (timeout, cancellation, a lost reply) runs a leave script that,
+  if the lock was handed to it meanwhile, passes it on to the next waiter (or frees it);
+- a waiter whose process died stays queued until its deadline (it refreshes it on each
+  attempt); a lock handed to it before then ends with its ttl, like a holder that died;
+- any attempt finds a hand-over the ``BLPOP`` missed (the owner is its token), and drops a
+  stale one from its wake list, so a ``BLPOP`` never returns a grant older than the attempt.
+
+A semaphore's release only wakes waiters (``1`` on their lists); they then try again.
 
 A blocked ``BLPOP`` holds a pooled connection. So that waiters never starve the holders of
 connections, at most half of the client's pool blocks at a time (the others queue in the
@@ -26,6 +39,9 @@ import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import redis.exceptions as redis_errors
+from redis.asyncio import Redis
 
 from redkit.codec import seconds
 from redkit.errors import (
@@ -87,11 +103,54 @@ def _slots(rk: Redkit) -> asyncio.Semaphore:
     return slots
 
 
-async def _block(rk: Redkit, wake_key: str, block: float) -> None:
+async def _blpop(client: Redis, wake_key: str, block: str) -> Any:
+    """``BLPOP`` on a pooled connection, without redis-py's per-command layers.
+
+    The wake-up is the hand-over's critical path: command parsing, the retry wrapper and the
+    metrics hooks of ``client.blpop`` cost a tenth of a round trip. Same guarantees: one
+    retry on a connection found dead before the command ran, the socket timeout bounds the
+    wait for the reply, and a connection left with an unread reply (cancelled, timed out)
+    is closed before it returns to the pool.
+    """
+    pool = client.connection_pool
+    for retry in (True, False):
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            try:
+                await conn.send_packed_command(conn.pack_command("BLPOP", wake_key, block))
+            except redis_errors.ConnectionError:
+                await conn.disconnect(nowait=True)
+                if retry:
+                    continue  # the command was not sent: retrying it is safe
+                raise
+            try:
+                return await conn.read_response()
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        finally:
+            await pool.release(conn)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _block(rk: Redkit, wake_key: str, block: float) -> int | None:
+    """Wait on ``wake_key``; return the fencing token if the lock was handed over, else None."""
+    # Seconds as a decimal: Redis >= 6 and Valkey take sub-second blocking timeouts.
+    seconds_text = f"{max(0.001, block):.3f}"
+    client = rk.redis
     async with _slots(rk):
         with translate_redis_errors("lock wait (BLPOP)"):
-            # Seconds as a float: Redis >= 6 and Valkey take sub-second blocking timeouts.
-            await rk.redis.blpop([wake_key], timeout=max(0.001, round(block, 3)))
+            if isinstance(client, Redis):
+                popped = await _blpop(client, wake_key, seconds_text)
+            else:  # a Cluster client routes the key to its node itself
+                popped = await client.blpop([wake_key], timeout=float(seconds_text))
+    if popped is None:
+        return None
+    value = popped[1]
+    # b"1" is a plain wake-up (try again); anything else is the fencing token of a hand-over.
+    if value in (b"1", "1"):
+        return None
+    return int(value)
 
 
 Attempt = Callable[[bool], Awaitable[tuple[bool, int]]]
@@ -111,22 +170,27 @@ async def acquire_loop(
     """Call ``attempt`` until it succeeds; block on ``wake_key`` between attempts.
 
     ``attempt(join)`` runs the acquire script (``join``: queue up on failure) and returns
-    ``(True, value)`` on success, else ``(False, ms until a lease ends, or -1)``.
-    Raises :class:`LockNotAcquired` when ``timeout`` passes.
+    ``(True, value)`` on success, else ``(False, ms until a lease ends, or -1)``. A wake list
+    element other than ``1`` is a hand-over: the releasing holder made us the owner and sent
+    the fencing token, which is returned at once. Raises :class:`LockNotAcquired` when
+    ``timeout`` passes.
 
     If an attempt is interrupted (the task is cancelled, or the reply is lost) the script may
     still have taken the lease on the server, with nobody left to release it: ``undo``
     (a token-checked release, a no-op when the token holds nothing) then runs, shielded
-    from the cancellation, so the lease does not block everyone until its TTL.
+    from the cancellation, so the lease does not block everyone until its TTL. ``leave``
+    runs whenever a queued waiter gives up; for a lock it also passes on a lock that was
+    handed over to the waiter meanwhile.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     chunk = wait_chunk(rk)
+    join = timeout != 0
     queued = False
     try:
         while True:
             try:
-                acquired, value = await attempt(timeout != 0)
+                acquired, value = await attempt(join)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(undo())
@@ -134,7 +198,7 @@ async def acquire_loop(
             if acquired:
                 queued = False  # the script removed us from the queue
                 return value
-            queued = timeout != 0
+            queued = join
             remaining = math.inf if deadline is None else deadline - loop.time()
             if remaining <= 0:
                 waited = "" if timeout == 0 else f" within {timeout:g} s"
@@ -146,13 +210,18 @@ async def acquire_loop(
             if value >= 0:
                 # No release may come (a dead holder): wake when the lease ends.
                 block = min(block, value / 1000 + 0.001)
-            await _block(rk, wake_key, block)
+            handed = await _block(rk, wake_key, block)
+            if handed is not None:
+                queued = False  # the releasing holder removed us from the queue
+                return handed
     finally:
         if queued:
             # Leave the queue so a fair lock does not wait for us; a wake-up meant for us
-            # passes to the next waiter. Best effort: the entry expires by itself anyway.
+            # passes to the next waiter, and a lock handed to us meanwhile (its fencing token
+            # lost with a cancelled BLPOP) is passed on too. Shielded: a second cancellation
+            # must not strand it. Best effort: the entry and a hand-over expire anyway.
             with contextlib.suppress(RedkitError):
-                await leave()
+                await asyncio.shield(leave())
 
 
 class Renewer:
@@ -250,7 +319,8 @@ class LostSignal:
 
     def reset(self) -> None:
         self.reason = None
-        self.event = asyncio.Event()
+        if self.event.is_set():  # a fresh event only after a loss: acquire's hot path
+            self.event = asyncio.Event()
 
 
 class Lease:

@@ -11,11 +11,18 @@ lock; the resource it writes to must therefore remember the highest token it has
 refuse a write carrying a lower one. For a database row, write ``... WHERE fence < :token`` and
 store the token; for Redis data, compare in a script. The counter key has no TTL, so tokens
 keep increasing across expiry, and (with AOF on, as the embedded server runs) across restarts.
+
+**Waiting.** A waiter blocks on its own wake list; a release hands the lock straight to the
+first live waiter (it becomes the owner, with its own ttl and the next fencing token, inside
+the release script), so the waiter holds the lock when its ``BLPOP`` returns: one round trip
+from release to the next holder. See :mod:`redkit.locks._common` for what keeps a lock handed
+to a waiter that died, timed out or was cancelled from staying stranded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import secrets
 from datetime import timedelta
@@ -39,10 +46,25 @@ from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
+    from redkit.keys import Keyspace
 
 __all__ = ["Lock"]
 
 SCRIPTS = ScriptSet(__package__)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lock_keys(keyspace: Keyspace, name: str) -> tuple[str, str, str, str, str]:
+    """owner, fence, queue, deadlines, wake prefix: built once per name (a lock object is
+    made per acquire, often in a loop)."""
+    group = keyspace.group("lock", name)
+    return (
+        group.key("owner"),
+        group.key("fence"),
+        group.key("queue"),
+        group.key("deadlines"),
+        group.key("wake"),
+    )
 
 
 class Lock(Lease):
@@ -56,8 +78,10 @@ class Lock(Lease):
     - ``timeout``: how long :meth:`acquire` (and ``async with``) waits; ``None`` waits
       forever, ``0`` tries once. Raises :class:`~redkit.errors.LockNotAcquired`.
     - ``auto_renew``: a watchdog task extends the lease every ``ttl / 3`` while held.
-    - ``fair``: first come, first served among waiters (otherwise a newcomer may take a lock
-      that was just freed before the woken waiter does; throughput is a little higher).
+    - ``fair``: first come, first served also when the lock comes free without a release
+      (its lease ended, an operator forced it, the waiter it was handed to left): a
+      newcomer then queues behind the waiters. Without it, such a free lock goes to
+      whoever asks first. A release always hands the lock to the longest-waiting live waiter.
     - ``on_lost``: called with the lock when the watchdog finds the lease gone (a function or
       a coroutine function); :attr:`lost_event` is set too, and leaving the ``async with``
       block raises :class:`~redkit.errors.LockLost`.
@@ -81,12 +105,9 @@ class Lock(Lease):
         self.timeout = check_timeout(timeout, "lock")
         self.auto_renew = bool(auto_renew)
         self.fair = bool(fair)
-        group = rk.keys.group("lock", name)
-        self._owner = group.key("owner")
-        self._fence = group.key("fence")
-        self._queue = group.key("queue")
-        self._deadlines = group.key("deadlines")
-        self._wake = group.key("wake")
+        # The same keys for every script (one hash slot), in the order the scripts take them.
+        self._keys = _lock_keys(rk.keys, name)
+        self._owner, self._fence, self._queue, self._deadlines, self._wake = self._keys
         self._lease_ms = waiter_lease_ms(rk)
         self._token: str | None = None
         self._renewer: Renewer | None = None
@@ -135,37 +156,33 @@ class Lock(Lease):
                 "re-entrant); release it first, or use another rk.lock(...) object"
             )
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout, "lock")
-        token = secrets.token_hex(16)
+        # The ttl rides in the token: a releasing holder that hands the lock to this waiter
+        # reads it there to set the new lease (see lock_release.lua).
+        token = f"{secrets.token_hex(16)}.{self._ttl_ms}"
+        keys = self._keys
+        loop = asyncio.get_running_loop()
+        sent = 0.0
 
         async def attempt(join: bool) -> tuple[bool, int]:
+            nonlocal sent
+            sent = loop.time()
             ok, value = await self.rk.run(
                 SCRIPTS["lock_acquire"],
-                keys=[self._owner, self._fence, self._queue, self._deadlines, self._wake],
+                keys=keys,
                 args=[token, self._ttl_ms, int(join), int(self.fair), self._lease_ms],
             )
             return bool(ok), int(value)
 
-        async def undo() -> object:
-            return await self.rk.run(
-                SCRIPTS["lock_release"],
-                keys=[self._owner, self._queue, self._deadlines, self._wake],
-                args=[token, self._lease_ms],
-            )
-
         async def leave() -> object:
-            return await self.rk.run(
-                SCRIPTS["queue_leave"],
-                keys=[self._queue, self._deadlines, self._wake],
-                args=[token, self._lease_ms],
-            )
+            # Leaves the queue and, if the token holds the lock (taken by an interrupted
+            # attempt, or handed over meanwhile), passes it on: both undo and leave.
+            return await self.rk.run(SCRIPTS["lock_leave"], keys=keys, args=[token, self._lease_ms])
 
-        loop = asyncio.get_running_loop()
-        began = loop.time()
         fence = await acquire_loop(
             self.rk,
             attempt=attempt,
             leave=leave,
-            undo=undo,
+            undo=leave,
             wake_key=f"{self._wake}:{token}",
             timeout=wait,
             what=f"lock {self.name!r}",
@@ -174,8 +191,9 @@ class Lock(Lease):
         self.fencing_token = fence
         self._lost.reset()
         if self.auto_renew:
-            # The lease started at the latest when the script was sent.
-            self._renewer = Renewer(self._renew, self.ttl, self._on_lost, began + self.ttl)
+            # The lease started at the earliest when the last attempt was sent: acquired by
+            # that attempt, or handed over by a release that came after it.
+            self._renewer = Renewer(self._renew, self.ttl, self._on_lost, sent + self.ttl)
         return fence
 
     async def release(self) -> None:
@@ -189,9 +207,7 @@ class Lock(Lease):
             raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
         await self._stop_renewer()
         released = await self.rk.run(
-            SCRIPTS["lock_release"],
-            keys=[self._owner, self._queue, self._deadlines, self._wake],
-            args=[token, self._lease_ms],
+            SCRIPTS["lock_release"], keys=self._keys, args=[token, self._lease_ms]
         )
         # Forget the token only once the server answered: after a lost reply the holder can
         # call release() again (the script is token-checked, so a second call is safe).

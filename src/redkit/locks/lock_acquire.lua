@@ -1,24 +1,37 @@
--- Take a lock if it is free (when fair: only if no earlier waiter is queued for it).
+-- Take a lock if it is free (when fair: only if no earlier waiter is queued for it), or find
+-- that a releasing holder already handed it to this waiter.
 -- KEYS[1]: owner: string holding the holder's token, PX = the lock's ttl (bounded by its TTL)
 -- KEYS[2]: fence: integer counter, no TTL on purpose: fencing tokens must keep increasing
 --          across expiry and restarts, so it is durable; one small integer per lock name
 -- KEYS[3]: queue: zset waiter token -> arrival ms (bounded: pruned by KEYS[4], and PEXPIREd
 --          to the waiter lease, so it vanishes when no waiter refreshes it)
 -- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
--- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
--- ARGV[1]: token of this attempt (also its waiter id)
+-- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag; the list
+--          is PEXPIREd to the waiter lease by whoever pushes onto it)
+-- ARGV[1]: token of this attempt (also its waiter id; ends in '.' and the ttl in ms, which a
+--          releasing holder reads when it hands the lock over)
 -- ARGV[2]: ttl in ms
 -- ARGV[3]: 1 to join the wait queue if the lock is taken, 0 to leave it alone
 -- ARGV[4]: 1 if fair (FIFO): a free lock goes to the first waiter in the queue
 -- ARGV[5]: waiter lease in ms (queue entry and wake-list lifetime)
--- Returns: {1, fencing token} when acquired; {0, ms until the owner's lease ends} when not,
---          or {0, -1} when there is no expiry to wait for (a wake signal will come)
+-- Returns: {1, fencing token} when acquired (or already handed over to this token);
+--          {0, ms until the owner's lease ends} when not, or {0, -1} when there is no expiry
+--          to wait for (a wake signal will come)
 local token, lease = ARGV[1], tonumber(ARGV[5])
 
 -- The common case first: a free lock, no fairness to honour, nobody queued.
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
   redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
   return {1, redis.call('INCR', KEYS[2])}
+end
+
+local mine = KEYS[5] .. ':' .. token
+local owner = redis.call('GET', KEYS[1])
+if owner == token then
+  -- Handed over by the holder's release while we were not blocked on our wake list. The
+  -- fence counter's value is ours: every acquisition increments it and sets the owner.
+  redis.call('DEL', mine)
+  return {1, tonumber(redis.call('GET', KEYS[2]))}
 end
 
 local t = redis.call('TIME')
@@ -30,14 +43,7 @@ if #gone > 0 then
   redis.call('ZREM', KEYS[4], unpack(gone))
 end
 
-local function wake(waiter)
-  local list = KEYS[5] .. ':' .. waiter
-  redis.call('LPUSH', list, '1')
-  redis.call('LTRIM', list, 0, 0)
-  redis.call('PEXPIRE', list, lease)
-end
-
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if not owner then
   local head = nil
   if ARGV[4] == '1' then
     head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
@@ -47,13 +53,21 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     local fence = redis.call('INCR', KEYS[2])
     redis.call('ZREM', KEYS[3], token)
     redis.call('ZREM', KEYS[4], token)
-    redis.call('DEL', KEYS[5] .. ':' .. token)
+    redis.call('DEL', mine)
     return {1, fence}
   end
-  -- Free, but promised to an earlier waiter: make sure that one is awake.
-  wake(head)
+  -- Free, but promised to an earlier waiter: make sure that one is awake. RPUSH + LTRIM
+  -- keeps the oldest element, so a pending hand-over is never replaced by a mere wake.
+  local list = KEYS[5] .. ':' .. head
+  redis.call('RPUSH', list, '1')
+  redis.call('LTRIM', list, 0, 0)
+  redis.call('PEXPIRE', list, lease)
 end
 
+-- Whatever waits on our list is older than what this attempt just saw (a wake already acted
+-- on, or a hand-over whose lease has since ended): drop it, so a BLPOP never returns a stale
+-- hand-over.
+redis.call('DEL', mine)
 if ARGV[3] == '1' then
   redis.call('ZADD', KEYS[3], 'NX', now, token)
   redis.call('ZADD', KEYS[4], now + lease, token)

@@ -1,30 +1,53 @@
--- Release a lock if this token still holds it, and wake the first waiter.
--- KEYS[1]: owner (string: holder's token)
--- KEYS[2]: queue (zset waiter token -> arrival ms)
--- KEYS[3]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
--- KEYS[4]: wake prefix: waiter W blocks on the list KEYS[4]..':'..W (same hash tag)
+-- Release a lock if this token still holds it, handing it straight to the first live waiter.
+-- KEYS[1]: owner (string: holder's token, PX = the holder's ttl)
+-- KEYS[2]: fence (integer counter, no TTL: fencing tokens must keep increasing)
+-- KEYS[3]: queue (zset waiter token -> arrival ms)
+-- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
+-- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
 -- ARGV[1]: token
--- ARGV[2]: waiter lease in ms (lifetime of the wake signal, so the list is bounded)
--- Returns: 1 if released; 0 if the token did not hold the lock (nothing is touched then)
+-- ARGV[2]: waiter lease in ms (lifetime of the wake list, so it is bounded)
+-- Returns: 0 if the token did not hold the lock (nothing is touched then); 1 if released and
+--          left free; 2 if handed over to a waiter (which holds it now)
+--
+-- Direct hand-off: the next waiter becomes the owner here, with its own ttl (the digits after
+-- the last '.' of its token) and the next fencing token, and that fencing token is pushed
+-- onto its wake list, so its BLPOP returns holding the lock: no acquire round trip after the
+-- wake, and nobody else can slip in between. A waiter that died before its deadline passed
+-- holds the lock until its ttl ends, like a holder that dies right after acquiring.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 0 then
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1])
   return 1  -- nobody waits
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 if #gone > 0 then
-  redis.call('ZREM', KEYS[2], unpack(gone))
   redis.call('ZREM', KEYS[3], unpack(gone))
+  redis.call('ZREM', KEYS[4], unpack(gone))
 end
-local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-if head then
-  local list = KEYS[4] .. ':' .. head
-  redis.call('LPUSH', list, '1')
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if not head then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+local list = KEYS[5] .. ':' .. head
+local ttl = string.match(head, '%.(%d+)$')
+if not ttl then
+  -- A waiter without a ttl in its token (an older client): free the lock and wake it.
+  redis.call('DEL', KEYS[1])
+  redis.call('RPUSH', list, '1')
   redis.call('LTRIM', list, 0, 0)
   redis.call('PEXPIRE', list, ARGV[2])
+  return 1
 end
-return 1
+redis.call('ZREM', KEYS[3], head)
+redis.call('ZREM', KEYS[4], head)
+redis.call('SET', KEYS[1], head, 'PX', ttl)
+local fence = redis.call('INCR', KEYS[2])
+redis.call('DEL', list)
+redis.call('RPUSH', list, fence)
+redis.call('PEXPIRE', list, ARGV[2])
+return 2
