@@ -57,6 +57,7 @@ async def _ping_sequential_redis_py(ctx: Context) -> float:
 ping_sequential.peers["redis-py"] = _ping_sequential_redis_py
 
 FLOOR = "floor: redis-py PING"
+SPIN_OFF = "redkit, spin-wait off"
 
 
 def with_floor(comp: Comparison, round_trips: int = 1) -> Comparison:
@@ -72,6 +73,21 @@ def with_floor(comp: Comparison, round_trips: int = 1) -> Comparison:
 
     name = FLOOR if round_trips == 1 else f"floor: {round_trips} redis-py PINGs"
     comp.peers[name] = floor
+    redkit_side = comp.redkit
+
+    async def spin_off(ctx: Context) -> float:
+        pipeline = ctx.rk.pipeline
+        if pipeline is None:
+            return await redkit_side(ctx)
+        saved, pipeline.spin_wait = pipeline.spin_wait, 0.0
+        try:
+            return await redkit_side(ctx)
+        finally:
+            pipeline.spin_wait = saved
+
+    # The same operation with the spin-wait off (REDKIT_SPIN_WAIT=0): the ratio shows what
+    # keeping the event loop turning for a reply is worth on this machine.
+    comp.peers[SPIN_OFF] = spin_off
     return comp
 
 

@@ -278,3 +278,41 @@ async def test_a_refused_plain_command_raises_server_error_alone(rk: redkit.Redk
     assert "WRONGTYPE" in str(results[0])
     assert results[1] == [b"text"]
     await rk.redis.delete(key)
+
+
+async def test_the_spin_wait_comes_from_the_settings_and_can_be_off(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDKIT_SPIN_WAIT", "0")
+    async with redkit.connect(redis_url, "spin-off") as rk:
+        assert rk.pipeline is not None
+        assert rk.pipeline.spin_wait == 0
+        key = rk.keys.group("test", "spin-off").key("n")
+        assert await rk.run(INCR, [key], [1]) == 1
+        await rk.redis.delete(key)
+    monkeypatch.setenv("REDKIT_SPIN_WAIT", "0.5")  # past the bound: refused, not obeyed
+    with pytest.raises(redkit.ConfigurationError):
+        await redkit.connect(redis_url, "spin-bad")
+
+
+async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    rk.pipeline.spin_wait = 0.01  # far longer than usual: the loop must stay free anyway
+    key = rk.keys.group("test", "spin").key("n")
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    assert await rk.run(SCRIPTS["slow_incr"], [key], [5]) == 1  # ~5 ms in the server
+    stop.set()
+    await task
+    assert ticks - before > 10  # the ticker kept running while the call spun
+    await rk.redis.delete(key)

@@ -118,7 +118,9 @@ class Redkit:
         self._closed = False
         # Cluster clients pipeline per node themselves; batching across slots is not ours.
         self.pipeline = (
-            AutoPipeline(client) if settings.auto_pipeline and isinstance(client, Redis) else None
+            AutoPipeline(client, spin_wait=settings.spin_wait)
+            if settings.auto_pipeline and isinstance(client, Redis)
+            else None
         )
 
     def __repr__(self) -> str:

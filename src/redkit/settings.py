@@ -13,6 +13,9 @@ variable               meaning                             default
                             connection
 ``REDKIT_AUTO_PIPELINE``    concurrent script calls share  ``true``
                             round trips
+``REDKIT_SPIN_WAIT``        seconds a call keeps the event ``0.0001``
+                            loop turning for its reply
+                            before it sleeps (0: off)
 =====================  ==================================  =====================
 """
 
@@ -49,6 +52,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=64, ge=1)
     pool_timeout: float = Field(default=10.0, gt=0)
     auto_pipeline: bool = True
+    spin_wait: float = Field(default=0.0001, ge=0, le=0.01)
 
     @field_validator("redis_url")
     @classmethod
