@@ -8,13 +8,14 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 import redkit
-from redkit.scripts import Script, ScriptSet, check_header
+from redkit.scripts import Script, ScriptSet, _expand, check_header
 
 SCRIPTS = ScriptSet("luapkg")
 
 
 def test_a_script_set_reads_every_lua_file_once() -> None:
-    assert {s.name for s in SCRIPTS} == {"echo_keys", "incr_by", "slow_incr"}
+    # _double.lua is a piece for `-- @include`, not a script.
+    assert {s.name for s in SCRIPTS} == {"doubled", "echo_keys", "incr_by", "slow_incr"}
     assert len(SCRIPTS["echo_keys"].sha) == 40
     with pytest.raises(KeyError, match=r"no script missing\.lua"):
         SCRIPTS["missing"]
@@ -91,6 +92,23 @@ def test_a_lua_file_without_its_header_comment_is_refused(tmp_path: Path) -> Non
 def test_every_script_shipped_in_redkit_documents_keys_argv_and_return() -> None:
     lua_files = list((Path(redkit.__file__).parent).rglob("*.lua"))
     for path in lua_files:
-        check_header(path.stem, path.read_text())
+        if not path.stem.startswith("_"):  # pieces for -- @include are not run alone
+            check_header(path.stem, path.read_text())
     # The test scripts follow the same rule (ScriptSet refused them otherwise).
-    assert len(SCRIPTS) == 3
+    assert len(SCRIPTS) == 4
+
+
+@pytest.mark.cluster
+async def test_an_included_piece_is_pasted_where_the_script_asks(rk: redkit.Redkit) -> None:
+    doubled = SCRIPTS["doubled"]
+    assert "local function double" in doubled.source
+    assert not any(line.startswith("-- @include") for line in doubled.source.splitlines())
+    assert await rk.run(doubled, [rk.keys.key("test", "any")], [21]) == 42
+
+
+def test_a_missing_or_nested_piece_is_refused() -> None:
+    with pytest.raises(redkit.InvalidInput, match=r"_nothing\.lua, which is not there"):
+        _expand("broken", "-- @include _nothing\nreturn 1", {})
+    pieces = {"_a": "-- @include _b\nlocal x = 1", "_b": "local y = 2"}
+    with pytest.raises(redkit.InvalidInput, match="keep it flat"):
+        _expand("nested", "-- @include _a\nreturn 1", pieces)

@@ -17,6 +17,7 @@ Every script starts with a comment naming its KEYS, ARGV and return value; a tes
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any, TypeAlias
@@ -95,6 +96,28 @@ def check_header(name: str, source: str) -> None:
         )
 
 
+_INCLUDE = re.compile(r"^-- @include (_\w+)$", re.MULTILINE)
+
+
+def _expand(name: str, source: str, files: dict[str, str]) -> str:
+    """``source`` with each ``-- @include _piece`` line replaced by ``_piece.lua``.
+
+    Lua scripts cannot import one another, and steps that several operations share (a lock
+    hand-over, say) must not be written twice; a piece is pasted in where the line stands,
+    so it can come after a script's fast path. One level deep: a piece includes nothing.
+    """
+
+    def paste(match: re.Match[str]) -> str:
+        piece = files.get(match.group(1))
+        if piece is None:
+            raise InvalidInput(f"{name}.lua includes {match.group(1)}.lua, which is not there")
+        if _INCLUDE.search(piece):
+            raise InvalidInput(f"{match.group(1)}.lua includes another piece: keep it flat")
+        return piece.rstrip("\n")
+
+    return _INCLUDE.sub(paste, source)
+
+
 class ScriptSet:
     """The scripts of one package, read from its ``*.lua`` files once, at import."""
 
@@ -103,12 +126,16 @@ class ScriptSet:
             raise InvalidInput("ScriptSet needs the package name (pass __package__)")
         self.package = package
         self._scripts: dict[str, Script] = {}
-        for entry in resources.files(package).iterdir():
-            if entry.name.endswith(".lua") and entry.is_file():
-                name = entry.name[: -len(".lua")]
-                source = entry.read_text(encoding="utf-8")
-                check_header(name, source)
-                self._scripts[name] = Script(name, source)
+        files = {
+            entry.name[: -len(".lua")]: entry.read_text(encoding="utf-8")
+            for entry in resources.files(package).iterdir()
+            if entry.name.endswith(".lua") and entry.is_file()
+        }
+        for name, source in files.items():
+            if name.startswith("_"):
+                continue  # a piece for -- @include, not a script
+            check_header(name, source)
+            self._scripts[name] = Script(name, _expand(name, source, files))
 
     def __getitem__(self, name: str) -> Script:
         try:

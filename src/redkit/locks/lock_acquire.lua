@@ -34,14 +34,9 @@ if owner == token then
   return {1, tonumber(redis.call('GET', KEYS[2]))}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-if #gone > 0 then
-  redis.call('ZREM', KEYS[3], unpack(gone))
-  redis.call('ZREM', KEYS[4], unpack(gone))
-end
+-- @include _waiters
+local now = server_ms()
+prune_gone(now)
 
 if not owner then
   local head = nil
@@ -56,12 +51,8 @@ if not owner then
     redis.call('DEL', mine)
     return {1, fence}
   end
-  -- Free, but promised to an earlier waiter: make sure that one is awake. RPUSH + LTRIM
-  -- keeps the oldest element, so a pending hand-over is never replaced by a mere wake.
-  local list = KEYS[5] .. ':' .. head
-  redis.call('RPUSH', list, '1')
-  redis.call('LTRIM', list, 0, 0)
-  redis.call('PEXPIRE', list, lease)
+  -- Free, but promised to an earlier waiter: make sure that one is awake.
+  wake(head, lease)
 end
 
 -- Whatever waits on our list is older than what this attempt just saw (a wake already acted

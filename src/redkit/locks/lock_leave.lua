@@ -20,34 +20,17 @@ if not held and pending == 0 then
 end
 -- Either the lock is ours to pass on (a waiter that leaves never strands a granted lock), or
 -- a wake-up meant for us must not be lost with us: the next waiter gets it.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-if #gone > 0 then
-  redis.call('ZREM', KEYS[3], unpack(gone))
-  redis.call('ZREM', KEYS[4], unpack(gone))
-end
+-- @include _waiters
+prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 if held then
-  local ttl = head and string.match(head, '%.(%d+)$')
-  if ttl then
-    local list = KEYS[5] .. ':' .. head
-    redis.call('ZREM', KEYS[3], head)
-    redis.call('ZREM', KEYS[4], head)
-    redis.call('SET', KEYS[1], head, 'PX', ttl)
-    local fence = redis.call('INCR', KEYS[2])
-    redis.call('DEL', list)
-    redis.call('RPUSH', list, fence)
-    redis.call('PEXPIRE', list, ARGV[2])
+  if head and hand_over(head, ARGV[2]) then
     return 2
   end
   redis.call('DEL', KEYS[1])
 end
 if head then
-  local list = KEYS[5] .. ':' .. head
-  redis.call('RPUSH', list, '1')
-  redis.call('LTRIM', list, 0, 0)
-  redis.call('PEXPIRE', list, ARGV[2])
+  wake(head, ARGV[2])
 end
 if held then
   return 2

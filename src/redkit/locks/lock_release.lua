@@ -21,33 +21,14 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
   return 1  -- nobody waits
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-if #gone > 0 then
-  redis.call('ZREM', KEYS[3], unpack(gone))
-  redis.call('ZREM', KEYS[4], unpack(gone))
-end
+-- @include _waiters
+prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-if not head then
-  redis.call('DEL', KEYS[1])
-  return 1
+if head and hand_over(head, ARGV[2]) then
+  return 2
 end
-local list = KEYS[5] .. ':' .. head
-local ttl = string.match(head, '%.(%d+)$')
-if not ttl then
-  -- A waiter without a ttl in its token (an older client): free the lock and wake it.
-  redis.call('DEL', KEYS[1])
-  redis.call('RPUSH', list, '1')
-  redis.call('LTRIM', list, 0, 0)
-  redis.call('PEXPIRE', list, ARGV[2])
-  return 1
+redis.call('DEL', KEYS[1])
+if head then
+  wake(head, ARGV[2])  -- a waiter without a ttl in its token (an older client)
 end
-redis.call('ZREM', KEYS[3], head)
-redis.call('ZREM', KEYS[4], head)
-redis.call('SET', KEYS[1], head, 'PX', ttl)
-local fence = redis.call('INCR', KEYS[2])
-redis.call('DEL', list)
-redis.call('RPUSH', list, fence)
-redis.call('PEXPIRE', list, ARGV[2])
-return 2
+return 1
