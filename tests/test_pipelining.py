@@ -316,3 +316,18 @@ async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redk
     await task
     assert ticks - before > 10  # the ticker kept running while the call spun
     await rk.redis.delete(key)
+
+
+async def test_closing_with_calls_in_flight_keeps_no_connection(redis_url: str) -> None:
+    rk = await redkit.connect(redis_url, "close-in-flight")
+    assert rk.pipeline is not None
+    pool = rk.pipeline.client.connection_pool
+    calls = [
+        asyncio.create_task(rk.pipeline.execute([("BLPOP", "close-in-flight:none", "0.3")]))
+        for _ in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    await rk.close()
+    await asyncio.gather(*calls, return_exceptions=True)
+    assert not rk.pipeline._idle
+    assert not pool._in_use_connections

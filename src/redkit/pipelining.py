@@ -339,7 +339,10 @@ class AutoPipeline:
             await self.client.connection_pool.release(conn)
 
     async def aclose(self) -> None:
-        """Hand the kept connections back to the pool (before the pool is closed)."""
+        """Hand the kept connections back to the pool (before the pool is closed); an
+        exchange still in flight hands its connection back when it ends, instead of keeping
+        it."""
+        self._keep = 0
         idle, self._idle = self._idle, []
         for conn in idle:
             await self.client.connection_pool.release(conn)

@@ -247,3 +247,62 @@ async def test_a_dead_waiter_past_its_deadline_is_skipped_at_release(
             if dead.returncode is None:
                 dead.kill()
                 await dead.wait()
+
+
+async def test_a_grant_the_waiter_pops_too_late_is_never_trusted(
+    redis_url: str, namespace: str
+) -> None:
+    # One blocking slot (max_connections // 2): while a waiter on another lock holds it, the
+    # next waiter is queued but not yet blocked when the lock is handed to it.
+    async with (
+        redkit.connect(redis_url, namespace, max_connections=2) as rk,
+        redkit.connect(redis_url, namespace) as other,
+    ):
+        slot_holder = other.lock("busy", ttl=30)
+        await slot_holder.acquire()
+        occupant = asyncio.create_task(rk.lock("busy", ttl=30, timeout=3).acquire())
+        await _queued(other, "busy", 1)
+        first = other.lock("L", ttl=30)
+        await first.acquire()
+        late = rk.lock("L", ttl=0.3, timeout=10, auto_renew=False)
+        waiting = asyncio.create_task(late.acquire())
+        await _queued(other, "L", 1)
+        await first.release()  # handed to `late`, whose 0.3 s lease runs out unused
+        await asyncio.sleep(0.6)
+        newcomer = other.lock("L", ttl=30, timeout=0)
+        newcomer_fence = await newcomer.acquire()
+        # When `late` finally gets a slot, the lapsed grant is gone or refused: it waits for
+        # the newcomer instead of believing it holds the lock too.
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert await newcomer.owned()
+        await newcomer.release()
+        late_fence = await asyncio.wait_for(waiting, 10)
+        assert late_fence > newcomer_fence
+        assert await late.owned()
+        await late.release()
+        await slot_holder.release()
+        await asyncio.wait_for(occupant, 10)
+
+
+async def test_the_watchdog_renews_early_when_the_lease_began_before_acquire_returned() -> None:
+    from redkit.locks._common import Renewer
+
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+
+    async def extend() -> bool:
+        calls.append(loop.time())
+        return True
+
+    began = loop.time()
+    # Half of a 3 s lease is already used (a hand-over granted while the waiter was slow):
+    # the first renewal is due now, not a third of a ttl from now.
+    early = Renewer(extend, 3.0, lambda reason: None, valid_until=began + 1.5)
+    # A fresh lease: the first renewal comes after ttl / 3.
+    fresh = Renewer(extend, 3.0, lambda reason: None, valid_until=began + 3.0)
+    await asyncio.sleep(0.3)
+    assert len(calls) == 1
+    assert calls[0] - began < 0.2
+    await early.stop()
+    await fresh.stop()

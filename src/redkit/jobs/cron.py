@@ -9,7 +9,10 @@ front gives the seconds (``*/10 * * * * *``: every ten seconds). The aliases ``@
 Ticks are wall-clock times in a time zone (UTC unless a ``tz`` is given), as a person reads
 a crontab. Across daylight-saving changes each wall-clock time runs at most once: in the
 hour the clock repeats, only its first pass; a time the clock skips runs as if the clock
-had not jumped (``30 2 * * *`` runs at 03:30 on the spring-forward day in Europe).
+had not jumped (``30 2 * * *`` runs at 03:30 on the spring-forward day in Europe). So an
+interval schedule (``*/15 * * * *``) pauses for the repeated hour in autumn (Vixie cron runs
+those on real time instead); use ``tz="UTC"`` (the default) where an even pace matters more
+than the wall clock.
 """
 
 from __future__ import annotations

@@ -166,6 +166,7 @@ async def acquire_loop(
     # The bound is spent in server-side BLPOP timeouts, not by cancelling calls midway.
     timeout: float | None,  # noqa: ASYNC109
     what: str,
+    grant_ttl: float | None = None,
 ) -> int:
     """Call ``attempt`` until it succeeds; block on ``wake_key`` between attempts.
 
@@ -181,6 +182,12 @@ async def acquire_loop(
     from the cancellation, so the lease does not block everyone until its TTL. ``leave``
     runs whenever a queued waiter gives up; for a lock it also passes on a lock that was
     handed over to the waiter meanwhile.
+
+    ``grant_ttl`` (seconds) is the lease a hand-over grants. A grant is made after the last
+    attempt was sent, so it is surely valid until that send time plus ``grant_ttl``; one
+    popped later than that (the waiter was slow to block: a busy loop, no free connection)
+    may have lapsed and been taken by someone else, so it is given back (``leave``) and the
+    waiter tries again rather than trust it.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -189,6 +196,7 @@ async def acquire_loop(
     queued = False
     try:
         while True:
+            sent = loop.time()
             try:
                 acquired, value = await attempt(join)
             except BaseException:
@@ -212,6 +220,12 @@ async def acquire_loop(
                 block = min(block, value / 1000 + 0.001)
             handed = await _block(rk, wake_key, block)
             if handed is not None:
+                if grant_ttl is not None and loop.time() - sent >= grant_ttl:
+                    # Too late to be sure it is still ours: pass it on if it is, and queue
+                    # again (the attempt re-joins).
+                    with contextlib.suppress(RedkitError):
+                        await asyncio.shield(leave())
+                    continue
                 queued = False  # the releasing holder removed us from the queue
                 return handed
     finally:
@@ -246,8 +260,11 @@ class Renewer:
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         # A timer, not a task, until the first renewal is due: most locks are released
-        # before ttl / 3, and then the watchdog costs one cancelled timer, not a task.
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(ttl / 3, self._start)
+        # before ttl / 3, and then the watchdog costs one cancelled timer, not a task. Due
+        # when a third of the lease is used up, counted from the lease's conservative end
+        # (a hand-over may have started it before acquire() returned).
+        first = min(ttl / 3, max(0.0, valid_until - self._loop.time() - 2 * ttl / 3))
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(first, self._start)
 
     def _start(self) -> None:
         self._timer = None

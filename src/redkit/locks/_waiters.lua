@@ -20,8 +20,9 @@ end
 
 -- Hand the lock to waiter `head`: it becomes the owner with its own ttl (the digits after the
 -- last '.' of its token) and the next fencing token, which is pushed onto its wake list, so
--- its BLPOP returns holding the lock. False when the token carries no ttl (an older client):
--- the caller frees the lock and wakes the waiter instead.
+-- its BLPOP returns holding the lock. The grant expires with the lease: a waiter that pops
+-- only later (it was not blocked yet) finds nothing, never a lapsed lock. False when the
+-- token carries no ttl (an older client): the caller frees the lock and wakes it instead.
 local function hand_over(head, lease)
   local ttl = string.match(head, '%.(%d+)$')
   if not ttl then
@@ -34,7 +35,7 @@ local function hand_over(head, lease)
   local fence = redis.call('INCR', KEYS[2])
   redis.call('DEL', list)
   redis.call('RPUSH', list, fence)
-  redis.call('PEXPIRE', list, lease)
+  redis.call('PEXPIRE', list, math.min(tonumber(ttl), tonumber(lease)))
   return true
 end
 

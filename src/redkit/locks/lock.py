@@ -186,6 +186,7 @@ class Lock(Lease):
             wake_key=f"{self._wake}:{token}",
             timeout=wait,
             what=f"lock {self.name!r}",
+            grant_ttl=self.ttl,
         )
         self._token = token
         self.fencing_token = fence
