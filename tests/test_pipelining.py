@@ -331,3 +331,21 @@ async def test_closing_with_calls_in_flight_keeps_no_connection(redis_url: str) 
     await asyncio.gather(*calls, return_exceptions=True)
     assert not rk.pipeline._idle
     assert not pool._in_use_connections
+
+
+async def test_a_connection_cut_after_some_replies_is_not_retried(rk: redkit.Redkit) -> None:
+    assert rk.pipeline is not None
+    key = rk.keys.group("test", "cut").key("n")
+    await rk.run(INCR, [key], [0])
+    own_id = await _kept_connection_id(rk)
+    # The first INCR runs and answers; then the connection is closed under the exchange.
+    commands: list[tuple[object, ...]] = [
+        ("INCR", key),
+        ("CLIENT", "KILL", "ID", own_id, "SKIPME", "no"),
+        ("INCR", key),
+    ]
+    with pytest.raises(redkit.ConnectionLost):
+        await rk.pipeline.execute(commands)
+    # Retrying the whole exchange would have run the first INCR a second time.
+    assert int(await rk.redis.get(key) or 0) == 1
+    await rk.redis.delete(key)

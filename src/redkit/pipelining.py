@@ -29,6 +29,9 @@ from redkit.scripts import Script, ScriptArg
 
 __all__ = ["AutoPipeline"]
 
+_PARTIAL = "redkit_replies_read"
+"""Set on a ConnectionError that cut an exchange after some replies had come: no retry."""
+
 KEEP_FROM_POOL_SIZE = 8
 """The pipeline keeps connections between calls only from a pool at least this large."""
 
@@ -224,10 +227,12 @@ class AutoPipeline:
             commands = [command for call in batch for command in call.commands]
             try:
                 results = await self._exchange(commands)
-            except redis_errors.ConnectionError:
+            except redis_errors.ConnectionError as exc:
                 # As for single commands: one retry on a fresh connection when the pooled
                 # one turned out dead before any reply (a server restart the loop had not
-                # noticed yet).
+                # noticed yet). Not once replies came: those commands ran.
+                if getattr(exc, _PARTIAL, False):
+                    raise
                 results = await self._exchange(commands)
             at = 0
             for call in batch:
@@ -262,7 +267,9 @@ class AutoPipeline:
         try:
             try:
                 replies = await self._exchange(call.commands, time_limit)
-            except redis_errors.ConnectionError:
+            except redis_errors.ConnectionError as exc:
+                if getattr(exc, _PARTIAL, False):
+                    raise
                 replies = await self._exchange(call.commands, time_limit)  # as in _send
         except LOST_ERRORS as exc:
             raise connection_lost(call.what, exc) from exc
@@ -293,13 +300,13 @@ class AutoPipeline:
         bound = conn.socket_timeout
         if time_limit is not None and (bound is None or time_limit < bound):
             bound = time_limit
+        results: list[Any] = []
         try:
             async with asyncio.timeout(bound):
                 # Packed command by command: redis-py's pack_commands re-joins the buffers.
                 await conn.send_packed_command([p for c in commands for p in conn.pack_command(*c)])
                 if self.spin_wait > 0:
                     await _spin_for_reply(conn, self.spin_wait)
-                results: list[Any] = []
                 for _ in commands:
                     try:
                         # math.inf: no timer per reply; the block's timeout bounds them all.
@@ -308,6 +315,8 @@ class AutoPipeline:
                         results.append(exc)
         except BaseException as exc:
             await self._discard(conn)
+            if isinstance(exc, redis_errors.ConnectionError) and results:
+                setattr(exc, _PARTIAL, True)  # some commands ran: a retry would repeat them
             if isinstance(exc, redis_errors.ConnectionError):
                 # What broke this connection (a restart, a failover, CLIENT KILL) most
                 # likely broke its kept siblings too: the retry must not meet one of them.
