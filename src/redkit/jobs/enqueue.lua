@@ -3,9 +3,10 @@
 -- KEYS[4]: events stream  KEYS[5]: wake list (workers block on it)
 -- ARGV[1]: job hash prefix ("<queue>:job:")   ARGV[2]: once-key prefix ("<queue>:once:")
 -- ARGV[3]: events MAXLEN (0: no events)       ARGV[4]: once-key TTL (ms)
--- ARGV[5]: number of jobs N, then 9 values per job:
+-- ARGV[5]: number of jobs N, then 10 values per job:
 --   id, function, payload (JSON), priority, delay_ms, max_attempts, backoff_ms, timeout_ms,
---   once (a unique tick name, or "" for none)
+--   once (a unique tick name, or "" for none), fresh ("1": the id is a new random one that
+--   no job can have, so the idempotency check is skipped)
 -- Returns: a flat array, 2 entries per job: created (1 new, 0 already there), state.
 -- A job id that exists (in any state, until trimmed) is not queued again: enqueue is
 -- idempotent by id. A once-name is refused for its TTL even after its job is trimmed
@@ -18,7 +19,7 @@ local seq = redis.call('INCRBY', KEYS[3], n) - n
 local out = {}
 local woke = 0
 for i = 0, n - 1 do
-  local b = 6 + i * 9
+  local b = 6 + i * 10
   local id, fn, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local prio, delay = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local once = ARGV[b + 8]
@@ -28,7 +29,9 @@ for i = 0, n - 1 do
   if once ~= '' and not redis.call('SET', once_prefix .. once, id, 'NX', 'PX', once_ttl) then
     state = redis.call('HGET', jkey, 'state') or 'removed'
   else
-    state = redis.call('HGET', jkey, 'state')
+    if ARGV[b + 9] ~= '1' then
+      state = redis.call('HGET', jkey, 'state')
+    end
     if not state then
       seq = seq + 1
       if delay > 0 then

@@ -379,8 +379,9 @@ class Queue:
             else milliseconds(backoff, "backoff", allow_zero=True)
         )
         timeout_ms = self.timeout_ms if timeout is _UNSET else _timeout_ms(timeout)
+        fresh = job_id is None
         if job_id is None:
-            job_id = secrets.token_hex(16)
+            job_id = secrets.token_hex(16)  # 128 random bits: no job has this id yet
         else:
             check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
         data = dumps(payload, max_bytes=self.max_payload_bytes, what="job payload")
@@ -394,6 +395,7 @@ class Queue:
             backoff_ms,
             timeout_ms,
             once,
+            int(fresh),
         ]
 
     async def _register(self) -> None:
@@ -404,7 +406,8 @@ class Queue:
             self._registered = True
 
     async def _enqueue_args(self, args: list[str | int | bytes], count: int) -> list[Any]:
-        await self._register()
+        if not self._registered:
+            await self._register()
         keys = [self.waiting_key, self.delayed_key, self.seq_key, self.events_key, self.wake_key]
         head: list[str | int | bytes] = [
             self.job_prefix,
