@@ -230,3 +230,24 @@ async def _ok(payload: object) -> object:
 
 async def _completed(worker: Worker, n: int) -> bool:
     return worker.stats.completed >= n
+
+
+async def test_only_a_callers_job_id_is_looked_up_before_enqueue(rk: redkit.Redkit) -> None:
+    if rk.is_cluster:
+        pytest.skip("commandstats of one standalone server")
+    q = rk.queue("lookups")
+
+    async def hgets() -> int:
+        stats = await rk.redis.info("commandstats")
+        return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+    await q.enqueue("f", 0)  # the queue's first enqueue registers it
+    before = await hgets()
+    generated = [await q.enqueue("f", i) for i in range(10)]
+    assert await hgets() == before  # fresh random ids: nothing to look up
+    assert len({job.id for job in generated}) == 10
+    again = await q.enqueue("f", 1, job_id="mine")
+    repeat = await q.enqueue("f", 2, job_id="mine")
+    assert await hgets() == before + 2
+    assert again.created
+    assert not repeat.created
