@@ -204,9 +204,10 @@ class _FastConnectionMixin:
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
-        # As redis-py does: 'CONFIG GET' is two words of the protocol.
+        # As redis-py does: 'CONFIG GET' is two words of the protocol (most names are one).
         if isinstance(first, str):
-            args = (*first.encode().split(), *args[1:])
+            if " " in first:
+                args = (*first.encode().split(), *args[1:])
         elif b" " in first:
             args = (*first.split(), *args[1:])
         try:
