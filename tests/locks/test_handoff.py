@@ -146,44 +146,50 @@ async def test_a_waiter_that_times_out_as_the_lock_is_released_does_not_keep_it(
             await waiter.release()
 
 
-async def test_a_waiter_whose_process_died_holds_a_handed_lock_only_for_its_ttl(
-    redis_url: str, namespace: str
+async def _kill_a_queued_waiter(
+    rk: redkit.Redkit, redis_url: str, namespace: str, ttl: float, command_timeout: float
 ) -> None:
+    """Queue a waiter for lock ``job`` in another process, then SIGKILL that process."""
     code = (
         "import asyncio, sys, redkit\n"
         "async def main():\n"
-        "    async with redkit.connect(sys.argv[1], sys.argv[2]) as rk:\n"
+        "    async with redkit.connect(sys.argv[1], sys.argv[2],\n"
+        f"                              command_timeout={command_timeout}) as rk:\n"
         "        print('waiting', flush=True)\n"
-        "        await rk.lock('job', ttl=1, auto_renew=False).acquire()\n"
+        f"        await rk.lock('job', ttl={ttl}, auto_renew=False).acquire()\n"
         "asyncio.run(main())\n"
     )
+    dead = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, redis_url, namespace, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert dead.stdout is not None
+        line = await asyncio.wait_for(dead.stdout.readline(), 20)
+        assert line.strip() == b"waiting"
+        await _queued(rk, "job", 1)
+    finally:
+        if dead.returncode is None:
+            os.kill(dead.pid, signal.SIGKILL)
+            await dead.wait()
+
+
+async def test_a_waiter_whose_process_died_holds_a_handed_lock_only_for_its_ttl(
+    redis_url: str, namespace: str
+) -> None:
     async with redkit.connect(redis_url, namespace) as rk:
         holder = rk.lock("job", ttl=30)
         first = await holder.acquire()
-        dead = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, redis_url, namespace, stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            assert dead.stdout is not None
-            line = await asyncio.wait_for(dead.stdout.readline(), 20)
-            assert line.strip() == b"waiting"
-            await _queued(rk, "job", 1)
-            os.kill(dead.pid, signal.SIGKILL)
-            await dead.wait()
-            survivor = rk.lock("job", timeout=10)
-            got = asyncio.create_task(survivor.acquire())
-            await _queued(rk, "job", 2)
-            await holder.release()  # handed to the dead waiter, still within its deadline
-            began = time.perf_counter()
-            fence = await got
-            # The dead waiter's grant ends with its 1 s ttl; the survivor takes over then.
-            assert time.perf_counter() - began < 1.0 + 2.0
-            assert fence == first + 2
-            await survivor.release()
-        finally:
-            if dead.returncode is None:
-                dead.kill()
-                await dead.wait()
+        await _kill_a_queued_waiter(rk, redis_url, namespace, ttl=1, command_timeout=2.0)
+        survivor = rk.lock("job", timeout=10)
+        got = asyncio.create_task(survivor.acquire())
+        await _queued(rk, "job", 2)
+        await holder.release()  # handed to the dead waiter, still within its deadline
+        began = time.perf_counter()
+        fence = await got
+        # The dead waiter's grant ends with its 1 s ttl; the survivor takes over then.
+        assert time.perf_counter() - began < 1.0 + 2.0
+        assert fence == first + 2
+        await survivor.release()
 
 
 @pytest.mark.cluster
@@ -211,42 +217,21 @@ async def test_a_dead_waiter_past_its_deadline_is_skipped_at_release(
     redis_url: str, namespace: str
 ) -> None:
     # A short command timeout makes the waiter lease short: chunk 0.15 s, lease ~1.35 s.
-    code = (
-        "import asyncio, sys, redkit\n"
-        "async def main():\n"
-        "    async with redkit.connect(sys.argv[1], sys.argv[2], command_timeout=0.2) as rk:\n"
-        "        print('waiting', flush=True)\n"
-        "        await rk.lock('job', ttl=30, auto_renew=False).acquire()\n"
-        "asyncio.run(main())\n"
-    )
     async with redkit.connect(redis_url, namespace, command_timeout=0.2) as rk:
         holder = rk.lock("job", ttl=30)
         first = await holder.acquire()
-        dead = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, redis_url, namespace, stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            assert dead.stdout is not None
-            line = await asyncio.wait_for(dead.stdout.readline(), 20)
-            assert line.strip() == b"waiting"
-            await _queued(rk, "job", 1)
-            os.kill(dead.pid, signal.SIGKILL)
-            await dead.wait()
-            await asyncio.sleep(2.0)  # past the dead waiter's deadline (it stopped refreshing)
-            survivor = rk.lock("job", timeout=10)
-            got = asyncio.create_task(survivor.acquire())
-            # The survivor's attempt pruned the dead entry: only the survivor is queued.
-            await _queued(rk, "job", 1)
-            began = time.perf_counter()
-            await holder.release()
-            # The dead waiter is pruned, not handed a lock it would keep for its 30 s ttl.
-            assert await got == first + 1
-            assert time.perf_counter() - began < 1.0
-            await survivor.release()
-        finally:
-            if dead.returncode is None:
-                dead.kill()
-                await dead.wait()
+        await _kill_a_queued_waiter(rk, redis_url, namespace, ttl=30, command_timeout=0.2)
+        await asyncio.sleep(2.0)  # past the dead waiter's deadline (it stopped refreshing)
+        survivor = rk.lock("job", timeout=10)
+        got = asyncio.create_task(survivor.acquire())
+        # The survivor's attempt pruned the dead entry: only the survivor is queued.
+        await _queued(rk, "job", 1)
+        began = time.perf_counter()
+        await holder.release()
+        # The dead waiter is pruned, not handed a lock it would keep for its 30 s ttl.
+        assert await got == first + 1
+        assert time.perf_counter() - began < 1.0
+        await survivor.release()
 
 
 async def test_a_grant_the_waiter_pops_too_late_is_never_trusted(
