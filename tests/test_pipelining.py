@@ -349,3 +349,15 @@ async def test_a_connection_cut_after_some_replies_is_not_retried(rk: redkit.Red
     # Retrying the whole exchange would have run the first INCR a second time.
     assert int(await rk.redis.get(key) or 0) == 1
     await rk.redis.delete(key)
+
+
+async def test_settled_calls_do_not_wait_for_their_time_limit_to_be_forgotten(
+    rk: redkit.Redkit,
+) -> None:
+    assert rk.pipeline is not None
+    key = rk.keys.group("test", "forget").key("n")
+    await asyncio.gather(*(rk.run(INCR, [key], [1], time_limit=30) for _ in range(500)))
+    # Kept until the 30 s limit, every settled call (and its future, keys and arguments)
+    # would pile up under load: a rate limiter's calls all carry a limit.
+    assert len(rk.pipeline._timed) == 0
+    await rk.redis.delete(key)

@@ -101,7 +101,10 @@ class AutoPipeline:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._timed: list[_Call] = []  # calls with a deadline, until they are settled
+        # Calls with a deadline, until they are settled: a batch takes its calls out as it
+        # settles them, so this holds the calls in flight, not every call of the last
+        # time-limit's worth (bounded by what is pending and in flight).
+        self._timed: dict[_Call, None] = {}
         # Connections this pipeline keeps checked out between exchanges, so that a call does
         # not pay the pool's checkout and release (a lock, health probes and metrics hooks in
         # redis-py: a tenth of a round trip). Bounded: at most ``max_in_flight`` exchanges
@@ -168,7 +171,7 @@ class AutoPipeline:
         call.deadline = None if time_limit is None else loop.time() + time_limit
         self._pending.append(call)
         if call.deadline is not None:
-            self._timed.append(call)
+            self._timed[call] = None
             if self._timer is None:
                 self._timer = loop.call_at(call.deadline, self._expire)
         self._schedule()
@@ -178,7 +181,7 @@ class AutoPipeline:
         """Fail the calls (queued or sent) whose deadline passed; re-arm for the next one."""
         self._timer = None
         now = asyncio.get_running_loop().time()
-        keep: list[_Call] = []
+        keep: dict[_Call, None] = {}
         next_deadline: float | None = None
         for call in self._timed:
             future, deadline = call.future, call.deadline
@@ -191,7 +194,7 @@ class AutoPipeline:
                     connection_lost(call.what, TimeoutError("no answer within its time limit"))
                 )
                 continue
-            keep.append(call)
+            keep[call] = None
             if next_deadline is None or deadline < next_deadline:
                 next_deadline = deadline
         self._timed = keep
@@ -235,9 +238,12 @@ class AutoPipeline:
                     raise
                 results = await self._exchange(commands)
             at = 0
+            timed = self._timed
             for call in batch:
                 replies = results[at : at + len(call.commands)]
                 at += len(call.commands)
+                if call.deadline is not None:
+                    timed.pop(call, None)
                 future = call.future
                 assert future is not None
                 if future.done():
@@ -253,6 +259,7 @@ class AutoPipeline:
         except BaseException as exc:
             # Nobody may wait forever: whatever broke the batch is every unsettled caller's.
             for call in batch:
+                self._timed.pop(call, None)
                 if call.future is not None and not call.future.done():
                     error = connection_lost(call.what, exc) if isinstance(exc, LOST_ERRORS) else exc
                     call.future.set_exception(error)
