@@ -110,6 +110,10 @@ class Redkit:
         self.redis = client
         """The redis-py asyncio client underneath (``Redis`` or ``RedisCluster``)."""
         self.mode: Mode = mode
+        self.server_kind = "valkey"
+        """``redis`` or ``valkey``, as the server said when redkit connected."""
+        self.server_version = "0"
+        """The server's version, as it said when redkit connected."""
         self.url = redact_url(url)
         self.settings = settings
         self.namespace = settings.namespace
@@ -146,6 +150,11 @@ class Redkit:
     @property
     def is_cluster(self) -> bool:
         return self.mode == "cluster"
+
+    @property
+    def has_sharded_pubsub(self) -> bool:
+        """Whether the server has sharded pub/sub (``SPUBLISH``): Valkey, or Redis >= 7.0."""
+        return self.server_kind == "valkey" or _version_tuple(self.server_version)[:2] >= (7, 0)
 
     async def close(self) -> None:
         """Close the client's connections. The embedded server keeps running until exit."""
@@ -330,6 +339,7 @@ class Redkit:
                 await self.redis.initialize()
             info = (await self._infos("server"))[0]
         kind, version = _server_and_version(info)
+        self.server_kind, self.server_version = kind, version
         need = MIN_VALKEY if kind == "valkey" else MIN_REDIS
         if _version_tuple(version)[:2] < need:
             raise ConfigurationError(

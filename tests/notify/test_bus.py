@@ -341,3 +341,17 @@ async def test_live_messages_in_the_earlier_format_are_still_understood(
         events = await take(sub, 2)
         await nothing_more(sub)
     assert [(e.id, e.data) for e in events] == [(first, {"n": 1}), (second, {"n": 2})]
+
+
+@pytest.mark.cluster
+async def test_sharded_pubsub_is_the_default_only_where_the_server_has_it(
+    rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (rk.server_kind, rk.has_sharded_pubsub) == ("valkey", True)
+    assert rk.notifications().sharded is rk.is_cluster
+    # A Redis 6.2 Cluster has no SPUBLISH: the bus falls back to classic pub/sub there.
+    monkeypatch.setattr(rk, "server_kind", "redis")
+    monkeypatch.setattr(rk, "server_version", "6.2.14")
+    assert (rk.has_sharded_pubsub, rk.notifications().sharded) == (False, False)
+    monkeypatch.setattr(rk, "server_version", "7.0.15")
+    assert rk.notifications().sharded is rk.is_cluster

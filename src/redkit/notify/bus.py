@@ -93,8 +93,8 @@ class NotificationBus:
       publish (seconds or timedelta); by default it stays, bounded by ``history``.
     - ``max_bytes``: cap on one event's data as JSON (default 64 KiB).
     - ``queue_size`` / ``slow_consumer``: the default bound and policy of subscriptions.
-    - ``sharded``: sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``); default: on a Cluster.
-      Pass ``False`` on a Redis 6.2 Cluster (no sharded pub/sub there).
+    - ``sharded``: sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``); default: on a Cluster
+      whose servers have it (Valkey, Redis >= 7.0; a Redis 6.2 Cluster uses classic pub/sub).
     - ``cluster_patterns``: on a Cluster, also publish classically so that pattern
       subscriptions work (see the module docstring).
 
@@ -124,7 +124,9 @@ class NotificationBus:
         self.max_bytes = max_bytes
         self.queue_size = _check_queue_size(queue_size)
         self.slow_consumer: SlowConsumerPolicy = _check_policy(slow_consumer)
-        self.sharded = rk.is_cluster if sharded is None else bool(sharded)
+        if sharded is None:
+            sharded = rk.is_cluster and rk.has_sharded_pubsub
+        self.sharded = bool(sharded)
         self.cluster_patterns = bool(cluster_patterns)
         self._hub = hub_for(rk, self.sharded)
         also_classic = self.sharded and self.cluster_patterns
