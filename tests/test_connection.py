@@ -195,3 +195,28 @@ async def test_five_hundred_concurrent_calls_queue_for_connections(redis_url: st
         results = await asyncio.gather(*(rk.redis.incr(rk.keys.key("n")) for _ in range(500)))
         assert sorted(results) == list(range(1, 501))
         await rk.redis.delete(rk.keys.key("n"))
+
+
+@pytest.mark.cluster
+async def test_every_connection_is_the_lean_one_on_standalone_and_cluster(
+    rk: redkit.Redkit,
+) -> None:
+    from redkit.connection import _FastConnectionMixin
+
+    key = rk.keys.group("test", "lean").key("k")
+    await rk.redis.set(key, "v")
+    assert await rk.redis.get(key) == b"v"
+    used: list[object] = []
+    if isinstance(rk.redis, RedisCluster):
+        nodes = rk.redis.get_nodes()
+        assert nodes
+        for node in nodes:
+            assert issubclass(node.connection_class, _FastConnectionMixin)
+            used += node._connections
+    else:
+        pool = rk.redis.connection_pool
+        assert issubclass(pool.connection_class, _FastConnectionMixin)
+        used += [*pool._available_connections, *pool._in_use_connections]
+    assert used
+    assert all(isinstance(c, _FastConnectionMixin) for c in used)
+    await rk.redis.delete(key)

@@ -330,6 +330,13 @@ class QueueingRedisCluster(RedisCluster):
 
     def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The lean connection of the standalone client (hiredis packing, no Task per write)
+        # for every node: redis-py fixes the class in its constructor, so it is swapped here,
+        # in the kwargs that nodes found later are made from and in the nodes made already.
+        fast = _fast_connection(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = fast
+        for node in (*self.startup_nodes, *self.nodes_manager.startup_nodes.values()):
+            node.connection_class = fast
         self.pool_timeout = pool_timeout
         self.max_connections = int(kwargs.get("max_connections", 100))
         self._slots = asyncio.Semaphore(self.max_connections)
