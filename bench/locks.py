@@ -72,15 +72,16 @@ async def uncontended(ctx: Context) -> float:
     return rate
 
 
-async def _uncontended_redis_py(ctx: Context) -> float:
+async def _uncontended_peer(ctx: Context, side: str, make: Callable[[Redis, str], Any]) -> float:
+    """Uncontended pairs of an asyncio peer whose lock ``make(client, name)`` builds."""
     n = ctx.n(2000)
     client = Redis.from_url(ctx.url)
-    name = _name("redis-py")
+    name = _name(side)
     held = 0
 
     async def pair() -> None:
         nonlocal held
-        lock = client.lock(name, timeout=10)
+        lock = make(client, name)
         held += bool(await lock.acquire())
         await lock.release()
 
@@ -88,8 +89,12 @@ async def _uncontended_redis_py(ctx: Context) -> float:
         rate = await _pairs(n, pair)
     finally:
         await client.aclose()
-    verify(held == n, "redis-py pairs missing")
+    verify(held == n, f"{side} pairs missing")
     return rate
+
+
+async def _uncontended_redis_py(ctx: Context) -> float:
+    return await _uncontended_peer(ctx, "redis-py", lambda c, name: c.lock(name, timeout=10))
 
 
 def _redis_lock_pairs(url: str, n: int) -> tuple[float, int]:
@@ -116,23 +121,11 @@ async def _uncontended_redis_lock(ctx: Context) -> float:
 
 async def _uncontended_pottery(ctx: Context) -> float:
     pottery: Any = importlib.import_module("pottery")
-    n = ctx.n(2000)
-    client = Redis.from_url(ctx.url)
-    name = _name("pottery")
-    held = 0
-
-    async def pair() -> None:
-        nonlocal held
-        lock = pottery.AIORedlock(key=name, masters={client}, auto_release_time=10)
-        held += bool(await lock.acquire())
-        await lock.release()
-
-    try:
-        rate = await _pairs(n, pair)
-    finally:
-        await client.aclose()
-    verify(held == n, "pottery pairs missing")
-    return rate
+    return await _uncontended_peer(
+        ctx,
+        "pottery",
+        lambda c, name: pottery.AIORedlock(key=name, masters={c}, auto_release_time=10),
+    )
 
 
 # -- contended -------------------------------------------------------------------------------
