@@ -48,6 +48,10 @@ MAX_NAME_LENGTH = 200
 MAX_JOB_ID_LENGTH = 256
 MAX_PROGRESS_BYTES = 16 * 1024
 """A progress report is a status line, not a result: kept small (it rides every event)."""
+_NOT_THE_WORKER = (
+    "only the worker running a job can report its progress: call it on the Job your "
+    "function receives as its second argument"
+)
 ENQUEUE_BATCH = 1000
 """Jobs per enqueue script call in :meth:`Queue.enqueue_many` (bounds one call's work)."""
 DONE_LIST_TTL = 60.0
@@ -200,10 +204,7 @@ class Job:
         """
         queue = self._q()
         if self._owner is None:
-            raise InvalidInput(
-                "only the worker running a job can report its progress: call set_progress on "
-                "the Job your function receives as its second argument"
-            )
+            raise InvalidInput(_NOT_THE_WORKER)
         data = dumps(progress, max_bytes=MAX_PROGRESS_BYTES, what="job progress")
         recorded = await queue.rk.run(
             SCRIPTS["progress"],
@@ -222,10 +223,7 @@ class Job:
         """
         loop = self._loop
         if loop is None or self._owner is None:
-            raise InvalidInput(
-                "only the worker running a job can report its progress: call it on the Job "
-                "your function receives as its second argument"
-            )
+            raise InvalidInput(_NOT_THE_WORKER)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
