@@ -84,9 +84,13 @@ async def test_a_group_can_be_written_atomically_on_every_server(rk: redkit.Redk
         ("plain", "plain"),
         ("plain", "plain2"),
         ("{{x}}", "{x}"),  # the tag is "{x", not "x"
+        ("a{x}", "a{x"),  # the second key starts like the first but has no closing brace
+        ("a{x}:1", "a{x}:2"),  # the same text up to the closing brace
+        ("ab{x}", "{x}q"),  # the same tag after different text
+        ("{x}", b"{x}"),  # bytes take the CRC path
     ],
 )
-def test_the_same_slot_check_agrees_with_the_cluster_hash(a: str, b: str) -> None:
+def test_the_same_slot_check_agrees_with_the_cluster_hash(a: str, b: str | bytes) -> None:
     if key_slot(a) == key_slot(b):
         check_same_slot([a, b])
     else:

@@ -55,14 +55,25 @@ def check_same_slot(keys: Iterable[str | bytes]) -> None:
     than only when someone deploys on a Cluster.
     """
     keys = list(keys)
-    # Fast path, taken on every script call: keys whose hash tags are the same text hash
-    # alike, with no CRC to compute.
+    # Fast path, taken on every script call: keys that begin with the first key's text up to
+    # and including its hash tag's closing brace have that same tag, so they hash alike, with
+    # no CRC to compute (and no search for braces in each key).
+    first_key = keys[0] if keys else ""
+    if type(first_key) is str:
+        start = first_key.find("{")
+        end = first_key.find("}", start + 1) if start >= 0 else -1
+        if end > start + 1:
+            prefix = first_key[: end + 1]
+            for key in keys:
+                if type(key) is not str or not key.startswith(prefix):
+                    break
+            else:
+                return
     if all(isinstance(k, str) for k in keys):
         tag = _hashed_part(keys[0]) if keys else ""  # type: ignore[arg-type]
         if all(_hashed_part(k) == tag for k in keys):  # type: ignore[arg-type]
             return
     first: int | None = None
-    first_key: str | bytes = ""
     for key in keys:
         slot = key_slot(key)
         if first is None:
