@@ -6,6 +6,8 @@
 - **contended**: 8 tasks x 50 lock-protected read-modify-write increments of one counter,
   checked to end at exactly 400. Waiters: redkit blocks on a wake list (woken by the release);
   redis-py sleeps 0.1 s between tries; pottery retries after a random delay up to 0.2 s.
+  The peer ``ceiling`` guards the same increments with an in-process ``asyncio.Lock``
+  instead of a Redis lock: two round trips per increment, a bound no Redis lock can pass.
 - **hand-over**: from the release call to the blocked waiter holding the lock, median (ms).
 
 python-redis-lock is a synchronous library: its sides run its own code in threads
@@ -18,13 +20,14 @@ Peers that are not installed are skipped (``make bench`` installs them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import secrets
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -34,6 +37,7 @@ from redis.asyncio import Redis
 from bench.harness import Context, Runner, comparison, verify
 
 TASKS, INCREMENTS = 8, 50
+CEILING = "ceiling: in-process asyncio.Lock, no Redis lock"
 HANDOVERS = 30
 
 
@@ -161,6 +165,20 @@ async def contended(ctx: Context) -> float:
     name = _name("redkit")
     client: Any = ctx.rk.redis
     return await _contended(client, lambda: ctx.rk.lock(name, ttl=10, timeout=60), "redkit")
+
+
+async def _contended_ceiling(ctx: Context) -> float:
+    # No Redis lock at all: the 8 tasks share one in-process asyncio.Lock, so an increment
+    # costs just its GET and SET. No distributed lock can beat this; it shows what the
+    # contended figure is bounded by (a lock adds at least its release's round trip).
+    lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def held() -> AsyncIterator[None]:
+        async with lock:
+            yield
+
+    return await _contended(ctx.rk.redis, held, "asyncio.Lock")  # type: ignore[arg-type]
 
 
 async def _contended_redis_py(ctx: Context) -> float:
@@ -315,6 +333,7 @@ _register(
         "redis-py asyncio Lock": ("redis", _contended_redis_py),
         "python-redis-lock (8 threads)": ("redis_lock", _contended_redis_lock),
         "pottery AIORedlock (1 master)": ("pottery", _contended_pottery),
+        CEILING: ("asyncio", _contended_ceiling),
     },
 )
 _register(
