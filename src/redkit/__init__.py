@@ -30,7 +30,7 @@ from redkit.errors import (
 )
 from redkit.jobs import Job, JobSpec, JobState, Queue, Schedule, Worker
 from redkit.keys import KeyGroup, Keyspace
-from redkit.locks import Lock, Permit, Redlock, Semaphore
+from redkit.locks import Lock, Permit, ReadWriteLease, ReadWriteLock, Redlock, Semaphore
 from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription
 from redkit.ratelimit import Algorithm, CircuitBreaker, Decision, RateLimiter, RateLimits
 from redkit.sessions import Permissions, Session, SessionInfo, SessionStore
@@ -66,6 +66,8 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RateLimits",
+    "ReadWriteLease",
+    "ReadWriteLock",
     "Redkit",
     "RedkitError",
     "Redlock",

@@ -32,7 +32,7 @@ from redkit.settings import Settings
 if TYPE_CHECKING:
     from redkit.cache import Cache
     from redkit.jobs import Queue, Schedule, Worker
-    from redkit.locks import Lock, Semaphore
+    from redkit.locks import Lock, ReadWriteLock, Semaphore
     from redkit.notify import NotificationBus
     from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
     from redkit.sessions import SessionStore
@@ -257,6 +257,19 @@ class Redkit:
         from redkit.locks import Semaphore
 
         return Semaphore(self, name, limit=limit, ttl=ttl, **options)
+
+    def read_write_lock(
+        self,
+        name: str,
+        ttl: float | timedelta = 30,
+        timeout: float | timedelta | None = None,
+        auto_renew: bool = True,
+        **options: Any,
+    ) -> ReadWriteLock:
+        """Many readers or one writer (see :class:`redkit.locks.ReadWriteLock`)."""
+        from redkit.locks import ReadWriteLock
+
+        return ReadWriteLock(self, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew, **options)
 
     def sessions(
         self,

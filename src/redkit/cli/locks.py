@@ -21,7 +21,7 @@ from redkit.locks import LockInfo, force_release, list_locks
 
 app = typer.Typer(
     name="locks",
-    help="Inspect and free locks and semaphores.",
+    help="Inspect and free locks, read-write locks and semaphores.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -36,7 +36,8 @@ def list_(
     data_dir: DataDirOption = _DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Held locks and semaphores of the namespace (walks it with SCAN: an admin's view)."""
+    """Held locks, read-write locks and semaphores of the namespace (walks it with SCAN: an
+    admin's view)."""
 
     async def fetch(rk: redkit.Redkit) -> list[LockInfo]:
         return await list_locks(rk)
@@ -54,7 +55,7 @@ def list_(
         table.add_column(column, justify="left" if column in ("kind", "name") else "right")
     for info in found:
         table.add_row(
-            info.kind,
+            info.kind if info.mode is None else f"{info.kind} ({info.mode})",
             info.name,
             str(info.holders),
             f"{info.ttl:.1f} s",

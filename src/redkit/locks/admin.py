@@ -1,4 +1,5 @@
-"""What an operator needs: list the locks and semaphores of a namespace, free a stuck lock.
+"""What an operator needs: list the locks, read-write locks and semaphores of a namespace, free
+a stuck lock.
 
 These walk the namespace with ``SCAN`` (never ``KEYS``): an admin's tool, proportional to
 the size of the database, not for hot paths.
@@ -23,16 +24,19 @@ SCRIPTS = ScriptSet(__package__)
 
 @dataclass(frozen=True)
 class LockInfo:
-    """One lock or semaphore that has holders now."""
+    """One lock, read-write lock or semaphore that has holders now."""
 
-    kind: Literal["lock", "semaphore"]
+    kind: Literal["lock", "rwlock", "semaphore"]
     name: str
     holders: int
     ttl: float
     """Seconds until the (longest) current lease ends."""
     fencing_token: int | None
-    """For a lock: the token of the current holder (the last one issued)."""
+    """For a lock: the token of the current holder (the last one issued). For a read-write
+    lock: the latest writer's (the current one's, if a writer holds it)."""
     waiters: int
+    mode: Literal["read", "write"] | None = None
+    """For a read-write lock: held by readers or by a writer."""
 
 
 def _name_from(key: str, prefix: str, suffix: str) -> str | None:
@@ -42,7 +46,8 @@ def _name_from(key: str, prefix: str, suffix: str) -> str | None:
 
 
 async def list_locks(rk: Redkit) -> list[LockInfo]:
-    """Every held lock and semaphore of ``rk``'s namespace, sorted by kind and name."""
+    """Every held lock, read-write lock and semaphore of ``rk``'s namespace, sorted by kind
+    and name."""
     ns = rk.namespace
     found: list[LockInfo] = []
     with translate_redis_errors("list locks"):
@@ -81,6 +86,34 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
             waiters = await rk.redis.zcard(group.key("queue"))
             found.append(
                 LockInfo("semaphore", name, holders, max(pttl, 0) / 1000, None, int(waiters))
+            )
+        # A held read-write lock has a live readers set or a writer key: scan for both.
+        rw_names: set[str] = set()
+        for suffix in ("readers", "writer"):
+            pattern = f"{ns}:{{rwlock:*}}:{suffix}"
+            async for raw in rk.redis.scan_iter(match=pattern, count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                name = _name_from(key, f"{ns}:{{rwlock:", "}:" + suffix)
+                if name is not None:
+                    rw_names.add(name)
+        for name in rw_names:
+            group = rk.keys.group("rwlock", name)
+            keys = [group.key(part) for part in ("readers", "writer", "fence", "queue")]
+            state = await rk.run(SCRIPTS["rw_state"], keys=keys)
+            readers, writer_pttl, read_ms, latest, waiters = (int(v) for v in state)
+            if writer_pttl == -2 and readers == 0:
+                continue  # released meanwhile, or only ended read leases
+            writing = writer_pttl != -2
+            found.append(
+                LockInfo(
+                    "rwlock",
+                    name,
+                    1 if writing else readers,
+                    max(writer_pttl if writing else read_ms, 0) / 1000,
+                    latest or None,
+                    waiters,
+                    "write" if writing else "read",
+                )
             )
     return sorted(found, key=lambda info: (info.kind, info.name))
 
