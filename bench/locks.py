@@ -8,6 +8,8 @@
   redis-py sleeps 0.1 s between tries; pottery retries after a random delay up to 0.2 s.
   The peer ``ceiling`` guards the same increments with an in-process ``asyncio.Lock``
   instead of a Redis lock: two round trips per increment, a bound no Redis lock can pass.
+  The peer ``floor`` adds one round trip (a ``PING``) per increment to that, the least a
+  Redis lock needs (its release, which hands the lock to the next waiter).
 - **hand-over**: from the release call to the blocked waiter holding the lock, median (ms).
 
 python-redis-lock is a synchronous library: its sides run its own code in threads
@@ -38,6 +40,7 @@ from bench.harness import Context, Runner, comparison, verify
 
 TASKS, INCREMENTS = 8, 50
 CEILING = "ceiling: in-process asyncio.Lock, no Redis lock"
+CONTENDED_FLOOR = "floor: in-process asyncio.Lock + 1 round trip"
 HANDOVERS = 30
 
 
@@ -179,6 +182,23 @@ async def _contended_ceiling(ctx: Context) -> float:
             yield
 
     return await _contended(ctx.rk.redis, held, "asyncio.Lock")  # type: ignore[arg-type]
+
+
+async def _contended_floor(ctx: Context) -> float:
+    # The floor of a Redis lock here: the ceiling's in-process lock plus one round trip (a
+    # PING, standing in for a release that hands the lock over) per increment. A lock cannot
+    # do with less than one round trip per holder, so 10x redis-py (the goal) is out
+    # of reach even of this; the design's rule then asks for 0.9 of it.
+    lock = asyncio.Lock()
+    client = ctx.rk.redis
+
+    @contextlib.asynccontextmanager
+    async def held() -> AsyncIterator[None]:
+        async with lock:
+            yield
+            await client.ping()
+
+    return await _contended(client, held, "floor")  # type: ignore[arg-type]
 
 
 async def _contended_redis_py(ctx: Context) -> float:
@@ -333,6 +353,7 @@ _register(
         "redis-py asyncio Lock": ("redis", _contended_redis_py),
         "python-redis-lock (8 threads)": ("redis_lock", _contended_redis_lock),
         "pottery AIORedlock (1 master)": ("pottery", _contended_pottery),
+        CONTENDED_FLOOR: ("asyncio", _contended_floor),
         CEILING: ("asyncio", _contended_ceiling),
     },
 )
