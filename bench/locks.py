@@ -187,8 +187,7 @@ async def _contended_ceiling(ctx: Context) -> float:
 async def _contended_floor(ctx: Context) -> float:
     # The floor of a Redis lock here: the ceiling's in-process lock plus one round trip (a
     # PING, standing in for a release that hands the lock over) per increment. A lock cannot
-    # do with less than one round trip per holder, so 10x redis-py (the goal) is out
-    # of reach even of this; the design's rule then asks for 0.9 of it.
+    # do with less than one round trip per holder.
     lock = asyncio.Lock()
     client = ctx.rk.redis
 

@@ -463,3 +463,111 @@ async def test_every_key_has_a_ttl_but_the_fence(rk: redkit.Redkit) -> None:
     await write.release()
     await (await asyncio.wait_for(reader, 2)).release()
     assert await check() == {"fence"}
+
+
+async def test_one_block_object_is_entered_by_one_task_at_a_time(rk: redkit.Redkit) -> None:
+    rw = rk.read_write_lock("block", timeout=5)
+    write = await rw.acquire_write()
+    block = rw.read()
+    entered = asyncio.Event()
+
+    async def first() -> None:
+        async with block:
+            entered.set()
+
+    waiting = asyncio.create_task(first())
+    await _queued(rk, "block", 1)
+    # The first task is still waiting to enter: a second one must not share (and overwrite)
+    # its lease.
+    with pytest.raises(redkit.InvalidInput, match="already entered"):
+        async with block:
+            pytest.fail("unreachable")  # pragma: no cover
+    await write.release()
+    await asyncio.wait_for(waiting, 2)
+    assert entered.is_set()
+    assert await rw.readers() == 0
+    async with block:  # free again once the first block is left
+        assert await rw.readers() == 1
+
+
+async def test_a_reader_arriving_with_a_writer_in_the_same_millisecond_queues_behind_it(
+    rk: redkit.Redkit,
+) -> None:
+    # Sent together, both attempts reach the server in one batch (automatic pipelining, so
+    # standalone only), within the same millisecond; the writer's comes first, so the reader
+    # must queue behind it (not sort before it by token, "r" < "w").
+    for i in range(10):
+        name = f"tie-{i}"
+        rw = rk.read_write_lock(name, timeout=5)
+        holder = await rw.acquire_read()
+        writer = asyncio.create_task(rw.acquire_write())
+        reader = asyncio.create_task(rw.acquire_read())
+        await _queued(rk, name, 2)
+        order = await rk.redis.zrange(_key(rk, name, "queue"), 0, -1)
+        assert [token[:1] for token in order] == [b"w", b"r"]
+        assert not reader.done()
+        await holder.release()
+        write = await asyncio.wait_for(writer, 2)
+        await asyncio.sleep(0.02)
+        assert not reader.done()  # still behind the writer
+        await write.release()
+        await (await asyncio.wait_for(reader, 2)).release()
+
+
+async def test_more_than_a_hundred_queued_readers_stream_in_after_a_writer(
+    rk: redkit.Redkit,
+) -> None:
+    rw = rk.read_write_lock("herd", timeout=10)
+    write = await rw.acquire_write()
+    entered: list[float] = []
+    all_in = asyncio.Event()
+
+    async def reader() -> None:
+        async with rw.read():
+            entered.append(time.perf_counter())
+            if len(entered) == 130:
+                all_in.set()
+            await all_in.wait()  # hold on: no release may wake the ones still queued
+
+    readers = [asyncio.create_task(reader()) for _ in range(130)]
+    await _queued(rk, "herd", 130)
+    released = time.perf_counter()
+    await write.release()
+    await asyncio.wait_for(asyncio.gather(*readers), 10)
+    # One release wakes 100; each of those that enters wakes the next in line. Without that,
+    # the last 30 would wait for their own BLPOP to time out (1.5 s with the default settings).
+    assert max(entered) - released < 1.0, max(entered) - released
+
+
+@pytest.mark.cluster
+async def test_a_waiter_presumed_gone_is_dropped_and_blocks_no_one(rk: redkit.Redkit) -> None:
+    from redkit.locks.rwlock import SCRIPTS
+
+    rw = rk.read_write_lock("gone", timeout=5)
+    holder = await rw.acquire_read()
+    # A writer process that queued and died: its entry has a 200 ms waiter lease it never
+    # refreshes.
+    dead = "w" + "0" * 32
+    ok, _ = await rk.run(SCRIPTS["rw_acquire"], keys=rw._keys, args=[dead, 30_000, 1, 200])
+    assert not ok
+    began = time.perf_counter()
+    # This reader queues behind the dead writer; its next attempt after the writer's deadline
+    # drops the writer, and it enters although nobody released anything.
+    read = await rw.acquire_read()
+    assert time.perf_counter() - began < 3.0
+    for part in ("queue", "wqueue", "deadlines"):
+        assert await rk.redis.zscore(_key(rk, "gone", part), dead) is None
+    await read.release()
+    await holder.release()
+
+
+@pytest.mark.cluster
+async def test_waiters_wake_when_a_dead_writers_lease_ends(rk: redkit.Redkit) -> None:
+    dead = rk.read_write_lock("died", ttl=0.4, auto_renew=False)
+    await dead.acquire_write()  # and never released: its holder died
+    began = time.perf_counter()
+    read = await rk.read_write_lock("died", timeout=5).acquire_read()
+    # The failed attempt said when the write lease ends, and the reader's wait ended then,
+    # not at its next regular check (1.5 s with the default settings).
+    assert 0.3 < time.perf_counter() - began < 1.0
+    await read.release()

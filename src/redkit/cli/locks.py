@@ -21,7 +21,7 @@ from redkit.locks import LockInfo, force_release, list_locks
 
 app = typer.Typer(
     name="locks",
-    help="Inspect and free locks, read-write locks and semaphores.",
+    help="Inspect locks, read-write locks and semaphores; free a stuck lock.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -75,7 +75,10 @@ def release(
     namespace: NamespaceOption = "rk",
     data_dir: DataDirOption = _DATA_DIR,
 ) -> None:
-    """Free a lock whoever holds it; its first waiter takes it at once."""
+    """Free a lock (rk.lock) whoever holds it; its first waiter takes it at once.
+
+    Semaphore permits and read-write leases are not freed here: they end with their leases.
+    """
     if not force:
         err_console.print(
             f"[red]error:[/red] releasing lock {name!r} takes it from a holder that may still "

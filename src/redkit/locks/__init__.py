@@ -13,11 +13,12 @@
 from redkit.locks.admin import LockInfo, force_release, list_locks
 from redkit.locks.lock import Lock
 from redkit.locks.redlock import CLOCK_DRIFT_FACTOR, Redlock
-from redkit.locks.rwlock import ReadWriteLease, ReadWriteLock
+from redkit.locks.rwlock import LeaseContext, ReadWriteLease, ReadWriteLock
 from redkit.locks.semaphore import Permit, Semaphore
 
 __all__ = [
     "CLOCK_DRIFT_FACTOR",
+    "LeaseContext",
     "Lock",
     "LockInfo",
     "Permit",

@@ -58,8 +58,8 @@ end
 
 -- Wake the waiters that may enter now, and only those: nobody while a writer holds; a writer
 -- at the head of the queue once no read lease is live; else every reader queued before the
--- first queued writer, at most 100 a call (the rest are woken by a later call, or try again
--- when their own BLPOP times out). Read leases must have been pruned first.
+-- first queued writer, at most 100 a call (each of them that enters wakes the next one, see
+-- slide_readers). Read leases must have been pruned first.
 local function wake_next(lease)
   if redis.call('EXISTS', KEYS[2]) == 1 then
     return
@@ -80,6 +80,21 @@ local function wake_next(lease)
     stop = rank
   end
   for _, reader in ipairs(redis.call('ZRANGE', KEYS[4], 0, stop - 1)) do
+    wake(reader, lease)
+  end
+end
+
+-- A queued reader that enters shifts the queue by one: the reader that moves into the woken
+-- window (rank 99, the 100th) is woken, if no queued writer comes before it. So a herd of more
+-- than 100 readers enters in a stream, each entry letting in the next, without waking the
+-- whole herd at once (that would cost one wake per reader per entry).
+local function slide_readers(lease)
+  local rank = first_writer_rank()
+  if rank and rank <= 99 then
+    return
+  end
+  local reader = redis.call('ZRANGE', KEYS[4], 99, 99)[1]
+  if reader then
     wake(reader, lease)
   end
 end

@@ -4,10 +4,10 @@
 -- KEYS[2]: writer: string holding the writer's token, PX = its lease (bounded by its TTL)
 -- KEYS[3]: fence: integer counter of write leases, no TTL on purpose: fencing tokens must keep
 --          increasing across expiry and restarts; one small integer per lock name
--- KEYS[4]: queue: zset waiter token -> arrival ms (bounded: gone waiters are pruned through
---          KEYS[6], and the key is PEXPIREd to the waiter lease, so it vanishes when no
---          waiter refreshes it)
--- KEYS[5]: wqueue: zset of the queued writers only, token -> arrival ms (a subset of KEYS[4],
+-- KEYS[4]: queue: zset waiter token -> arrival (server ms, strictly increasing) (bounded:
+--          gone waiters are pruned through KEYS[6], and the key is PEXPIREd to the waiter
+--          lease, so it vanishes when no waiter refreshes it)
+-- KEYS[5]: wqueue: zset of the queued writers only, token -> arrival (a subset of KEYS[4],
 --          pruned and PEXPIREd with it)
 -- KEYS[6]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 --          (pruned at most 100 a call; PEXPIREd to the waiter lease)
@@ -69,6 +69,8 @@ if ok then
   if pruned > 0 then
     -- Waiters presumed gone were dropped: readers queued behind a dropped writer may enter.
     wake_next(lease)
+  elseif rank and not writing then
+    slide_readers(lease)
   end
   return {1, fence}
 end
@@ -77,12 +79,23 @@ end
 -- BLPOP waits for a newer wake-up instead of returning at once for nothing.
 redis.call('DEL', mine)
 if ARGV[3] == '1' then
-  redis.call('ZADD', KEYS[4], 'NX', now, token)
   local queued = {KEYS[4], KEYS[6]}
+  if not rank then
+    -- The arrival score: the server's ms, raised to one past the last waiter's, so every
+    -- arrival sorts strictly after those before it (on a tie of scores Redis would order by
+    -- token, and 'r' < 'w' would let a reader pass a writer that came in the same ms).
+    local arrival = now
+    local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')[2]
+    if last and tonumber(last) >= arrival then
+      arrival = tonumber(last) + 1
+    end
+    redis.call('ZADD', KEYS[4], arrival, token)
+    if writing then
+      -- The same score in wqueue, so that both order the writers alike.
+      redis.call('ZADD', KEYS[5], arrival, token)
+    end
+  end
   if writing then
-    -- The arrival score of the queue (an earlier attempt may have set it), so that queue and
-    -- wqueue order the writers alike.
-    redis.call('ZADD', KEYS[5], 'NX', redis.call('ZSCORE', KEYS[4], token), token)
     queued[3] = KEYS[5]
   end
   redis.call('ZADD', KEYS[6], now + lease, token)

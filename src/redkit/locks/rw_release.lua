@@ -2,8 +2,8 @@
 -- KEYS[1]: readers (zset reader token -> lease end ms; ended leases are pruned here)
 -- KEYS[2]: writer (string: the writer's token, PX = its lease)
 -- KEYS[3]: fence (integer counter of write leases; not touched here)
--- KEYS[4]: queue (zset waiter token -> arrival ms)
--- KEYS[5]: wqueue (zset of the queued writers only, token -> arrival ms)
+-- KEYS[4]: queue (zset waiter token -> arrival)
+-- KEYS[5]: wqueue (zset of the queued writers only, token -> arrival)
 -- KEYS[6]: deadlines (zset waiter token -> ms after which the waiter is presumed gone;
 --          at most 100 gone waiters are pruned a call)
 -- KEYS[7]: wake prefix: waiter W blocks on the list KEYS[7]..':'..W (same hash tag)

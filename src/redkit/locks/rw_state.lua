@@ -2,7 +2,7 @@
 -- KEYS[1]: readers (zset reader token -> lease end ms)
 -- KEYS[2]: writer (string: the writer's token, PX = its lease)
 -- KEYS[3]: fence (integer counter of write leases)
--- KEYS[4]: queue (zset waiter token -> arrival ms)
+-- KEYS[4]: queue (zset waiter token -> arrival)
 -- ARGV: none
 -- Returns: {live read leases, ms left of the write lease (-2 if no writer holds), ms until the
 --          longest live read lease ends (0 if none), the latest writer's fencing token (0 if

@@ -20,7 +20,7 @@ waits for it, until the timeout.
 kept without a TTL like the lock's, so tokens keep increasing across expiry; a resource that
 remembers the highest token it accepted can refuse a late write from a writer that paused past
 its lease. A read lease carries the token of the latest writer before it (0 if none yet): what
-it reads was written under that token or a later one.
+it reads was written under that token or an earlier one (no writer can write while it reads).
 
 **Leases and waiting.** Read leases live in one sorted set scored by their end (ended ones are
 pruned on every call), the write lease in one key with a TTL: a holder that dies frees the lock
@@ -31,8 +31,8 @@ wakes exactly the waiters that may enter now, and they try again: there is no ha
 **Bounds.** Every key of a name but the fencing counter has a TTL: the readers' set the longest
 read lease, the writer key its lease, the queues and wake lists the waiter lease (a few
 seconds, refreshed by waiting waiters). A call prunes at most 100 waiters presumed gone, and
-one release wakes at most 100 readers; readers queued further back enter on a later release
-or when their own wait times out.
+one release wakes at most 100 readers; each of them that enters wakes the next reader in the
+queue, so a longer line of readers streams in without one call waking them all.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["ReadWriteLease", "ReadWriteLock"]
+__all__ = ["LeaseContext", "ReadWriteLease", "ReadWriteLock"]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -202,18 +202,30 @@ class ReadWriteLock:
 
 class LeaseContext:
     """What :meth:`ReadWriteLock.read` and :meth:`ReadWriteLock.write` return: acquires on
-    entering the ``async with`` block, releases on leaving it."""
+    entering the ``async with`` block, releases on leaving it. One block at a time: to hold
+    several leases, call ``read()`` / ``write()`` once per block."""
 
-    __slots__ = ("_acquire", "_lease")
+    __slots__ = ("_acquire", "_entered", "_lease")
 
     def __init__(self, acquire: Callable[[], Awaitable[ReadWriteLease]]) -> None:
         self._acquire = acquire
+        # Set before the acquire is awaited, so a second task entering the same object while
+        # the first waits is refused instead of overwriting (and leaking) the first's lease.
+        self._entered = False
         self._lease: ReadWriteLease | None = None
 
     async def __aenter__(self) -> ReadWriteLease:
-        if self._lease is not None:
-            raise InvalidInput("this read()/write() block is already entered; call it again")
-        self._lease = await self._acquire()
+        if self._entered:
+            raise InvalidInput(
+                "this read()/write() block is already entered; call read() or write() again "
+                "for each block"
+            )
+        self._entered = True
+        try:
+            self._lease = await self._acquire()
+        except BaseException:
+            self._entered = False
+            raise
         return self._lease
 
     async def __aexit__(
@@ -223,6 +235,7 @@ class LeaseContext:
         tb: TracebackType | None,
     ) -> None:
         lease, self._lease = self._lease, None
+        self._entered = False
         assert lease is not None
         await lease.__aexit__(exc_type, exc, tb)
 
