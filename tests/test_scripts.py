@@ -112,3 +112,20 @@ def test_a_missing_or_nested_piece_is_refused() -> None:
     pieces = {"_a": "-- @include _b\nlocal x = 1", "_b": "local y = 2"}
     with pytest.raises(redkit.InvalidInput, match="keep it flat"):
         _expand("nested", "-- @include _a\nreturn 1", pieces)
+
+
+def test_a_tuple_of_keys_is_checked_once_and_a_bad_one_every_time() -> None:
+    script = Script("t", "-- KEYS[1]: a\n-- ARGV: none\n-- Returns: 1\nreturn 1")
+    bad = ("a:{x}:1", "a:{y}:1")
+    for _ in range(2):  # a refused tuple is not remembered: refused again
+        with pytest.raises(redkit.CrossSlotKeys):
+            script.check_keys(bad)
+    good = ("a:{x}:1", "a:{x}:2")
+    script.check_keys(good)
+    assert script._passed is good
+    # A list may change between calls, so it is checked every time.
+    keys = ["a:{x}:1", "a:{x}:2"]
+    script.check_keys(keys)
+    keys[1] = "a:{y}:2"
+    with pytest.raises(redkit.CrossSlotKeys):
+        script.check_keys(keys)

@@ -38,22 +38,30 @@ ScriptArg: TypeAlias = str | bytes | int | float
 class Script:
     """One Lua script, identified by the SHA1 of its source."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("_passed", "name", "sha", "source")
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        # The last tuple of keys that passed check_keys. A tuple cannot change, and holding
+        # it keeps its id from being reused, so the same tuple again needs no second check:
+        # primitives build their keys once and pass that tuple on every call.
+        self._passed: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<Script {self.name} sha={self.sha[:12]}>"
 
     def check_keys(self, keys: Sequence[str]) -> None:
         """Raise InvalidInput without a key, CrossSlotKeys for keys in different slots."""
+        if keys is self._passed:
+            return
         if not keys:
             raise InvalidInput(f"script {self.name}: at least one key is required")
         if len(keys) > 1:
             check_same_slot(keys)
+        if type(keys) is tuple:
+            self._passed = keys
 
     async def __call__(
         self,

@@ -82,6 +82,13 @@ def check_name(value: object, what: str, limit: int = MAX_NAME_LENGTH) -> str:
     return value
 
 
+# A state as the scripts return it (bytes; str with decode_responses) -> JobState.
+_STATE_REPLIES: dict[Any, JobState] = {
+    **{state.value.encode(): state for state in JobState},
+    **{state.value: state for state in JobState},
+}
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -340,6 +347,14 @@ class Queue:
         self.done_prefix = group.key("done") + ":"
         self.once_prefix = group.key("once") + ":"
         self._registered = False
+        # One tuple for every enqueue: the script runner checks a tuple's slots only once.
+        self._enqueue_keys = (
+            self.waiting_key,
+            self.delayed_key,
+            self.seq_key,
+            self.events_key,
+            self.wake_key,
+        )
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} namespace={self.rk.namespace!r}>"
@@ -369,7 +384,12 @@ class Queue:
                 f"priority {priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX} "
                 "(higher runs first)"
             )
-        delay_ms = milliseconds(delay, "delay", allow_zero=True)
+        # No delay (the usual case) skips the conversion and its checks.
+        delay_ms = (
+            0
+            if delay == 0 and type(delay) is int
+            else milliseconds(delay, "delay", allow_zero=True)
+        )
         attempts = self.max_attempts if max_attempts is None else _check_attempts(max_attempts)
         backoff_ms = (
             self.backoff_ms
@@ -406,7 +426,6 @@ class Queue:
     async def _enqueue_args(self, args: list[str | int | bytes], count: int) -> list[Any]:
         if not self._registered:
             await self._register()
-        keys = [self.waiting_key, self.delayed_key, self.seq_key, self.events_key, self.wake_key]
         head: list[str | int | bytes] = [
             self.job_prefix,
             self.once_prefix,
@@ -414,7 +433,7 @@ class Queue:
             86_400_000,
             count,
         ]
-        result: list[Any] = await self.rk.run(SCRIPTS["enqueue"], keys, head + args)
+        result: list[Any] = await self.rk.run(SCRIPTS["enqueue"], self._enqueue_keys, head + args)
         return result
 
     async def enqueue(
@@ -491,18 +510,19 @@ class Queue:
         return out
 
     def _job_from_args(self, args: Sequence[Any], payload: Any, created: Any, state: Any) -> Job:
-        text = _text(state)
+        # args are _job_args' own values (str and int already): no conversions needed.
+        timeout_ms = args[7]
         return Job(
-            id=str(args[0]),
+            id=args[0],
             queue=self.name,
-            function=str(args[1]),
+            function=args[1],
             payload=payload,
-            # An unknown state would be a bug in the scripts: say so rather than guess one.
-            state=JobState(text),
-            priority=int(args[3]),
-            max_attempts=int(args[5]),
-            timeout=int(args[7]) / 1000 if int(args[7]) else None,
-            created=bool(int(created)),
+            # An unknown state would be a bug in the scripts: JobState() says so.
+            state=_STATE_REPLIES.get(state) or JobState(_text(state)),
+            priority=args[3],
+            max_attempts=args[5],
+            timeout=timeout_ms / 1000 if timeout_ms else None,
+            created=created == 1,
             _queue=self,
         )
 
