@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import importlib
 import json
+import os
 import pkgutil
 import sys
 import tempfile
@@ -41,6 +42,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs per side (median is kept)")
     parser.add_argument("--quick", action="store_true", help="fewer operations per run")
     parser.add_argument("--only", help="run only figures whose section or name contains this")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave CPU placement to the scheduler (default: the embedded server gets a CPU of "
+        "its own, the benchmark the others)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="report folder")
     return parser.parse_args(argv)
 
@@ -82,6 +90,29 @@ def _table(results: list[Result]) -> Table:
     return table
 
 
+def _pin(server_pid: int) -> None:
+    """Give the server a CPU of its own and keep this process off it.
+
+    Left to the scheduler, the server and this process share one CPU in some runs and not in
+    others (this machine has two), and the two placements give different figures: sharing,
+    a reply needs no cross-CPU wake-up, but every microsecond of server work is taken from the
+    client. A server on its own core, as in production, makes the runs comparable.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    server_cpu, own = {cpus[-1]}, set(cpus[:-1])
+    try:
+        # Every thread of the server (its main thread and its background I/O threads).
+        for tid in os.listdir(f"/proc/{server_pid}/task"):
+            os.sched_setaffinity(int(tid), server_cpu)
+    except OSError as exc:  # not Linux, or not allowed: run unpinned, and say so
+        console.print(f"[yellow]not pinned: {exc}[/yellow]")
+        return
+    os.sched_setaffinity(0, own)  # threads started later (to_thread peers) inherit it
+    console.print(f"server pinned to CPU {cpus[-1]}, benchmark to CPU(s) {sorted(own)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     handle: EmbeddedValkey | None = None
@@ -92,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="redkit-bench-")
         handle = EmbeddedValkey.acquire(Path(tmp.name) / "data")
         url = handle.url
+        if args.pin:
+            _pin(handle.pid)
     try:
         results = asyncio.run(_main(args, url))
     finally:
