@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,31 @@ async def test_the_bound_is_configurable(own_server: ValkeyProcess) -> None:
             assert 0.2 <= elapsed <= 0.3 + SLACK
         finally:
             own_server.resume()
+
+
+async def test_a_hung_server_bounds_pipelined_calls_alone_and_batched(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "faults", command_timeout=0.3) as rk:
+        assert rk.pipeline is not None
+        key = rk.keys.group("faults", "hung").key("n")
+        await rk.run(SCRIPTS["incr_by"], [key], [1])  # a kept connection, and the script loaded
+        own_server.pause()
+        try:
+            elapsed = await _expect_lost(rk.run(SCRIPTS["incr_by"], [key], [1]))
+            assert 0.2 <= elapsed <= 0.3 + SLACK
+            began = time.perf_counter()
+            # One call goes alone, the others wait and travel as a batch: each is bounded.
+            outcomes = await asyncio.gather(
+                *(rk.pipeline.execute([("PING",)]) for _ in range(6)), return_exceptions=True
+            )
+            assert time.perf_counter() - began <= 0.6 + SLACK
+            assert all(isinstance(o, redkit.ConnectionLost) for o in outcomes), outcomes
+            assert all("did not answer" in str(o) for o in outcomes)
+        finally:
+            own_server.resume()
+        assert await rk.pipeline.execute([("PING",)]) == [b"PONG"]
+        assert await rk.run(SCRIPTS["incr_by"], [key], [1]) >= 1
 
 
 async def test_connect_to_a_server_that_is_not_there_raises_connection_lost() -> None:

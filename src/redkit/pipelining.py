@@ -38,6 +38,10 @@ KEEP_FROM_POOL_SIZE = 8
 Command = tuple[Any, ...]
 
 
+class _Expired(OSError):
+    """Put in a connection's stream by the watchdog: the exchange ran out of time."""
+
+
 class _Call:
     """One caller's request: a script call, or plain commands, and where its answer goes."""
 
@@ -113,6 +117,11 @@ class AutoPipeline:
         self._idle: list[Any] = []
         pool_size = getattr(client.connection_pool, "max_connections", 0)
         self._keep = max_in_flight if pool_size >= KEEP_FROM_POOL_SIZE else 0
+        # Exchanges in flight -> their deadline (loop time), watched by one timer; bounded by
+        # the exchanges in flight (each removes its own entry when it ends).
+        self._deadlines: dict[Any, float] = {}
+        self._expired: set[Any] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -308,20 +317,27 @@ class AutoPipeline:
         if time_limit is not None and (bound is None or time_limit < bound):
             bound = time_limit
         results: list[Any] = []
+        if bound is not None:
+            self._watch_exchange(conn, bound)
         try:
-            async with asyncio.timeout(bound):
-                # Packed command by command: redis-py's pack_commands re-joins the buffers.
-                await conn.send_packed_command([p for c in commands for p in conn.pack_command(*c)])
-                if self.spin_wait > 0:
-                    await _spin_for_reply(conn, self.spin_wait)
-                for _ in commands:
-                    try:
-                        # math.inf: no timer per reply; the block's timeout bounds them all.
-                        results.append(await conn.read_response(timeout=math.inf))
-                    except redis_errors.ResponseError as exc:
-                        results.append(exc)
+            # Packed command by command: redis-py's pack_commands re-joins the buffers. The
+            # write bounds its own wait (socket timeout) when the socket buffer is full.
+            await conn.send_packed_command([p for c in commands for p in conn.pack_command(*c)])
+            if self.spin_wait > 0:
+                await _spin_for_reply(conn, self.spin_wait)
+            for _ in commands:
+                try:
+                    # math.inf: no timer per reply; the watchdog bounds the whole exchange.
+                    results.append(await conn.read_response(timeout=math.inf))
+                except redis_errors.ResponseError as exc:
+                    results.append(exc)
         except BaseException as exc:
+            self._deadlines.pop(conn, None)
+            expired = conn in self._expired
+            self._expired.discard(conn)
             await self._discard(conn)
+            if expired:
+                raise TimeoutError(f"no reply within {bound:g} s") from exc
             if isinstance(exc, redis_errors.ConnectionError) and results:
                 setattr(exc, _PARTIAL, True)  # some commands ran: a retry would repeat them
             if isinstance(exc, redis_errors.ConnectionError):
@@ -331,11 +347,54 @@ class AutoPipeline:
                 for other in idle:
                     await self._discard(other)
             raise
+        self._deadlines.pop(conn, None)
         if len(self._idle) < self._keep:
             self._idle.append(conn)
         else:
             await self.client.connection_pool.release(conn)
         return results
+
+    def _watch_exchange(self, conn: Any, bound: float) -> None:
+        """Bound ``conn``'s exchange to ``bound`` seconds from now.
+
+        One timer watches every exchange in flight (:meth:`_watch`) instead of a timer per
+        exchange: ``asyncio.timeout`` costs about 5 us a call here (a timer scheduled, then
+        cancelled and left in the loop's heap), a tenth of a spun round trip. The timer is
+        moved only for a deadline earlier than the one it waits for.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        self._deadlines[conn] = deadline
+        timer = self._watchdog
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._watchdog = loop.call_at(deadline, self._watch)
+
+    def _watch(self) -> None:
+        """Fail the exchanges past their deadline; wait again for the nearest other one.
+
+        An exchange past its deadline gets an error in its connection's stream, so its
+        pending read raises; it then drops the connection (its reply may still come) and
+        raises ``TimeoutError``. Not a ``TimeoutError`` in the stream: redis-py's read turns
+        that into a ``None`` reply when a read timeout was passed (here ``math.inf``).
+        """
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        nearest: float | None = None
+        for conn, deadline in self._deadlines.items():
+            if conn in self._expired:
+                continue
+            if deadline <= now:
+                self._expired.add(conn)
+                reader = getattr(conn, "_reader", None)
+                if reader is not None:
+                    reader.set_exception(_Expired("no reply within the time allowed"))
+            elif nearest is None or deadline < nearest:
+                nearest = deadline
+        if nearest is not None:
+            self._watchdog = loop.call_at(nearest, self._watch)
 
     async def _checkout(self) -> Any:
         """A kept connection that is still sound, else one from the pool."""
@@ -359,6 +418,9 @@ class AutoPipeline:
         exchange still in flight hands its connection back when it ends, instead of keeping
         it."""
         self._keep = 0
+        if self._watchdog is not None and not self._deadlines:
+            self._watchdog.cancel()
+            self._watchdog = None
         idle, self._idle = self._idle, []
         for conn in idle:
             await self.client.connection_pool.release(conn)
