@@ -220,3 +220,30 @@ async def test_every_connection_is_the_lean_one_on_standalone_and_cluster(
     assert used
     assert all(isinstance(c, _FastConnectionMixin) for c in used)
     await rk.redis.delete(key)
+
+
+@pytest.mark.parametrize("observability", [False, True])
+async def test_the_pool_keeps_its_books_with_and_without_redis_py_hooks(
+    standalone_server: ValkeyProcess, monkeypatch: pytest.MonkeyPatch, observability: bool
+) -> None:
+    # Without redis-py's observability (the usual case) checkout and release skip its hooks;
+    # with it they go through redis-py's own methods. Either way every connection comes back,
+    # every slot is freed, and a connection the server dropped is replaced on checkout.
+    import redkit.connection as connection
+
+    monkeypatch.setattr(connection, "_observability_on", lambda: observability)
+    async with redkit.connect(standalone_server.url, "books", max_connections=8) as rk:
+        assert isinstance(rk.redis, Redis)
+        pool = rk.redis.connection_pool
+        assert isinstance(pool, connection.QueueingConnectionPool)
+        assert pool._lean() is not observability
+        key = rk.keys.key("n")
+        results = await asyncio.gather(*(rk.redis.incr(key) for _ in range(200)))
+        assert sorted(results) == list(range(1, 201))
+        assert not pool._in_use_connections
+        assert not pool._holding
+        assert 1 <= len(pool._available_connections) <= 8
+        assert pool._slots._value == 8
+        await rk.redis.client_kill_filter(_type="normal", skipme=True)
+        assert await rk.redis.incr(key) == 201
+        await rk.redis.delete(key)

@@ -35,10 +35,24 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.credentials import StreamingCredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redkit.errors import ConfigurationError
+
+try:
+    from redis.observability.providers import get_observability_instance
+except ImportError:  # redis-py before observability: nothing to record
+
+    def _observability_on() -> bool:
+        return False
+
+else:
+
+    def _observability_on() -> bool:
+        return get_observability_instance().get_provider_manager() is not None
+
 
 __all__ = [
     "ConnectionOptions",
@@ -299,19 +313,57 @@ class QueueingConnectionPool(ConnectionPool):
             self._slots = asyncio.Semaphore(self.max_connections)
             self._holding = set()
 
+    def _lean(self) -> bool:
+        """May checkout and release skip redis-py's hooks?
+
+        redis-py records OpenTelemetry connection counts and dispatches a re-authentication
+        event on every checkout and release: about 6 of the 9 us they cost here, on every
+        command. Both matter only with redis-py's observability initialised or a streaming
+        credential provider; otherwise the same steps run without them.
+        """
+        if _observability_on():
+            return False
+        provider = self.connection_kwargs.get("credential_provider")
+        return not isinstance(provider, StreamingCredentialProvider)
+
     async def get_connection(self, *args: Any, **options: Any) -> Any:
         await _take_slot(self._slots, self.pool_timeout, self.max_connections)
         try:
-            connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+            if self._lean():
+                connection = await self._lean_checkout()
+            else:
+                connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException:
             self._slots.release()
             raise
         self._holding.add(connection)
         return connection
 
+    async def _lean_checkout(self) -> Any:
+        # redis-py's steps: take an idle connection (or make one), mark it in use, make sure
+        # it is connected and clean. Nothing awaits between the first two, so no lock is
+        # needed for them (redis-py's lock guards the same two steps).
+        connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self._lean_checkin(connection)
+            raise
+        return connection
+
+    async def _lean_checkin(self, connection: Any) -> None:
+        self._in_use_connections.remove(connection)
+        should_reconnect = getattr(connection, "should_reconnect", None)  # redis-py >= 7
+        if should_reconnect is not None and should_reconnect():
+            await connection.disconnect()
+        self._available_connections.append(connection)
+
     async def release(self, connection: Any) -> None:
         try:
-            await super().release(connection)
+            if self._lean():
+                await self._lean_checkin(connection)
+            else:
+                await super().release(connection)
         finally:
             if connection in self._holding:
                 self._holding.discard(connection)
