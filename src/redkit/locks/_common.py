@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis
 
-from redkit.codec import seconds
+from redkit.codec import milliseconds, seconds
 from redkit.errors import (
     InvalidInput,
     LockLost,
@@ -76,6 +76,18 @@ def check_name(name: object, what: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(f"{what} name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
     return name
+
+
+def lease_options(
+    name: object, what: str, ttl: float | timedelta, timeout: float | timedelta | None
+) -> tuple[str, float, int, float | None]:
+    """A lock-like object's checked ``name``, ``ttl`` (seconds and ms) and ``timeout``."""
+    return (
+        check_name(name, what),
+        seconds(ttl, f"{what} ttl"),
+        milliseconds(ttl, f"{what} ttl"),
+        check_timeout(timeout, what),
+    )
 
 
 def check_timeout(timeout: float | timedelta | None, what: str) -> float | None:
@@ -368,6 +380,24 @@ class Lease:
 
     async def release(self) -> None:
         raise NotImplementedError
+
+    async def _extend(self, ttl_ms: int) -> bool:
+        """Renew the lease to ``ttl_ms`` from now (one token-checked script): False if gone."""
+        raise NotImplementedError
+
+    def _lost_message(self) -> str:
+        raise NotImplementedError
+
+    async def _extend_or_raise(self, ttl: float, reason: str) -> None:
+        """What every ``extend`` does once its arguments are checked: renew the lease to
+        ``ttl`` seconds from now, or, if it is gone, signal the loss (``reason``) and raise
+        :class:`LockLost`. A renewal also moves the watchdog's view of the lease's end."""
+        began = asyncio.get_running_loop().time()
+        if not await self._extend(milliseconds(ttl)):
+            self._lost.fire(self, reason)
+            raise LockLost(self._lost_message())
+        if self._renewer is not None:
+            self._renewer.valid_until = max(self._renewer.valid_until, began + ttl)
 
     def _on_lost(self, reason: str) -> None:
         self._lost.fire(self, reason)

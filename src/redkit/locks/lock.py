@@ -29,7 +29,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from redkit.codec import milliseconds, seconds
+from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
@@ -38,8 +38,8 @@ from redkit.locks._common import (
     LostSignal,
     Renewer,
     acquire_loop,
-    check_name,
     check_timeout,
+    lease_options,
     waiter_lease_ms,
 )
 from redkit.scripts import ScriptSet
@@ -99,10 +99,7 @@ class Lock(Lease):
         on_lost: LostCallback | None = None,
     ) -> None:
         self.rk = rk
-        self.name = check_name(name, "lock")
-        self.ttl = seconds(ttl, "lock ttl")
-        self._ttl_ms = milliseconds(ttl, "lock ttl")
-        self.timeout = check_timeout(timeout, "lock")
+        self.name, self.ttl, self._ttl_ms, self.timeout = lease_options(name, "lock", ttl, timeout)
         self.auto_renew = bool(auto_renew)
         self.fair = bool(fair)
         # The same keys for every script (one hash slot), in the order the scripts take them.
@@ -225,12 +222,7 @@ class Lock(Lease):
         if self._token is None:
             raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
         ttl_s = self.ttl if ttl is None else seconds(ttl, "lock ttl")
-        began = asyncio.get_running_loop().time()
-        if not await self._extend(milliseconds(ttl_s)):
-            self._lost.fire(self, "it had expired or been taken over at extend")
-            raise LockLost(self._lost_message())
-        if self._renewer is not None:
-            self._renewer.valid_until = max(self._renewer.valid_until, began + ttl_s)
+        await self._extend_or_raise(ttl_s, "it had expired or been taken over at extend")
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ from redkit.locks._common import (
     LostCallback,
     LostSignal,
     Renewer,
-    check_name,
     check_timeout,
+    lease_options,
 )
 from redkit.scripts import ScriptSet
 
@@ -81,10 +81,9 @@ class Redlock(Lease):
     ) -> None:
         if isinstance(masters, str) or not masters:
             raise InvalidInput("Redlock needs a list of masters (URLs or Redkit handles), e.g. 3")
-        self.name = check_name(name, "redlock")
-        self.ttl = seconds(ttl, "redlock ttl")
-        self._ttl_ms = milliseconds(ttl, "redlock ttl")
-        self.timeout = check_timeout(timeout, "redlock")
+        self.name, self.ttl, self._ttl_ms, self.timeout = lease_options(
+            name, "redlock", ttl, timeout
+        )
         if not 0 <= drift_factor < 0.5:
             raise InvalidInput(f"drift_factor must be in [0, 0.5), got {drift_factor!r}")
         self.drift_factor = drift_factor

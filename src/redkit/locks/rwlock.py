@@ -44,7 +44,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from redkit.codec import milliseconds, seconds
+from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
@@ -53,8 +53,8 @@ from redkit.locks._common import (
     LostSignal,
     Renewer,
     acquire_loop,
-    check_name,
     check_timeout,
+    lease_options,
     waiter_lease_ms,
 )
 from redkit.scripts import ScriptSet
@@ -91,10 +91,9 @@ class ReadWriteLock:
         on_lost: LostCallback | None = None,
     ) -> None:
         self.rk = rk
-        self.name = check_name(name, "read-write lock")
-        self.ttl = seconds(ttl, "read-write lock ttl")
-        self._ttl_ms = milliseconds(ttl, "read-write lock ttl")
-        self.timeout = check_timeout(timeout, "read-write lock")
+        self.name, self.ttl, self._ttl_ms, self.timeout = lease_options(
+            name, "read-write lock", ttl, timeout
+        )
         self.auto_renew = bool(auto_renew)
         self.on_lost = on_lost
         group = rk.keys.group("rwlock", name)
@@ -296,12 +295,7 @@ class ReadWriteLease(Lease):
         if self._token is None:
             raise InvalidInput(self._released_message())
         ttl_s = self.lock.ttl if ttl is None else seconds(ttl, "read-write lock ttl")
-        began = asyncio.get_running_loop().time()
-        if not await self._extend(milliseconds(ttl_s)):
-            self._lost.fire(self, "its lease had ended at extend")
-            raise LockLost(self._lost_message())
-        if self._renewer is not None:
-            self._renewer.valid_until = max(self._renewer.valid_until, began + ttl_s)
+        await self._extend_or_raise(ttl_s, "its lease had ended at extend")
 
     async def _extend(self, ttl_ms: int) -> bool:
         assert self._token is not None

@@ -19,7 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from redkit.codec import milliseconds, seconds
+from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost
 from redkit.locks._common import (
     DEFAULT,
@@ -28,8 +28,8 @@ from redkit.locks._common import (
     LostSignal,
     Renewer,
     acquire_loop,
-    check_name,
     check_timeout,
+    lease_options,
     waiter_lease_ms,
 )
 from redkit.scripts import ScriptSet
@@ -65,13 +65,12 @@ class Semaphore:
         on_lost: LostCallback | None = None,
     ) -> None:
         self.rk = rk
-        self.name = check_name(name, "semaphore")
+        self.name, self.ttl, self._ttl_ms, self.timeout = lease_options(
+            name, "semaphore", ttl, timeout
+        )
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"semaphore limit must be an integer >= 1, got {limit!r}")
         self.limit = limit
-        self.ttl = seconds(ttl, "semaphore ttl")
-        self._ttl_ms = milliseconds(ttl, "semaphore ttl")
-        self.timeout = check_timeout(timeout, "semaphore")
         self.auto_renew = bool(auto_renew)
         self.fair = bool(fair)
         self.on_lost = on_lost
@@ -198,12 +197,7 @@ class Permit(Lease):
         if self._token is None:
             raise InvalidInput(f"this permit of {self.semaphore.name!r} was already released")
         ttl_s = self.semaphore.ttl if ttl is None else seconds(ttl, "semaphore ttl")
-        began = asyncio.get_running_loop().time()
-        if not await self._extend(milliseconds(ttl_s)):
-            self._lost.fire(self, "its lease had ended at extend")
-            raise LockLost(self._lost_message())
-        if self._renewer is not None:
-            self._renewer.valid_until = max(self._renewer.valid_until, began + ttl_s)
+        await self._extend_or_raise(ttl_s, "its lease had ended at extend")
 
     async def _extend(self, ttl_ms: int) -> bool:
         assert self._token is not None
