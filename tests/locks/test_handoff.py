@@ -64,6 +64,29 @@ async def test_a_non_fair_release_serves_waiters_in_arrival_order(rk: redkit.Red
     assert order == [0, 1, 2, 3]
 
 
+async def test_waiters_arriving_in_the_same_millisecond_are_served_in_arrival_order(
+    rk: redkit.Redkit,
+) -> None:
+    # Started together, the waiters' first attempts travel in one pipelined batch (standalone),
+    # so they reach the queue within one millisecond; their random tokens must not reorder
+    # them.
+    for round_ in range(5):
+        name = f"tie-{round_}"
+        order: list[int] = []
+        holder = rk.lock(name)
+        await holder.acquire()
+
+        async def waiter(i: int, name: str = name, order: list[int] = order) -> None:
+            async with rk.lock(name, timeout=10):
+                order.append(i)
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(4)]
+        await _queued(rk, name, 4)
+        await holder.release()
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3]
+
+
 @pytest.mark.cluster
 async def test_a_waiter_cancelled_as_the_lock_is_handed_to_it_passes_it_on(
     rk: redkit.Redkit,

@@ -99,6 +99,31 @@ async def test_a_fair_semaphore_serves_waiters_in_arrival_order(rk: redkit.Redki
     assert order == [0, 1, 2, 3]
 
 
+async def test_a_fair_semaphore_keeps_arrival_order_within_one_millisecond(
+    rk: redkit.Redkit,
+) -> None:
+    # Started together, the waiters' first attempts travel in one pipelined batch (standalone),
+    # so they queue within one millisecond; their random tokens must not reorder them.
+    for round_ in range(5):
+        sem = rk.semaphore(f"fifo-tie-{round_}", limit=1, fair=True, timeout=10)
+        first = await sem.acquire()
+        order: list[int] = []
+
+        async def waiter(i: int, sem: redkit.Semaphore = sem, order: list[int] = order) -> None:
+            async with sem:
+                order.append(i)
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(4)]
+        queue = rk.keys.group("sem", f"fifo-tie-{round_}").key("queue")
+        for _ in range(500):
+            if await rk.redis.zcard(queue) == 4:
+                break
+            await asyncio.sleep(0.005)
+        await first.release()
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3]
+
+
 async def test_a_permit_cannot_be_released_twice(rk: redkit.Redkit) -> None:
     sem = rk.semaphore("twice", limit=1)
     permit = await sem.acquire()

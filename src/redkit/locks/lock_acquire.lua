@@ -3,7 +3,7 @@
 -- KEYS[1]: owner: string holding the holder's token, PX = the lock's ttl (bounded by its TTL)
 -- KEYS[2]: fence: integer counter, no TTL on purpose: fencing tokens must keep increasing
 --          across expiry and restarts, so it is durable; one small integer per lock name
--- KEYS[3]: queue: zset waiter token -> arrival ms (bounded: pruned by KEYS[4], and PEXPIREd
+-- KEYS[3]: queue: zset waiter token -> arrival (ms, strictly increasing) (bounded: pruned by KEYS[4], and PEXPIREd
 --          to the waiter lease, so it vanishes when no waiter refreshes it)
 -- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag; the list
@@ -35,6 +35,7 @@ if owner == token then
 end
 
 -- @include _waiters
+-- @include _arrival
 local now = server_ms()
 prune_gone(now)
 
@@ -60,7 +61,9 @@ end
 -- hand-over.
 redis.call('DEL', mine)
 if ARGV[3] == '1' then
-  redis.call('ZADD', KEYS[3], 'NX', now, token)
+  if not redis.call('ZSCORE', KEYS[3], token) then
+    redis.call('ZADD', KEYS[3], arrival(KEYS[3], now), token)
+  end
   redis.call('ZADD', KEYS[4], now + lease, token)
   if redis.call('PTTL', KEYS[3]) < lease then
     redis.call('PEXPIRE', KEYS[3], lease)

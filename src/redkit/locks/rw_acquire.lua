@@ -31,6 +31,7 @@ local writing = string.sub(token, 1, 1) == 'w'
 local mine = KEYS[7] .. ':' .. token
 
 -- @include _rw
+-- @include _arrival
 local now = server_ms()
 prune_readers(now)
 local pruned = prune_gone(now)
@@ -81,18 +82,13 @@ redis.call('DEL', mine)
 if ARGV[3] == '1' then
   local queued = {KEYS[4], KEYS[6]}
   if not rank then
-    -- The arrival score: the server's ms, raised to one past the last waiter's, so every
-    -- arrival sorts strictly after those before it (on a tie of scores Redis would order by
-    -- token, and 'r' < 'w' would let a reader pass a writer that came in the same ms).
-    local arrival = now
-    local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')[2]
-    if last and tonumber(last) >= arrival then
-      arrival = tonumber(last) + 1
-    end
-    redis.call('ZADD', KEYS[4], arrival, token)
+    -- Strictly after every earlier arrival ('r' < 'w' would otherwise let a reader pass a
+    -- writer that came in the same millisecond).
+    local score = arrival(KEYS[4], now)
+    redis.call('ZADD', KEYS[4], score, token)
     if writing then
       -- The same score in wqueue, so that both order the writers alike.
-      redis.call('ZADD', KEYS[5], arrival, token)
+      redis.call('ZADD', KEYS[5], score, token)
     end
   end
   if writing then

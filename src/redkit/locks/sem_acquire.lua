@@ -1,7 +1,8 @@
 -- Take one permit of a semaphore if fewer than `limit` live leases exist.
 -- KEYS[1]: holders: zset permit token -> lease end ms (bounded: expired leases are pruned
 --          here, and the key's TTL is kept at the longest lease)
--- KEYS[2]: queue: zset waiter token -> arrival ms (pruned by KEYS[3], PEXPIREd to the lease)
+-- KEYS[2]: queue: zset waiter token -> arrival (ms, strictly increasing) (pruned by KEYS[3],
+--          PEXPIREd to the lease)
 -- KEYS[3]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 -- KEYS[4]: wake prefix: waiter W blocks on the list KEYS[4]..':'..W (same hash tag)
 -- ARGV[1]: token of this attempt (also its waiter id)
@@ -12,6 +13,7 @@
 -- ARGV[6]: waiter lease in ms (queue entry and wake-list lifetime)
 -- Returns: {1, permits held now} when acquired; {0, ms until the earliest lease ends} when
 --          not, or {0, -1} when there is no expiry to wait for (a wake signal will come)
+-- @include _arrival
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -52,7 +54,9 @@ if free > 0 then
 end
 
 if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[2], 'NX', now, token)
+  if not redis.call('ZSCORE', KEYS[2], token) then
+    redis.call('ZADD', KEYS[2], arrival(KEYS[2], now), token)
+  end
   redis.call('ZADD', KEYS[3], now + lease, token)
   if redis.call('PTTL', KEYS[2]) < lease then
     redis.call('PEXPIRE', KEYS[2], lease)
