@@ -386,19 +386,7 @@ class Subscription:
             return
         if self._ended or self._failed is not None:
             return
-        # _accept and _push inline: this runs for every subscriber of every event.
-        if event.type == "event":
-            seen = self._seen.get(event.channel)
-            if seen is not None and key <= seen:
-                return
-            self._seen[event.channel] = key
-        if len(self._queue) >= self.queue_size:
-            self._push(event)  # the slow-consumer policy decides
-            return
-        self._queue.append(event)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._accept(event, key)
 
     def _accept(self, event: Event, key: tuple[int, int]) -> None:
         if event.type == "event":
@@ -406,7 +394,14 @@ class Subscription:
             if seen is not None and key <= seen:
                 return  # already delivered (history and live overlap, or channel + pattern)
             self._seen[event.channel] = key
-        self._push(event)
+        if len(self._queue) >= self.queue_size:
+            self._push(event)  # the slow-consumer policy decides
+            return
+        # _push's usual case inline: this runs for every subscriber of every event.
+        self._queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _push(self, event: Event) -> None:
         if len(self._queue) >= self.queue_size:
