@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis
@@ -36,10 +36,59 @@ KEEP_FROM_POOL_SIZE = 8
 """The pipeline keeps connections between calls only from a pool at least this large."""
 
 Command = tuple[Any, ...]
+T = TypeVar("T")
 
 
 class _Expired(OSError):
     """Put in a connection's stream by the watchdog: the exchange ran out of time."""
+
+
+class _Deadlines(Generic[T]):
+    """Items with a deadline (event-loop time), watched by one timer for all of them.
+
+    ``expire(item)`` runs once for each item still held when its deadline passes. A timer per
+    item (``asyncio.timeout``) costs about 5 us here, a tenth of a spun round trip; this one
+    is moved only for a deadline earlier than the one it waits for. Bounded by what its
+    owner adds and removes (items in flight).
+    """
+
+    def __init__(self, expire: Callable[[T], object]) -> None:
+        self._expire = expire
+        self._items: dict[T, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T, deadline: float) -> None:
+        self._items[item] = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def discard(self, item: T) -> None:
+        self._items.pop(item, None)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        nearest: float | None = None
+        for item, deadline in list(self._items.items()):
+            if deadline <= now:
+                del self._items[item]
+                self._expire(item)
+            elif nearest is None or deadline < nearest:
+                nearest = deadline
+        if nearest is not None:
+            self._timer = loop.call_at(nearest, self._fire)
 
 
 class _Call:
@@ -68,6 +117,13 @@ class _Call:
         if self.script is not None:
             return f"script {self.script.name}"
         return " + ".join(str(command[0]) for command in self.commands)
+
+    def expire(self) -> None:
+        """Its time limit passed, queued or sent: the caller gets ConnectionLost."""
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(
+                connection_lost(self.what, TimeoutError("no answer within its time limit"))
+            )
 
     def result(self, replies: list[Any]) -> Any:
         """The caller's answer from its replies (errors in place), or the error to raise."""
@@ -104,11 +160,10 @@ class AutoPipeline:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        # Calls with a deadline, until they are settled: a batch takes its calls out as it
+        # Calls with a time limit, until they are settled: a batch takes its calls out as it
         # settles them, so this holds the calls in flight, not every call of the last
         # time-limit's worth (bounded by what is pending and in flight).
-        self._timed: dict[_Call, None] = {}
+        self._timed: _Deadlines[_Call] = _Deadlines(_Call.expire)
         # Connections this pipeline keeps checked out between exchanges, so that a call does
         # not pay the pool's checkout and release (a lock, health probes and metrics hooks in
         # redis-py: a tenth of a round trip). Bounded: at most ``max_in_flight`` exchanges
@@ -117,11 +172,10 @@ class AutoPipeline:
         self._idle: list[Any] = []
         pool_size = getattr(client.connection_pool, "max_connections", 0)
         self._keep = max_in_flight if pool_size >= KEEP_FROM_POOL_SIZE else 0
-        # Exchanges in flight -> their deadline (loop time), watched by one timer; bounded by
-        # the exchanges in flight (each removes its own entry when it ends).
-        self._deadlines: dict[Any, float] = {}
+        # Exchanges in flight (by connection), bounded by the command timeout or a call's
+        # time limit; each removes its own entry when it ends.
+        self._exchanges: _Deadlines[Any] = _Deadlines(self._expire_exchange)
         self._expired: set[Any] = set()
-        self._watchdog: asyncio.TimerHandle | None = None
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -180,35 +234,9 @@ class AutoPipeline:
         call.deadline = None if time_limit is None else loop.time() + time_limit
         self._pending.append(call)
         if call.deadline is not None:
-            self._timed[call] = None
-            if self._timer is None:
-                self._timer = loop.call_at(call.deadline, self._expire)
+            self._timed.add(call, call.deadline)
         self._schedule()
         return await future
-
-    def _expire(self) -> None:
-        """Fail the calls (queued or sent) whose deadline passed; re-arm for the next one."""
-        self._timer = None
-        now = asyncio.get_running_loop().time()
-        keep: dict[_Call, None] = {}
-        next_deadline: float | None = None
-        for call in self._timed:
-            future, deadline = call.future, call.deadline
-            assert future is not None
-            assert deadline is not None
-            if future.done():
-                continue
-            if deadline <= now:
-                future.set_exception(
-                    connection_lost(call.what, TimeoutError("no answer within its time limit"))
-                )
-                continue
-            keep[call] = None
-            if next_deadline is None or deadline < next_deadline:
-                next_deadline = deadline
-        self._timed = keep
-        if next_deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(next_deadline, self._expire)
 
     def _schedule(self) -> None:
         if self._pending and not self._scheduled and self._in_flight < self.max_in_flight:
@@ -237,22 +265,14 @@ class AutoPipeline:
                 self.batches += 1
                 self.batched_calls += len(batch)
             commands = [command for call in batch for command in call.commands]
-            try:
-                results = await self._exchange(commands)
-            except redis_errors.ConnectionError as exc:
-                # As for single commands: one retry on a fresh connection when the pooled
-                # one turned out dead before any reply (a server restart the loop had not
-                # noticed yet). Not once replies came: those commands ran.
-                if getattr(exc, _PARTIAL, False):
-                    raise
-                results = await self._exchange(commands)
+            results = await self._exchange_retried(commands)
             at = 0
             timed = self._timed
             for call in batch:
                 replies = results[at : at + len(call.commands)]
                 at += len(call.commands)
                 if call.deadline is not None:
-                    timed.pop(call, None)
+                    timed.discard(call)
                 future = call.future
                 assert future is not None
                 if future.done():
@@ -268,7 +288,7 @@ class AutoPipeline:
         except BaseException as exc:
             # Nobody may wait forever: whatever broke the batch is every unsettled caller's.
             for call in batch:
-                self._timed.pop(call, None)
+                self._timed.discard(call)
                 if call.future is not None and not call.future.done():
                     error = connection_lost(call.what, exc) if isinstance(exc, LOST_ERRORS) else exc
                     call.future.set_exception(error)
@@ -281,12 +301,7 @@ class AutoPipeline:
     async def _direct(self, call: _Call, time_limit: float | None) -> Any:
         """A lone call: the same exchange as a batch of one, bounded by ``time_limit``."""
         try:
-            try:
-                replies = await self._exchange(call.commands, time_limit)
-            except redis_errors.ConnectionError as exc:
-                if getattr(exc, _PARTIAL, False):
-                    raise
-                replies = await self._exchange(call.commands, time_limit)  # as in _send
+            replies = await self._exchange_retried(call.commands, time_limit)
         except LOST_ERRORS as exc:
             raise connection_lost(call.what, exc) from exc
         script = call.script
@@ -301,8 +316,21 @@ class AutoPipeline:
                 raise connection_lost(call.what, exc) from exc
         return call.result(replies)
 
+    async def _exchange_retried(
+        self, commands: list[Command], time_limit: float | None = None
+    ) -> list[Any]:
+        """:meth:`_exchange`, retried once on a fresh connection when the pooled one turned
+        out dead before any reply (a server restart the loop had not noticed yet), as
+        redis-py does for single commands. Not once replies came: those commands ran."""
+        try:
+            return await self._exchange(commands, time_limit)
+        except redis_errors.ConnectionError as exc:
+            if getattr(exc, _PARTIAL, False):
+                raise
+            return await self._exchange(commands, time_limit)
+
     async def _exchange(
-        self, commands: list[tuple[Any, ...]], time_limit: float | None = None
+        self, commands: list[Command], time_limit: float | None = None
     ) -> list[Any]:
         """Write ``commands`` in one go and read their replies, errors in place.
 
@@ -318,7 +346,7 @@ class AutoPipeline:
             bound = time_limit
         results: list[Any] = []
         if bound is not None:
-            self._watch_exchange(conn, bound)
+            self._exchanges.add(conn, asyncio.get_running_loop().time() + bound)
         try:
             # Packed command by command: redis-py's pack_commands re-joins the buffers. The
             # write bounds its own wait (socket timeout) when the socket buffer is full.
@@ -332,7 +360,7 @@ class AutoPipeline:
                 except redis_errors.ResponseError as exc:
                     results.append(exc)
         except BaseException as exc:
-            self._deadlines.pop(conn, None)
+            self._exchanges.discard(conn)
             expired = conn in self._expired
             self._expired.discard(conn)
             await self._discard(conn)
@@ -347,54 +375,23 @@ class AutoPipeline:
                 for other in idle:
                     await self._discard(other)
             raise
-        self._deadlines.pop(conn, None)
+        self._exchanges.discard(conn)
         if len(self._idle) < self._keep:
             self._idle.append(conn)
         else:
             await self.client.connection_pool.release(conn)
         return results
 
-    def _watch_exchange(self, conn: Any, bound: float) -> None:
-        """Bound ``conn``'s exchange to ``bound`` seconds from now.
-
-        One timer watches every exchange in flight (:meth:`_watch`) instead of a timer per
-        exchange: ``asyncio.timeout`` costs about 5 us a call here (a timer scheduled, then
-        cancelled and left in the loop's heap), a tenth of a spun round trip. The timer is
-        moved only for a deadline earlier than the one it waits for.
+    def _expire_exchange(self, conn: Any) -> None:
+        """``conn``'s exchange ran past its deadline: put an error in its stream, so that its
+        pending read raises; the exchange then drops the connection (its reply may still
+        come) and raises ``TimeoutError``. Not a ``TimeoutError`` in the stream: redis-py's
+        read turns that into a ``None`` reply when a read timeout was passed (``math.inf``).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + bound
-        self._deadlines[conn] = deadline
-        timer = self._watchdog
-        if timer is None or deadline < timer.when():
-            if timer is not None:
-                timer.cancel()
-            self._watchdog = loop.call_at(deadline, self._watch)
-
-    def _watch(self) -> None:
-        """Fail the exchanges past their deadline; wait again for the nearest other one.
-
-        An exchange past its deadline gets an error in its connection's stream, so its
-        pending read raises; it then drops the connection (its reply may still come) and
-        raises ``TimeoutError``. Not a ``TimeoutError`` in the stream: redis-py's read turns
-        that into a ``None`` reply when a read timeout was passed (here ``math.inf``).
-        """
-        self._watchdog = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        nearest: float | None = None
-        for conn, deadline in self._deadlines.items():
-            if conn in self._expired:
-                continue
-            if deadline <= now:
-                self._expired.add(conn)
-                reader = getattr(conn, "_reader", None)
-                if reader is not None:
-                    reader.set_exception(_Expired("no reply within the time allowed"))
-            elif nearest is None or deadline < nearest:
-                nearest = deadline
-        if nearest is not None:
-            self._watchdog = loop.call_at(nearest, self._watch)
+        self._expired.add(conn)
+        reader = getattr(conn, "_reader", None)
+        if reader is not None:
+            reader.set_exception(_Expired("no reply within the time allowed"))
 
     async def _checkout(self) -> Any:
         """A kept connection that is still sound, else one from the pool."""
@@ -418,9 +415,8 @@ class AutoPipeline:
         exchange still in flight hands its connection back when it ends, instead of keeping
         it."""
         self._keep = 0
-        if self._watchdog is not None and not self._deadlines:
-            self._watchdog.cancel()
-            self._watchdog = None
+        if not self._exchanges:
+            self._exchanges.close()
         idle, self._idle = self._idle, []
         for conn in idle:
             await self.client.connection_pool.release(conn)
