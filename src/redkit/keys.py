@@ -55,23 +55,19 @@ def check_same_slot(keys: Iterable[str | bytes]) -> None:
     than only when someone deploys on a Cluster.
     """
     keys = list(keys)
-    # Fast path, taken on every script call: keys that begin with the first key's text up to
-    # and including its hash tag's closing brace have that same tag, so they hash alike, with
-    # no CRC to compute (and no search for braces in each key).
     first_key = keys[0] if keys else ""
     if type(first_key) is str:
-        start = first_key.find("{")
-        end = first_key.find("}", start + 1) if start >= 0 else -1
-        if end > start + 1:
-            prefix = first_key[: end + 1]
-            for key in keys:
-                if type(key) is not str or not key.startswith(prefix):
-                    break
-            else:
-                return
-    if all(isinstance(k, str) for k in keys):
-        tag = _hashed_part(keys[0]) if keys else ""  # type: ignore[arg-type]
-        if all(_hashed_part(k) == tag for k in keys):  # type: ignore[arg-type]
+        # Fast path, taken on every script call: keys whose hashed parts are the same text
+        # hash alike, with no CRC to compute. A key that begins with the first key's text up
+        # to its tag's closing brace has that tag, found without a search for braces.
+        tag = _hashed_part(first_key)
+        prefix = first_key[: first_key.find("{") + len(tag) + 2] if tag != first_key else None
+        for key in keys:
+            if type(key) is not str:
+                break
+            if not (prefix and key.startswith(prefix)) and _hashed_part(key) != tag:
+                break
+        else:
             return
     first: int | None = None
     for key in keys:
