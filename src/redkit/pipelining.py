@@ -220,6 +220,13 @@ class AutoPipeline:
         replies: list[Any] = await self._call(_Call(None, (), (), commands), time_limit)
         return replies
 
+    async def read_at_server_time(self, command: Command) -> tuple[Any, int]:
+        """``command``'s reply and the server's clock (``TIME``, in microseconds since the
+        epoch) in one round trip: for a read that decides in Python, on the server's time,
+        what a script would decide, when nothing needs writing."""
+        reply, (secs, micros) = await self.execute([command, ("TIME",)])
+        return reply, int(secs) * 1_000_000 + int(micros)
+
     async def _call(self, call: _Call, time_limit: float | None) -> Any:
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:

@@ -420,8 +420,7 @@ class Cache:
         early refresh that XFetch draws) goes to the script, which decides again atomically.
         """
         assert self.rk.pipeline is not None
-        raw, (secs, micros) = await self.rk.pipeline.execute([("GET", keys.entry), ("TIME",)])
-        now_us = int(secs) * 1_000_000 + int(micros)
+        raw, now_us = await self.rk.pipeline.read_at_server_time(("GET", keys.entry))
         now = now_us // 1000
         if raw is None:
             if mode != "peek":

@@ -306,12 +306,12 @@ class SessionStore:
             # The usual read writes nothing, so it needs no script: HMGET and the server's
             # TIME in one round trip cost the server a fraction of a Lua call. Only a read
             # that must touch runs the script, which decides again, atomically.
-            fields, (secs, micros) = await pipeline.execute(
-                [("HMGET", key, "l", "a", "c", "m", "d"), ("TIME",)]
+            fields, now_us = await pipeline.read_at_server_time(
+                ("HMGET", key, "l", "a", "c", "m", "d")
             )
             if fields[0] is None or fields[1] is None:
                 return None
-            now = int(secs) * 1000 + int(micros) // 1000
+            now = now_us // 1000
             if now >= int(fields[1]):
                 return None  # at its absolute deadline: the key expires this instant
             if now - int(fields[0]) < self._touch_ms:
