@@ -82,11 +82,17 @@ def check_name(value: object, what: str, limit: int = MAX_NAME_LENGTH) -> str:
     return value
 
 
-# A state as the scripts return it (bytes; str with decode_responses) -> JobState.
+# A state as the server returns it (bytes; str with decode_responses) -> JobState.
 _STATE_REPLIES: dict[Any, JobState] = {
     **{state.value.encode(): state for state in JobState},
     **{state.value: state for state in JobState},
 }
+
+
+def _state(value: Any) -> JobState:
+    """A state read from the server. An unknown one would be a bug in the scripts:
+    ``JobState()`` says so rather than guess one."""
+    return _STATE_REPLIES.get(value) or JobState(_text(value))
 
 
 def _text(value: Any) -> str:
@@ -264,7 +270,7 @@ def job_from_hash(queue: Queue, job_id: str, raw: Mapping[Any, Any] | Sequence[A
     else:
         items = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
     timeout_ms = int(items.get("timeout") or 0)
-    state = JobState(_text(items["state"]))
+    state = _state(items["state"])
     payload = items.get("payload")
     return Job(
         id=job_id,
@@ -416,16 +422,12 @@ class Queue:
             int(fresh),
         ]
 
-    async def _register(self) -> None:
-        # Once per Queue object: lets `redkit jobs stats` list the namespace's queues.
+    async def _enqueue_args(self, args: list[str | int | bytes], count: int) -> list[Any]:
         if not self._registered:
+            # Once per Queue object: lets `redkit jobs stats` list the namespace's queues.
             with translate_redis_errors("register queue"):
                 await self.rk.redis.sadd(self.rk.keys.key("jobs", "queues"), self.name)
             self._registered = True
-
-    async def _enqueue_args(self, args: list[str | int | bytes], count: int) -> list[Any]:
-        if not self._registered:
-            await self._register()
         head: list[str | int | bytes] = [
             self.job_prefix,
             self.once_prefix,
@@ -517,8 +519,7 @@ class Queue:
             queue=self.name,
             function=args[1],
             payload=payload,
-            # An unknown state would be a bug in the scripts: JobState() says so.
-            state=_STATE_REPLIES.get(state) or JobState(_text(state)),
+            state=_state(state),
             priority=args[3],
             max_attempts=args[5],
             timeout=timeout_ms / 1000 if timeout_ms else None,
@@ -660,7 +661,7 @@ class Queue:
             self.events_maxlen,
         ]
         before = await self.rk.run(SCRIPTS["cancel"], keys, args)
-        return None if not before else JobState(_text(before))
+        return None if not before else _state(before)
 
     async def retry(self, job_id: str) -> bool:
         """Queue a failed or cancelled job again, with its attempts back to zero.
