@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from redkit.errors import translate_redis_errors
 from redkit.locks._common import check_name, waiter_lease_ms
+from redkit.locks.rwlock import ReadWriteLock
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
@@ -97,10 +98,7 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                 if name is not None:
                     rw_names.add(name)
         for name in rw_names:
-            group = rk.keys.group("rwlock", name)
-            keys = [group.key(part) for part in ("readers", "writer", "fence", "queue")]
-            state = await rk.run(SCRIPTS["rw_state"], keys=keys)
-            readers, writer_pttl, read_ms, latest, waiters = (int(v) for v in state)
+            readers, writer_pttl, read_ms, latest, waiters = await ReadWriteLock(rk, name)._state()
             if writer_pttl == -2 and readers == 0:
                 continue  # released meanwhile, or only ended read leases
             writing = writer_pttl != -2
