@@ -11,17 +11,13 @@ import time
 import pytest
 
 import redkit
+from locks._waiting import queued
 from redkit.locks import Lock
 
 
 async def _queued(rk: redkit.Redkit, name: str, count: int) -> None:
     """Wait until ``count`` waiters are queued for lock ``name``."""
-    queue = rk.keys.group("lock", name).key("queue")
-    for _ in range(500):
-        if await rk.redis.zcard(queue) == count:
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"{count} waiters never queued for {name!r}")  # pragma: no cover
+    await queued(rk, rk.keys.group("lock", name).key("queue"), count)
 
 
 @pytest.mark.cluster

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import redkit
+from locks._waiting import queued
 from redkit.cli.locks import app
 from redkit.locks import ReadWriteLease, ReadWriteLock, list_locks
 
@@ -21,12 +22,7 @@ def _key(rk: redkit.Redkit, name: str, part: str) -> str:
 
 async def _queued(rk: redkit.Redkit, name: str, count: int, part: str = "queue") -> None:
     """Wait until ``count`` waiters are in the queue (or, with part="wqueue", writers)."""
-    key = _key(rk, name, part)
-    for _ in range(500):
-        if await rk.redis.zcard(key) == count:
-            return
-        await asyncio.sleep(0.005)
-    pytest.fail(f"{count} waiters never queued for {name!r}")  # pragma: no cover
+    await queued(rk, _key(rk, name, part), count)
 
 
 async def _settle() -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import redkit
+from locks._waiting import queued
 from redkit.locks import Permit
 
 
@@ -114,11 +115,7 @@ async def test_a_fair_semaphore_keeps_arrival_order_within_one_millisecond(
                 order.append(i)
 
         tasks = [asyncio.create_task(waiter(i)) for i in range(4)]
-        queue = rk.keys.group("sem", f"fifo-tie-{round_}").key("queue")
-        for _ in range(500):
-            if await rk.redis.zcard(queue) == 4:
-                break
-            await asyncio.sleep(0.005)
+        await queued(rk, rk.keys.group("sem", f"fifo-tie-{round_}").key("queue"), 4)
         await first.release()
         await asyncio.gather(*tasks)
         assert order == [0, 1, 2, 3]
