@@ -172,10 +172,11 @@ MAX_WINDOW = 366 * 86400.0
 """The longest window (366 days, a yearly quota)."""
 MAX_LIMIT = 10**12
 """The largest ``limit`` or ``burst``: counts stay exact integers in Lua's doubles."""
-MAX_LOG_COST = 10_000
+MAX_LOG_COST = 1000
 """The largest cost of one ``sliding_log`` call: the log stores one member per unit, and a
-larger cost would hold the server while the script writes them (use ``gcra`` or
-``sliding_window`` for weighted costs such as bytes)."""
+larger cost would overflow the script's argument stack (a few thousand units made it fail,
+and so fail open) and hold the server while it writes them. Use ``gcra`` or
+``sliding_window`` for weighted costs such as bytes."""
 
 
 def _check_key(key: str) -> str:
@@ -383,7 +384,7 @@ class RateLimiter(_Checker):
     Bounds (each refused with :class:`~redkit.errors.InvalidInput`): ``limit`` and ``burst``
     from 1 to 10**12; ``window`` from 1 ms to 366 days; for ``gcra``, at least 1 us per
     unit (``limit <= window`` in microseconds); a key of at most 512 bytes (UTF-8); a cost
-    from 1 to the capacity, and at most 10,000 for ``sliding_log``, which stores one entry
+    from 1 to the capacity, and at most 1,000 for ``sliding_log``, which stores one entry
     per unit.
     """
 

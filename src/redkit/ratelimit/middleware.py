@@ -31,7 +31,7 @@ the response starts).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -163,7 +163,7 @@ class RateLimitMiddleware:
         receive: Receive,
         send: Send,
         status: int,
-        body: dict[str, object],
+        body: Mapping[str, object],
         headers: list[tuple[str, str]],
     ) -> None:
         payload = orjson.dumps(body)
