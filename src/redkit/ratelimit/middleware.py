@@ -126,8 +126,10 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
                 message = dict(message)
+                final = state.get("rate_limit")
                 message["headers"] = self._final_headers(
-                    list(message.get("headers") or ()), state.get("rate_limit", decision)
+                    list(message.get("headers") or ()),
+                    final if isinstance(final, Decision) else decision,
                 )
             await send(message)
 
