@@ -170,6 +170,7 @@ def store(rk: redkit.Redkit) -> CountingStore:
 # -- 1. the host and the scheme are part of the key -----------------------------------------
 
 
+@pytest.mark.cluster
 async def test_a_page_made_for_another_host_is_never_served_to_this_one(
     rk: redkit.Redkit, store: SessionStore
 ) -> None:
@@ -314,6 +315,7 @@ async def test_a_new_session_of_the_same_user_gets_its_own_entry(
     assert site.calls["me"] == 2
 
 
+@pytest.mark.cluster
 async def test_a_per_user_hit_outside_the_session_middleware_reads_the_store_once(
     rk: redkit.Redkit, store: CountingStore
 ) -> None:
@@ -546,3 +548,20 @@ async def test_a_shared_rule_never_serves_a_private_response(
 def test_a_rule_is_per_user_or_shared_not_both() -> None:
     with pytest.raises(redkit.InvalidInput, match="shared"):
         CacheRule("/x", per_user=True, shared=True)
+
+
+def test_credential_names_are_checked(rk: redkit.Redkit) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("unreachable")
+
+    cache = rk.cache(name="http")
+    for options in (
+        {"credential_headers": "x-api-key"},
+        {"credential_headers": ["x api key"]},
+        {"credential_cookies": [""]},
+        {"credential_cookies": [42]},
+    ):
+        with pytest.raises(redkit.InvalidInput):
+            CacheMiddleware(app, cache=cache, rules=RULES, **options)
+    middleware = CacheMiddleware(app, cache=cache, rules=RULES, credential_headers=["X-Api-Key"])
+    assert middleware.credential_headers == ("x-api-key",)

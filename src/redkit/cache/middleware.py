@@ -310,7 +310,7 @@ def _names(values: Sequence[str], what: str) -> tuple[str, ...]:
     for value in values:
         if not _HEADER_NAME.fullmatch(value):
             raise InvalidInput(f"{what}: {value!r} is not a header or cookie name")
-    return tuple(v.lower() for v in values) if what == "credential_headers" else tuple(values)
+    return tuple(values)
 
 
 class _Captured:
@@ -369,7 +369,11 @@ class CacheMiddleware:
         else:
             self.allowed_hosts = None
             self._allowed_suffixes = ()
-        self.credential_headers = _names(credential_headers, "credential_headers")
+        # Header names are case-insensitive (Starlette's Headers are lower case); cookie
+        # names are not.
+        self.credential_headers = tuple(
+            h.lower() for h in _names(credential_headers, "credential_headers")
+        )
         self.credential_cookies = _names(credential_cookies, "credential_cookies")
         self._session_layer: SessionMiddleware | None = None
         self._policies = {
@@ -499,8 +503,8 @@ class CacheMiddleware:
         names = ("authorization", *self.credential_headers)
         cookies = (*_DEFAULT_CREDENTIAL_COOKIES, *self.credential_cookies)
         if layer is not None:
-            names += layer.credential_headers
-            cookies += layer.credential_cookies
+            names = tuple(dict.fromkeys((*names, *layer.credential_headers)))
+            cookies = tuple(dict.fromkeys((*cookies, *layer.credential_cookies)))
         found = [", ".join(headers.getlist(h)) for h in names]
         if "cookie" in headers:
             raw = "; ".join(headers.getlist("cookie"))
