@@ -142,7 +142,7 @@ async def test_sse_cursor_covers_several_channels_and_a_gap_is_an_event(
     rk: redkit.Redkit,
 ) -> None:
     bus = rk.notifications(history=3)
-    app = app_for(bus, authorize=allow_all)
+    app = app_for(bus, authorize=allow_all, authorize_patterns=allow_all)
     params: list[tuple[str, str | int | float | bool | None]] = [
         ("channel", "a"),
         ("pattern", "b:*"),

@@ -155,18 +155,28 @@ class Hub:
             self.patterns.setdefault(pattern, set()).add(sub)
             link = self._link_for_patterns()
             wanted.setdefault(link, {})[self.redis_name(pattern).encode()] = "p"
-        fresh = [c for c in sub.channels if (None, c) not in self.last and c not in self.start]
-        if fresh:
-            await self._mark_start(fresh)
-        timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+        # The links are spoken for until their names are added: a subscriber leaving
+        # meanwhile must not close a link this one is about to use (it would wait for a
+        # confirmation that a closed link never gives).
+        for link in wanted:
+            link.pending += 1
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(link.add(names) for link, names in wanted.items()))
-        except TimeoutError:
-            raise ConnectionLost(
-                f"subscribe: the server did not confirm the subscription within {timeout:g} s. "
-                "redkit keeps trying in the background; retry once the server is reachable."
-            ) from None
+            fresh = [c for c in sub.channels if (None, c) not in self.last and c not in self.start]
+            if fresh:
+                await self._mark_start(fresh)
+            timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*(link.add(names) for link, names in wanted.items()))
+            except TimeoutError:
+                raise ConnectionLost(
+                    f"subscribe: the server did not confirm the subscription within "
+                    f"{timeout:g} s. redkit keeps trying in the background; retry once the "
+                    "server is reachable."
+                ) from None
+        finally:
+            for link in wanted:
+                link.pending -= 1
 
     async def _mark_start(self, channels: list[str]) -> None:
         """Note where each channel's history stood before subscribing (see ``start``).
@@ -431,6 +441,8 @@ class Link:
         self._confirmed: set[bytes] = set()
         self._ever: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.pending = 0
+        """Subscribers on their way in (between registering and adding their names)."""
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -491,7 +503,8 @@ class Link:
 
     @property
     def empty(self) -> bool:
-        return not self.wanted
+        """Nothing subscribed and nobody about to subscribe: the link may close."""
+        return not self.wanted and not self.pending
 
     async def unsubscribe(self, names: list[tuple[bytes, str]]) -> None:
         async with self._lock:
