@@ -152,7 +152,7 @@ async def _open(
 ) -> Subscription:
     """The (not yet entered) subscription this connection asked for and may have."""
     query = conn.query_params
-    if len(query) > _MAX_QUERY_VALUES:
+    if len(query.multi_items()) > _MAX_QUERY_VALUES:
         raise _Refused(413, "too_many_parameters", f"at most {_MAX_QUERY_VALUES} query parameters")
     channels = query.getlist("channel")
     patterns = query.getlist("pattern")
