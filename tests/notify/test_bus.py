@@ -9,6 +9,7 @@ import pytest
 import redkit
 from notify.helpers import command_stats
 from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription, parse_cursor
+from redkit.notify import hub as hub_module
 from redkit.notify.bus import DEFAULT_MAX_CHANNELS
 from redkit.notify.events import MAX_CURSOR_CHANNELS
 
@@ -418,7 +419,7 @@ async def test_a_subscription_names_a_bounded_number_of_channels(rk: redkit.Redk
         small.subscribe("a", "b", patterns=["c*"])
     for bad in (0, 257, True, 1.5):
         with pytest.raises(redkit.InvalidInput, match="max_channels"):
-            rk.notifications(max_channels=bad)  # type: ignore[arg-type]
+            rk.notifications(max_channels=bad)
     with pytest.raises(redkit.InvalidInput, match="256"):
         bus.subscribe("x" * 257)
     with pytest.raises(redkit.InvalidInput, match="without its"):
@@ -445,3 +446,18 @@ async def test_a_pattern_subscription_keeps_a_bounded_cursor_that_resumes(
     async with bus.subscribe("tenant:0", patterns=["tenant:*"], last_event_id=cursor) as sub:
         [event] = await take(sub, 1)
         assert event.data == "missed"
+
+
+async def test_the_hub_remembers_a_bounded_number_of_pattern_channels(
+    rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "MAX_PATTERN_CHANNELS", 5)
+    bus = rk.notifications()
+    async with bus.subscribe(patterns=["tenant:*"]) as sub:
+        for i in range(12):
+            await bus.publish(f"tenant:{i}", i)
+        assert [e.data for e in await take(sub, 12)] == list(range(12))
+        hub = bus._hub
+        remembered = {channel for source, channel in hub.last if source is not None}
+        assert remembered == {f"tenant:{i}" for i in range(7, 12)}
+    assert not hub.last

@@ -280,14 +280,17 @@ async def test_a_pattern_with_many_stars_and_a_cursor_does_not_stall_the_server(
     app = app_for(bus, authorize=allow_all, authorize_patterns=allow_all)
     pattern = "project:p1:" + "*a" * 40 + "*b"
     cursor = encode_cursor({"project:p1:" + "a" * 240: "1-0"})
-    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=20) as http:
-        async with http.stream(
-            "GET", "/events", params={"pattern": pattern}, headers={"Last-Event-ID": cursor}
-        ) as response:
-            assert response.status_code == 200
-            await SSE(response).first()
-            # The server still answers others while that stream is open.
-            assert (await http.get("/events")).status_code == 400
+    params = {"pattern": pattern}
+    headers = {"Last-Event-ID": cursor}
+    async with (
+        serve(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=20) as http,
+        http.stream("GET", "/events", params=params, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        await SSE(response).first()
+        # The server still answers others while that stream is open.
+        assert (await http.get("/events")).status_code == 400
 
 
 async def test_a_channel_check_never_grants_a_pattern_spelt_the_same(rk: redkit.Redkit) -> None:
@@ -332,7 +335,10 @@ async def test_a_pattern_hook_grants_patterns_by_their_literal_prefix(rk: redkit
         for pattern in ("project:p1*", "*", "project:p[12]:*", "project:p1?*"):
             answer = await http.get("/events", params={"pattern": pattern})
             assert answer.status_code == 403, pattern
-        params = [("channel", "system:alert"), ("pattern", "project:p1:*")]
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("channel", "system:alert"),
+            ("pattern", "project:p1:*"),
+        ]
         async with http.stream("GET", "/events", params=params) as response:
             stream = SSE(response)
             await stream.first()

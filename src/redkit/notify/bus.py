@@ -258,9 +258,7 @@ class NotificationBus:
             subs.update(group)
         for sub in subs:
             sub._end()
-        hub.exact.clear()
-        hub.patterns.clear()
-        hub.last.clear()
+        hub.forget()
         await hub.close()
 
 

@@ -66,6 +66,11 @@ _HUBS: weakref.WeakKeyDictionary[Redkit, dict[bool, Hub]] = weakref.WeakKeyDicti
 PING_EVERY = 5.0
 MAX_BACKOFF = 2.0
 
+MAX_PATTERN_CHANNELS = 10_000
+"""Channels seen through patterns whose last id a hub keeps (for dedupe and refill). A
+pattern can match ever new channels (one per deployment, say): beyond this, the channel
+heard from longest ago is forgotten; a reconnect then does not refill it from history."""
+
 _MESSAGE = {b"message", b"smessage"}
 _CONFIRM = {b"subscribe": "c", b"ssubscribe": "s", b"psubscribe": "p"}
 _SUBSCRIBE = {"c": "SUBSCRIBE", "s": "SSUBSCRIBE", "p": "PSUBSCRIBE"}
@@ -101,7 +106,11 @@ class Hub:
         self.exact: dict[str, set[Subscription]] = {}
         self.patterns: dict[str, set[Subscription]] = {}
         self.last: dict[tuple[Source, str], tuple[tuple[int, int], str]] = {}
-        """Per (source, channel): the last event handed out, as (``id_key(id)``, id)."""
+        """Per (source, channel): the last event handed out, as (``id_key(id)``, id).
+        Bounded: exact channels by the subscribed ones, pattern sources by
+        ``MAX_PATTERN_CHANNELS`` (see ``_pattern_keys``)."""
+        self._pattern_keys: dict[tuple[Source, str], None] = {}
+        """The pattern-sourced keys of ``last``, oldest first (for the bound)."""
         self.start: dict[str, str] = {}
         """Per subscribed channel: the newest history id when it was first subscribed here
         (``-`` if history was empty). A link that drops before the channel's first live event
@@ -216,8 +225,9 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self.patterns[pattern]
-                for key in [k for k in self.last if k[0] == pattern]:
-                    del self.last[key]
+                for key in [k for k in self._pattern_keys if k[0] == pattern]:
+                    self.last.pop(key, None)
+                    del self._pattern_keys[key]
                 if self._pattern_link is not None:
                     unused.setdefault(self._pattern_link, []).append(
                         self.redis_name(pattern).encode()
@@ -374,6 +384,8 @@ class Hub:
             if prev is not None and prev != last[1]:
                 # Something between our last event and this one never arrived live.
                 return self.fill(source, channel, last[1], upto=event_id)
+        elif source is not None:
+            self._new_pattern_channel(key)
         self.last[key] = (order, event_id)
         # One Event for every local subscriber: decoded once, shared (it is immutable).
         event = Event(event_id, channel, loads(json), order[0] / 1000, json=json)
@@ -406,9 +418,27 @@ class Hub:
             order = id_key(event.id)
             if last is not None and order <= last[0]:
                 continue
+            if last is None and source is not None:
+                self._new_pattern_channel(key)
             self.last[key] = (order, event.id)
             for sub in tuple(subs):
                 sub._offer(event, order)
+
+    def _new_pattern_channel(self, key: tuple[Source, str]) -> None:
+        keys = self._pattern_keys
+        keys.pop(key, None)
+        if len(keys) >= MAX_PATTERN_CHANNELS:
+            oldest = next(iter(keys))
+            del keys[oldest]
+            self.last.pop(oldest, None)
+        keys[key] = None
+
+    def forget(self) -> None:
+        """Drop every subscriber and position (the bus is closing)."""
+        self.exact.clear()
+        self.patterns.clear()
+        self.last.clear()
+        self._pattern_keys.clear()
 
     async def on_resubscribed(self, kind: str, name: bytes) -> None:
         """A link reconnected and the server confirmed ``name`` again: fill what was missed."""
