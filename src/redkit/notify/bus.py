@@ -34,7 +34,20 @@ itself and fills what it missed from history. Each subscription has a bounded qu
 event is dropped and a ``gap`` event tells the consumer, who can reload or resume from
 history) or ``"disconnect"`` (the subscription ends with :class:`SlowConsumer`).
 
-**Patterns** (``deployment:*``, Redis glob syntax) use ``PSUBSCRIBE``. A Cluster's sharded
+**Limits.** A subscription names at most ``max_channels`` channels and patterns together
+(default 100, at most 256), each name at most 256 characters without control characters; a
+resume cursor names at most 256 channels (a subscription whose patterns match more keeps the
+positions of the 256 it heard from last). Beyond these, :class:`~redkit.errors.InvalidInput`.
+An id that history does not hold (trimmed, expired, or from the future) gives a ``gap``
+event and then the live events.
+
+**Patterns** (``deployment:*``, Redis glob syntax: ``*``, ``?``, ``[...]``, ``\\``
+escapes) use ``PSUBSCRIBE``; a pattern with a ``[`` left open or a trailing lone backslash is
+refused. Where redkit matches a pattern itself (which channels of a resume cursor a
+subscription covers) it does so in time linear in the lengths, never by backtracking, so a
+hostile pattern cannot stall the process. The server matches patterns against every publish:
+use a server with the fix for CVE-2022-36021 (Redis >= 6.2.11 / 7.0.9, any Valkey), whose
+matcher no longer backtracks exponentially either. A Cluster's sharded
 pub/sub has no patterns: there, pattern subscriptions need ``cluster_patterns=True`` on the
 publishing buses too, which makes each publish also a classic ``PUBLISH`` (broadcast to every
 node: the cost sharding avoids). Without it, a pattern subscription on a Cluster raises
