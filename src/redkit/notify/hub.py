@@ -69,7 +69,8 @@ MAX_BACKOFF = 2.0
 MAX_PATTERN_CHANNELS = 10_000
 """Channels seen through patterns whose last id a hub keeps (for dedupe and refill). A
 pattern can match ever new channels (one per deployment, say): beyond this, the channel
-heard from longest ago is forgotten; a reconnect then does not refill it from history."""
+first heard longest ago is forgotten (a reconnect then does not refill it from history, and
+its next event starts it afresh)."""
 
 _MESSAGE = {b"message", b"smessage"}
 _CONFIRM = {b"subscribe": "c", b"ssubscribe": "s", b"psubscribe": "p"}
