@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 
 import orjson
 
-from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, seconds
+from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, refuse_non_finite, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
 from redkit.keys import Keyspace
 from redkit.scripts import ScriptSet
@@ -834,6 +834,9 @@ def _key_maker(fn: Callable[..., Any], key: str | Callable[..., str] | None) -> 
                 raise InvalidInput(
                     f"@cached {fn.__qualname__}: arguments are not JSON ({exc}); pass key=..."
                 ) from None
+            if text.count(b"null"):
+                # A NaN argument would share the key of None (orjson writes both as null).
+                refuse_non_finite((args, kwargs), f"@cached {fn.__qualname__}'s arguments")
             return prefix + text.decode()
 
         return default_key
