@@ -73,7 +73,7 @@ import orjson
 
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, refuse_non_finite, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
-from redkit.keys import Keyspace
+from redkit.keys import CACHE_NAME, Keyspace
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
@@ -103,7 +103,6 @@ KIND_RESPONSE: Final = ord("R")
 PLAIN: Final = ord("-")
 ZLIB: Final = ord("z")
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _MAX_KEY_CHARS = 256
 _SLOTS = 16384
 _STAT_FIELDS = ("hits", "misses", "stale", "recomputes", "early")
@@ -290,7 +289,8 @@ class Cache:
 
     Make one with ``rk.cache(default_ttl=300)``. Options (keyword-only):
 
-    * ``name``: caches with different names have separate entries, tags and stats.
+    * ``name``: caches with different names have separate entries, tags and stats; 1-64
+      characters from ASCII letters, digits and ``_ . -``.
     * ``stale_while_revalidate``, ``stale_if_error``: RFC 5861 windows (seconds, default 0).
     * ``beta``: XFetch eagerness (1.0 as in the paper; 0 turns early refresh off).
     * ``lock_timeout``: how long the single-flight holder may compute before another caller
@@ -318,8 +318,7 @@ class Cache:
         fail_open: bool = True,
         stats_interval: float | timedelta = 1.0,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidInput(f"cache name {name!r}: use 1-32 letters, digits, _ . -")
+        CACHE_NAME.check(name, "cache name")
         shards = shards if shards is not None else (16 if rk.is_cluster else 1)
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 1024:
             raise InvalidInput(f"shards must be an integer from 1 to 1024, got {shards!r}")
