@@ -131,7 +131,7 @@ def test_plain_queue_names_are_accepted(rk: redkit.Redkit, good: str) -> None:
 
 @pytest.mark.parametrize("bad", ["a:b", "a b", "{x}", "", "c" * 65])
 def test_cache_names_hold_no_colon_space_or_brace(rk: redkit.Redkit, bad: str) -> None:
-    with pytest.raises(redkit.InvalidInput, match="cache name .*letters, digits and _ . -"):
+    with pytest.raises(redkit.InvalidInput, match=r"cache name .*letters, digits and _ . -"):
         rk.cache(name=bad)
     assert rk.cache(name="c" * 64).name == "c" * 64
 
@@ -141,7 +141,7 @@ def test_lock_names_refuse_whitespace_control_characters_and_excess_length(
     rk: redkit.Redkit, bad: str
 ) -> None:
     for make in (rk.lock, rk.read_write_lock, lambda n: rk.semaphore(n, limit=2)):
-        with pytest.raises(redkit.InvalidInput, match="name .*whitespace and control"):
+        with pytest.raises(redkit.InvalidInput, match=r"name .*whitespace and control"):
             make(bad)
 
 
