@@ -6,6 +6,7 @@ orjson writes a non-finite float as ``null``, so without a check ``{"x": nan}`` 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import math
@@ -186,3 +187,22 @@ async def test_a_job_with_nan_in_its_payload_is_not_enqueued(rk: redkit.Redkit) 
             await queue.enqueue_many([{"function": "send"}, {"function": "send", "payload": bad}])
     assert await snapshot(rk) == {}
     assert (await queue.stats()).waiting == 0
+
+
+@pytest.mark.cluster
+async def test_a_job_whose_result_is_nan_fails_instead_of_completing_with_none(
+    rk: redkit.Redkit,
+) -> None:
+    async def ratio(payload: None) -> float:
+        return math.inf
+
+    queue = rk.queue("results")
+    worker = rk.worker([queue], {"ratio": ratio})
+    task = asyncio.create_task(worker.run())
+    try:
+        job = await queue.enqueue("ratio")
+        with pytest.raises(redkit.JobFailed, match="not JSON"):
+            await job.result(timeout=10)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
