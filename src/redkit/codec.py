@@ -36,7 +36,8 @@ def dumps(value: Any, *, max_bytes: int = DEFAULT_MAX_BYTES, what: str = "value"
     except TypeError as exc:
         raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from exc
     # count(), not ``in``: the operator first tries the needle as an int, twice the cost.
-    if data.count(b"null"):
+    # A bare None (a session field cleared, say) needs no walk.
+    if data.count(b"null") and value is not None:
         refuse_non_finite(value, what, keys=data.find(b'"null":') >= 0)
     if len(data) > max_bytes:
         raise InvalidInput(
