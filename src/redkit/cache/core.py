@@ -104,6 +104,7 @@ PLAIN: Final = ord("-")
 ZLIB: Final = ord("z")
 
 _MAX_KEY_CHARS = 256
+_SCALARS = frozenset({str, int, bool, type(None)})
 _SLOTS = 16384
 _STAT_FIELDS = ("hits", "misses", "stale", "recomputes", "early")
 
@@ -833,8 +834,11 @@ def _key_maker(fn: Callable[..., Any], key: str | Callable[..., str] | None) -> 
                 raise InvalidInput(
                     f"@cached {fn.__qualname__}: arguments are not JSON ({exc}); pass key=..."
                 ) from None
-            if text.count(b"null"):
+            if text.count(b"null") and not _SCALARS.issuperset(
+                map(type, (*args, *kwargs.values()))
+            ):
                 # A NaN argument would share the key of None (orjson writes both as null).
+                # Plain str/int/None arguments (the usual call) are checked without a walk.
                 refuse_non_finite((args, kwargs), f"@cached {fn.__qualname__}'s arguments")
             return prefix + text.decode()
 
