@@ -82,14 +82,15 @@ async def uvicorn_app(target: str, env: Mapping[str, str], workdir: Path) -> Asy
                 raise AssertionError(f"uvicorn did not start:\n{served.output()}")
         yield served
     finally:
-        if process.returncode is None:
+        code = process.returncode
+        if code is None:
             process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), 30)
+                code = await asyncio.wait_for(process.wait(), 30)
             except TimeoutError:
                 process.kill()
-                await process.wait()
-    assert process.returncode in (0, -signal.SIGTERM), served.output()
+                code = await process.wait()
+    assert code in (0, -signal.SIGTERM), served.output()
     assert "Application shutdown complete" in served.output()
 
 

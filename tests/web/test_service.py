@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 import redkit
+from redkit.web import RedkitWeb
 from web.helpers import uvicorn_app
 
 with warnings.catch_warnings():
@@ -34,6 +35,10 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
+
+
+def running(web: RedkitWeb) -> bool:
+    return web.started
 
 
 async def wait_for_state(http: httpx.AsyncClient, job_id: str, state: str) -> dict[str, object]:
@@ -98,7 +103,7 @@ def test_the_readme_service_runs_under_testclient(rk_env: dict[str, str]) -> Non
     # Twice: each `with` is a start-up and a shutdown, each in an event loop of its own.
     for round_ in range(2):
         with TestClient(service.app) as client:
-            assert service.web.started
+            assert running(service.web)
             assert client.get("/me").status_code == 401
             # http://testserver is this machine: the cookie has no Secure, and is sent back.
             login = client.post("/login", params={"name": f"grace{round_}"})
@@ -116,7 +121,7 @@ def test_the_readme_service_runs_under_testclient(rk_env: dict[str, str]) -> Non
             client.cookies.clear()  # anonymous: the shared page cache applies
             hits = [client.get("/products").headers["x-cache"] for _ in range(2)]
             assert hits == (["MISS", "HIT"] if round_ == 0 else ["HIT", "HIT"])
-        assert not service.web.started
+        assert not running(service.web)
         assert not hasattr(service.app.state, "redkit")
 
 
