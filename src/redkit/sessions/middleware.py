@@ -26,6 +26,14 @@ sends one in the clear; ``secure=True`` or ``False`` fixes it either way.
 A request authenticated by bearer token never gets cookies back. Changes are written when
 they are made (``login``, ``update``, ...), not at the end of the response: a read-only
 request costs one round trip and usually no write.
+
+Layers that run *outside* the session middleware (a response cache, a rate limiter) learn the
+request's session with :func:`resolve_session`, whatever the middleware order: on the
+``lifespan`` scope the middleware records itself in the lifespan state (which the server copies
+into every request's ``scope["state"]``), so an outer layer resolves the credentials through it
+(one ``store.get``), and the middleware reuses that answer instead of reading the store again.
+:attr:`SessionMiddleware.credential_cookies` and :attr:`~SessionMiddleware.credential_headers`
+name the parts of a request that carry its credentials.
 """
 
 from __future__ import annotations
@@ -53,12 +61,20 @@ __all__ = [
     "SessionMiddleware",
     "check_cookie_options",
     "current_session",
+    "find_session_middleware",
     "is_loopback_host",
     "needs_secure_cookie",
     "require_session",
+    "resolve_session",
 ]
 
 SCOPE_KEY = "redkit.session"
+# Where the middleware records itself: in the lifespan state (copied by the server into every
+# request's scope["state"]) and, when found another way, in the request's own state.
+_REGISTRY = "redkit.session_middleware"
+# How far find_session_middleware follows ``.app`` links from a layer to the ones inside it
+# (a middleware stack is a handful of layers; the bound keeps a cycle from looping forever).
+_MAX_DEPTH = 64
 Via = Literal["cookie", "bearer", "none"]
 
 
@@ -81,6 +97,10 @@ class RequestSession:
         self.ip = ip
         self.user_agent = user_agent
         self._cookie: Literal["set", "clear"] | None = None
+        # The middleware that resolved this handle: it reuses the handle instead of reading
+        # the store a second time when an outer layer resolved it first.
+        self._resolver: SessionMiddleware | None = None
+        self._stale_cookie = False
 
     def __repr__(self) -> str:
         who = f"user={self.session.user_id!r} id={self.session.id_prefix}…" if self.session else ""
@@ -249,6 +269,16 @@ class SessionMiddleware:
     def __repr__(self) -> str:
         return f"<SessionMiddleware cookie={self.cookie_name!r} bearer={self.bearer}>"
 
+    @property
+    def credential_cookies(self) -> tuple[str, ...]:
+        """The cookies that carry a session (none for a bearer-only API)."""
+        return (self.cookie_name,) if self.cookies else ()
+
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """The request headers (lower case) that carry a session."""
+        return ("authorization",) if self.bearer else ()
+
     # -- cookie values ---------------------------------------------------------------------
 
     def _sign(self, token: str) -> str:
@@ -278,10 +308,12 @@ class SessionMiddleware:
 
     # -- ASGI ------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def resolve(self, scope: Scope) -> RequestSession:
+        """The request's session, read from the store at most once per request: the handle
+        is kept in the scope, where this middleware (and :func:`current_session`) find it."""
+        handle = scope.get(SCOPE_KEY)
+        if isinstance(handle, RequestSession) and handle._resolver is self:
+            return handle
         headers = Headers(scope=scope)
         token, via = self._token(headers)
         session = await self.store.get(token) if token else None
@@ -293,10 +325,28 @@ class SessionMiddleware:
             ip=client[0] if client else None,
             user_agent=headers.get("user-agent"),
         )
+        handle._resolver = self
+        # A cookie that names no live session (expired, revoked, forged) is cleared.
+        handle._stale_cookie = via == "cookie" and session is None
         scope[SCOPE_KEY] = handle
         scope.setdefault("state", {})["session"] = handle
-        # A cookie that names no live session (expired, revoked, forged) is cleared.
-        stale_cookie = via == "cookie" and session is None
+        return handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # Outer layers find the middleware here, whatever the order (the outermost
+            # session middleware wins if there are several).
+            state = scope.get("state")
+            if isinstance(state, dict):
+                state.setdefault(_REGISTRY, self)
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        handle = await self.resolve(scope)
+        via = handle.via
+        stale_cookie = handle._stale_cookie
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
@@ -379,3 +429,52 @@ def require_session(connection: HTTPConnection) -> Session:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return session
+
+
+def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware | None:
+    """The :class:`SessionMiddleware` that serves this request, or ``None``.
+
+    Found, in order: by the handle it (or an outer layer) resolved for this request; in
+    ``scope["state"]``, where it records itself during the ``lifespan`` startup; or, given
+    ``app`` (the layer that asks, or the application it wraps), by following the ``.app``
+    links of the layers inside it, for servers and test clients that run no lifespan. A
+    middleware found that last way is recorded in the request's state for the layers inside.
+    """
+    handle = scope.get(SCOPE_KEY)
+    if isinstance(handle, RequestSession) and handle._resolver is not None:
+        return handle._resolver
+    state = scope.get("state")
+    found = state.get(_REGISTRY) if isinstance(state, dict) else None
+    if isinstance(found, SessionMiddleware):
+        return found
+    layer, seen = app, 0
+    while layer is not None and seen < _MAX_DEPTH:
+        if isinstance(layer, SessionMiddleware):
+            scope.setdefault("state", {})[_REGISTRY] = layer
+            return layer
+        seen += 1
+        # Middleware keep the layer they wrap in ``.app``; a Starlette application keeps its
+        # stack in ``.middleware_stack`` (built at its first call).
+        inner = getattr(layer, "app", None)
+        if inner is None:
+            inner = getattr(layer, "middleware_stack", None)
+        layer = inner
+    return None
+
+
+async def resolve_session(scope: Scope) -> RequestSession | None:
+    """The request's :class:`RequestSession`, whatever the middleware order, or ``None`` if
+    no :class:`SessionMiddleware` is known for the app (see :func:`find_session_middleware`).
+
+    Called by a layer outside the session middleware, it reads the store once (one round
+    trip) and leaves the handle in the scope: the session middleware then uses it as its
+    own, so the request costs no second read and its cookie is still kept in step. Raises
+    :class:`~redkit.errors.ConnectionLost` if the store cannot be reached.
+    """
+    handle = scope.get(SCOPE_KEY)
+    if isinstance(handle, RequestSession):
+        return handle
+    middleware = find_session_middleware(scope)
+    if middleware is None:
+        return None
+    return await middleware.resolve(scope)

@@ -141,12 +141,14 @@ class _Runtime:
         if web.cache_config.rules:
             from redkit.cache.middleware import CacheMiddleware
 
-            cookies = web.cache_config.session_cookies
-            if cookies is None:
-                session = web.session_config
-                cookies = (session.cookie_name,) if session and session.cookies else ()
+            cfg = web.cache_config
             chain = CacheMiddleware(
-                chain, cache=self.cache, rules=web.cache_config.rules, session_cookies=cookies
+                chain,
+                cache=self.cache,
+                rules=cfg.rules,
+                allowed_hosts=cfg.allowed_hosts,
+                credential_headers=cfg.credential_headers,
+                credential_cookies=cfg.credential_cookies,
             )
         if self.policy is not None:
             from redkit.ratelimit.middleware import RateLimitMiddleware

@@ -181,15 +181,21 @@ class CacheConfig:
     Both live in one :class:`~redkit.cache.Cache`, so ``await cache.invalidate("products")``
     drops the pages and the values of that tag together.
 
-    ``session_cookies``: cookies that make a request personal (never served a shared page);
-    by default the session cookie's name. ``options``: further options of ``rk.cache(...)``
-    (``stale_while_revalidate``, ``fail_open``, ...).
+    A request with a session (its cookie or ``Authorization``) never gets a page cached for
+    someone else: a rule keys it per user (``per_user=True``) or declares the page the same
+    for everyone (``shared=True``), otherwise the request bypasses the cache.
+    ``credential_headers`` / ``credential_cookies`` name further request parts that identify
+    a user (``["X-Api-Key"]``); ``allowed_hosts`` the host names whose pages may be cached.
+    ``options``: further options of ``rk.cache(...)`` (``stale_while_revalidate``,
+    ``fail_open``, ...).
     """
 
     rules: Sequence[CacheRule] = ()
     name: str = "default"
     default_ttl: float | timedelta = 300
-    session_cookies: Sequence[str] | None = None
+    allowed_hosts: Sequence[str] | None = None
+    credential_headers: Sequence[str] = ()
+    credential_cookies: Sequence[str] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,6 +205,13 @@ class CacheConfig:
             not isinstance(r, CacheRule) for r in self.rules
         ):
             raise ConfigurationError("rules is a list of redkit.cache.middleware.CacheRule")
+        for what, names in (
+            ("credential_headers", self.credential_headers),
+            ("credential_cookies", self.credential_cookies),
+            ("allowed_hosts", self.allowed_hosts or ()),
+        ):
+            if isinstance(names, str) or any(not isinstance(n, str) or not n for n in names):
+                raise ConfigurationError(f"{what} must be a list of names, got {names!r}")
         try:
             seconds(self.default_ttl, "default_ttl")
         except InvalidInput as exc:
