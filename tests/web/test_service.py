@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
 import redkit
 from redkit.web import RedkitWeb
@@ -123,12 +122,3 @@ def test_the_readme_service_runs_under_testclient(rk_env: dict[str, str]) -> Non
             assert hits == (["MISS", "HIT"] if round_ == 0 else ["HIT", "HIT"])
         assert not running(service.web)
         assert not hasattr(service.app.state, "redkit")
-
-
-@pytest.fixture
-def rk_env(rk: redkit.Redkit, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment of the test's server and namespace (for apps configured by it)."""
-    env = {"REDIS_URL": redis_url, "REDKIT_NAMESPACE": rk.namespace}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env

@@ -42,6 +42,7 @@ from redkit.client import _settings
 from redkit.errors import ConfigurationError, RedkitError
 from redkit.ratelimit.limiter import Decision, RateLimiter
 from redkit.ratelimit.policy import Admission, TierPolicy, TrustedProxies, client_ip
+from redkit.sessions.middleware import _REGISTRY as SESSION_REGISTRY
 from redkit.sessions.middleware import SCOPE_KEY, RequestSession, SessionMiddleware
 from redkit.web.config import CacheConfig, RateLimitConfig, SessionConfig
 from redkit.web.identity import session_identity
@@ -226,18 +227,39 @@ def _exempting(policy: TierPolicy, exempt: Sequence[str]) -> Any:
 
 class RedkitMiddleware:
     """The middleware :class:`RedkitWeb` installs (pure ASGI): it hands each request to the
-    session, rate-limit and cache middleware built when the app started."""
+    session, rate-limit and cache middleware built when the app started.
+
+    While the app runs, ``.app`` is that chain (so layers that look for the session
+    middleware by following ``.app`` links find it) and ``.inner`` the application inside.
+    """
 
     def __init__(self, app: ASGIApp, web: RedkitWeb) -> None:
+        self.inner = app
         self.app = app
         self.web = web
+        self._lifespan_state: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<RedkitMiddleware {self.web!r}>"
 
+    def _started(self, runtime: _Runtime) -> None:
+        self.app = chain = runtime.chain(self.inner)
+        state = self._lifespan_state
+        if isinstance(chain, SessionMiddleware) and state is not None:
+            # Layers outside this one find the session middleware where the server copies
+            # the lifespan state into every request (redkit.sessions.middleware.resolve_session).
+            state.setdefault(SESSION_REGISTRY, chain)
+
+    def _stopped(self) -> None:
+        self.app = self.inner
+        if self._lifespan_state is not None:
+            self._lifespan_state.pop(SESSION_REGISTRY, None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan" and isinstance(scope.get("state"), dict):
+                self._lifespan_state = scope["state"]
+            await self.inner(scope, receive, send)
             return
         runtime = self.web._runtime
         if runtime is None:
@@ -245,7 +267,7 @@ class RedkitMiddleware:
         if asyncio.get_running_loop() is not runtime.loop:
             raise ConfigurationError(_OTHER_LOOP)
         scope[WEB_SCOPE_KEY] = self.web
-        await runtime.chain(self.app)(scope, receive, send)
+        await runtime.chain(self.inner)(scope, receive, send)
 
 
 class RedkitWeb:
@@ -385,16 +407,23 @@ class RedkitWeb:
         except RedkitError as exc:
             log.error("redkit could not connect, so the app does not start: %s", exc)
             raise
+        for installed in self._apps:
+            if installed.middleware_stack is None:
+                # What the app's first call does; done here when `running` is used without a
+                # lifespan (scripts, tests), so the middleware exists to be started.
+                installed.middleware_stack = installed.build_middleware_stack()
+        middlewares = [m for installed in self._apps for m in _installed_middleware(installed)]
         try:
             runtime = _Runtime(self, rk)
-            for installed in self._apps:
+            for middleware in middlewares:
                 # Built now, so that an option only the server can check fails the start-up.
-                for middleware in _installed_middleware(installed):
-                    runtime.chain(middleware.app)
+                middleware._started(runtime)
             runtime.start_workers()
         except BaseException as exc:
             if isinstance(exc, RedkitError):
                 log.error("redkit could not start the app: %s", exc)
+            for middleware in middlewares:
+                middleware._stopped()
             await rk.close()
             raise
         self._runtime = runtime
@@ -409,6 +438,8 @@ class RedkitWeb:
             try:
                 await runtime.close()
             finally:
+                for middleware in middlewares:
+                    middleware._stopped()
                 self._runtime = None
                 if state is not None and getattr(state, "redkit", None) is rk:
                     del state.redkit

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, cast
 
 from redkit.ratelimit.policy import Identity
-from redkit.sessions.middleware import SCOPE_KEY, RequestSession
+from redkit.sessions.middleware import SCOPE_KEY, RequestSession, find_session_middleware
 
 if TYPE_CHECKING:
     from redkit.sessions.store import Session
 
-__all__ = ["session_identity"]
+__all__ = ["request_session", "session_identity"]
 
 log = logging.getLogger("redkit.web")
 
 
-async def _request_session(scope: Mapping[str, Any]) -> RequestSession | None:
+async def request_session(scope: MutableMapping[str, Any]) -> RequestSession | None:
+    """The request's session, from any layer, whatever the middleware order.
+
+    :func:`~redkit.sessions.middleware.resolve_session`, which finds the session middleware
+    in the lifespan state, and without a lifespan (``httpx.ASGITransport``) by following the
+    application's middleware stack (``scope["app"]``). One store read per request, shared
+    with the session middleware. ``None`` if the app has no session middleware.
+    """
     handle = scope.get(SCOPE_KEY)
-    return handle if isinstance(handle, RequestSession) else None
+    if isinstance(handle, RequestSession):
+        return handle
+    middleware = find_session_middleware(scope, scope.get("app"))
+    return await middleware.resolve(scope) if middleware is not None else None
 
 
 def session_identity(
@@ -27,7 +37,7 @@ def session_identity(
     tier_of: Callable[[Session], str | None] | None = None,
     user_tier: str = "user",
     tiers: Iterable[str] | None = None,
-) -> Callable[[Mapping[str, Any]], Any]:
+) -> Callable[[Mapping[str, Any]], Awaitable[Identity | None]]:
     """An ``identify`` hook for :class:`~redkit.ratelimit.policy.TierPolicy`: a request with
     a live session is ``Identity(tier, user_id)``, one without is anonymous (``None``).
 
@@ -39,7 +49,8 @@ def session_identity(
     warned: set[str] = set()
 
     async def identify(scope: Mapping[str, Any]) -> Identity | None:
-        handle = await _request_session(scope)
+        # An ASGI scope is a dict; the policy interface promises only to read it.
+        handle = await request_session(cast(MutableMapping[str, Any], scope))
         session = handle.session if handle is not None else None
         if session is None:
             return None
