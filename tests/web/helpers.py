@@ -37,7 +37,7 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 async def _start(
-    target: str, env: Mapping[str, str], workdir: Path, port: int
+    target: str, env: Mapping[str, str], workdir: Path, port: int, *options: str
 ) -> tuple[asyncio.subprocess.Process, Path]:
     log = workdir / f"uvicorn-{port}.log"
     with log.open("wb") as out:
@@ -51,8 +51,7 @@ async def _start(
             "--port",
             str(port),
             "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "2",
+            *options,
             cwd=workdir,
             env=_env(env),
             stdout=out,
@@ -62,11 +61,18 @@ async def _start(
 
 
 @asynccontextmanager
-async def uvicorn_app(target: str, env: Mapping[str, str], workdir: Path) -> AsyncIterator[Served]:
-    """``uvicorn target`` on a free port, until it answers; SIGTERM on the way out, after
-    which it must shut down cleanly (uvicorn re-raises the signal once it has: -SIGTERM)."""
+async def uvicorn_app(
+    target: str,
+    env: Mapping[str, str],
+    workdir: Path,
+    *options: str,
+    stop: signal.Signals = signal.SIGTERM,
+) -> AsyncIterator[Served]:
+    """``uvicorn target options...`` on a free port, until it answers; ``stop`` (SIGTERM) on
+    the way out, after which it must shut down cleanly within 30 s (uvicorn re-raises the
+    signal once it has, so the exit code is 0 or minus the signal)."""
     port = find_free_port()
-    process, log = await _start(target, env, workdir, port)
+    process, log = await _start(target, env, workdir, port, *options)
     served = Served(f"http://127.0.0.1:{port}", process, log)
     try:
         async with httpx.AsyncClient(base_url=served.url, timeout=2) as http:
@@ -84,13 +90,13 @@ async def uvicorn_app(target: str, env: Mapping[str, str], workdir: Path) -> Asy
     finally:
         code = process.returncode
         if code is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop)
             try:
                 code = await asyncio.wait_for(process.wait(), 30)
             except TimeoutError:
                 process.kill()
                 code = await process.wait()
-    assert code in (0, -signal.SIGTERM), served.output()
+    assert code in (0, -stop), served.output()
     assert "Application shutdown complete" in served.output()
 
 

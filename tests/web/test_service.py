@@ -5,6 +5,7 @@ enqueued under a lock and run by the app's worker."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -94,6 +95,27 @@ async def test_the_readme_service_runs_under_uvicorn_end_to_end(
         # Ordering needs a session.
         assert (await listener.post("/orders", params={"item": "cake"})).status_code == 401
     assert "Application startup complete" in served.output()
+
+
+async def test_ctrl_c_ends_the_open_event_streams_so_uvicorn_stops(
+    rk: redkit.Redkit, redis_url: str, tmp_path: Path
+) -> None:
+    # uvicorn waits for open responses before it shuts down, and an event stream never ends
+    # by itself: it used to hang on Ctrl-C for as long as a browser tab listened.
+    env = {"REDIS_URL": redis_url, "REDKIT_NAMESPACE": rk.namespace}
+    async with (
+        uvicorn_app("web.service:app", env, tmp_path, stop=signal.SIGINT) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=30) as listener,
+        listener.stream("GET", "/events", params={"channel": "orders"}) as stream,
+    ):
+        events = sse_events(stream.aiter_lines())
+        assert "retry" in await anext(events)
+        served.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            left = [event async for event in events]
+        assert left == []  # the server ended the stream
+        await asyncio.wait_for(served.process.wait(), 30)
+    assert "Application shutdown complete" in served.output()
 
 
 def test_the_readme_service_runs_under_testclient(rk_env: dict[str, str]) -> None:

@@ -19,6 +19,8 @@ import contextlib
 import functools
 import inspect
 import logging
+import signal
+import threading
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -31,6 +33,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from starlette.requests import HTTPConnection, Request
@@ -113,6 +116,7 @@ class _Runtime:
         if web.rate_limit_config is not None:
             self.policy = _tier_policy(rk, web.rate_limit_config)
         self._bus: NotificationBus | None = None
+        self._ending: asyncio.Future[None] | None = None
         self.objects: dict[int, Any] = {}
         """Objects made from ``rk`` for the app's decorators and dependencies, by their id."""
         self.chains: dict[int, ASGIApp] = {}
@@ -166,6 +170,47 @@ class _Runtime:
         self.chains[id(app)] = chain
         return chain
 
+    def end_streams_on_exit(self) -> Callable[[], None]:
+        """Chain onto the server's SIGINT/SIGTERM handlers: when it starts to shut down, end
+        the notification streams, so open SSE and WebSocket connections let it finish.
+
+        A server waits for open responses before it runs the lifespan shutdown, and an event
+        stream never ends by itself: without this, ``uvicorn`` hangs on Ctrl-C while a
+        browser tab listens. Only in the main thread, and only over Python-level handlers
+        (the server's); returns what puts the previous handlers back.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = self.loop
+        previous: dict[signal.Signals, Any] = {}
+
+        def on_exit(sig: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(self.begin_shutdown)
+            handler = previous.get(signal.Signals(sig))
+            if callable(handler):
+                handler(sig, frame)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                previous[sig] = handler
+                signal.signal(sig, on_exit)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is on_exit:
+                    signal.signal(sig, handler)
+
+        return restore
+
+    def begin_shutdown(self) -> None:
+        """The server is shutting down: end the notification streams and stop the workers'
+        claiming (running jobs go on until the lifespan's shutdown)."""
+        for worker, _ in self.workers:
+            worker.stop()
+        if self._bus is not None and self._ending is None:
+            self._ending = asyncio.ensure_future(self._bus.close())
+
     def start_workers(self) -> None:
         for queues, functions, concurrency, options in self.web._workers:
             worker = self.rk.worker(
@@ -181,6 +226,9 @@ class _Runtime:
         for _, task in self.workers:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        if self._ending is not None:
+            with contextlib.suppress(RedkitError):
+                await self._ending
         if self._bus is not None:
             with contextlib.suppress(RedkitError):
                 await self._bus.close()
@@ -292,6 +340,8 @@ class RedkitWeb:
       :meth:`notification_routes` (default ``{"history": 100}``).
     - ``user_loader``: ``(session) -> user`` (sync or async) for the ``current_user`` and
       ``require_user`` dependencies; by default the user is the session's user ID.
+    - ``end_streams_on_exit``: on the server's SIGINT/SIGTERM, end the notification streams
+      (SSE, WebSocket) so the server can finish its graceful shutdown (default on).
 
     Every option is checked here, so a bad configuration stops the app before it serves
     (``ConfigurationError``); a server that cannot be reached fails the app's start-up.
@@ -313,6 +363,7 @@ class RedkitWeb:
         cache: CacheConfig | Sequence[CacheRule] | None = None,
         notifications: Mapping[str, Any] | None = None,
         user_loader: UserLoader | None = None,
+        end_streams_on_exit: bool = True,
     ) -> None:
         self._connect_args: dict[str, Any] = {
             "url": url,
@@ -343,6 +394,7 @@ class RedkitWeb:
         self.cache_config: CacheConfig = cache
         self.notification_options: dict[str, Any] = {"history": 100, **(notifications or {})}
         self._user_loader = user_loader
+        self.end_streams_on_exit = end_streams_on_exit
         self._runtime: _Runtime | None = None
         self._factories: dict[int, Callable[[_Runtime], Any]] = {}
         self._workers: list[tuple[Any, Mapping[str, Callable[..., Any]], int, dict[str, Any]]] = []
@@ -419,6 +471,9 @@ class RedkitWeb:
                 # Built now, so that an option only the server can check fails the start-up.
                 middleware._started(runtime)
             runtime.start_workers()
+            restore_signals = (
+                runtime.end_streams_on_exit() if self.end_streams_on_exit else lambda: None
+            )
         except BaseException as exc:
             if isinstance(exc, RedkitError):
                 log.error("redkit could not start the app: %s", exc)
@@ -435,6 +490,7 @@ class RedkitWeb:
         try:
             yield rk
         finally:
+            restore_signals()
             try:
                 await runtime.close()
             finally:
