@@ -9,9 +9,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 
-from redkit.cache.middleware import CacheRule
 from redkit.notify.web import allow_all
-from redkit.web import LoggedInDep, RedkitDep, RedkitWeb, SessionDep
+from redkit.web import CacheRule, LoggedInDep, RedkitDep, RedkitWeb, SessionDep
 
 app = FastAPI()
 web = RedkitWeb(app, cache=[CacheRule("/products", ttl=60, tags=["products"])])

@@ -3,8 +3,7 @@
 ::
 
     from fastapi import Depends, FastAPI
-    from redkit.cache.middleware import CacheRule
-    from redkit.web import LoggedInDep, RedkitWeb, SessionDep
+    from redkit.web import CacheRule, LoggedInDep, RedkitWeb, SessionDep
 
     app = FastAPI()
     web = RedkitWeb(app, cache=[CacheRule("/products", ttl=60, tags=["products"])])
@@ -26,6 +25,7 @@ inside its event loop; nothing connects at import. See :class:`RedkitWeb` for th
 :mod:`redkit.web.deps` for the dependencies.
 """
 
+from redkit.cache.middleware import CacheRule
 from redkit.web.app import RedkitMiddleware, RedkitWeb, web_of
 from redkit.web.config import CacheConfig, RateLimitConfig, SessionConfig
 from redkit.web.deps import (
@@ -44,12 +44,13 @@ from redkit.web.deps import (
     require_login,
     require_user,
 )
-from redkit.web.identity import session_identity
+from redkit.web.identity import request_session, session_identity
 
 __all__ = [
     "BusDep",
     "CacheConfig",
     "CacheDep",
+    "CacheRule",
     "LoggedInDep",
     "RateLimitConfig",
     "RedkitDep",
@@ -64,6 +65,7 @@ __all__ = [
     "get_redkit",
     "get_session",
     "get_web",
+    "request_session",
     "require_login",
     "require_user",
     "session_identity",
