@@ -88,6 +88,9 @@ async def test_an_option_only_the_server_side_checks_stops_uvicorn_at_start_up(
         (lambda: RedkitWeb(connect_timeout=-1), "connect_timeout"),
         (lambda: RedkitWeb(sessions="yes"), "SessionConfig"),  # type: ignore[arg-type]
         (lambda: RedkitWeb().worker("q", {}), "functions"),
+        (lambda: RedkitWeb().rate_limit(0, 60), "limit must be"),
+        (lambda: RedkitWeb().rate_limit(5, -1), "window"),
+        (lambda: RedkitWeb().rate_limit(5, 60, trusted_proxies=["nope"]), "trusted proxy"),
     ],
 )
 def test_configuration_errors_are_raised_where_the_app_is_written(

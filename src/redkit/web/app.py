@@ -42,7 +42,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import redkit
 from redkit.client import _settings
-from redkit.errors import ConfigurationError, RedkitError
+from redkit.codec import seconds
+from redkit.errors import ConfigurationError, InvalidInput, RedkitError
 from redkit.ratelimit.limiter import Decision, RateLimiter
 from redkit.ratelimit.policy import Admission, TierPolicy, TrustedProxies, client_ip
 from redkit.sessions.middleware import _REGISTRY as SESSION_REGISTRY
@@ -81,7 +82,8 @@ _NOT_STARTED = (
     "redkit is not connected: the application's lifespan has not run. Serve the app with "
     "lifespan on (uvicorn's default), enter Starlette's TestClient as a context manager "
     "(`with TestClient(app) as client:`), or wrap an httpx.ASGITransport app in "
-    "asgi-lifespan's LifespanManager"
+    "asgi-lifespan's LifespanManager. Starlette runs no lifespan of a mounted sub-application: "
+    "install RedkitWeb on the outermost app"
 )
 
 _OTHER_LOOP = (
@@ -590,9 +592,20 @@ class RedkitWeb:
         from redkit.ratelimit.fastapi import rate_limit as route_limit
 
         cfg = self.rate_limit_config
-        trusted = TrustedProxies(
-            trusted_proxies if trusted_proxies is not None else (cfg.trusted_proxies if cfg else ())
-        )
+        try:
+            # The rest is checked by the limiter itself, when the app starts.
+            seconds(window, "window")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+                raise InvalidInput(f"cost must be an int >= 1, got {cost!r}")
+            trusted = TrustedProxies(
+                trusted_proxies
+                if trusted_proxies is not None
+                else (cfg.trusted_proxies if cfg else ())
+            )
+        except InvalidInput as exc:
+            raise ConfigurationError(str(exc)) from None
         legacy = legacy_headers if legacy_headers is not None else bool(cfg and cfg.legacy_headers)
 
         def caller(request: Request) -> str:
