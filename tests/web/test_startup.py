@@ -176,3 +176,14 @@ async def test_one_app_runs_one_lifespan_at_a_time(rk_env: Mapping[str, str]) ->
     async with web.running() as again:  # and again once stopped
         assert again is not rk
         assert rk.closed
+
+
+async def test_a_worker_that_cannot_be_built_fails_the_start_up(rk_env: Mapping[str, str]) -> None:
+    async def job(payload: Any) -> None: ...
+
+    web = RedkitWeb()
+    web.worker("q", {"job": job}, lease=-1)  # checked by the worker, when the app starts
+    with pytest.raises(redkit.InvalidInput, match="lease"):
+        async with web.running():
+            raise AssertionError("unreachable")
+    assert not web.started

@@ -398,6 +398,7 @@ class RedkitWeb:
         self._user_loader = user_loader
         self.end_streams_on_exit = end_streams_on_exit
         self._runtime: _Runtime | None = None
+        self._starting = False
         self._factories: dict[int, Callable[[_Runtime], Any]] = {}
         self._workers: list[tuple[Any, Mapping[str, Callable[..., Any]], int, dict[str, Any]]] = []
         self._apps: list[Starlette] = []
@@ -452,21 +453,25 @@ class RedkitWeb:
     async def running(self, app: Any = None) -> AsyncIterator[redkit.Redkit]:
         """Connect and build everything, yield the client, then close (the lifespan's core;
         useful on its own in scripts and tests: ``async with web.running() as rk:``)."""
-        if self._runtime is not None:
+        if self._runtime is not None or self._starting:
             raise ConfigurationError(
                 "this RedkitWeb is already running: one app, one lifespan at a time"
             )
+        self._starting = True
         try:
             rk = await redkit.connect(**self._connect_args)
         except RedkitError as exc:
             log.error("redkit could not connect, so the app does not start: %s", exc)
             raise
+        finally:
+            self._starting = False
         for installed in self._apps:
             if installed.middleware_stack is None:
                 # What the app's first call does; done here when `running` is used without a
                 # lifespan (scripts, tests), so the middleware exists to be started.
                 installed.middleware_stack = installed.build_middleware_stack()
         middlewares = [m for installed in self._apps for m in _installed_middleware(installed)]
+        runtime: _Runtime | None = None
         try:
             runtime = _Runtime(self, rk)
             for middleware in middlewares:
@@ -481,7 +486,7 @@ class RedkitWeb:
                 log.error("redkit could not start the app: %s", exc)
             for middleware in middlewares:
                 middleware._stopped()
-            await rk.close()
+            await (runtime.close() if runtime is not None else rk.close())
             raise
         self._runtime = runtime
         self.namespace = rk.namespace
