@@ -170,6 +170,7 @@ def store(rk: redkit.Redkit) -> CountingStore:
 # -- 1. the host and the scheme are part of the key -----------------------------------------
 
 
+@pytest.mark.cluster
 async def test_a_page_made_for_another_host_is_never_served_to_this_one(
     rk: redkit.Redkit, store: SessionStore
 ) -> None:
@@ -314,6 +315,7 @@ async def test_a_new_session_of_the_same_user_gets_its_own_entry(
     assert site.calls["me"] == 2
 
 
+@pytest.mark.cluster
 async def test_a_per_user_hit_outside_the_session_middleware_reads_the_store_once(
     rk: redkit.Redkit, store: CountingStore
 ) -> None:
@@ -328,15 +330,15 @@ async def test_a_per_user_hit_outside_the_session_middleware_reads_the_store_onc
 
 
 async def test_a_per_user_entry_lives_no_longer_than_its_session(rk: redkit.Redkit) -> None:
-    short = CountingStore(rk, idle_ttl=60, absolute_ttl=1)
-    site, app = build(rk, short)
+    short = CountingStore(rk, idle_ttl=60, absolute_ttl=20)
+    rules = [CacheRule("/me", ttl=60, per_user=True, stale_if_error=60)]
+    site, app = build(rk, short, rules=rules)
     async with browsing(app) as http:
         await http.post("/login/dora")
         assert (await http.get("/me")).headers["x-cache"] == "MISS"
-        keys = [k async for k in rk.redis.scan_iter(match=rk.keys.pattern, count=1000)]
-        ttls = [await rk.redis.pttl(k) for k in keys if b":e:" in k]
-        assert ttls, keys
-        assert all(0 < ttl <= 1000 for ttl in ttls), ttls  # not the rule's 60 s
+    [(fresh, _swr, pttl)] = await stored_windows(rk)
+    assert 0 < fresh <= 20000  # not the rule's 60 s
+    assert 0 < pttl <= 20000  # nor 60 s more of stale-if-error
     assert site.calls["me"] == 1
 
 
@@ -361,6 +363,23 @@ async def test_a_session_cookie_under_another_name_is_never_cached_for_anonymous
         anonymous = await http.get("/page")
         assert anonymous.text == "hello anonymous"
         assert anonymous.headers["x-cache"] == "MISS"
+
+
+async def test_the_session_layer_is_found_inside_an_app_that_has_not_started(
+    rk: redkit.Redkit, store: SessionStore
+) -> None:
+    site = Site()
+    inner = Starlette(
+        routes=site.routes(),
+        middleware=[Middleware(SessionMiddleware, store=store, cookie_name="sid", secure=False)],
+    )
+    app = CacheMiddleware(inner, cache=rk.cache(name="http", beta=0), rules=RULES)
+    token = (await store.create("hana")).id
+    async with browsing(app, "off") as http:  # no lifespan: nothing registers itself
+        signed_in = await http.get("/page", headers={"cookie": f"sid={token}"})  # the 1st call
+        assert signed_in.text == "hello hana"
+        assert signed_in.headers["x-cache"] == "BYPASS"
+        assert (await http.get("/page")).text == "hello anonymous"
 
 
 async def test_declared_credential_headers_and_cookies_are_credentials(
@@ -412,20 +431,70 @@ async def test_a_response_that_is_stale_at_once_is_never_stored(
     assert site.calls["fresh"] == 2
 
 
-async def test_a_response_fresh_for_less_than_the_rule_s_ttl_expires_sooner(
+async def stored_windows(rk: redkit.Redkit) -> list[tuple[int, int, int]]:
+    """(fresh ms, stale-while-revalidate ms, key PTTL) of every response entry: read from
+    the entry's header (``fresh:created:delta:swr|``), so no test waits for a clock."""
+    out = []
+    async for key in rk.redis.scan_iter(match=rk.keys.pattern, count=1000):
+        if b":e:" not in key:
+            continue
+        raw = await rk.redis.get(key)
+        assert isinstance(raw, bytes)
+        fresh, created, _delta, swr = raw.split(b"|", 1)[0].split(b":")
+        out.append((int(fresh) - int(created), int(swr), await rk.redis.pttl(key)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cc", "fresh_ms"),
+    [
+        ("max-age=2", 2000),
+        ("max-age=60, s-maxage=3", 3000),  # a shared cache obeys s-maxage
+        ("public, max-age=600", 60000),  # never longer than the rule's ttl
+    ],
+)
+async def test_a_response_fresh_for_less_than_the_rule_s_ttl_is_stored_for_less(
+    rk: redkit.Redkit, store: SessionStore, cc: str, fresh_ms: int
+) -> None:
+    _site, app = build(rk, store, rules=[CacheRule("/fresh", ttl=60, stale_while_revalidate=30)])
+    async with browsing(app) as http:
+        assert (await http.get("/fresh", params={"cc": cc})).headers["x-cache"] == "MISS"
+        assert (await http.get("/fresh", params={"cc": cc})).headers["x-cache"] == "HIT"
+    [(fresh, swr, _pttl)] = await stored_windows(rk)
+    assert (fresh, swr) == (fresh_ms, 30000)
+
+
+async def test_must_revalidate_leaves_no_stale_window(
     rk: redkit.Redkit, store: SessionStore
 ) -> None:
-    site, app = build(rk, store)
+    _site, app = build(rk, store, rules=[CacheRule("/fresh", ttl=60, stale_while_revalidate=30)])
     async with browsing(app) as http:
-        for cc in ("max-age=1", "max-age=60, s-maxage=1"):
-            assert (await http.get("/fresh", params={"cc": cc})).headers["x-cache"] == "MISS"
-            assert (await http.get("/fresh", params={"cc": cc})).headers["x-cache"] == "HIT"
-        await asyncio.sleep(1.2)  # the server's clock decides; 1 s is the response's max-age
-        for cc in ("max-age=1", "max-age=60, s-maxage=1"):
-            assert (await http.get("/fresh", params={"cc": cc})).headers["x-cache"] == "MISS"
-        longer = await http.get("/fresh", params={"cc": "max-age=600"})  # the rule's 60 s cap
-        assert longer.headers["x-cache"] == "MISS"
-    assert site.calls["fresh"] == 5
+        await http.get("/fresh", params={"cc": "max-age=5, must-revalidate"})
+    [(fresh, swr, pttl)] = await stored_windows(rk)
+    assert (fresh, swr) == (5000, 0)
+    assert 0 < pttl <= 5000
+
+
+async def test_expires_counts_from_the_response_date(rk: redkit.Redkit) -> None:
+    dates = {"date": "Tue, 01 Dec 2026 10:00:00 GMT"}
+
+    async def page(request: Request) -> Response:
+        expires = request.query_params["expires"]
+        return PlainTextResponse("page", headers={**dates, "expires": expires})
+
+    app = CacheMiddleware(
+        Starlette(routes=[Route("/", page)]),
+        cache=rk.cache(name="http", beta=0),
+        rules=[CacheRule("/", ttl=60)],
+    )
+    async with browsing(app, "off") as http:
+        for expires in ("0", "Tue, 01 Dec 2026 09:59:00 GMT", "not a date"):
+            await http.get("/", params={"expires": expires})
+            assert (await http.get("/", params={"expires": expires})).headers["x-cache"] == "MISS"
+        assert await stored_windows(rk) == []
+        await http.get("/", params={"expires": "Tue, 01 Dec 2026 10:00:07 GMT"})
+    [(fresh, _swr, _pttl)] = await stored_windows(rk)
+    assert fresh == 7000
 
 
 # -- issue 14: say why, and let a page be shared --------------------------------------------
@@ -479,3 +548,20 @@ async def test_a_shared_rule_never_serves_a_private_response(
 def test_a_rule_is_per_user_or_shared_not_both() -> None:
     with pytest.raises(redkit.InvalidInput, match="shared"):
         CacheRule("/x", per_user=True, shared=True)
+
+
+def test_credential_names_are_checked(rk: redkit.Redkit) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("unreachable")
+
+    cache = rk.cache(name="http")
+    for options in (
+        {"credential_headers": "x-api-key"},
+        {"credential_headers": ["x api key"]},
+        {"credential_cookies": [""]},
+        {"credential_cookies": [42]},
+    ):
+        with pytest.raises(redkit.InvalidInput):
+            CacheMiddleware(app, cache=cache, rules=RULES, **options)
+    middleware = CacheMiddleware(app, cache=cache, rules=RULES, credential_headers=["X-Api-Key"])
+    assert middleware.credential_headers == ("x-api-key",)

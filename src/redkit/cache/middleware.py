@@ -10,7 +10,10 @@
         rules=[
             CacheRule("/users/{user_id}", ttl=1800, tags=["user:{user_id}"], per_user=True),
             CacheRule("/projects", ttl=600, tags=["projects"], vary=["accept-language"]),
+            CacheRule("/docs/*", ttl=3600, shared=True),   # the same page for everyone
         ],
+        allowed_hosts=["example.com", "*.example.com"],
+        credential_headers=["X-Api-Key"],   # besides Authorization and the session cookie
     )
     ...
     await cache.invalidate("user:42")        # after a write
@@ -20,20 +23,38 @@ What is cached, and what never is:
 * Only ``GET`` requests matching a rule, and only ``200`` responses sent in one body message:
   a streaming response (several body messages) passes through uncached.
 * Never a response with ``Set-Cookie``, ``Cache-Control: private | no-store | no-cache``,
-  ``Vary: *`` or a ``Vary`` on a header the rule does not key on.
-* Never a request with ``Authorization`` or a session cookie, unless the rule has
-  ``per_user``: then the entry is keyed per user (by default a hash of the credentials, or
-  what ``per_user(scope)`` returns), so one user never receives another's response.
+  ``Vary: *`` or a ``Vary`` on a header the rule does not key on; a response's own freshness
+  (``s-maxage``, ``max-age``, ``Expires``) shortens the rule's ``ttl``, ``max-age=0`` is not
+  stored, and ``must-revalidate`` leaves no stale window.
+* A request with credentials (``Authorization``, the session cookie that
+  :class:`~redkit.sessions.middleware.SessionMiddleware` names, ``session``/``sessionid``, and
+  the declared ``credential_headers``/``credential_cookies``) bypasses the cache unless its
+  rule is ``per_user`` or ``shared``. ``per_user``: the entry is keyed by the credentials (by
+  default; or by what ``per_user(scope)`` returns), and with a redkit session it is served
+  only while that session lives, whatever the middleware order (:func:`resolve_session
+  <redkit.sessions.middleware.resolve_session>`), and stored no longer than the session's
+  expiry. ``shared``: the request is answered from the entry anonymous requests made, and
+  what it is sent itself is never stored.
+* A request whose ``Host`` is not in ``allowed_hosts`` (when given) bypasses the cache.
 * A request with ``Cache-Control: no-cache`` skips the lookup and refreshes the entry;
   ``no-store`` bypasses the cache.
 
-The key is the method, the path, the query with its parameters sorted, the values of the
-rule's ``vary`` headers, and the user. Responses carry a strong ``ETag`` (the application's, or
-a BLAKE2b hash of the body: the same in every process), ``X-Cache: HIT | MISS | STALE`` and,
-when served from the cache, ``Age``. ``If-None-Match`` gets ``304 Not Modified``. ``HEAD`` is
-answered from the ``GET`` entry. A miss takes the cache's single-flight lock: concurrent
-misses on one URL (in any process) wait for the first instead of all running the endpoint;
-XFetch and ``stale_while_revalidate`` refresh in the background with a copy of the request.
+The key is the method, the scheme, the ``Host`` and the forwarding headers (``Forwarded``,
+``X-Forwarded-Host``, ...: a page made for one origin is never served to another), the root
+path and the path, the query with its parameters sorted by name (a name's values keep their
+order: ``a=1&a=2`` is not ``a=2&a=1``), the values of the rule's ``vary`` headers, and the
+user. Responses carry a strong ``ETag`` (the application's, or a BLAKE2b hash of the body: the
+same in every process), ``X-Cache: HIT | MISS | STALE | BYPASS`` (a bypass logs its reason at
+``DEBUG`` on the ``redkit.cache`` logger) and, when served from the cache, ``Age``.
+``If-None-Match`` gets ``304 Not Modified``. ``HEAD`` is answered from the ``GET`` entry. A
+miss takes the cache's single-flight lock: concurrent misses on one URL (in any process) wait
+for the first instead of all running the endpoint; XFetch and ``stale_while_revalidate``
+refresh in the background with a copy of the request.
+
+What this does not know: a credential it is not told about (declare it), an endpoint that
+reads request headers other than the rule's ``vary`` (add them to ``vary``), and the liveness
+of credentials other than redkit sessions (their per-user entries live for the rule's ``ttl``:
+invalidate them by tag when the credential is withdrawn).
 """
 
 from __future__ import annotations
@@ -289,7 +310,7 @@ def _names(values: Sequence[str], what: str) -> tuple[str, ...]:
     for value in values:
         if not _HEADER_NAME.fullmatch(value):
             raise InvalidInput(f"{what}: {value!r} is not a header or cookie name")
-    return tuple(v.lower() for v in values) if what == "credential_headers" else tuple(values)
+    return tuple(values)
 
 
 class _Captured:
@@ -348,7 +369,11 @@ class CacheMiddleware:
         else:
             self.allowed_hosts = None
             self._allowed_suffixes = ()
-        self.credential_headers = _names(credential_headers, "credential_headers")
+        # Header names are case-insensitive (Starlette's Headers are lower case); cookie
+        # names are not.
+        self.credential_headers = tuple(
+            h.lower() for h in _names(credential_headers, "credential_headers")
+        )
         self.credential_cookies = _names(credential_cookies, "credential_cookies")
         self._session_layer: SessionMiddleware | None = None
         self._policies = {
@@ -381,7 +406,7 @@ class CacheMiddleware:
         route = await self._route(scope, headers, cc, *matched)
         if isinstance(route, str):
             # Say why: a bypass is otherwise indistinguishable from a cache that is off.
-            log.debug("cache BYPASS %s %s: %s", scope["method"], scope["path"], route)
+            log.debug("cache BYPASS %s %r: %s", scope["method"], scope["path"], route)
             await self.app(scope, receive, self._labelled(send, b"BYPASS"))
             return
         inm = headers.get("if-none-match")
@@ -478,8 +503,8 @@ class CacheMiddleware:
         names = ("authorization", *self.credential_headers)
         cookies = (*_DEFAULT_CREDENTIAL_COOKIES, *self.credential_cookies)
         if layer is not None:
-            names += layer.credential_headers
-            cookies += layer.credential_cookies
+            names = tuple(dict.fromkeys((*names, *layer.credential_headers)))
+            cookies = tuple(dict.fromkeys((*cookies, *layer.credential_cookies)))
         found = [", ".join(headers.getlist(h)) for h in names]
         if "cookie" in headers:
             raw = "; ".join(headers.getlist("cookie"))

@@ -454,10 +454,15 @@ def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware 
             return layer
         seen += 1
         # Middleware keep the layer they wrap in ``.app``; a Starlette application keeps its
-        # stack in ``.middleware_stack`` (built at its first call).
+        # stack in ``.middleware_stack``, which it builds at its first call: the request is
+        # on its way there, so build it now, as Starlette itself would an instant later.
         inner = getattr(layer, "app", None)
-        if inner is None:
-            inner = getattr(layer, "middleware_stack", None)
+        if inner is None and hasattr(layer, "middleware_stack"):
+            if layer.middleware_stack is None and callable(
+                getattr(layer, "build_middleware_stack", None)
+            ):
+                layer.middleware_stack = layer.build_middleware_stack()
+            inner = layer.middleware_stack
         layer = inner
     return None
 
