@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
-from redkit.embedded import EmbeddedValkey
+from redkit.embedded import EmbeddedValkey, follow_embedded
 from redkit.errors import (
     ConfigurationError,
     InvalidInput,
@@ -411,6 +411,10 @@ async def _connect(settings: Settings) -> Redkit:
             client_name=f"redkit:{settings.namespace}",
         ),
     )
+    if embedded is not None:
+        # The directory's server may be replaced (redkit server --stop, a crash) on a new
+        # port: the client then reconnects to the current one instead of the dead port.
+        follow_embedded(client, embedded)
     rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
     try:
         await rk._check_server()
