@@ -10,7 +10,14 @@ from rich.table import Table
 
 import redkit
 from redkit.cache import CacheStats
-from redkit.cli.common import DataDirOption, NamespaceOption, UrlOption, connected, console
+from redkit.cli.common import (
+    DataDirOption,
+    NamespaceOption,
+    UrlOption,
+    connected,
+    console,
+    resolve_namespace,
+)
 
 app = typer.Typer(
     name="cache",
@@ -32,14 +39,13 @@ ShardsOption = Annotated[
         show_default=False,
     ),
 ]
-DEFAULT_DATA_DIR = redkit.Settings.model_fields["data_dir"].default
 
 
 @app.command("stats")
 def stats(
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     name: NameOption = "default",
     shards: ShardsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -53,7 +59,7 @@ def stats(
     if as_json:
         typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"cache {name!r} in {namespace!r}", show_header=False)
+    table = Table(title=f"cache {name!r} in {resolve_namespace(namespace)!r}", show_header=False)
     table.add_column("counter", style="bold cyan")
     table.add_column("value", justify="right")
     for field, value in result.as_dict().items():
@@ -66,8 +72,8 @@ def stats(
 def invalidate(
     tags: Annotated[list[str], typer.Argument(help="Tags whose entries to delete.")],
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     name: NameOption = "default",
     shards: ShardsOption = None,
 ) -> None:

@@ -18,7 +18,8 @@ from redkit.errors import RedkitError
 T = TypeVar("T")
 
 console = Console()
-err_console = Console(stderr=True)
+# Error lines are never folded: they are read by people and grep alike.
+err_console = Console(stderr=True, soft_wrap=True)
 
 UrlOption = Annotated[
     str | None,

@@ -10,8 +10,8 @@
 """
 
 from redkit.jobs.cron import CronExpression
-from redkit.jobs.queue import Job, JobSpec, Queue, QueueStats, list_queues
-from redkit.jobs.schedule import Schedule
+from redkit.jobs.queue import Job, JobSpec, Queue, QueueStats, find_job_queues, list_queues
+from redkit.jobs.schedule import Schedule, ScheduleInfo, list_schedules
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, TRANSITIONS, JobState, Transition
 from redkit.jobs.worker import Worker
 
@@ -26,7 +26,10 @@ __all__ = [
     "Queue",
     "QueueStats",
     "Schedule",
+    "ScheduleInfo",
     "Transition",
     "Worker",
+    "find_job_queues",
     "list_queues",
+    "list_schedules",
 ]
