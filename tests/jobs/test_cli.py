@@ -163,9 +163,8 @@ async def test_jobs_list_fits_80_columns_without_cutting_ids_or_headers(
     for state in ("waiting", "cancelled"):
         if state == "waiting":
             await q.enqueue("send_email", priority=3)
-        result = await asyncio.to_thread(
-            lambda state=state: runner.invoke(app, ["list", state, *where], env={"COLUMNS": "80"})
-        )
+        argv = ["list", state, *where]
+        result = await asyncio.to_thread(runner.invoke, app, argv, env={"COLUMNS": "80"})
         assert result.exit_code == 0, result.output
         lines = result.stdout.splitlines()
         assert max(len(line) for line in lines) <= 80
@@ -193,6 +192,11 @@ async def test_schedules_come_from_a_module_as_dicts_or_a_function_of_rk(
         await load_schedules("jobs.tasks:functions", rk)
 
 
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=out)
+
+
 async def test_the_worker_command_runs_the_schedules_it_is_given(
     rk: redkit.Redkit, redis_url: str, server_kind: str, tmp_path: Path
 ) -> None:
@@ -209,8 +213,7 @@ async def test_the_worker_command_runs_the_schedules_it_is_given(
     argv += ["-q", "ticks", "--schedules", "jobs.tasks:every_second"]
     argv += ["--url", redis_url, "-n", rk.namespace]
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=out, stderr=out)
+    proc = await asyncio.to_thread(_spawn, argv, root, env, log)
     try:
 
         async def ran() -> bool:
