@@ -180,3 +180,18 @@ def test_help_shows_flags_without_a_type_and_values_with_a_metavar() -> None:
     assert "URL" in result.output
     for command in (["--help"], ["server", "--help"], ["cache", "stats", "--help"]):
         assert "<bool>" not in runner.invoke(app, command, env={"COLUMNS": "120"}).output
+
+
+def test_the_cli_reads_the_namespace_from_a_dot_env_file(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = f"dotenv{os.getpid()}"
+    monkeypatch.delenv("REDKIT_NAMESPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"REDIS_URL={redis_url}\nREDKIT_NAMESPACE={namespace}\n")
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["namespace"] == namespace
+    # An option still wins over the file.
+    other = runner.invoke(app, ["info", "--json", "-n", "other"])
+    assert json.loads(other.stdout)["namespace"] == "other"

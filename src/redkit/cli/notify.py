@@ -51,6 +51,9 @@ def publish(
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"id", "channel"} as JSON.')
+    ] = False,
 ) -> None:
     """Publish one event (JSON data); prints its event id."""
     try:
@@ -62,7 +65,11 @@ def publish(
     async def send(rk: redkit.Redkit) -> str:
         return await rk.notifications(history=history).publish(channel, value)
 
-    typer.echo(connected(url, namespace, data_dir, send))
+    event_id = connected(url, namespace, data_dir, send)
+    if as_json:
+        typer.echo(orjson.dumps({"id": event_id, "channel": channel}).decode())
+    else:
+        typer.echo(event_id)
 
 
 @app.command("history")
