@@ -173,6 +173,8 @@ def _pin(server_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     _register_comparisons()
+    # SAQ warns when its worker is stopped with tasks in flight, which is how its side ends.
+    logging.getLogger("saq").setLevel(logging.ERROR)
     missing = _missing_peers()
     if missing and not args.jsonl:
         console.print(
