@@ -51,7 +51,4 @@ def test_a_run_writes_its_report_to_an_ignored_folder_unless_told_to_save() -> N
     assert entry._args([]).out == ROOT / "artifacts" / "bench"
     assert entry._args(["--save"]).out == ROOT / "bench"
     assert entry._args(["--out", "x"]).out == Path("x")
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "artifacts/bench/results.json"], cwd=ROOT, check=False
-    )
-    assert ignored.returncode == 0
+    assert "artifacts/" in (ROOT / ".gitignore").read_text().splitlines()

@@ -273,3 +273,28 @@ async def test_an_app_follows_its_embedded_server_to_the_next_one_of_its_directo
             proc.wait(10)
             EmbeddedValkey.acquire(data_dir).release()
     assert not (data_dir / "server.json").exists()
+
+
+async def test_an_app_whose_embedded_server_was_stopped_starts_the_next_one_itself(
+    data_dir: Path,
+) -> None:
+    async with redkit.connect(data_dir=data_dir, namespace="follow") as rk:
+        assert rk.embedded is not None
+        old_pid = rk.embedded.pid
+        await rk.queue("q").enqueue("f", job_id="kept")
+        assert EmbeddedValkey.stop_directory(data_dir) is not None
+        found = None
+        try:
+            for _ in range(5):  # the first call may meet the dropped connection
+                try:
+                    found = await rk.queue("q").get("kept")
+                    break
+                except redkit.ConnectionLost:
+                    continue
+            assert found is not None
+            state = json.loads((data_dir / "server.json").read_text())
+            assert state["pid"] != old_pid
+            assert _alive(state["pid"])
+        finally:
+            EmbeddedValkey.acquire(data_dir).release()
+    assert not (data_dir / "server.json").exists()

@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 
 import redis
 import redis.exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redkit.errors import EmbeddedServerError
 
@@ -53,6 +55,12 @@ _USER_PREFIX = "redkit-user:"
 _STATE_FILE = "server.json"
 _LOCK_FILE = ".server.lock"
 _LOG_FILE = "valkey.log"
+
+
+def _no_retry() -> Retry:
+    # The administrative clients here talk to a server that may have just gone away:
+    # redis-py's default retries (with backoff) would spend seconds on a refused port.
+    return Retry(NoBackoff(), 0)
 
 
 def valkey_binary() -> Path:
@@ -438,7 +446,11 @@ class EmbeddedValkey:
         if not _pid_alive(state.pid):
             return False
         client = redis.Redis(
-            host=state.host, port=state.port, socket_timeout=2.0, socket_connect_timeout=2.0
+            host=state.host,
+            port=state.port,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=_no_retry(),
         )
         try:
             answer = client.config_get("dir")
@@ -465,6 +477,7 @@ class EmbeddedValkey:
             single_connection_client=True,
             client_name=f"{_USER_PREFIX}{os.getpid()}",
             socket_timeout=5.0,
+            retry=_no_retry(),
         )
         self._user.ping()
 
@@ -488,7 +501,8 @@ class EmbeddedValkey:
         atexit.unregister(self.release)
         with self._dir_lock():
             try:
-                last = self._other_users() == 0
+                # A dead server has no other users to ask about.
+                last = not _pid_alive(self.pid) or self._other_users() == 0
             except redis_errors.RedisError:
                 last = True  # the server is gone or broken: nothing to share any more
             finally:
@@ -521,7 +535,11 @@ class EmbeddedValkey:
         users: list[int] = []
         clients = 0
         client = redis.Redis(
-            host=state.host, port=state.port, socket_timeout=2.0, socket_connect_timeout=2.0
+            host=state.host,
+            port=state.port,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=_no_retry(),
         )
         try:
             entries = client.client_list()
@@ -599,7 +617,13 @@ def _forget_state(data_dir: Path, pid: int) -> None:
 
 def stop_server(host: str, port: int, pid: int, timeout: float = 10.0) -> None:
     """Stop a server this process did not start: ``SHUTDOWN``, then signals if it lingers."""
-    client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=2)
+    client = redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=2,
+        retry=_no_retry(),
+    )
     with contextlib.suppress(redis_errors.RedisError):
         client.shutdown()
     client.close()

@@ -47,7 +47,8 @@ def _describe_stop(data_dir: Path, report: StopReport | None) -> str:
         return text + "; no process was using it"
     pids = ", ".join(str(pid) for pid in report.users)
     return (
-        f"{text}; {len(report.users)} process(es) were still using it (pid {pids}): their "
+        f"{text}; {len(report.users)} process(es) were still using it (pid {pids}; "
+        f"{report.clients} client connections in all): their "
         "calls fail until a server runs in this directory again, and the next connect() or "
         "CLI call there starts one, which they then follow by themselves"
     )
