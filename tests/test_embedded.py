@@ -266,6 +266,8 @@ async def test_an_app_follows_its_embedded_server_to_the_next_one_of_its_directo
                 for entry in await rk.redis.client_list()
             }
             assert client_ports == {int(str(seen["port"]))}
+            assert rk.embedded.port == seen["port"]
+            assert rk.url.endswith(f":{seen['port']}")
         finally:
             assert proc.stdin is not None
             proc.stdin.write("\n")

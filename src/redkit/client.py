@@ -127,6 +127,11 @@ class Redkit:
             else None
         )
 
+    def _embedded_moved(self, handle: EmbeddedValkey) -> None:
+        """The embedded server was replaced; the client follows it (see follow_embedded)."""
+        self.embedded = handle
+        self.url = redact_url(handle.url)
+
     def __repr__(self) -> str:
         where = "embedded " if self.embedded else ""
         return f"<Redkit {where}{self.mode} {self.url} namespace={self.namespace!r}>"
@@ -411,11 +416,11 @@ async def _connect(settings: Settings) -> Redkit:
             client_name=f"redkit:{settings.namespace}",
         ),
     )
+    rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
     if embedded is not None:
         # The directory's server may be replaced (redkit server --stop, a crash) on a new
         # port: the client then reconnects to the current one instead of the dead port.
-        follow_embedded(client, embedded)
-    rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
+        follow_embedded(client, embedded, rk._embedded_moved)
     try:
         await rk._check_server()
     except BaseException:

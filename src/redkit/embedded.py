@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -567,27 +567,37 @@ class _Follower:
     (reusing the one another process started, else starting it), so the client follows it.
     """
 
-    def __init__(self, handle: EmbeddedValkey) -> None:
+    def __init__(
+        self, handle: EmbeddedValkey, on_move: Callable[[EmbeddedValkey], None] | None
+    ) -> None:
         self.handle = handle
+        self.on_move = on_move
         self._lock = threading.Lock()
 
     def current(self) -> EmbeddedValkey:
         with self._lock:  # one acquire for every connection that reconnects at once
             if not self.handle.alive():
                 self.handle = EmbeddedValkey.acquire(self.handle.data_dir)
+                if self.on_move is not None:
+                    self.on_move(self.handle)
             return self.handle
 
 
-def follow_embedded(client: Any, handle: EmbeddedValkey) -> None:
+def follow_embedded(
+    client: Any,
+    handle: EmbeddedValkey,
+    on_move: Callable[[EmbeddedValkey], None] | None = None,
+) -> None:
     """Make the redis-py asyncio ``client`` (standalone, not yet connected) follow the
-    embedded server of ``handle``'s data directory across restarts on new ports.
+    embedded server of ``handle``'s data directory across restarts on new ports;
+    ``on_move(new_handle)`` runs (in a worker thread) when it moved to another server.
 
     Its pool's connections (pipelines', pub/sub and blocking ones included) ask the follower
     for the server's address each time they connect; a live server costs that a pid check.
     """
     pool = client.connection_pool
     base: Any = pool.connection_class
-    follower = _Follower(handle)
+    follower = _Follower(handle, on_move)
 
     async def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
         # The one step every connect goes through (connect(), and a send on a dropped one).
