@@ -210,7 +210,11 @@ class Schedule:
             try:
                 now = await self.server_now()
                 # At most once a minute (the longest sleep below): keeps the registry fresh.
-                await self.announce(now if last is None else max(now, last))
+                # Best effort: a registry that cannot be written must not stop the ticks.
+                try:
+                    await self.announce(now if last is None else max(now, last))
+                except RedkitError as exc:
+                    log.debug("schedule %s: not announced: %s", self.name, exc)
                 due = self.next_after(now if last is None else max(now, last))
                 # Sleep in steps of at most a minute, re-reading the server clock.
                 wait = (due - now).total_seconds()
