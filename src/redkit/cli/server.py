@@ -48,9 +48,9 @@ def _describe_stop(data_dir: Path, report: StopReport | None) -> str:
     pids = ", ".join(str(pid) for pid in report.users)
     return (
         f"{text}; {len(report.users)} process(es) were still using it (pid {pids}; "
-        f"{report.clients} client connections in all): their "
-        "calls fail until a server runs in this directory again, and the next connect() or "
-        "CLI call there starts one, which they then follow by themselves"
+        f"{report.clients} client connections in all). They follow the directory's server: "
+        "their next call starts it again (or finds the one another process started), on a "
+        "new port; stop them too to keep it down"
     )
 
 
