@@ -14,6 +14,12 @@ shuts the server down only if no other process's ``redkit-user`` connection is l
 server lives exactly as long as its users, and two servers never share one AOF directory.
 A user process killed with SIGKILL cannot run its exit hook: the server then stays up, and the
 next ``connect()`` in that directory reuses it (``redkit server --stop`` stops it by hand).
+
+Following. A client made by ``connect()`` asks for the directory's server each time one of its
+connections (re)connects (:func:`follow_embedded`): if the server it used is gone (stopped by
+``redkit server --stop``, crashed), it acquires the directory's current one, reusing a server
+another process started or starting it, so a running application works again by itself on
+whatever port the next server has.
 """
 
 from __future__ import annotations

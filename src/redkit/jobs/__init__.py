@@ -5,7 +5,9 @@
 - :class:`Job`: what was enqueued; ``await job.result(timeout=)`` waits without polling.
 - :class:`Worker` (``rk.worker(queues, functions, concurrency)``): batch claims, leases with
   heartbeats, timeouts, graceful shutdown on SIGTERM/SIGINT.
-- :class:`Schedule` (``rk.schedule(cron, function, payload)``): each tick enqueued once.
+- :class:`Schedule` (``rk.schedule(cron, function, payload)``): each tick enqueued once, by
+  whoever runs it (``rk.worker(..., schedules=[...])``, ``redkit worker --schedules``, or
+  ``await schedule.run()``); :func:`list_schedules` lists the running ones.
 - :class:`JobState` and :data:`~redkit.jobs.states.TRANSITIONS`: the states, in one place.
 """
 
