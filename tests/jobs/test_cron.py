@@ -192,6 +192,8 @@ async def test_a_running_schedule_is_listed_and_the_registry_stays_bounded(
     # Past the cap the least recently announced go; past the age, stale ones go.
     keys = _registry_keys(rk)
     for name in ("a", "b", "c"):
+        # Announcements in one millisecond tie (then the name decides which goes first).
+        await asyncio.sleep(0.002)
         await rk.run(SCRIPTS["announce"], keys, [name, b"{}", 3_600_000, 2])
     assert {s.name for s in await list_schedules(rk)} == {"b", "c"}
     await asyncio.sleep(0.01)
