@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
-from redkit.embedded import EmbeddedValkey
+from redkit.embedded import EmbeddedValkey, follow_embedded
 from redkit.errors import (
     ConfigurationError,
     InvalidInput,
@@ -126,6 +126,11 @@ class Redkit:
             if settings.auto_pipeline and isinstance(client, Redis)
             else None
         )
+
+    def _embedded_moved(self, handle: EmbeddedValkey) -> None:
+        """The embedded server was replaced; the client follows it (see follow_embedded)."""
+        self.embedded = handle
+        self.url = redact_url(handle.url)
 
     def __repr__(self) -> str:
         where = "embedded " if self.embedded else ""
@@ -412,6 +417,10 @@ async def _connect(settings: Settings) -> Redkit:
         ),
     )
     rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
+    if embedded is not None:
+        # The directory's server may be replaced (redkit server --stop, a crash) on a new
+        # port: the client then reconnects to the current one instead of the dead port.
+        follow_embedded(client, embedded, rk._embedded_moved)
     try:
         await rk._check_server()
     except BaseException:
