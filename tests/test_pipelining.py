@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -361,3 +362,68 @@ async def test_settled_calls_do_not_wait_for_their_time_limit_to_be_forgotten(
     # would pile up under load: a rate limiter's calls all carry a limit.
     assert len(rk.pipeline._timed) == 0
     await rk.redis.delete(key)
+
+
+async def script_sends(rk: redkit.Redkit) -> int:
+    """How often a script's source went to the server (``EVAL`` or ``SCRIPT LOAD``)."""
+    return await calls(rk, "eval") + await calls(rk, "script|load")
+
+
+async def test_a_noscript_storm_loads_the_script_once_and_runs_every_call_once(
+    rk: redkit.Redkit,
+) -> None:
+    assert rk.pipeline is not None
+    counter = rk.keys.group("test", "storm").key("n")
+    await rk.run(INCR, [counter], [0])
+    await rk.redis.execute_command("SCRIPT", "FLUSH")
+    sends, loads = await script_sends(rk), rk.pipeline.script_loads
+    results = await asyncio.gather(
+        *(rk.run(INCR, [counter], [1], time_limit=5) for _ in range(300))
+    )
+    assert sorted(results) == list(range(1, 301))
+    assert await script_sends(rk) - sends == 1
+    assert rk.pipeline.script_loads - loads == 1
+
+
+async def test_replies_left_unread_by_a_busy_event_loop_are_not_timeouts(
+    rk: redkit.Redkit,
+) -> None:
+    counter = rk.keys.group("test", "unread").key("n")
+    await rk.run(INCR, [counter], [0])
+
+    async def hog() -> None:
+        # Callbacks that hold the event loop (as CPU-bound work would) far past the calls'
+        # limit: the server answers meanwhile, and its replies wait unread.
+        for _ in range(4):
+            time.sleep(0.15)
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(rk.run(INCR, [counter], [1], time_limit=0.05)) for _ in range(300)]
+    hogging = asyncio.create_task(hog())
+    results = await asyncio.gather(*tasks)
+    await hogging
+    assert sorted(results) == list(range(1, 301))
+
+
+async def test_a_new_connection_to_a_hung_server_is_bounded_by_the_time_limit(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "aphang") as rk:
+        assert rk.pipeline is not None
+        key = rk.keys.group("test", "hang").key("n")
+        assert await rk.run(INCR, [key], [1]) == 1
+        await rk.pipeline.aclose()  # no kept connection: the next call needs a new one
+        await rk.pipeline.client.connection_pool.disconnect()
+        own_server.pause()
+        try:
+            began = time.perf_counter()
+            with pytest.raises(redkit.ConnectionLost):
+                await rk.run(INCR, [key], [1], time_limit=0.2)
+            # The handshake alone would wait for the 2 s command timeout.
+            assert time.perf_counter() - began < 1.0
+        finally:
+            own_server.resume()
+        # The handshake cut short left nothing behind whose late reply a command would read.
+        for expected in (2, 3):
+            assert await rk.run(INCR, [key], [1]) == expected
+        assert await rk.redis.incr(key) == 4

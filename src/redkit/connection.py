@@ -339,6 +339,23 @@ class QueueingConnectionPool(ConnectionPool):
         self._holding.add(connection)
         return connection
 
+    def lends_at_once(self) -> bool:
+        """Would a checkout now hand out a connected connection, without waiting for a slot
+        or opening one? (Then a caller need not arm a timer around it.)"""
+        if self._slots.locked():
+            return False
+        available = self._available_connections
+        return bool(available) and bool(available[-1].is_connected)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        try:
+            await super().ensure_connection(connection)
+        except BaseException:
+            # A set-up cut short (by a caller's time limit) may leave a handshake half done,
+            # whose late reply would be read as the next command's: start afresh next time.
+            await connection.disconnect(nowait=True)
+            raise
+
     async def _lean_checkout(self) -> Any:
         # redis-py's steps: take an idle connection (or make one), mark it in use, make sure
         # it is connected and clean. Nothing awaits between the first two, so no lock is
