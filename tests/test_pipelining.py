@@ -312,7 +312,9 @@ async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redk
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    assert await rk.run(SCRIPTS["slow_incr"], [key], [5]) == 1  # ~5 ms in the server
+    # ~30 ms in the server: long enough that the client gets the CPU meanwhile even on a
+    # shared 2-core machine, where the woken server may preempt it for a few milliseconds.
+    assert await rk.run(SCRIPTS["slow_incr"], [key], [30]) == 1
     stop.set()
     await task
     assert ticks - before > 10  # the ticker kept running while the call spun

@@ -323,7 +323,12 @@ class AutoPipeline:
         if self._in_flight >= self.max_in_flight:
             return
         # A call cancelled or expired while queued is dropped: it was never sent.
-        batch = [c for c in self._pending[: self.max_batch] if c.future and not c.future.done()]
+        batch = []
+        for call in self._pending[: self.max_batch]:
+            if call.future is not None and not call.future.done():
+                batch.append(call)
+            elif call.limit is not None:
+                self._timed.discard(call)
         del self._pending[: self.max_batch]
         if not batch:
             self._schedule()
@@ -384,7 +389,11 @@ class AutoPipeline:
         """Queue ``calls`` again, first in line, once the scripts they met NOSCRIPT for are
         loaded: one ``SCRIPT LOAD`` for the whole storm, then ``EVALSHA`` in batches as
         usual. A call that meets NOSCRIPT a second time sends the script's source."""
-        scripts = {call.script.sha: call.script for call in calls if call.script is not None}
+        scripts = {
+            call.script.sha: call.script
+            for call in calls
+            if call.script is not None and not call.reloaded
+        }
         for script in scripts.values():
             await self._reload(script, loads)
         for call in calls:
@@ -564,7 +573,8 @@ class AutoPipeline:
         """A timed call's deadline passed: fail it if the server has been silent for its
         whole limit, else wait until it would have been."""
         limit = call.limit
-        assert limit is not None
+        if limit is None or call.future is None or call.future.done():
+            return None  # settled, or cancelled by its caller: nothing left to watch
         since = self._silent_since(now)
         if since is None:
             return now + limit  # nothing sent yet: the wait is the client's
