@@ -45,7 +45,7 @@ KEEP_FROM_POOL_SIZE = 8
 
 HELD_LOOP = 0.01
 """Seconds a watchdog may fire late before the event loop counts as held: then a connection
-being set up (whose socket the watchdog cannot look into) gets the benefit of the doubt."""
+being opened (no socket yet for the watchdog to look into) gets the benefit of the doubt."""
 
 Command = tuple[Any, ...]
 T = TypeVar("T")
@@ -126,7 +126,9 @@ class _Exchange:
         self.bound = bound
         """Seconds of silence allowed (``math.inf``: no bound of the pipeline's own)."""
         self.conn: Any = None
-        """None while a connection is being set up (bounded by its own timeout)."""
+        """None until the pool names the connection it sets up for this exchange (the set-up
+        is bounded on its own: a lone call's time limit, else the connect and command
+        timeouts)."""
         self.since = 0.0
         """Event-loop time since which the server has owed this exchange a word: its write,
         or the last time the watchdog found that something had come."""
@@ -493,7 +495,7 @@ class AutoPipeline:
             exchange.since = loop.time()
             exchanges.add(exchange, math.inf)
             try:
-                conn = await self._connect(time_limit)
+                conn = await self._connect(exchange, time_limit)
             except BaseException:
                 exchanges.discard(exchange)
                 raise
@@ -536,15 +538,27 @@ class AutoPipeline:
             await self.client.connection_pool.release(conn)
         return results
 
-    async def _connect(self, time_limit: float | None) -> Any:
-        """A connection from the pool. Under a time limit, a checkout that may have to wait
-        (for a free connection, or a new one's handshake with a hung server) is bounded by
-        it: without that a hung server costs the connect and command timeouts first."""
-        pool = self.client.connection_pool
+    async def _connect(self, exchange: _Exchange, time_limit: float | None) -> Any:
+        """A connection from the pool for ``exchange``, which holds it while it is set up
+        (where the pool says which it is), so that the watchdog can see its handshake's
+        replies. Under a time limit, a checkout that may have to wait (for a free
+        connection, or a new one's handshake with a hung server) is bounded by it: without
+        that a hung server costs the connect and command timeouts first."""
+        pool: Any = self.client.connection_pool
+        checkout = getattr(pool, "checkout", None)
+
+        def watch(conn: Any) -> None:
+            exchange.conn = conn
+
+        async def take() -> Any:
+            if checkout is not None:
+                return await checkout(watch)
+            return await pool.get_connection()
+
         if time_limit is None or _lends_at_once(pool):
-            return await pool.get_connection()  # type: ignore[no-untyped-call]
+            return await take()
         async with asyncio.timeout(time_limit):
-            return await pool.get_connection()  # type: ignore[no-untyped-call]
+            return await take()
 
     def _silent_since(self, now: float) -> float | None:
         """Since when the server has owed an exchange an answer without a word, or None
@@ -557,8 +571,11 @@ class AutoPipeline:
         since = None
         held = self._timed.late > HELD_LOOP
         for exchange in self._exchanges:
-            if exchange.conn is None:
-                if held:  # its handshake may have come while the loop could not look
+            conn = exchange.conn
+            if conn is None or getattr(conn, "_reader", None) is None:
+                # Being connected: no socket to look into yet. If the loop was held, the
+                # connection may have been made meanwhile: the benefit of the doubt.
+                if held:
                     exchange.since = now
             elif _progressed(exchange):
                 exchange.since = self._heard_at = now
