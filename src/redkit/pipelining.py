@@ -667,15 +667,18 @@ def _has_unread(conn: Any) -> bool:
     sock = writer.get_extra_info("socket") if writer is not None else None
     if sock is None:
         return False
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return True  # closed under the read, which fails at once
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return False  # the watchdog must never fail: no sign of life, then
 
 
 def _sound(conn: Any) -> bool:
