@@ -45,7 +45,8 @@ KEEP_FROM_POOL_SIZE = 8
 
 HELD_LOOP = 0.01
 """Seconds a watchdog may fire late before the event loop counts as held: then a connection
-being opened (no socket yet for the watchdog to look into) gets the benefit of the doubt."""
+being opened (whose handshake steps redis-py reads out of the watchdog's sight) gets the
+benefit of the doubt."""
 
 Command = tuple[Any, ...]
 T = TypeVar("T")
@@ -120,7 +121,7 @@ class _Exchange:
     """One write and its replies on a connection, while in flight: what the watchdog needs
     to tell a silent server from a busy client."""
 
-    __slots__ = ("bound", "conn", "expired", "results", "seen", "since")
+    __slots__ = ("bound", "conn", "connecting", "expired", "results", "seen", "since")
 
     def __init__(self, bound: float) -> None:
         self.bound = bound
@@ -136,6 +137,8 @@ class _Exchange:
         self.seen = 0
         """How many replies the watchdog had seen read at its last look."""
         self.expired = False
+        self.connecting = False
+        """True while its connection is opened and its handshake runs."""
 
 
 class _Call:
@@ -493,12 +496,14 @@ class AutoPipeline:
             # Held while the connection is set up: calls queued behind it wait for the server
             # (its handshake) as much as for a reply.
             exchange.since = loop.time()
+            exchange.connecting = True
             exchanges.add(exchange, math.inf)
             try:
                 conn = await self._connect(exchange, time_limit)
             except BaseException:
                 exchanges.discard(exchange)
                 raise
+            exchange.connecting = False
         exchange.conn = conn
         exchange.since = now = loop.time()
         exchanges.add(exchange, now + bound)
@@ -572,10 +577,11 @@ class AutoPipeline:
         held = self._timed.late > HELD_LOOP
         for exchange in self._exchanges:
             conn = exchange.conn
-            if conn is None or getattr(conn, "_reader", None) is None:
-                # Being connected: no socket to look into yet. If the loop was held, the
-                # connection may have been made meanwhile: the benefit of the doubt.
-                if held:
+            if exchange.connecting:
+                # A connection being opened: its handshake's steps are read by redis-py,
+                # unseen here. If the loop was held, they may have been held up by it: the
+                # benefit of the doubt; else only an unread reply is a sign of life.
+                if held or (getattr(conn, "_reader", None) is not None and _has_unread(conn)):
                     exchange.since = now
             elif _progressed(exchange):
                 exchange.since = self._heard_at = now
