@@ -183,6 +183,9 @@ class Redkit:
         made while others are in flight travel together in one pipeline; see
         :mod:`redkit.pipelining`. ``time_limit`` (seconds) bounds the call, shorter than the
         command timeout: past it the call raises :class:`~redkit.errors.ConnectionLost`.
+        Through the pipeline the limit measures the server's silence (a reply that came
+        while the event loop was busy counts, however late it is read); without it (a
+        Cluster, or ``auto_pipeline=False``) it bounds the whole call.
         """
         if self.pipeline is not None:
             return await self.pipeline.run(script, keys, args, time_limit)
