@@ -162,7 +162,7 @@ def run_pytest(url: str, args: Sequence[str]) -> tuple[int, str]:
     """pytest against ``url``, its output streamed through; its exit code and summary."""
     env = {**os.environ, "REDIS_URL": url}
     env.pop("REDKIT_REDIS_URL", None)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *args]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", *args]
     summary = ""
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
