@@ -3,6 +3,8 @@
 -- request) the job waits out an exponential backoff in the delayed set; otherwise it goes to
 -- the failed set (the dead letter), which is then trimmed to its bounds.
 -- KEYS[1]: active   KEYS[2]: delayed   KEYS[3]: failed   KEYS[4]: events   KEYS[5]: wake list
+-- KEYS[6]: failed-job search index (hash id -> lower-cased "function\nerror head"; an entry
+--   per id of the failed set, removed when the id is trimmed or retried: bounded like it)
 -- ARGV[1]: job hash prefix   ARGV[2]: done-list prefix   ARGV[3]: worker id   ARGV[4]: job id
 -- ARGV[5]: attempt   ARGV[6]: error text   ARGV[7]: traceback text
 -- ARGV[8]: retryable (1/0)   ARGV[9]: jitter factor (e.g. 0.8-1.2, chosen by the caller)
@@ -42,6 +44,8 @@ else
   local age = tonumber(ARGV[12])
   redis.call('PEXPIRE', jkey, age)
   redis.call('ZADD', KEYS[3], now, id)
+  local fn = redis.call('HGET', jkey, 'fn') or ''
+  redis.call('HSET', KEYS[6], id, string.lower(fn .. '\n' .. string.sub(ARGV[6], 1, 300)))
   if f[7] then
     local dkey = done_prefix .. id
     for _ = 1, math.min(tonumber(f[7]), 100) do redis.call('RPUSH', dkey, state) end
@@ -52,13 +56,17 @@ else
   local count = redis.call('ZCARD', KEYS[3])
   if count > keep then
     local old = redis.call('ZRANGE', KEYS[3], 0, math.min(count - keep, 1000) - 1)
-    for _, old_id in ipairs(old) do redis.call('DEL', prefix .. old_id) end
+    for _, old_id in ipairs(old) do
+      redis.call('DEL', prefix .. old_id)
+      redis.call('HDEL', KEYS[6], old_id)
+    end
     redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #old - 1)
   end
   local aged = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - age, 'LIMIT', 0, 100)
   for _, old_id in ipairs(aged) do
     redis.call('DEL', prefix .. old_id)
     redis.call('ZREM', KEYS[3], old_id)
+    redis.call('HDEL', KEYS[6], old_id)
   end
 end
 if maxlen > 0 then
