@@ -1,0 +1,268 @@
+"""The dashboard over real HTTP (uvicorn + httpx): access, CSRF, actions, audit, masking,
+push."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+import redkit
+from dashboard.helpers import make_app, serve
+from redkit.dashboard import MASK, Role, dashboard_app
+from redkit.dashboard.app import AUDIT_MAXLEN
+from redkit.dashboard.data import audit_key
+from redkit.errors import ConfigurationError
+
+PAGES = [
+    "/",
+    "/jobs",
+    "/jobs/mail",
+    "/jobs/mail?state=failed",
+    "/locks",
+    "/notifications",
+    "/audit",
+]
+
+
+async def client(url: str, role: str | None) -> httpx.AsyncClient:
+    headers = {"accept": "text/html"}
+    if role:
+        headers["x-role"] = role
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=10)
+
+
+async def csrf_of(c: httpx.AsyncClient) -> str:
+    page = await c.get("/jobs")
+    assert page.status_code == 200
+    token = c.cookies.get("redkit_dashboard_csrf")
+    assert token
+    assert f'name="rk-csrf" content="{token}"' in page.text
+    return token
+
+
+async def act(c: httpx.AsyncClient, name: str, body: dict[str, Any], token: str) -> httpx.Response:
+    return await c.post(f"/actions/{name}", json=body, headers={"x-csrf-token": token})
+
+
+@pytest.fixture
+async def url(rk: redkit.Redkit) -> AsyncIterator[str]:
+    await rk.queue("mail").enqueue("send", {"to": "a@b.c", "password": "hunter2"})
+    async with serve(make_app(rk)) as base:
+        yield base
+
+
+def test_a_dashboard_without_auth_is_refused_at_once(rk: redkit.Redkit) -> None:
+    with pytest.raises(ConfigurationError, match="auth="):
+        dashboard_app(rk, auth=None)  # type: ignore[arg-type]
+
+
+async def test_without_a_role_every_page_stream_and_action_answers_403(url: str) -> None:
+    async with await client(url, None) as c:
+        for path in [*PAGES, "/stream?view=overview", "/feed", "/jobs/search?q=x"]:
+            response = await c.get(path)
+            assert response.status_code == 403, path
+        refused = await c.post("/actions/queue.pause", json={"queue": "mail"})
+        assert refused.status_code == 403
+        assert refused.json() == {"error": "not allowed: no dashboard access"}
+
+
+async def test_a_read_only_viewer_sees_every_page_but_cannot_act(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "ro") as c:
+        for path in PAGES:
+            page = await c.get(path)
+            assert page.status_code == 200, path
+            assert "data-action=" not in page.text.replace('form data-action="notify', "")
+        token = await csrf_of(c)
+        refused = await act(c, "queue.pause", {"queue": "mail"}, token)
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "read-only access: this role cannot act"
+    assert not await rk.queue("mail").is_paused()
+
+
+async def test_an_action_without_the_csrf_token_of_its_cookie_is_refused(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "admin") as c:
+        token = await csrf_of(c)
+        for headers in ({}, {"x-csrf-token": "forged"}, {"x-csrf-token": token + "x"}):
+            refused = await c.post("/actions/queue.pause", json={"queue": "mail"}, headers=headers)
+            assert refused.status_code == 403
+            assert "CSRF" in refused.json()["error"]
+        c.cookies.clear()  # a cross-site request carries no cookie (SameSite=Strict)
+        refused = await c.post(
+            "/actions/queue.pause", json={"queue": "mail"}, headers={"x-csrf-token": token}
+        )
+        assert refused.status_code == 403
+    assert not await rk.queue("mail").is_paused()
+
+
+async def test_the_csrf_cookie_is_http_only_strict_and_scoped_to_the_mount(url: str) -> None:
+    async with await client(url, "admin") as c:
+        page = await c.get("/")
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert "path=/redkit" in cookie
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+async def test_every_action_is_written_to_the_bounded_audit_log_and_shown(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "admin") as c:
+        token = await csrf_of(c)
+        done = await act(c, "queue.pause", {"queue": "mail"}, token)
+        assert done.json() == {"ok": True, "message": "paused"}
+        assert await rk.queue("mail").is_paused()
+        refused = await act(c, "job.retry", {"queue": "mail", "job": "nope"}, token)
+        assert refused.status_code == 400
+        entries = await rk.redis.xrevrange(audit_key(rk))
+        fields = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
+        assert fields[1] == {
+            "who": "alice@example.com",
+            "role": "admin",
+            "action": "queue.pause",
+            "target": "mail",
+            "result": "paused",
+        }
+        assert fields[0]["action"] == "job.retry"
+        assert fields[0]["result"].startswith("refused: no job nope")
+        page = await c.get("/audit")
+        assert "alice@example.com" in page.text
+        assert "queue.pause" in page.text
+    assert AUDIT_MAXLEN == 10_000  # XADD MAXLEN ~ keeps the log bounded
+
+
+async def test_sensitive_payload_fields_are_masked_on_every_page(rk: redkit.Redkit) -> None:
+    q = rk.queue("pay")
+    job = await q.enqueue(
+        "charge", {"card_number": "4111", "Authorization": "Bearer x", "nested": [{"api_key": "k"}]}
+    )
+    async with serve(make_app(rk, sensitive_fields=["card", "authorization", "api_key"])) as base:
+        async with await client(base, "admin") as c:
+            detail = await c.get(f"/jobs/pay/job/{job.id}")
+            assert detail.status_code == 200
+            for secret in ("4111", "Bearer x", '"k"'):
+                assert secret not in detail.text
+            assert detail.text.count(MASK) == 3
+
+
+async def test_a_new_job_is_pushed_to_an_open_list_without_a_reload(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "admin") as c:
+        params = {"view": "list", "queue": "mail", "state": "waiting", "page": "1"}
+        async with c.stream("GET", "/stream", params=params) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            job = await rk.queue("mail").enqueue("send", {"to": "new@b.c"})
+            async with asyncio.timeout(10):
+                async for line in lines:
+                    if line.startswith("data:") and job.id in line:
+                        frame = orjson.loads(line[5:])
+                        assert frame["view"] == "list"
+                        assert f'data-job="{job.id}"' in frame["html"]
+                        break
+
+
+async def test_many_open_dashboards_share_one_read_per_tick(rk: redkit.Redkit) -> None:
+    app = make_app(rk)
+    dash = app.routes[0].app.state.dashboard  # type: ignore[attr-defined]
+    renders: list[Any] = []
+    render = dash.live.render
+
+    async def counted(topic: Any, role: Role, sample: dict[str, Any]) -> str:
+        renders.append(topic)
+        html: str = await render(topic, role, sample)
+        return html
+
+    dash.live.render = counted
+    async with serve(app) as base, await client(base, "admin") as c:
+        async with (
+            c.stream("GET", "/stream?view=queues") as one,
+            c.stream("GET", "/stream?view=queues") as two,
+            c.stream("GET", "/stream?view=queues") as three,
+        ):
+            for s in (one, two, three):
+                assert s.status_code == 200
+            ticks = dash.live.ticks
+            for _ in range(500):
+                if dash.live.ticks >= ticks + 3 and len(dash.live.streams) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            renders.clear()
+            before = dash.live.ticks
+            for _ in range(500):
+                if dash.live.ticks >= before + 2:
+                    break
+                await asyncio.sleep(0.02)
+            done = dash.live.ticks - before
+            # One render of the view per tick, whatever the number of streams showing it.
+            assert len(renders) <= done + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/jobs/mail?state=bogus", 400),
+        ("/jobs/mail?page=0", 400),
+        ("/jobs/mail?page=x", 400),
+        ("/jobs/nosuchqueue", 404),
+        ("/stream?view=bogus", 400),
+        ("/stream?view=list&queue=nosuchqueue", 404),
+        ("/notifications?channel=a*", 400),
+        ("/feed?filter=" + "x" * 5000, 400),
+    ],
+)
+async def test_bad_input_is_a_4xx_with_a_json_body(url: str, path: str, status: int) -> None:
+    async with await client(url, "admin") as c:
+        response = await c.get(path)
+        assert response.status_code == status
+        assert response.json()["error"]
+
+
+async def test_bad_action_bodies_are_4xx_json_and_change_nothing(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "admin") as c:
+        token = await csrf_of(c)
+        headers = {"x-csrf-token": token, "content-type": "application/json"}
+        for body, status in ((b"{", 400), (b"[1]", 400), (b'{"queue": 5}', 400)):
+            bad = await c.post("/actions/queue.pause", content=body, headers=headers)
+            assert bad.status_code == status
+            assert bad.json()["error"]
+        unknown = await act(c, "queue.explode", {"queue": "mail"}, token)
+        assert unknown.status_code == 404
+        missing = await act(c, "queue.pause", {"queue": "other"}, token)
+        assert missing.status_code == 404
+    assert not await rk.queue("mail").is_paused()
+
+
+async def test_job_actions_retry_cancel_delete_and_publish(rk: redkit.Redkit, url: str) -> None:
+    q = rk.queue("mail")
+    job = await q.enqueue("send", {"to": "x@y.z"}, delay=60)
+    bus = rk.notifications()
+    async with await client(url, "admin") as c:
+        token = await csrf_of(c)
+        cancelled = await act(c, "job.cancel", {"queue": "mail", "job": job.id}, token)
+        assert cancelled.json()["message"] == "cancelled"
+        retried = await act(c, "job.retry", {"queue": "mail", "job": job.id}, token)
+        assert retried.json()["message"] == "queued again"
+        assert (await job.status()).value == "waiting"
+        deleted = await act(c, "job.delete", {"queue": "mail", "job": job.id}, token)
+        assert deleted.json()["message"] == "deleted"
+        assert await q.get(job.id) is None
+        published = await act(
+            c, "notify.publish", {"channel": "dash:test", "data": '{"a": 1}'}, token
+        )
+        assert published.status_code == 200
+        bad_json = await act(c, "notify.publish", {"channel": "dash:test", "data": "{"}, token)
+        assert bad_json.status_code == 400
+    assert [e.data for e in await bus.history("dash:test")] == [{"a": 1}]
