@@ -268,3 +268,25 @@ async def test_job_actions_retry_cancel_delete_and_publish(rk: redkit.Redkit, ur
         bad_json = await act(c, "notify.publish", {"channel": "dash:test", "data": "{"}, token)
         assert bad_json.status_code == 400
     assert [e.data for e in await bus.history("dash:test")] == [{"a": 1}]
+
+
+async def test_the_jobs_page_lists_the_workers_alive_with_their_load(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async def noop(payload: Any) -> None:
+        return None
+
+    worker = rk.worker(["mail"], {"send": noop}, concurrency=4, handle_signals=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        async with await client(url, "admin") as c:
+            for _ in range(500):
+                page = await c.get("/jobs")
+                if f'data-worker="{worker.id}"' in page.text:
+                    break
+                await asyncio.sleep(0.02)
+            assert f'data-worker="{worker.id}"' in page.text
+            assert "0 / 4" in page.text
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)

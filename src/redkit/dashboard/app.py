@@ -52,6 +52,7 @@ from redkit.dashboard.security import (
     resolve_viewer,
 )
 from redkit.errors import InvalidInput, RedkitError
+from redkit.jobs.presence import list_workers
 from redkit.jobs.queue import MAX_JOB_ID_LENGTH, check_name
 from redkit.notify.events import check_channel, glob_matches, has_glob
 
@@ -176,8 +177,11 @@ class _Dashboard:
 
     async def sample(self) -> dict[str, Any]:
         self._ensure_feed_counter()
-        queues, held, caches = await asyncio.gather(
-            data.all_queues(self.rk), data.locks(self.rk), data.cache_stats(self.caches)
+        queues, held, caches, workers = await asyncio.gather(
+            data.all_queues(self.rk),
+            data.locks(self.rk),
+            data.cache_stats(self.caches),
+            list_workers(self.rk),
         )
         done, failed = await self._job_throughput([q.name for q in queues])
         limits = data.rate_limit_decisions()
@@ -187,18 +191,19 @@ class _Dashboard:
             for state in ("waiting", "delayed", "active", "completed", "failed")
         }
         h = self.live.history
-        h.add("jobs:done", done)
-        h.add("jobs:failed", failed)
+        per_s = 1 / self.live.interval  # figures per tick, shown per second
+        h.add("jobs:done", done * per_s)
+        h.add("jobs:failed", failed * per_s)
         h.add("jobs:waiting", totals["waiting"])
         h.add("locks:held", len(held))
-        h.add("notify:events", events)
+        h.add("notify:events", events * per_s)
         for name, stats in caches.items():
             h.add(f"cache:{name}", stats["ratio"] * 100)
         limited = sum(v.get("limited", 0) for v in limits.values())
         allowed = sum(v.get("allowed", 0) for v in limits.values())
         prev = self.live.last_sample.get("limit_totals", (allowed, limited))
-        h.add("limits:limited", limited - prev[1])
-        h.add("limits:allowed", allowed - prev[0])
+        h.add("limits:limited", (limited - prev[1]) * per_s)
+        h.add("limits:allowed", (allowed - prev[0]) * per_s)
         return {
             "queues": queues,
             "totals": totals,
@@ -206,7 +211,9 @@ class _Dashboard:
             "caches": caches,
             "limits": limits,
             "limit_totals": (allowed, limited),
-            "events": events,
+            "events": events * per_s,
+            "done_rate": done * per_s,
+            "workers": workers,
             "subscribers": self.bus._hub.subscriber_count(),
             "at": time.time(),
         }
@@ -239,7 +246,11 @@ class _Dashboard:
             )
         if kind == "queues":
             return self.template(
-                "_queues.html", queues=sample["queues"], admin=admin, base=topic[1]
+                "_queues.html",
+                queues=sample["queues"],
+                workers=sample["workers"],
+                admin=admin,
+                base=topic[1],
             )
         if kind == "locks":
             return self.template("_locks.html", locks=sample["locks"], admin=admin)

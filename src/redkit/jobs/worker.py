@@ -50,6 +50,7 @@ import orjson
 
 from redkit.codec import dumps, milliseconds, seconds
 from redkit.errors import InvalidInput, RedkitError, translate_redis_errors
+from redkit.jobs.presence import announce
 from redkit.jobs.queue import SCRIPTS, Job, Queue, blocking_slots, wait_chunk
 from redkit.jobs.states import JobState
 
@@ -230,6 +231,7 @@ class Worker:
                 with contextlib.suppress(RedkitError):
                     await self._ack_flush  # the flush that was under way
             await self._flush_acks()
+            await self._presence(leaving=True)
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._executor is not None:
@@ -556,9 +558,26 @@ class Worker:
                 queue,
             )
 
+    async def _presence(self, leaving: bool = False) -> None:
+        """Tell the dashboard this worker is alive (and how loaded), or that it leaves."""
+        info = None
+        if not leaving:
+            info = {
+                "queues": [q.name for q in self.queues],
+                "concurrency": self.concurrency,
+                "running": len(self._running),
+                "completed": self.stats.completed,
+                "failed": self.stats.failed,
+            }
+        try:
+            await announce(self.rk, self.id, info, self.lease_ms + 5000)
+        except RedkitError as exc:
+            log.debug("worker presence not recorded: %s", exc)
+
     async def _heartbeat(self) -> None:
         interval = self.lease / 3
         while True:
+            await self._presence()
             await asyncio.sleep(interval)
             by_queue: dict[str, list[_Running]] = {}
             for running in list(self._running.values()):
