@@ -271,12 +271,33 @@ async def test_a_viewer_without_a_role_gets_no_dashboard(
         await expect(t.page.locator("[data-live]")).to_have_count(0)
 
 
+async def test_a_revoked_session_is_gone_from_the_list_and_no_longer_valid(
+    rk: redkit.Redkit, browser: Browser
+) -> None:
+    store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    session = await store.create("ada", {"cart": 3}, ip="203.0.113.7", user_agent="Firefox")
+    async with serve(make_app(rk, sessions=store)) as url, tab(browser, url) as t:
+        await t.go("/sessions?user=ada")
+        rows = t.page.locator("tr[data-session]")
+        await expect(rows).to_have_count(1)
+        await expect(rows).to_contain_text("203.0.113.7")
+        await t.shot("sessions")
+        await t.page.get_by_role("button", name="Revoke all sessions of ada").click()
+        await expect(t.page.locator("#toast")).to_have_text("1 session(s) revoked")
+        await expect(t.page.locator(".empty")).to_have_text("ada has no live session.")
+        assert await store.get(session.id) is None  # its client's next request gets a 401
+        assert t.errors == []
+
+
 VIEWS = {
     "overview": "/",
     "jobs": "/jobs",
     "queue-failed": "/jobs/billing?state=failed",
     "locks": "/locks",
     "notifications": "/notifications?channel=deployment:p1",
+    "sessions": "/sessions?user=ada",
+    "cache": "/cache",
+    "limits": "/limits?key=ip:203.0.113.7",
     "audit": "/audit",
 }
 
@@ -292,7 +313,16 @@ async def test_every_view_fits_a_desktop_and_a_phone_without_console_errors(
     job_id = await a_failed_job(rk)
     await rk.queue("email").enqueue("send_email", {"to": "a@example.com"}, delay=600)
     await rk.notifications().publish("deployment:p1", {"status": "live", "url": "https://p1.x"})
-    async with serve(make_app(rk)) as url, rk.lock("db:migrate", ttl=60):
+    cache = rk.cache()
+    await cache.set("page:/", "<html>", tags=["pages"])
+    await cache.get("page:/")
+    await cache.get("page:/missing")
+    limiter = rk.rate_limiter(limit=5, window=60, name="api")
+    await limiter.hit("ip:203.0.113.7")
+    store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    await store.create("ada", {}, ip="203.0.113.7", user_agent="Mozilla/5.0 (X11; Linux x86_64)")
+    app = make_app(rk, caches={"pages": cache}, limiters={"api": limiter}, sessions=store)
+    async with serve(app) as url, rk.lock("db:migrate", ttl=60):
         for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             async with tab(browser, url, viewport=viewport) as t:
                 for view, path in _views(job_id):

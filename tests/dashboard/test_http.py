@@ -290,3 +290,36 @@ async def test_the_jobs_page_lists_the_workers_alive_with_their_load(
     finally:
         worker.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_cache_rate_limit_and_session_actions(rk: redkit.Redkit) -> None:
+    cache = rk.cache()
+    await cache.set("profile:42", {"name": "Ada"}, tags=["user:42"])
+    limiter = rk.rate_limiter(limit=2, window=60, name="api")
+    await limiter.hit("ip:1")
+    await limiter.hit("ip:1")
+    store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    await store.create("u42", {"cart": 1}, ip="203.0.113.7")
+    await store.create("u42", {})
+    app = make_app(rk, caches={"pages": cache}, limiters={"api": limiter}, sessions=store)
+    async with serve(app) as base, await client(base, "admin") as c:
+        token = await csrf_of(c)
+        page = await c.get("/limits", params={"key": "ip:1"})
+        assert "limited" in page.text
+        assert "0 of 2" in page.text
+        sessions = await c.get("/sessions", params={"user": "u42"})
+        assert sessions.text.count("data-session=") == 2
+        assert "203.0.113.7" in sessions.text
+        for name, body, message in (
+            ("cache.invalidate", {"cache": "pages", "tag": "user:42"}, "1 entry invalidated"),
+            ("limits.reset", {"limiter": "api", "key": "ip:1"}, "reset"),
+            ("sessions.revoke_all", {"user": "u42"}, "2 session(s) revoked"),
+        ):
+            reply = await act(c, name, body, token)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["message"].startswith(message)
+        unknown = await act(c, "cache.invalidate", {"cache": "other", "tag": "x"}, token)
+        assert unknown.status_code == 404
+    assert await cache.get("profile:42") is None
+    assert (await limiter.peek("ip:1")).remaining == 2
+    assert await store.list("u42") == []

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from redkit.cache.core import Cache
     from redkit.client import Redkit
     from redkit.notify.bus import NotificationBus
+    from redkit.ratelimit.limiter import RateLimiter, RateLimits
+    from redkit.sessions.store import SessionStore
 
 __all__ = ["dashboard_app"]
 
@@ -70,6 +72,9 @@ NAV = (
     ("jobs", "jobs", "Jobs"),
     ("locks", "locks", "Locks"),
     ("notifications", "notifications", "Notifications"),
+    ("sessions", "sessions", "Sessions"),
+    ("cache", "cache", "Cache"),
+    ("limits", "limits", "Rate limits"),
     ("audit", "audit", "Audit log"),
 )
 
@@ -125,6 +130,8 @@ class _Dashboard:
         interval: float,
         bus: NotificationBus | None,
         caches: Mapping[str, Cache],
+        limiters: Mapping[str, RateLimiter | RateLimits],
+        sessions: SessionStore | None,
         title: str,
     ) -> None:
         self.rk = rk
@@ -133,6 +140,8 @@ class _Dashboard:
         self.mask = masker
         self.bus = bus if bus is not None else rk.notifications()
         self.caches = dict(caches)
+        self.limiters = dict(limiters)
+        self.sessions = sessions
         self.title = title
         self.env = Environment(
             loader=PackageLoader("redkit.dashboard", "templates"),
@@ -251,6 +260,12 @@ class _Dashboard:
                 workers=sample["workers"],
                 admin=admin,
                 base=topic[1],
+            )
+        if kind == "caches":
+            return self.template("_caches.html", s=sample, h=self.live.history, admin=admin)
+        if kind == "limits":
+            return self.template(
+                "_limits.html", s=sample, h=self.live.history, limiters=self.limiters, admin=admin
             )
         if kind == "locks":
             return self.template("_locks.html", locks=sample["locks"], admin=admin)
@@ -416,6 +431,49 @@ class _Dashboard:
     async def locks(self, request: Request) -> Response:
         return await self.page(request, "locks.html", "locks", {"locks": ("locks",)})
 
+    async def cache_page(self, request: Request) -> Response:
+        return await self.page(request, "cache.html", "cache", {"caches": ("caches",)})
+
+    async def limits_page(self, request: Request) -> Response:
+        viewer = await self.viewer(request)
+        if viewer is None:
+            return _refused(request)
+        key = request.query_params.get("key", "").strip()
+        peeked: list[dict[str, Any]] = []
+        if key:
+            for name, limiter in self.limiters.items():
+                d = await limiter.peek(key)
+                peeked.append(
+                    {
+                        "limiter": name,
+                        "allowed": d.allowed,
+                        "limit": d.limit,
+                        "remaining": d.remaining,
+                        "reset_after": d.reset_after,
+                    }
+                )
+        return await self.page(
+            request, "limits.html", "limits", {"limits": ("limits",)}, key=key, peeked=peeked
+        )
+
+    async def sessions_page(self, request: Request) -> Response:
+        viewer = await self.viewer(request)
+        if viewer is None:
+            return _refused(request)
+        user = request.query_params.get("user", "").strip()
+        found: list[Any] = []
+        if user and self.sessions is not None:
+            found = await self.sessions.list(user)
+        return await self.page(
+            request,
+            "sessions.html",
+            "sessions",
+            {},
+            user=user,
+            found=found,
+            configured=self.sessions is not None,
+        )
+
     async def audit(self, request: Request) -> Response:
         return await self.page(request, "audit.html", "audit", {"audit": ("audit",)})
 
@@ -453,7 +511,7 @@ class _Dashboard:
         for key in params.getlist("view")[:4]:
             if key in ("overview", "queues"):
                 topics[key] = (key, base)
-            elif key in ("locks", "audit"):
+            elif key in ("locks", "audit", "caches", "limits"):
                 topics[key] = (key,)
             elif key == "list":
                 name = await self.known_queue(params.get("queue", ""))
@@ -645,6 +703,33 @@ class _Dashboard:
         event_id = await self.bus.publish(channel, payload)
         return channel, f"published event {event_id}"
 
+    async def _invalidate(self, body: dict[str, Any]) -> tuple[str, str]:
+        name, tag = body.get("cache"), body.get("tag")
+        if not isinstance(name, str) or name not in self.caches:
+            raise HTTPException(404, f"no cache {name!r} is shown in this dashboard")
+        if not isinstance(tag, str) or not tag.strip():
+            raise InvalidInput("name the tag to invalidate")
+        n = await self.caches[name].invalidate(tag.strip())
+        return f"{name}/{tag.strip()}", f"{n} entr{'y' if n == 1 else 'ies'} invalidated"
+
+    async def _reset_limit(self, body: dict[str, Any]) -> tuple[str, str]:
+        name, key = body.get("limiter"), body.get("key")
+        if not isinstance(name, str) or name not in self.limiters:
+            raise HTTPException(404, f"no rate limiter {name!r} is shown in this dashboard")
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidInput("name the key to reset")
+        await self.limiters[name].reset(key.strip())
+        return f"{name}/{key.strip()}", "reset: the key starts with its full allowance"
+
+    async def _revoke_all(self, body: dict[str, Any]) -> tuple[str, str]:
+        if self.sessions is None:
+            raise HTTPException(404, "no session store is shown in this dashboard")
+        user = body.get("user")
+        if not isinstance(user, str) or not user.strip():
+            raise InvalidInput("name the user whose sessions to revoke")
+        n = await self.sessions.revoke_all(user.strip())
+        return user.strip(), f"{n} session(s) revoked"
+
     @property
     def actions(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[tuple[str, str]]]]:
         return {
@@ -656,6 +741,9 @@ class _Dashboard:
             "queue.resume": self._resume,
             "lock.release": self._release,
             "notify.publish": self._publish,
+            "cache.invalidate": self._invalidate,
+            "limits.reset": self._reset_limit,
+            "sessions.revoke_all": self._revoke_all,
         }
 
 
@@ -673,7 +761,8 @@ _SECURITY_HEADERS = {
 
 
 def _target_of(body: dict[str, Any]) -> str:
-    parts = [str(body.get(k)) for k in ("queue", "job", "name", "channel") if body.get(k)]
+    keys = ("queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user")
+    parts = [str(body.get(k)) for k in keys if body.get(k)]
     return "/".join(parts)[:300]
 
 
@@ -722,6 +811,8 @@ def dashboard_app(
     interval: float = 1.0,
     bus: NotificationBus | None = None,
     caches: Mapping[str, Cache] | None = None,
+    limiters: Mapping[str, RateLimiter | RateLimits] | None = None,
+    sessions: SessionStore | None = None,
     title: str = "redkit",
 ) -> Starlette:
     """The live dashboard of ``rk``'s namespace as an ASGI app to mount.
@@ -734,7 +825,9 @@ def dashboard_app(
     - ``interval``: seconds between two reads of the state (one reader per app, however
       many dashboards are open).
     - ``bus``: the notification bus whose events the feed shows (default
-      ``rk.notifications()``); ``caches``: name -> Cache whose hit ratios to show.
+      ``rk.notifications()``); ``caches``: name -> Cache whose hit ratios to show (and
+      whose tags may be invalidated); ``limiters``: name -> RateLimiter whose keys may be
+      peeked and reset; ``sessions``: the SessionStore whose users' sessions to list.
     """
     checked = check_auth(auth)
     if (
@@ -751,6 +844,8 @@ def dashboard_app(
         float(interval),
         bus,
         caches or {},
+        limiters or {},
+        sessions,
         title,
     )
     routes = [
@@ -761,6 +856,9 @@ def dashboard_app(
         Route("/jobs/{queue}/job/{job:path}", dash.job),
         Route("/locks", dash.locks),
         Route("/notifications", dash.notifications),
+        Route("/sessions", dash.sessions_page),
+        Route("/cache", dash.cache_page),
+        Route("/limits", dash.limits_page),
         Route("/audit", dash.audit),
         Route("/stream", dash.stream),
         Route("/feed", dash.feed),

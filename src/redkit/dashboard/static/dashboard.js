@@ -88,6 +88,7 @@
     try { reply = await response.json(); } catch (e) { reply = {}; }
     if (response.ok) toast(reply.message || "Done.", false);
     else toast(reply.error || `Refused (${response.status}).`, true);
+    return response.ok;
   };
 
   document.addEventListener("click", (event) => {
@@ -96,11 +97,14 @@
     const confirmText = button.dataset.confirm;
     if (confirmText && !window.confirm(confirmText)) return;
     const body = {};
-    for (const name of ["queue", "job", "name", "channel"]) {
+    for (const name of ["queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user"]) {
       if (button.dataset[name] !== undefined) body[name] = button.dataset[name];
     }
     button.disabled = true;
-    post(button.dataset.action, body).finally(() => { button.disabled = false; });
+    // data-reload: the page is not live (a search result): show the new state once done.
+    post(button.dataset.action, body).then((ok) => {
+      if (ok && button.dataset.reload !== undefined) setTimeout(() => location.reload(), 600);
+    }).finally(() => { button.disabled = false; });
   });
 
   document.addEventListener("submit", (event) => {
