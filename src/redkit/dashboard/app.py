@@ -184,35 +184,44 @@ class _Dashboard:
         results = await asyncio.gather(*(one(n) for n in names))
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
-    async def sample(self) -> dict[str, Any]:
-        self._ensure_feed_counter()
+    async def sample(self, record: bool = True) -> dict[str, Any]:
+        """The state for the overview and the lists: one read of every queue, lock and cache,
+        sent together. ``record``: the ticker's call, which also measures rates and extends
+        the sparklines; a page rendered while no ticker runs reads without either."""
         queues, held, caches, workers = await asyncio.gather(
             data.all_queues(self.rk),
             data.locks(self.rk),
             data.cache_stats(self.caches),
             list_workers(self.rk),
         )
-        done, failed = await self._job_throughput([q.name for q in queues])
         limits = data.rate_limit_decisions()
-        events, self._feed_count = self._feed_count, 0
+        limited = sum(v.get("limited", 0) for v in limits.values())
+        allowed = sum(v.get("allowed", 0) for v in limits.values())
         totals = {
             state: sum(q.counts.get(state, 0) for q in queues)
             for state in ("waiting", "delayed", "active", "completed", "failed")
         }
-        h = self.live.history
         per_s = 1 / self.live.interval  # figures per tick, shown per second
-        h.add("jobs:done", done * per_s)
-        h.add("jobs:failed", failed * per_s)
-        h.add("jobs:waiting", totals["waiting"])
-        h.add("locks:held", len(held))
-        h.add("notify:events", events * per_s)
-        for name, stats in caches.items():
-            h.add(f"cache:{name}", stats["ratio"] * 100)
-        limited = sum(v.get("limited", 0) for v in limits.values())
-        allowed = sum(v.get("allowed", 0) for v in limits.values())
-        prev = self.live.last_sample.get("limit_totals", (allowed, limited))
-        h.add("limits:limited", (limited - prev[1]) * per_s)
-        h.add("limits:allowed", (allowed - prev[0]) * per_s)
+        previous = self.live.last_sample
+        done = events = 0.0
+        if record:
+            self._ensure_feed_counter()
+            done_n, failed_n = await self._job_throughput([q.name for q in queues])
+            done, failed = done_n * per_s, failed_n * per_s
+            events, self._feed_count = self._feed_count * per_s, 0
+            h = self.live.history
+            h.add("jobs:done", done)
+            h.add("jobs:failed", failed)
+            h.add("jobs:waiting", totals["waiting"])
+            h.add("locks:held", len(held))
+            h.add("notify:events", events)
+            for name, stats in caches.items():
+                h.add(f"cache:{name}", stats["ratio"] * 100)
+            prev = previous.get("limit_totals", (allowed, limited))
+            h.add("limits:limited", (limited - prev[1]) * per_s)
+            h.add("limits:allowed", (allowed - prev[0]) * per_s)
+        else:
+            done, events = previous.get("done_rate", 0.0), previous.get("events", 0.0)
         return {
             "queues": queues,
             "totals": totals,
@@ -220,8 +229,8 @@ class _Dashboard:
             "caches": caches,
             "limits": limits,
             "limit_totals": (allowed, limited),
-            "events": events * per_s,
-            "done_rate": done * per_s,
+            "events": events,
+            "done_rate": done,
             "workers": workers,
             "subscribers": self.bus._hub.subscriber_count(),
             "at": time.time(),
@@ -311,7 +320,9 @@ class _Dashboard:
             return _refused(request)
         token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
         base = self.base(request)
-        sample = self.live.last_sample if self.live.streams else await self.sample()
+        sample = self.live.last_sample
+        if not sample or time.time() - sample["at"] > 2 * self.live.interval + 1:
+            sample = await self.sample(record=False)
         fragments = {
             key: Markup(await self.render(topic, viewer.role, sample))  # noqa: S704 (our own escaped output)
             for key, topic in live.items()
