@@ -39,6 +39,7 @@ import logging
 import random
 import secrets
 import signal
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,7 @@ import orjson
 
 from redkit.codec import dumps, milliseconds, seconds
 from redkit.errors import InvalidInput, RedkitError, translate_redis_errors
+from redkit.jobs.metrics import observe
 from redkit.jobs.presence import announce
 from redkit.jobs.queue import SCRIPTS, Job, Queue, blocking_slots, wait_chunk
 from redkit.jobs.states import JobState
@@ -423,6 +425,8 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, queue = running.job, running.queue
         key = (queue.name, job.id)
+        began = time.perf_counter()
+        outcome = "failed"
         try:
             fn = self.functions.get(job.function)
             if fn is None:
@@ -443,6 +447,8 @@ class Worker:
                     deadline = None
                     result = await self._call(fn, job)
             except asyncio.CancelledError:
+                reason = running.cancel_reason
+                outcome = "cancelled" if reason in (None, "cancel") else reason
                 if running.cancel_reason == "cancel":
                     await self._fail(running, "cancelled", "", retryable=False)
                 # "lost": another worker has the job now; "shutdown": handed back by run().
@@ -469,7 +475,9 @@ class Worker:
                 return
             self._acks.setdefault(queue.name, []).append((job.id, job.attempts, data))
             self._ack_wanted.set()
+            outcome = "completed"
         finally:
+            observe(queue.name, job.function, outcome, time.perf_counter() - began)
             self._running.pop(key, None)
             self._slot_freed.set()
 
