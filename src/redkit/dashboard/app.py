@@ -184,15 +184,24 @@ class _Dashboard:
         results = await asyncio.gather(*(one(n) for n in names))
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
-    async def sample(self, record: bool = True) -> dict[str, Any]:
-        """The state for the overview and the lists: one read of every queue, lock and cache,
-        sent together. ``record``: the ticker's call, which also measures rates and extends
-        the sparklines; a page rendered while no ticker runs reads without either."""
+    async def sample(self, kinds: set[Any], record: bool = True) -> dict[str, Any]:
+        """The state the open views (``kinds``) need: one read of every queue, and of the
+        locks, caches and workers where a view shows them, sent together. ``record``: the
+        ticker's call, which also measures rates and extends the sparklines; a page rendered
+        while no ticker runs reads without either."""
+        previous = self.live.last_sample
+
+        async def when_shown(
+            views: set[str], read: Callable[[], Awaitable[Any]], name: str, empty: Any
+        ) -> Any:
+            return await read() if kinds & views else previous.get(name, empty)
+
+        # The lock listing walks the namespace (SCAN, locks/admin.py): only for its views.
         queues, held, caches, workers = await asyncio.gather(
             data.all_queues(self.rk),
-            data.locks(self.rk),
-            data.cache_stats(self.caches),
-            list_workers(self.rk),
+            when_shown({"overview", "locks"}, lambda: data.locks(self.rk), "locks", []),
+            when_shown({"overview", "caches"}, lambda: data.cache_stats(self.caches), "caches", {}),
+            when_shown({"overview", "queues"}, lambda: list_workers(self.rk), "workers", []),
         )
         limits = data.rate_limit_decisions()
         limited = sum(v.get("limited", 0) for v in limits.values())
@@ -202,7 +211,6 @@ class _Dashboard:
             for state in ("waiting", "delayed", "active", "completed", "failed")
         }
         per_s = 1 / self.live.interval  # figures per tick, shown per second
-        previous = self.live.last_sample
         done = events = 0.0
         if record:
             self._ensure_feed_counter()
@@ -321,8 +329,11 @@ class _Dashboard:
         token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
         base = self.base(request)
         sample = self.live.last_sample
-        if not sample or time.time() - sample["at"] > 2 * self.live.interval + 1:
-            sample = await self.sample(record=False)
+        kinds = {topic[0] for topic in live.values()}
+        if kinds & _SAMPLED and (
+            not sample or time.time() - sample["at"] > 2 * self.live.interval + 1
+        ):
+            sample = await self.sample(kinds, record=False)
         fragments = {
             key: Markup(await self.render(topic, viewer.role, sample))  # noqa: S704 (our own escaped output)
             for key, topic in live.items()
@@ -757,6 +768,9 @@ class _Dashboard:
             "sessions.revoke_all": self._revoke_all,
         }
 
+
+_SAMPLED = {"overview", "queues", "locks", "caches", "limits"}
+"""The views drawn from the ticker's sample (the others read their own data)."""
 
 _SECURITY_HEADERS = {
     # The page loads only its own script and styles; nothing may frame it.

@@ -31,7 +31,8 @@ MAX_STREAMS = 500
 """Open dashboard streams per app at most (each is a connection of its own)."""
 
 Topic = tuple[Hashable, ...]
-Sampler = Callable[[], Awaitable[dict[str, Any]]]
+Sampler = Callable[[set[Hashable]], Awaitable[dict[str, Any]]]
+"""Reads the state the open views need (called with the kinds of the open topics)."""
 Renderer = Callable[[Topic, Role, dict[str, Any]], Awaitable[str]]
 
 
@@ -118,7 +119,8 @@ class Broadcaster:
     async def tick(self) -> None:
         """Read once, render each open view once per role, offer it to its streams."""
         began = time.monotonic()
-        self.last_sample = await self.sample()
+        kinds = {topic[0] for stream in self.streams for topic in stream.topics.values()}
+        self.last_sample = await self.sample(kinds)
         self.ticks += 1
         wanted: dict[tuple[Topic, Role], list[tuple[Stream, str]]] = {}
         for stream in list(self.streams):
