@@ -16,7 +16,7 @@ from dashboard.helpers import make_app, serve
 from redkit.dashboard import MASK, Role, dashboard_app
 from redkit.dashboard.app import AUDIT_MAXLEN
 from redkit.dashboard.data import audit_entries
-from redkit.errors import ConfigurationError
+from redkit.errors import ConfigurationError, InvalidInput
 
 PAGES = [
     "/",
@@ -323,3 +323,68 @@ async def test_cache_rate_limit_and_session_actions(rk: redkit.Redkit) -> None:
     assert await cache.get("profile:42") is None
     assert (await limiter.peek("ip:1")).remaining == 2
     assert await store.list("u42") == []
+
+
+async def test_an_action_from_another_origin_is_refused_even_with_the_token(
+    rk: redkit.Redkit, url: str
+) -> None:
+    async with await client(url, "admin") as c:
+        token = await csrf_of(c)
+        refused = await c.post(
+            "/actions/queue.pause",
+            json={"queue": "mail"},
+            headers={"x-csrf-token": token, "origin": "https://evil.example"},
+        )
+        assert refused.status_code == 403
+        assert refused.json() == {"error": "cross-origin action refused"}
+        same = await c.post(
+            "/actions/queue.pause",
+            json={"queue": "mail"},
+            headers={"x-csrf-token": token, "origin": url.removesuffix("/redkit")},
+        )
+        assert same.status_code == 200
+    assert await rk.queue("mail").is_paused()
+
+
+async def test_read_only_true_caps_even_an_admin(rk: redkit.Redkit) -> None:
+    await rk.queue("mail").enqueue("send")
+    async with serve(make_app(rk, read_only=True)) as base, await client(base, "admin") as c:
+        token = await csrf_of(c)
+        page = await c.get("/jobs")
+        assert "data-action=" not in page.text
+        refused = await act(c, "queue.pause", {"queue": "mail"}, token)
+        assert refused.status_code == 403
+    assert not await rk.queue("mail").is_paused()
+
+
+def test_bad_options_are_refused_at_once(rk: redkit.Redkit) -> None:
+    with pytest.raises(ConfigurationError, match="list of names"):
+        dashboard_app(rk, auth=lambda r: Role.ADMIN, sensitive_fields="password")
+    with pytest.raises(InvalidInput, match="interval"):
+        dashboard_app(rk, auth=lambda r: Role.ADMIN, interval=0)
+
+
+async def test_an_auth_callback_answering_nonsense_lets_nobody_in(rk: redkit.Redkit) -> None:
+    async with serve(make_app(rk, auth=lambda r: "admin")) as base, await client(base, None) as c:
+        refused = await c.get("/jobs")
+        assert refused.status_code == 400
+        assert "return a Role, a Viewer or None" in refused.json()["error"]
+
+
+async def test_an_open_stream_ends_once_its_viewer_loses_access(rk: redkit.Redkit) -> None:
+    allowed = {"admin"}
+
+    def revocable(conn: Any) -> Role | None:
+        return Role.ADMIN if "admin" in allowed else None
+
+    app = make_app(rk, auth=revocable)
+    app.routes[0].app.state.dashboard.keepalive = 0.1  # type: ignore[attr-defined]
+    async with serve(app) as base, await client(base, None) as c:
+        for path in ("/stream?view=audit", "/feed"):
+            allowed.add("admin")
+            async with c.stream("GET", path) as stream:
+                assert stream.status_code == 200
+                allowed.clear()
+                async with asyncio.timeout(10):
+                    async for _ in stream.aiter_lines():
+                        pass  # the server ends the stream: the loop finishes

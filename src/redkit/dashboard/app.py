@@ -154,6 +154,9 @@ class _Dashboard:
         self._events_seen: dict[str, str] = {}
         self._feed_count = 0
         self._feed_task: asyncio.Task[None] | None = None
+        self.keepalive = 15.0
+        """Seconds between keep-alives of an idle stream; the viewer's access is checked
+        again at each one."""
 
     # -- state read once per tick ------------------------------------------------------------
 
@@ -316,6 +319,15 @@ class _Dashboard:
 
     async def viewer(self, request: Request) -> Viewer | None:
         return await resolve_viewer(self.auth, request, self.read_only)
+
+    async def still(self, request: Request, viewer: Viewer) -> bool:
+        """Whether an open stream's viewer still has its access (asked again at each
+        keep-alive, so a revoked admin's tab stops receiving within ``keepalive`` seconds)."""
+        try:
+            now = await self.viewer(request)
+        except RedkitError:
+            return True  # Redis hiccup in the auth callback: keep the stream, ask next time
+        return now is not None and now.role is viewer.role
 
     def base(self, request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")
@@ -555,10 +567,12 @@ class _Dashboard:
                 yield b"retry: 2000\n\n"
                 while True:
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(15):
+                        async with asyncio.timeout(self.keepalive):
                             await live.wake.wait()
                     changed = live.take()
                     if not changed:
+                        if not await self.still(request, viewer):
+                            return
                         yield b": keep-alive\n\n"
                         continue
                     for key, html in changed.items():
@@ -583,8 +597,10 @@ class _Dashboard:
                 # Sent once the subscription is live: from then on nothing published is missed.
                 yield b"retry: 2000\nevent: ready\ndata: {}\n\n"
                 while True:
-                    event = await sub.get(timeout=15)
+                    event = await sub.get(timeout=self.keepalive)
                     if event is None:
+                        if not await self.still(request, viewer):
+                            return
                         yield b": keep-alive\n\n"
                         continue
                     if event.is_gap or not glob_matches(wanted, event.channel):
@@ -607,6 +623,11 @@ class _Dashboard:
         viewer = await self.viewer(request)
         if viewer is None:
             return JSONResponse({"error": "not allowed: no dashboard access"}, 403)
+        origin = request.headers.get("origin")
+        if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+            # A browser says where a request comes from: another site's page cannot act,
+            # even with a token (belt and braces over the double-submit check).
+            return JSONResponse({"error": "cross-origin action refused"}, 403)
         if not csrf_ok(request, request.headers.get(CSRF_HEADER)):
             return JSONResponse(
                 {"error": "missing or wrong CSRF token: reload the page and try again"}, 403
