@@ -71,6 +71,7 @@ async def test_without_a_role_every_page_stream_and_action_answers_403(url: str)
         assert refused.json() == {"error": "not allowed: no dashboard access"}
 
 
+@pytest.mark.cluster
 async def test_a_read_only_viewer_sees_every_page_but_cannot_act(
     rk: redkit.Redkit, url: str
 ) -> None:
@@ -155,6 +156,7 @@ async def test_sensitive_payload_fields_are_masked_on_every_page(rk: redkit.Redk
         assert detail.text.count(MASK) == 3
 
 
+@pytest.mark.cluster
 async def test_a_new_job_is_pushed_to_an_open_list_without_a_reload(
     rk: redkit.Redkit, url: str
 ) -> None:
@@ -247,6 +249,7 @@ async def test_bad_action_bodies_are_4xx_json_and_change_nothing(
     assert not await rk.queue("mail").is_paused()
 
 
+@pytest.mark.cluster
 async def test_job_actions_retry_cancel_delete_and_publish(rk: redkit.Redkit, url: str) -> None:
     q = rk.queue("mail")
     job = await q.enqueue("send", {"to": "x@y.z"}, delay=60)
@@ -292,6 +295,7 @@ async def test_the_jobs_page_lists_the_workers_alive_with_their_load(
         await asyncio.wait_for(task, 10)
 
 
+@pytest.mark.cluster
 async def test_cache_rate_limit_and_session_actions(rk: redkit.Redkit) -> None:
     cache = rk.cache()
     await cache.set("profile:42", {"name": "Ada"}, tags=["user:42"])
@@ -388,3 +392,45 @@ async def test_an_open_stream_ends_once_its_viewer_loses_access(rk: redkit.Redki
                 async with asyncio.timeout(10):
                     async for _ in stream.aiter_lines():
                         pass  # the server ends the stream: the loop finishes
+
+
+@pytest.mark.cluster
+async def test_the_feed_streams_published_events_masked_and_filtered(
+    rk: redkit.Redkit,
+) -> None:
+    # On a Cluster, pattern subscriptions need the classic copy of each publish.
+    bus = rk.notifications(cluster_patterns=True)
+    async with (
+        serve(make_app(rk, bus=bus)) as base,
+        await client(base, "admin") as c,
+        c.stream("GET", "/feed?filter=deploy:*") as feed,
+    ):
+        assert feed.status_code == 200
+        lines = feed.aiter_lines()
+        async with asyncio.timeout(10):
+            async for line in lines:
+                if line == "event: ready":
+                    break
+            assert await anext(lines) == "data: {}"
+            await bus.publish("other:x", {"skip": True})
+            await bus.publish("deploy:p1", {"status": "ok", "secret": "s3"})
+            async for line in lines:
+                if line.startswith("data:"):
+                    event = orjson.loads(line[5:])
+                    assert event["channel"] == "deploy:p1"
+                    assert event["data"] == {"status": "ok", "secret": MASK}
+                    break
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_without_pattern_support_the_feed_says_what_to_pass(
+    rk: redkit.Redkit, url: str
+) -> None:
+    sharded = rk.notifications().sharded
+    async with await client(url, "admin") as c:
+        page = await c.get("/notifications")
+        assert ("cluster_patterns=True" in page.text) is sharded
+        if sharded:
+            feed = await c.get("/feed")  # refused before any stream starts
+            assert feed.status_code == 400
+            assert "cluster_patterns" in feed.json()["error"]

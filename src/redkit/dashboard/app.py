@@ -533,6 +533,7 @@ class _Dashboard:
             {},
             channel=channel,
             history=history,
+            no_patterns=self.bus.sharded and not self.bus.cluster_patterns,
         )
 
     async def stream(self, request: Request) -> Response:
