@@ -79,11 +79,14 @@ NAV = (
 )
 
 
-def _sparkline(values: list[float], width: int = 160, height: int = 32) -> Markup:
+def _sparkline(
+    values: list[float], width: int = 160, height: int = 32, css: str = "spark"
+) -> Markup:
     """An inline SVG polyline (no chart library): the series scaled to the box."""
+    css = "spark bad-line" if css == "spark bad-line" else "spark"  # a fixed set: no escaping
     if len(values) < 2:
         return Markup(  # noqa: S704 (only numbers are formatted in)
-            f'<svg class="spark" viewBox="0 0 {width} {height}" role="img" '
+            f'<svg class="{css}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="collecting data"><text x="4" y="{height - 10}">collecting…</text></svg>'
         )
     top = max(values) or 1.0
@@ -93,7 +96,7 @@ def _sparkline(values: list[float], width: int = 160, height: int = 32) -> Marku
     )
     label = f"last {len(values)} samples, latest {values[-1]:g}, peak {top:g}"
     return Markup(  # noqa: S704 (only numbers are formatted in)
-        f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+        f'<svg class="{css}" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
         f'role="img" aria-label="{label}"><polyline points="{points}"/></svg>'
     )
 
@@ -185,6 +188,10 @@ class _Dashboard:
             return done, failed
 
         results = await asyncio.gather(*(one(n) for n in names))
+        per_s = 1 / self.live.interval
+        for name, (done, failed) in zip(names, results, strict=True):
+            self.live.history.add(f"queue:{name}:done", done * per_s)
+            self.live.history.add(f"queue:{name}:failed", failed * per_s)
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
     async def sample(self, kinds: set[Any], record: bool = True) -> dict[str, Any]:
@@ -276,6 +283,7 @@ class _Dashboard:
         if kind == "queues":
             return self.template(
                 "_queues.html",
+                h=self.live.history,
                 queues=sample["queues"],
                 workers=sample["workers"],
                 admin=admin,
