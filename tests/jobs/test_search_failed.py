@@ -64,23 +64,30 @@ async def test_a_failed_job_is_found_by_its_id_its_function_or_its_error_text(
     assert nothing == []
 
 
-async def test_the_search_index_is_bounded_like_the_failed_set(rk: redkit.Redkit) -> None:
+async def test_the_search_text_lives_on_the_job_and_is_trimmed_with_it(
+    rk: redkit.Redkit,
+) -> None:
     ids = await failed_jobs(rk, "bounded", [1, 2, 3], keep_failed=2)
     q = rk.queue("bounded", keep_failed=2)
-    assert await rk.redis.hlen(q.failed_text_key) == 2
-    assert not await rk.redis.hexists(q.failed_text_key, ids[0])  # trimmed with its job
+    assert (
+        await rk.redis.hget(q.job_key(ids[2]), "search")
+        == b"charge\nruntimeerror: card declined for order 3"
+    )
+    found, seen = await q.search_failed("charge")
+    assert ([j.id for j in found], seen) == ([ids[2], ids[1]], 2)  # ids[0] was trimmed
     assert await q.retry(ids[1])
-    assert not await rk.redis.hexists(q.failed_text_key, ids[1])  # no longer failed
-    assert await q.delete(ids[2]) is JobState.FAILED
-    assert await rk.redis.hlen(q.failed_text_key) == 0
+    found, _ = await q.search_failed("charge")
+    assert [j.id for j in found] == [ids[2]]  # a retried job is no longer failed
 
 
-async def test_a_cancelled_job_is_found_without_an_index_entry(rk: redkit.Redkit) -> None:
+async def test_a_cancelled_job_is_kept_apart_from_the_failed_ones(rk: redkit.Redkit) -> None:
     q = rk.queue("cancel")
     job = await q.enqueue("ship", delay=60)
     await q.cancel(job.id)
-    found, _ = await q.search_failed("ship")
-    assert [j.id for j in found] == [job.id]
+    found, seen = await q.search_failed("ship")
+    assert (found, seen) == ([], 0)
+    assert await q.delete(job.id) is JobState.CANCELLED
+    assert (await q.stats()).as_dict().get("cancelled", 0) == 0
 
 
 async def test_search_input_is_checked(rk: redkit.Redkit) -> None:

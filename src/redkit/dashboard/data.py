@@ -28,8 +28,8 @@ MAX_QUEUES = 200
 """Queues shown (a namespace with more lists the first ones by name)."""
 PAGE_SIZE = 25
 MAX_PAGE = 10_000
-LIST_STATES = ("waiting", "delayed", "active", "completed", "failed")
-"""The state sets that can be listed (retrying jobs are in delayed, cancelled in failed)."""
+LIST_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+"""The state sets that can be listed (retrying jobs are in delayed)."""
 _BAND = 1_000_000_000_000  # the waiting score's step between two priorities (states.py)
 
 

@@ -12,7 +12,8 @@ one Cluster slot; the scripts build the per-job key names from the prefix they a
     <ns>:{q:<name>}:paused       flag                                  durable queue state
     <ns>:{q:<name>}:completed    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:failed       zset  id -> finish time               bounded: count and age
-    <ns>:{q:<name>}:failed:text  hash  id -> "function\nerror" (search)  bounded: like failed
+                                       (a failed job's hash also holds its search text)
+    <ns>:{q:<name>}:cancelled    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:events       stream of lifecycle events            bounded: MAXLEN ~
     <ns>:{q:<name>}:wake         list  wake-up tokens for idle workers bounded: 64 entries
     <ns>:{q:<name>}:done:<id>    list  wakes result() waiters          TTL 60 s
@@ -36,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
+from redkit.keys import QUEUE_NAME
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["Job", "JobSpec", "Queue", "QueueStats"]
+__all__ = ["Job", "JobSpec", "Queue", "QueueStats", "find_job_queues", "list_queues"]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -106,7 +108,7 @@ def _ms_to_s(value: Any) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Counts by state (``delayed`` includes retrying jobs, ``failed`` cancelled ones)."""
+    """Counts by state (``delayed`` includes retrying jobs)."""
 
     queue: str
     waiting: int
@@ -115,6 +117,7 @@ class QueueStats:
     completed: int
     failed: int
     paused: bool
+    cancelled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +127,7 @@ class QueueStats:
             "active": self.active,
             "completed": self.completed,
             "failed": self.failed,
+            "cancelled": self.cancelled,
             "paused": self.paused,
         }
 
@@ -298,11 +302,15 @@ def job_from_hash(queue: Queue, job_id: str, raw: Mapping[Any, Any] | Sequence[A
 class Queue:
     """A named job queue. Make it with ``rk.queue(name, **options)``.
 
+    ``name``: 1-128 characters from ASCII letters, digits and ``_ . - :`` (anything else is
+    :class:`~redkit.errors.InvalidInput`; see :mod:`redkit.keys`).
+
     Defaults for the jobs it enqueues: ``max_attempts`` (3), ``backoff`` (1 s: the wait
     before attempt 2; it doubles each attempt, with +-20% jitter, up to ``max_backoff``),
     ``timeout`` (300 s per attempt; ``None``: none).
     Bounds: ``keep_completed`` jobs (1000) for at most ``completed_ttl`` (1 h);
-    ``keep_failed`` jobs (10000) for at most ``failed_ttl`` (7 days); ``events``: the
+    ``keep_failed`` jobs (10000) for at most ``failed_ttl`` (7 days), and as many cancelled
+    ones, kept apart; ``events``: the
     lifecycle stream's length (10000, ``0`` to write none). ``max_payload_bytes`` caps a
     payload (and a result) as JSON.
     """
@@ -324,7 +332,7 @@ class Queue:
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.rk = rk
-        self.name = check_name(name, "queue name")
+        self.name = QUEUE_NAME.check(name, "queue name")
         self.max_attempts = _check_attempts(max_attempts)
         self.backoff_ms = milliseconds(backoff, "backoff", allow_zero=True)
         self.max_backoff_ms = milliseconds(max_backoff, "max_backoff", allow_zero=True)
@@ -346,7 +354,7 @@ class Queue:
         self.active_key = group.key("active")
         self.completed_key = group.key("completed")
         self.failed_key = group.key("failed")
-        self.failed_text_key = group.key("failed", "text")
+        self.cancelled_key = group.key("cancelled")
         self.paused_key = group.key("paused")
         self.seq_key = group.key("seq")
         self.events_key = group.key("events")
@@ -549,16 +557,17 @@ class Queue:
             self.completed_key,
             self.failed_key,
             self.paused_key,
+            self.cancelled_key,
         ]
-        w, d, a, c, f, p = await self.rk.run(SCRIPTS["stats"], keys)
-        return QueueStats(self.name, w, d, a, c, f, bool(p))
+        w, d, a, c, f, p, x = await self.rk.run(SCRIPTS["stats"], keys)
+        return QueueStats(self.name, w, d, a, c, f, bool(p), x)
 
     async def jobs(
         self, state: JobState | str, offset: int = 0, limit: int = 50, *, newest_first: bool = False
     ) -> list[Job]:
         """A page of the jobs in ``state`` (waiting in run order; the others by time).
 
-        ``delayed`` also lists retrying jobs, ``failed`` also cancelled ones.
+        ``delayed`` also lists retrying jobs (one set holds both: both wait for a time).
         """
         try:
             wanted = JobState(state)
@@ -578,7 +587,7 @@ class Queue:
             JobState.ACTIVE: self.active_key,
             JobState.COMPLETED: self.completed_key,
             JobState.FAILED: self.failed_key,
-            JobState.CANCELLED: self.failed_key,
+            JobState.CANCELLED: self.cancelled_key,
         }[wanted]
         reply = await self.rk.run(
             SCRIPTS["list"], [zset], [self.job_prefix, offset, limit, int(newest_first)]
@@ -592,12 +601,13 @@ class Queue:
     async def search_failed(
         self, query: str, limit: int = 50, *, scan: int = 10_000
     ) -> tuple[list[Job], int]:
-        """Failed (and cancelled) jobs whose id is ``query``, or whose function name or error
-        text contains it (case-insensitive), newest first; one round trip.
+        """Failed jobs whose id is ``query``, or whose function name or error text contains
+        it (case-insensitive), newest first; one round trip.
 
         No KEYS or SCAN: the script walks the failed set (newest first, at most ``scan`` ids)
-        and matches each against the search index the fail script keeps. Returns the jobs
-        found (at most ``limit``) and how many ids were looked at.
+        and matches each job's search text, which the fail script stores on the job (so it
+        is bounded and trimmed with the job). Returns the jobs found (at most ``limit``) and
+        how many ids were looked at.
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("search for a non-empty string (a job id, function or error)")
@@ -609,7 +619,7 @@ class Queue:
             raise InvalidInput(f"scan must be an int in 1..100000, got {scan!r}")
         reply = await self.rk.run(
             SCRIPTS["search_failed"],
-            [self.failed_key, self.failed_text_key],
+            [self.failed_key],
             [self.job_prefix, query.strip(), query.strip().lower(), limit, scan],
         )
         out: list[Job] = []
@@ -683,13 +693,14 @@ class Queue:
         (the function is cancelled). Returns the state it was in (``None``: no such job);
         a finished job is left as it is."""
         check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
-        keys = [self.waiting_key, self.delayed_key, self.failed_key, self.events_key]
+        keys = [self.waiting_key, self.delayed_key, self.cancelled_key, self.events_key]
         args: list[str | int] = [
             self.job_prefix,
             self.done_prefix,
             job_id,
             self.failed_ttl_ms,
             self.events_maxlen,
+            self.keep_failed,
         ]
         before = await self.rk.run(SCRIPTS["cancel"], keys, args)
         return None if not before else _state(before)
@@ -707,7 +718,7 @@ class Queue:
             self.seq_key,
             self.events_key,
             self.wake_key,
-            self.failed_text_key,
+            self.cancelled_key,
         ]
         before = await self.rk.run(
             SCRIPTS["retry"], keys, [self.job_prefix, job_id, self.events_maxlen]
@@ -717,16 +728,9 @@ class Queue:
         return _text(before) in (JobState.FAILED, JobState.CANCELLED)
 
     async def retry_all_failed(self) -> int:
-        """Queue every failed and cancelled job again (attempts back to zero), in steps of
-        1000 jobs per script call; returns how many ids left the failed set."""
-        keys = [
-            self.waiting_key,
-            self.failed_key,
-            self.seq_key,
-            self.events_key,
-            self.wake_key,
-            self.failed_text_key,
-        ]
+        """Queue every failed job again (attempts back to zero), in steps of 1000 jobs per
+        script call; returns how many ids left the failed set (cancelled jobs stay)."""
+        keys = [self.waiting_key, self.failed_key, self.seq_key, self.events_key, self.wake_key]
         total = 0
         # Bounded: the failed set holds at most keep_failed ids, 1000 per round.
         for _ in range(self.keep_failed // 1000 + 2):
@@ -752,8 +756,8 @@ class Queue:
             self.delayed_key,
             self.completed_key,
             self.failed_key,
+            self.cancelled_key,
             self.events_key,
-            self.failed_text_key,
         ]
         before = await self.rk.run(
             SCRIPTS["delete"], keys, [self.job_prefix, job_id, self.events_maxlen]
@@ -804,6 +808,24 @@ def _check_count(value: object, what: str) -> int:
 def _timeout_ms(value: float | timedelta | None) -> int:
     """A job timeout in ms; 0 means none."""
     return 0 if value is None else milliseconds(value, "job timeout")
+
+
+async def find_job_queues(rk: Redkit, job_id: str) -> list[str]:
+    """The queues (of :func:`list_queues`) that hold a job with this id, sorted.
+
+    A job's hash lives under its queue's hash tag, so the id alone does not name one key:
+    each known queue is asked for it, all in one pipeline (bounded by the queue count).
+    """
+    check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
+    names = await list_queues(rk)
+    if not names:
+        return []
+    with translate_redis_errors(f"find job {job_id}"):
+        pipe = rk.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(Queue(rk, name).job_key(job_id))
+        found = await pipe.execute()
+    return [name for name, hit in zip(names, found, strict=True) if hit]
 
 
 async def list_queues(rk: Redkit) -> list[str]:

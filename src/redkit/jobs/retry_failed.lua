@@ -1,10 +1,10 @@
--- retry_failed: failed | cancelled -> waiting for the oldest ARGV[3] jobs of the failed set
+-- retry_failed: failed -> waiting for the oldest ARGV[3] jobs of the failed set
 -- (see redkit/jobs/states.py): "retry all failed", in bounded steps; the caller repeats
 -- until it returns 0. Like retry.lua, attempts start again from zero.
 -- KEYS[1]: waiting   KEYS[2]: failed   KEYS[3]: sequence counter   KEYS[4]: events
--- KEYS[5]: wake list   KEYS[6]: failed-job search index
+-- KEYS[5]: wake list
 -- ARGV[1]: job hash prefix   ARGV[2]: events MAXLEN (0: none)   ARGV[3]: max jobs per call
--- Returns: how many jobs were queued again by this call.
+-- Returns: how many ids left the failed set in this call (0: it is empty).
 local prefix, maxlen = ARGV[1], tonumber(ARGV[2])
 local ids = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 local moved = 0
@@ -12,8 +12,7 @@ for _, id in ipairs(ids) do
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'state', 'prio')
   redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[6], id)
-  if f[1] == 'failed' or f[1] == 'cancelled' then
+  if f[1] == 'failed' then
     local seq = redis.call('INCR', KEYS[3])
     redis.call('ZADD', KEYS[1], (1000 - tonumber(f[2])) * 1000000000000 + seq % 1000000000000,
       id)

@@ -1,8 +1,8 @@
--- search_failed: find failed or cancelled jobs by id, function or error text, read-only.
--- No KEYS/SCAN: it walks the failed set, newest first, and matches each id against the
--- search index kept by fail.lua (jobs failed another way, e.g. cancelled while waiting or
--- out of attempts at claim, are matched on their hash's fields instead).
--- KEYS[1]: failed zset   KEYS[2]: failed-job search index (hash id -> "function\nerror")
+-- search_failed: find failed jobs by id, function or error text, read-only.
+-- No KEYS/SCAN: it walks the failed set, newest first, and matches each job's "search" field
+-- (its function and error head, lower-cased, written by fail.lua; a job failed another way,
+-- out of attempts at claim, is matched on its "fn" and "error" fields instead).
+-- KEYS[1]: failed zset
 -- ARGV[1]: job hash prefix   ARGV[2]: query as typed (matched against ids exactly)
 -- ARGV[3]: query lower-cased (a plain substring of the function or error text)
 -- ARGV[4]: most jobs to return   ARGV[5]: most ids to look at (bounds the call's work)
@@ -20,10 +20,10 @@ while seen < budget and found < limit do
     seen = seen + 1
     local hit = id == exact
     if not hit then
-      local text = redis.call('HGET', KEYS[2], id)
+      local f = redis.call('HMGET', prefix .. id, 'search', 'fn', 'error')
+      local text = f[1]
       if not text then
-        local f = redis.call('HMGET', prefix .. id, 'fn', 'error')
-        text = string.lower((f[1] or '') .. '\n' .. string.sub(f[2] or '', 1, 300))
+        text = string.lower((f[2] or '') .. '\n' .. string.sub(f[3] or '', 1, 300))
       end
       hit = string.find(text, needle, 1, true) ~= nil
     end

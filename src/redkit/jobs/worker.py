@@ -369,7 +369,7 @@ class Worker:
             queue.seq_key,
             queue.events_key,
             queue.wake_key,
-            queue.failed_text_key,
+            queue.cancelled_key,
         ]
         args: list[str | int | float] = [
             queue.job_prefix,
@@ -489,7 +489,7 @@ class Worker:
             queue.failed_key,
             queue.events_key,
             queue.wake_key,
-            queue.failed_text_key,
+            queue.cancelled_key,
         ]
         args: list[str | int | float] = [
             queue.job_prefix,

@@ -1,9 +1,11 @@
 """ASGI session middleware and FastAPI dependencies over a :class:`SessionStore`.
 
 The only module of :mod:`redkit.sessions` that imports Starlette. Pure ASGI (no
-``BaseHTTPMiddleware``)::
+``BaseHTTPMiddleware``). The store needs a connected ``rk``, which exists only inside the
+running event loop: :class:`redkit.web.RedkitWeb` connects in the app's lifespan and installs
+this middleware for you. By hand (the store made once the loop runs)::
 
-    app.add_middleware(SessionMiddleware, store=rk.sessions(), secure=True)
+    app.add_middleware(SessionMiddleware, store=rk.sessions())
 
     @app.post("/login")
     async def login(session: RequestSession = Depends(current_session)):
@@ -14,11 +16,16 @@ The only module of :mod:`redkit.sessions` that imports Starlette. Pure ASGI (no
         return {"user": s.user_id}
 
 A request's session comes from ``Authorization: Bearer <id>`` (APIs) or from the cookie
-(browsers): ``HttpOnly``, ``SameSite=Lax``, ``Secure`` unless ``secure=False`` (plain-HTTP
-localhost), optionally signed with HMAC-SHA256 (``signing_key``) so forged cookies are refused
-without a round trip. A request authenticated by bearer token never gets cookies back. Changes
-are written when they are made (``login``, ``update``, ...), not at the end of the response: a
-read-only request costs one round trip and usually no write.
+(browsers): ``HttpOnly``, ``SameSite=Lax``, optionally signed with HMAC-SHA256
+(``signing_key``) so forged cookies are refused without a round trip. ``Secure`` by default
+whenever it can work: on every HTTPS request and on every request to a host other than a
+loopback name (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``::1``, and ``testserver``,
+Starlette's ``TestClient``), so a local plain-HTTP run keeps its cookie and a deployment never
+sends one in the clear; ``secure=True`` or ``False`` fixes it either way.
+
+A request authenticated by bearer token never gets cookies back. Changes are written when
+they are made (``login``, ``update``, ...), not at the end of the response: a read-only
+request costs one round trip and usually no write.
 
 Layers that run *outside* the session middleware (a response cache, a rate limiter) learn the
 request's session with :func:`resolve_session`, whatever the middleware order: on the
@@ -34,6 +41,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
@@ -44,14 +53,17 @@ from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.codec import seconds
-from redkit.errors import InvalidInput, SessionNotFound
+from redkit.errors import ConfigurationError, SessionNotFound
 from redkit.sessions.store import Session, SessionStore
 
 __all__ = [
     "RequestSession",
     "SessionMiddleware",
+    "check_cookie_options",
     "current_session",
     "find_session_middleware",
+    "is_loopback_host",
+    "needs_secure_cookie",
     "require_session",
     "resolve_session",
 ]
@@ -157,6 +169,50 @@ class RequestSession:
         return self.session
 
 
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")
+
+
+def check_cookie_options(
+    *,
+    cookie_name: str = "session",
+    secure: bool | None = None,
+    same_site: str = "lax",
+    signing_key: str | bytes | None = None,
+    cookies: bool = True,
+    bearer: bool = True,
+) -> tuple[bool | None, bytes | None]:
+    """Check :class:`SessionMiddleware`'s options without building it (so an application can
+    refuse a bad configuration before it serves anything): returns ``secure`` as it will be
+    applied and the signing key as bytes, or raises :class:`~redkit.errors.ConfigurationError`.
+    """
+    if not cookies and not bearer:
+        raise ConfigurationError("enable cookies, bearer tokens, or both")
+    if not isinstance(cookie_name, str) or not _COOKIE_NAME.fullmatch(cookie_name):
+        raise ConfigurationError(
+            f"cookie_name {cookie_name!r}: use 1-64 letters, digits and !#$%&'*+-.^_`|~"
+        )
+    if same_site not in ("lax", "strict", "none"):
+        raise ConfigurationError(f"same_site must be 'lax', 'strict' or 'none', got {same_site!r}")
+    if secure is not None and not isinstance(secure, bool):
+        raise ConfigurationError(f"secure must be True, False or None (auto), got {secure!r}")
+    # Browsers drop these cookies unless they are Secure, whatever the host.
+    needs_secure = same_site == "none" or cookie_name.startswith(("__Secure-", "__Host-"))
+    if needs_secure and secure is False:
+        raise ConfigurationError(
+            "browsers refuse SameSite=None and __Secure-/__Host- cookies without Secure"
+        )
+    if isinstance(signing_key, str):
+        signing_key = signing_key.encode()
+    if signing_key is not None and (not isinstance(signing_key, bytes) or len(signing_key) < 32):
+        raise ConfigurationError(
+            f"signing_key must be at least 32 bytes, got {len(signing_key)}; make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            if isinstance(signing_key, bytes)
+            else f"signing_key must be str or bytes, got {type(signing_key).__name__}"
+        )
+    return (True if needs_secure else secure), signing_key
+
+
 class SessionMiddleware:
     """Load the request's session (one round trip) and keep the cookie in step with it."""
 
@@ -166,7 +222,7 @@ class SessionMiddleware:
         store: SessionStore,
         *,
         cookie_name: str = "session",
-        secure: bool = True,
+        secure: bool | None = None,
         same_site: Literal["lax", "strict", "none"] = "lax",
         path: str = "/",
         domain: str | None = None,
@@ -176,16 +232,18 @@ class SessionMiddleware:
         bearer: bool = True,
     ) -> None:
         """``max_age`` defaults to the store's absolute timeout. ``signing_key`` (>= 32 bytes)
-        signs the cookie. ``cookies=False`` makes a bearer-only API; ``bearer=False`` ignores
-        ``Authorization`` headers."""
-        if not cookies and not bearer:
-            raise InvalidInput("enable cookies, bearer tokens, or both")
-        if same_site == "none" and not secure:
-            raise InvalidInput("browsers refuse SameSite=None cookies without Secure")
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode()
-        if signing_key is not None and len(signing_key) < 32:
-            raise InvalidInput("signing_key must be at least 32 bytes (secrets.token_bytes(32))")
+        signs the cookie. ``secure``: ``None`` (default) marks the cookie ``Secure`` on HTTPS
+        requests and on requests to any non-loopback host (see the module docs); ``True``
+        always, ``False`` never (plain HTTP on a LAN address). ``cookies=False`` makes a
+        bearer-only API; ``bearer=False`` ignores ``Authorization`` headers."""
+        secure, signing_key = check_cookie_options(
+            cookie_name=cookie_name,
+            secure=secure,
+            same_site=same_site,
+            signing_key=signing_key,
+            cookies=cookies,
+            bearer=bearer,
+        )
         self.app = app
         self.store = store
         self.cookie_name = cookie_name
@@ -197,11 +255,16 @@ class SessionMiddleware:
         if domain:
             attributes.append(f"Domain={domain}")
         attributes += ["HttpOnly", f"SameSite={same_site.capitalize()}"]
-        if secure:
-            attributes.append("Secure")
-        tail = "; ".join(attributes)
-        self._set_tail = f"Max-Age={int(age)}; {tail}"
-        self._clear = f"{cookie_name}=; Max-Age=0; {tail}"
+        self.secure = secure
+        """``True``/``False`` as given, or ``None``: decided per request (see the module docs)."""
+        # (set-cookie tail, clearing header) without and with Secure.
+        self._tails: dict[bool, tuple[str, str]] = {}
+        for flag in (False, True):
+            tail = "; ".join([*attributes, "Secure"] if flag else attributes)
+            self._tails[flag] = (
+                f"Max-Age={int(age)}; {tail}",
+                f"{cookie_name}=; Max-Age=0; {tail}",
+            )
 
     def __repr__(self) -> str:
         return f"<SessionMiddleware cookie={self.cookie_name!r} bearer={self.bearer}>"
@@ -287,19 +350,65 @@ class SessionMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
-                header = self._set_cookie(handle, stale_cookie)
+                header = self._set_cookie(handle, stale_cookie, scope)
                 if header:
                     MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
 
-    def _set_cookie(self, handle: RequestSession, stale_cookie: bool) -> str | None:
+    def _set_cookie(self, handle: RequestSession, stale_cookie: bool, scope: Scope) -> str | None:
+        if handle._cookie is None and not stale_cookie:
+            return None
+        secure = self.secure if self.secure is not None else needs_secure_cookie(scope)
+        set_tail, clear = self._tails[secure]
         if handle._cookie == "set" and handle.session is not None:
-            return f"{self.cookie_name}={self._sign(handle.session.id)}; {self._set_tail}"
-        if handle._cookie == "clear" or stale_cookie:
-            return self._clear
-        return None
+            return f"{self.cookie_name}={self._sign(handle.session.id)}; {set_tail}"
+        return clear
+
+
+# Hosts a browser treats as a secure context over plain HTTP, plus Starlette's TestClient
+# host: a cookie for them may go without Secure, since no network carries it.
+_LOCAL_NAMES = frozenset({"localhost", "testserver"})
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    if colon and ":" not in name and (port.isdigit() or not port):
+        return name
+    return host
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``Host`` value (with or without port) names this machine: ``localhost``,
+    ``*.localhost``, a loopback address, or ``testserver`` (Starlette's ``TestClient``)."""
+    name = _hostname(host).rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def needs_secure_cookie(scope: Scope) -> bool:
+    """The default ``Secure`` decision: yes on HTTPS/WSS and for every non-loopback host.
+
+    The ``Host`` header is the client's, but a browser sends the host it is at: a victim's
+    browser on a public name always gets ``Secure``; only a client on this machine (or one
+    that lies about the host, for its own cookie) gets a cookie without it.
+    """
+    if scope.get("scheme") in ("https", "wss"):
+        return True
+    host = Headers(scope=scope).get("host")
+    if host is None:
+        server = scope.get("server")
+        host = str(server[0]) if server else ""
+    return not is_loopback_host(host)
 
 
 def current_session(connection: HTTPConnection) -> RequestSession:
