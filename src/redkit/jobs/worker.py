@@ -39,6 +39,7 @@ import logging
 import random
 import secrets
 import signal
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,8 @@ import orjson
 
 from redkit.codec import dumps, milliseconds, seconds
 from redkit.errors import InvalidInput, RedkitError, translate_redis_errors
+from redkit.jobs.metrics import observe
+from redkit.jobs.presence import announce
 from redkit.jobs.queue import SCRIPTS, Job, Queue, blocking_slots, wait_chunk
 from redkit.jobs.states import JobState
 
@@ -230,6 +233,7 @@ class Worker:
                 with contextlib.suppress(RedkitError):
                     await self._ack_flush  # the flush that was under way
             await self._flush_acks()
+            await self._presence(leaving=True)
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._executor is not None:
@@ -421,6 +425,8 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, queue = running.job, running.queue
         key = (queue.name, job.id)
+        began = time.perf_counter()
+        outcome = "failed"
         try:
             fn = self.functions.get(job.function)
             if fn is None:
@@ -441,6 +447,8 @@ class Worker:
                     deadline = None
                     result = await self._call(fn, job)
             except asyncio.CancelledError:
+                reason = running.cancel_reason
+                outcome = "cancelled" if reason in (None, "cancel") else reason
                 if running.cancel_reason == "cancel":
                     await self._fail(running, "cancelled", "", retryable=False)
                 # "lost": another worker has the job now; "shutdown": handed back by run().
@@ -467,7 +475,9 @@ class Worker:
                 return
             self._acks.setdefault(queue.name, []).append((job.id, job.attempts, data))
             self._ack_wanted.set()
+            outcome = "completed"
         finally:
+            observe(queue.name, job.function, outcome, time.perf_counter() - began)
             self._running.pop(key, None)
             self._slot_freed.set()
 
@@ -556,9 +566,26 @@ class Worker:
                 queue,
             )
 
+    async def _presence(self, leaving: bool = False) -> None:
+        """Tell the dashboard this worker is alive (and how loaded), or that it leaves."""
+        info = None
+        if not leaving:
+            info = {
+                "queues": [q.name for q in self.queues],
+                "concurrency": self.concurrency,
+                "running": len(self._running),
+                "completed": self.stats.completed,
+                "failed": self.stats.failed,
+            }
+        try:
+            await announce(self.rk, self.id, info, self.lease_ms + 5000)
+        except RedkitError as exc:
+            log.debug("worker presence not recorded: %s", exc)
+
     async def _heartbeat(self) -> None:
         interval = self.lease / 3
         while True:
+            await self._presence()
             await asyncio.sleep(interval)
             by_queue: dict[str, list[_Running]] = {}
             for running in list(self._running.values()):
