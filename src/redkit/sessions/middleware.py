@@ -328,7 +328,10 @@ class SessionMiddleware:
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip(), "bearer"
         if self.cookies and "cookie" in headers:
-            value = cookie_parser(headers["cookie"]).get(self.cookie_name)
+            # Every Cookie line, as one: HTTP/2 clients send each cookie on a line of its own
+            # (RFC 9113 8.2.3), and the cache reads them all; reading the first line only
+            # would sign such a user out, and make the layers disagree on who is calling.
+            value = cookie_parser("; ".join(headers.getlist("cookie"))).get(self.cookie_name)
             if value:
                 return self._unsign(value) or "", "cookie"
         return None, "none"
