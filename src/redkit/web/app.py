@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from redkit.cache.middleware import CacheRule
     from redkit.jobs import Worker
     from redkit.notify import NotificationBus
-    from redkit.notify.web import Authorize
+    from redkit.notify.web import AllowedOrigins, Authorize
     from redkit.sessions import SessionStore
     from redkit.sessions.store import Session
 
@@ -720,18 +720,25 @@ class RedkitWeb:
         self,
         *,
         authorize: Authorize,
+        authorize_patterns: Authorize | None = None,
+        allowed_origins: AllowedOrigins = None,
         path: str = "/events",
         websocket_path: str | None = "/ws",
         heartbeat: float = 15.0,
         retry: float = 3.0,
     ) -> list[BaseRoute]:
         """SSE (``GET path``) and WebSocket routes on ``web.bus``: ``app.router.routes.extend(
-        web.notification_routes(authorize=...))``; see :mod:`redkit.notify.web`."""
+        web.notification_routes(authorize=...))``; see :mod:`redkit.notify.web` for what
+        ``authorize`` and ``authorize_patterns`` (patterns: none without it) must check, and
+        ``allowed_origins`` (the WebSocket: by default only pages of the request's own host).
+        """
         from redkit.notify.web import notification_routes
 
         return notification_routes(
             lambda conn: self.bus,
             authorize=authorize,
+            authorize_patterns=authorize_patterns,
+            allowed_origins=allowed_origins,
             path=path,
             websocket_path=websocket_path,
             heartbeat=heartbeat,
