@@ -29,7 +29,6 @@ StoreOption = Annotated[
         help="The session store's name (rk.sessions(name=...)); stores are kept apart.",
     ),
 ]
-DATA_DIR = redkit.Settings.model_fields["data_dir"].default
 
 
 def _when(epoch: float) -> str:
@@ -40,8 +39,8 @@ def _when(epoch: float) -> str:
 def list_sessions(
     user: UserArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     store: StoreOption = "default",
     as_json: JsonOption = False,
 ) -> None:
@@ -75,8 +74,8 @@ def list_sessions(
 def revoke_all(
     user: UserArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     store: StoreOption = "default",
     as_json: JsonOption = False,
 ) -> None:
