@@ -78,6 +78,24 @@ async def test_a_handler_the_app_registered_for_429s_is_kept(
     assert found["/route"].json() == {"mine": True}
 
 
+async def test_a_route_limit_refusing_its_key_answers_a_flat_400(
+    rk: redkit.Redkit, redis_url: str
+) -> None:
+    app = FastAPI()
+    web = RedkitWeb(app, url=redis_url, namespace=rk.namespace)
+
+    @app.get("/keyed", dependencies=[Depends(web.rate_limit(5, 60, key=lambda r: "k" * 5000))])
+    async def keyed() -> str:
+        return "ok"
+
+    async with web.running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            response = await http.get("/keyed")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
 def _private_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):

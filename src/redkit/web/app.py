@@ -747,20 +747,23 @@ class RedkitWeb:
 
 
 def _answer_rate_limits_flat(app: Starlette) -> None:
-    """Register the handler that gives a route limit's 429 the middleware's flat JSON body
-    (FastAPI's default nests it under ``"detail"``), unless the app has a handler of its own
-    for it or for one of its base classes (a custom ``HTTPException`` handler wins)."""
+    """Register the handler that gives a route limit's 429 (and 400) the middleware's flat
+    JSON body (FastAPI's default nests it under ``"detail"``), unless the app has a handler
+    of its own for it or for one of its base classes (a custom ``HTTPException`` handler
+    wins)."""
     from fastapi.exception_handlers import http_exception_handler as fastapi_default
 
-    from redkit.ratelimit.fastapi import RateLimitExceeded, rate_limit_exception_handler
+    from redkit.ratelimit.fastapi import RateLimitError, rate_limit_exception_handler
 
-    for base in RateLimitExceeded.__mro__:
+    for base in RateLimitError.__mro__:
         if base in (Exception, BaseException, object):
             break
         handler = app.exception_handlers.get(base)
         if handler is not None and handler is not fastapi_default:
             return
-    app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)
+    # For the base class: the 400 of a refused key is flat too. A handler of the app's own
+    # for RateLimitExceeded, registered before or after, still answers the 429s.
+    app.add_exception_handler(RateLimitError, rate_limit_exception_handler)
 
 
 def _installed_middleware(app: Starlette) -> list[RedkitMiddleware]:
