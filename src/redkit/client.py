@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
     from redkit.sessions import SessionStore
 
-__all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect"]
+__all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect", "connect_settings"]
 
 MIN_REDIS = (6, 2)
 MIN_VALKEY = (7, 2)
@@ -369,15 +369,22 @@ class Redkit:
             )
 
 
-def _settings(
-    url: str | None,
-    namespace: str | None,
-    data_dir: str | Path | None,
-    connect_timeout: float | timedelta | None,
-    command_timeout: float | timedelta | None,
-    max_connections: int | None,
+def connect_settings(
+    url: str | None = None,
+    namespace: str | None = None,
+    data_dir: str | Path | None = None,
+    connect_timeout: float | timedelta | None = None,
+    command_timeout: float | timedelta | None = None,
+    max_connections: int | None = None,
     auto_pipeline: bool | None = None,
 ) -> Settings:
+    """The :class:`~redkit.settings.Settings` that :func:`connect` would use given these
+    arguments: those given win, the environment (and ``.env``) fills in the rest.
+
+    Nothing connects: integrations call it to report a bad URL, namespace or timeout where
+    the application is configured, long before it connects. Raises
+    :class:`~redkit.errors.ConfigurationError`.
+    """
     overrides: dict[str, Any] = {}
     if url is not None:
         overrides["redis_url"] = url
@@ -494,7 +501,7 @@ def connect(
     ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
     """
     return _Connecting(
-        _settings(
+        connect_settings(
             url,
             namespace,
             data_dir,
