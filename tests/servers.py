@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,14 @@ class Cluster:
 
     SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: Mapping[str, str] | None = None) -> None:
+        """``config`` replaces the test settings (no persistence): the bench gives the
+        embedded server's defaults, so that both sides of its figures persist alike."""
         self.nodes = [
             ValkeyProcess(
                 base / f"cluster-{i}",
                 config={
-                    **TEST_CONFIG,
+                    **(TEST_CONFIG if config is None else config),
                     "cluster-enabled": "yes",
                     "cluster-config-file": "nodes.conf",
                     "cluster-node-timeout": "5000",
