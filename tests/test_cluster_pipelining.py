@@ -194,3 +194,27 @@ async def test_a_killed_node_fails_its_calls_with_connection_lost_and_spares_the
         # Calls for the other nodes went on.
         for counter in counters[1:]:
             assert await rk.run(INCR, [counter], [0]) == 31
+
+
+async def test_a_hung_node_fails_a_timed_call_with_connection_lost_and_spares_the_others(
+    own_cluster: Cluster,
+) -> None:
+    async with redkit.connect(own_cluster.url, "hung", command_timeout=1) as rk:
+        counters = one_key_per_node(rk, "hung")
+        for counter in counters:
+            await rk.run(INCR, [counter], [1])
+        assert isinstance(rk.redis, RedisCluster)
+        port = rk.redis.nodes_manager.get_node_from_slot(key_slot(counters[0])).port
+        hung = next(n for n in own_cluster.nodes if n.port == port)
+        hung.pause()
+        try:
+            async with asyncio.timeout(30):  # a hang guard only: it measures nothing
+                outcomes = await asyncio.gather(
+                    *(rk.run(INCR, [counters[0]], [1], time_limit=0.3) for _ in range(20)),
+                    return_exceptions=True,
+                )
+                others = [await rk.run(INCR, [c], [1], time_limit=5) for c in counters[1:]]
+        finally:
+            hung.resume()
+        assert all(isinstance(o, ConnectionLost) for o in outcomes)
+        assert others == [2, 2]

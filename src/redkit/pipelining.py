@@ -19,6 +19,11 @@ call, the watchdog looks at the sockets of the exchanges in flight, so a reply t
 the event loop was busy elsewhere (and waits unread) still counts. A script the server has
 forgotten (``NOSCRIPT``: a restart, a failover, ``SCRIPT FLUSH``) is loaded once, however many
 calls met it at once, and those calls are sent again by SHA.
+
+On a Cluster (:class:`ClusterAutoPipeline`) each primary node has a pipeline of its own, fed
+by the slot of each call's keys: calls for one node share its round trips and its kept
+connections, under the same rules, and a call the node redirects (a slot that moved, or is
+moving) follows the redirection without running twice.
 """
 
 from __future__ import annotations
@@ -893,7 +898,12 @@ class ClusterAutoPipeline:
         asked: Any = None  # the node an ASK named, for the next try only
         tries = 0
         while True:
-            node = asked if asked is not None else await self._node_for(slot)
+            if asked is not None:
+                node = asked
+            elif slot is not None and self.client.nodes_manager.slots_cache:
+                node = self._owner(slot)  # the usual path: no await, the map is in memory
+            else:
+                node = await self._node_for(slot)
             call = make(asked is not None)
             pipeline = self._pipeline(node)
             try:
@@ -926,8 +936,12 @@ class ClusterAutoPipeline:
                 await self.client.initialize()
         if slot is None:
             return self.client.get_default_node()
+        return self._owner(slot)
+
+    def _owner(self, slot: int) -> Any:
+        """The primary that serves ``slot``, from the slot map in memory."""
         try:
-            return manager.get_node_from_slot(slot)
+            return self.client.nodes_manager.get_node_from_slot(slot)
         except redis_errors.SlotNotCoveredError as exc:
             self._refresh_soon()
             raise connection_lost(f"slot {slot}", exc) from exc
