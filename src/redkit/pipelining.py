@@ -247,6 +247,15 @@ class _Call:
         return replies
 
 
+class _Activity:
+    """Exchanges in flight across a group of pipelines (one, or a Cluster's per node)."""
+
+    __slots__ = ("busy",)
+
+    def __init__(self) -> None:
+        self.busy = 0
+
+
 class AutoPipeline:
     """Batches concurrent script calls (and plain reads) on one standalone client."""
 
@@ -257,10 +266,15 @@ class AutoPipeline:
         max_batch: int = 256,
         max_in_flight: int = 2,
         spin_wait: float = 0.0,
+        activity: _Activity | None = None,
     ) -> None:
         self.client = client
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        # A lone call goes directly only when nothing is in flight in its whole group (its
+        # Cluster's node pipelines): else other calls are about to come, and the call waits
+        # one turn of the event loop to share their round trip.
+        self._activity = activity if activity is not None else _Activity()
         self._pending: list[_Call] = []
         self._in_flight = 0
         self._scheduled = False
@@ -348,12 +362,14 @@ class AutoPipeline:
         return reply, int(secs) * 1_000_000 + int(micros)
 
     async def _call(self, call: _Call, time_limit: float | None) -> Any:
-        if self._in_flight == 0 and not self._pending:
+        if self._activity.busy == 0 and not self._pending:
             self._in_flight += 1
+            self._activity.busy += 1
             try:
                 return await self._direct(call, time_limit)
             finally:
                 self._in_flight -= 1
+                self._activity.busy -= 1
                 self._schedule()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -387,6 +403,7 @@ class AutoPipeline:
             self._schedule()
             return
         self._in_flight += 1
+        self._activity.busy += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -436,6 +453,7 @@ class AutoPipeline:
                 raise
         finally:
             self._in_flight -= 1
+            self._activity.busy -= 1
             self._schedule()
 
     async def _resend(self, calls: list[_Call], loads: int) -> None:
@@ -814,6 +832,7 @@ class ClusterAutoPipeline:
         # One pipeline (and pool) per node it was asked to reach, by "host:port". Bounded by
         # the Cluster's nodes: a refresh drops the idle ones of nodes no longer in the map.
         self._nodes: dict[str, AutoPipeline] = {}
+        self._activity = _Activity()
         self._closed = False
         self._refresh: asyncio.Task[None] | None = None
         self._refreshed_at = -math.inf
@@ -1000,6 +1019,7 @@ class ClusterAutoPipeline:
                 max_batch=self.max_batch,
                 max_in_flight=self.max_in_flight,
                 spin_wait=self._spin_wait,
+                activity=self._activity,
             )
             self._nodes[node.name] = pipeline
         return pipeline
