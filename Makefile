@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Every extra is installed: the web layer and the dev tools (the suite tests both).
+# Every extra is installed: the web layer, the platform and the dev tools (the suite tests all).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[web,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[web,dev,platform]'
 	touch $(STAMP)
 
 run: $(STAMP)
