@@ -1,0 +1,75 @@
+"""The embedded PostgreSQL: initdb once, loopback TCP, passwords required, clean stop."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from redkit.platform.postgres import EmbeddedPostgres, asyncpg_url, ensure_database
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_the_superuser_url_connects_over_loopback_tcp(
+    embedded_postgres: EmbeddedPostgres,
+) -> None:
+    conn = await asyncpg.connect(embedded_postgres.url)
+    try:
+        assert await conn.fetchval("SELECT current_user") == "postgres"
+        assert await conn.fetchval("SELECT inet_server_addr()::text") == "127.0.0.1/32"
+    finally:
+        await conn.close()
+
+
+async def test_a_connection_without_the_password_is_refused(
+    embedded_postgres: EmbeddedPostgres,
+) -> None:
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(
+            host="127.0.0.1", port=embedded_postgres.port, user="postgres", password="wrong"
+        )
+
+
+async def test_ensure_database_creates_once_and_returns_its_url(database_url: str) -> None:
+    first = await ensure_database(database_url, "t_ensure_once")
+    second = await ensure_database(database_url, "t_ensure_once")
+    assert first == second
+    assert first.endswith("/t_ensure_once")
+    conn = await asyncpg.connect(first)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == "t_ensure_once"
+    finally:
+        await conn.close()
+
+
+async def test_a_stopped_server_frees_its_port_and_restarts_with_its_data(
+    postgres_dir: Path,
+) -> None:
+    server = EmbeddedPostgres(postgres_dir / "restart").start()
+    try:
+        port = server.port
+        conn = await asyncpg.connect(server.url)
+        await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
+        # A connection still open must not hold up the stop (fast shutdown cuts it).
+        server.stop()
+        assert not server.running()
+        assert not _port_open(port)
+        server.start()
+        conn = await asyncpg.connect(server.url)
+        assert await conn.fetchval("SELECT v FROM kept") == 42
+        await conn.close()
+    finally:
+        server.stop()
+
+
+def test_asyncpg_url_rejects_what_is_not_postgresql() -> None:
+    assert asyncpg_url("postgresql://u:p@h/d") == "postgresql+asyncpg://u:p@h/d"
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        asyncpg_url("redis://h:1")
