@@ -118,6 +118,9 @@ class Project(Base):
     database: Mapped[str] = mapped_column(String(63), unique=True)
     db_role: Mapped[str] = mapped_column(String(63), unique=True)
     redis_user: Mapped[str] = mapped_column(String(64), unique=True)
+    # What Valkey stores of the ACL user's password (its SHA-256), to re-create the user after
+    # a restart of a server without an ACL file; the password itself is shown once and dropped.
+    redis_password_sha256: Mapped[str | None] = mapped_column(String(64))
     # Deployment steps (shell commands); only owners and admins may set them.
     steps: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
