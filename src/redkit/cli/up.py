@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from redkit._version import __version__
@@ -125,7 +126,9 @@ def _print_table(parts: list[object]) -> None:
             str(getattr(part, "pid", "") or ""),
             str(getattr(part, "note", "")),
         )
-    console.print(table, width=max(console.width, 110))
+    # Piped (a log, a test), rich assumes 80 columns and would cut the URLs.
+    out = console if console.is_terminal else Console(width=120)
+    out.print(table)
     gateway = next((p for p in parts if getattr(p, "name", "") == "gateway"), None)
     if gateway is not None:
         console.print(f"Open [bold]{getattr(gateway, 'url', '')}[/bold]. Ctrl-C stops everything.")
