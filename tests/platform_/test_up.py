@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,10 +23,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+import redkit
 from redkit.cli import app
 from redkit.embedded import find_free_port
+from redkit.platform.identity import Identity, sign_identity
+from redkit.platform.mail import received
 
 START_TIMEOUT = 120.0
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -191,7 +197,7 @@ def test_a_hung_service_turns_the_health_503_naming_it_until_it_answers_again(up
 def test_sigterm_stops_every_part_and_leaves_no_process_or_port(base: Path) -> None:
     up = _start(base)
     processes = _descendants(up.process.pid)
-    ports = [urlsplit(p["url"]).port for p in up.state["parts"]]
+    ports = [urlsplit(p["url"]).port for p in up.state["parts"] if "://" in p["url"]]
     assert None not in ports
     # valkey, postgres (and its own children), auth, projects, worker, gateway
     assert len(processes) >= 6
@@ -215,3 +221,168 @@ def test_a_role_without_its_environment_says_what_is_missing(
     assert "REDKIT_PLATFORM_SECRET" in result.output
     result = CliRunner().invoke(app, ["up", "--role", "nosuch"])
     assert result.exit_code == 2
+
+
+# -- auth through the gateway ---------------------------------------------------------------
+
+
+def _log(up: Up, name: str) -> str:
+    return (up.data_dir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def _admin_redis_url(up: Up) -> str:
+    password = (up.data_dir / "valkey.password").read_text().strip()
+    host = up.part("valkey")["url"].rpartition("@")[2]
+    return f"redis://redkit:{password}@{host}"
+
+
+def _email() -> str:
+    return f"ada-{secrets.token_hex(4)}@example.com"
+
+
+def _register(up: Up, email: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(
+        f"{up.gateway}/auth/register",
+        json={"email": email, "password": password, "name": "Ada"},
+        timeout=30,
+    )
+
+
+def _login(up: Up, email: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(
+        f"{up.gateway}/auth/login", json={"email": email, "password": password}, timeout=30
+    )
+
+
+async def test_register_queues_a_welcome_email_that_reaches_the_sink(up: Up) -> None:
+    email = _email()
+    response = _register(up, email)
+    assert response.status_code == 201, response.text
+    assert response.json()["email"] == email
+    assert "password" not in response.text
+    async with redkit.connect(_admin_redis_url(up), namespace="platform") as rk:
+        deadline = time.monotonic() + 30
+        while True:
+            mails = [m for m in await received(rk, count=100) if m["to"] == [email]]
+            if mails:
+                break
+            assert time.monotonic() < deadline, "no welcome e-mail"
+            await asyncio.sleep(0.2)
+    assert "Welcome" in mails[0]["subject"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"email": "x@example.com", "password": "short", "name": "A"}, 422),
+        ({"email": "not-an-email", "password": "correct horse battery", "name": "A"}, 422),
+        ({"email": "x@example.com", "password": 12345678901, "name": "A"}, 422),
+        ({"email": "x@example.com", "password": "correct horse battery"}, 422),
+        ({"email": "x@example.com", "password": "correct horse battery", "name": "A", "x": 1}, 422),
+    ],
+)
+def test_a_bad_registration_is_a_4xx_json_and_writes_nothing(
+    up: Up, body: dict[str, Any], status: int
+) -> None:
+    response = httpx.post(f"{up.gateway}/auth/register", json=body, timeout=30)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    # Nothing was written: the address is still free.
+    if isinstance(body.get("email"), str) and "@" in body["email"]:
+        assert _login(up, body["email"]).status_code == 401
+
+
+def test_bad_json_and_huge_bodies_are_4xx_json(up: Up) -> None:
+    bad = httpx.post(
+        f"{up.gateway}/auth/register",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert bad.status_code == 422
+    assert bad.json()
+    huge = httpx.post(f"{up.gateway}/auth/register", content=b"x" * (2 * 1024 * 1024), timeout=30)
+    assert huge.status_code == 413
+    assert "limited" in huge.json()["detail"]
+
+
+def test_a_duplicate_registration_is_409(up: Up) -> None:
+    email = _email()
+    assert _register(up, email).status_code == 201
+    assert _register(up, email.upper()).status_code == 409
+
+
+def test_login_gives_a_token_and_a_cookie_and_both_reach_me(up: Up) -> None:
+    email = _email()
+    _register(up, email)
+    response = _login(up, email)
+    assert response.status_code == 200
+    token = response.json()["token"]
+    assert "session" in response.cookies
+    by_bearer = httpx.get(
+        f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert by_bearer.status_code == 200
+    assert by_bearer.json()["email"] == email
+    by_cookie = httpx.get(f"{up.gateway}/api/me", cookies=response.cookies, timeout=30)
+    assert by_cookie.json()["email"] == email
+    assert _login(up, email, "wrong password!!").status_code == 401
+
+
+def test_a_client_sent_identity_header_is_worth_nothing(up: Up) -> None:
+    forged = sign_identity(Identity("someone", "admin"), "x" * 48)
+    response = httpx.get(f"{up.gateway}/api/me", headers={"x-redkit-identity": forged}, timeout=30)
+    assert response.status_code == 401
+
+
+def test_logout_all_ends_every_session_of_the_user_at_once(up: Up) -> None:
+    email = _email()
+    _register(up, email)
+    tokens = [_login(up, email).json()["token"] for _ in range(3)]
+    listed = httpx.get(
+        f"{up.gateway}/auth/sessions", headers={"authorization": f"Bearer {tokens[0]}"}, timeout=30
+    ).json()["sessions"]
+    assert len(listed) == 3
+    ended = httpx.post(
+        f"{up.gateway}/auth/logout-all",
+        headers={"authorization": f"Bearer {tokens[1]}"},
+        timeout=30,
+    )
+    assert ended.json() == {"ended": 3}
+    for token in tokens:
+        me = httpx.get(
+            f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert me.status_code == 401
+
+
+def test_login_attempts_are_limited_per_account(up: Up) -> None:
+    email = _email()
+    _register(up, email)
+    statuses = [_login(up, email, f"wrong password {n}").status_code for n in range(7)]
+    assert statuses[:5] == [401] * 5
+    assert statuses[5] == 429
+    limited = _login(up, email)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up) -> None:
+    auth = up.part("auth")
+    os.kill(auth["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    response = httpx.get(f"{up.gateway}/api/me", timeout=30)
+    assert response.status_code in (502, 503)
+    assert response.json()["service"] == "auth"
+    # The supervisor starts it again (same port).
+    while httpx.get(f"{up.gateway}/api/me", timeout=30).status_code != 401:
+        assert time.monotonic() < deadline, f"auth did not come back:\n{_log(up, 'auth')}"
+        time.sleep(0.3)
+
+
+def test_one_users_login_never_lends_its_cookie_to_the_next_caller(up: Up) -> None:
+    email = _email()
+    _register(up, email)
+    assert _login(up, email).status_code == 200
+    # The gateway's own HTTP client must not have kept the Set-Cookie of that login.
+    assert httpx.get(f"{up.gateway}/api/me", timeout=30).status_code == 401

@@ -12,6 +12,7 @@ The same names serve ``redkit up --role NAME`` on another machine: set them by h
 ``REDKIT_PROJECTS_URL``     the projects service
 ``REDKIT_WORKER_URLS``      the workers' health endpoints, comma-separated
 ``REDKIT_PROJECT_REDIS_URL``  the Valkey URL given to projects (host and port, no credentials)
+``REDKIT_SECURE_COOKIES``   ``1``: session cookies marked Secure (HTTPS in front of the gateway)
 ==========================  ===================================================================
 """
 
@@ -37,6 +38,9 @@ class PlatformConfig:
     projects_url: str | None = None
     worker_urls: tuple[str, ...] = field(default_factory=tuple)
     project_redis_url: str | None = None
+    # Secure cookies need HTTPS, except on loopback where browsers allow them over HTTP but
+    # curl may not: off for a loopback gateway, on for any other (REDKIT_SECURE_COOKIES).
+    secure_cookies: bool = False
 
     def __repr__(self) -> str:
         # Never the secret or the passwords in the URLs.
@@ -67,6 +71,7 @@ class PlatformConfig:
             projects_url=env.get("REDKIT_PROJECTS_URL") or None,
             worker_urls=workers,
             project_redis_url=env.get("REDKIT_PROJECT_REDIS_URL") or None,
+            secure_cookies=env.get("REDKIT_SECURE_COOKIES", "") in ("1", "true", "yes"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -76,6 +81,7 @@ class PlatformConfig:
             "REDKIT_PLATFORM_SECRET": self.secret,
             "REDKIT_NAMESPACE": self.namespace,
             "REDKIT_WORKER_URLS": ",".join(self.worker_urls),
+            "REDKIT_SECURE_COOKIES": "1" if self.secure_cookies else "0",
         }
         optional = {
             "REDKIT_SMTP_URL": self.smtp_url,

@@ -18,6 +18,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -28,8 +30,10 @@ from sqlalchemy import text
 
 import redkit
 from redkit import Redkit, RedkitError
+from redkit.platform.auth import LateSessionMiddleware, install_auth, session_signing_key
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
+from redkit.platform.gateway import install_proxy
 from redkit.platform.mail import SmtpTarget, email_job
 
 __all__ = ["ROLES", "Role", "build_app", "serve"]
@@ -83,6 +87,16 @@ async def _http_ok(client: httpx.AsyncClient, url: str) -> None:
         raise OSError(f"/healthz answered {response.status_code}")
 
 
+class _NoCookies(DefaultCookiePolicy):
+    """A cookie policy that stores and returns no cookie at all."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+
 class _State:
     """What a role's lifespan opened (app.state.platform)."""
 
@@ -94,6 +108,9 @@ class _State:
         self.http: httpx.AsyncClient | None = None
         self.worker_task: asyncio.Task[None] | None = None
         self.worker: redkit.Worker | None = None
+        self.session_store: redkit.SessionStore | None = None
+        self.login_ip_limiter: redkit.RateLimiter | None = None
+        self.login_account_limiter: redkit.RateLimiter | None = None
 
     async def own_checks(self) -> dict[str, str | None]:
         checks: dict[str, Awaitable[Any]] = {}
@@ -119,7 +136,22 @@ def _lifespan(
         app.state.platform = state
         state.rk = await redkit.connect(config.redis_url, namespace=config.namespace)
         state.db = Database(config.database_url)
-        state.http = httpx.AsyncClient(timeout=CHECK_TIMEOUT)
+        if role in ("auth", "projects"):
+            await state.db.create_all()  # idempotent; `redkit up` did it, a lone --role may not
+        # Bounded pool: the proxy queues for a connection instead of opening without limit.
+        state.http = httpx.AsyncClient(
+            timeout=CHECK_TIMEOUT,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Never keep a cookie: this client carries every user's requests, and a jar would
+            # hand one user's session cookie (from a proxied login) to the next request.
+            cookies=CookieJar(policy=_NoCookies()),
+        )
+        # The brief: a 7-day session lifetime, renewed by activity (absolute cap 30 days).
+        state.session_store = state.rk.sessions(idle_ttl=timedelta(days=7))
+        if role == "auth":
+            # Credential stuffing: few attempts per account, more per address (NAT, offices).
+            state.login_account_limiter = state.rk.rate_limiter(limit=5, window=60)
+            state.login_ip_limiter = state.rk.rate_limiter(limit=30, window=60)
         if role == "worker":
             functions: dict[str, Any] = {}
             if config.smtp_url:
@@ -159,6 +191,12 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     if role not in ROLES:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
+    if role in ("gateway", "auth"):
+        app.add_middleware(
+            LateSessionMiddleware,
+            secure=config.secure_cookies,
+            signing_key=session_signing_key(config.secret),
+        )
 
     if role == "gateway":
 
@@ -199,6 +237,12 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
                 f"<ul>{rows}</ul>"
             )
 
+        install_proxy(
+            app,
+            {"auth": config.auth_url or "", "projects": config.projects_url or ""},
+            config.secret,
+        )
+
     else:
 
         @app.get("/healthz")
@@ -208,6 +252,9 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
             down = {k: v for k, v in results.items() if v is not None}
             body = {"status": "ok" if not down else "unavailable", "role": role, "down": down}
             return JSONResponse(body, status_code=200 if not down else 503)
+
+        if role == "auth":
+            install_auth(app)
 
     return app
 
@@ -224,6 +271,10 @@ def serve(role: Role, port: int, config: PlatformConfig, host: str = "127.0.0.1"
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
+            # The gateway is the edge: a client's X-Forwarded-For means nothing there. Services
+            # take the client address from the gateway's header (loopback peers only).
+            proxy_headers=role != "gateway",
+            forwarded_allow_ips="127.0.0.1",
             # Bounded: a slow client cannot hold a connection open for ever.
             timeout_keep_alive=5,
         )

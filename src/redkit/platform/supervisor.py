@@ -42,6 +42,7 @@ from sqlalchemy import select
 import redkit
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.errors import ConfigurationError, EmbeddedServerError
+from redkit.platform.auth import ensure_admin
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database, Project
 from redkit.platform.mail import MailSink
@@ -199,6 +200,14 @@ class Supervisor:
         db = Database(platform_url)
         try:
             await db.create_all()
+            admin_email = os.environ.get("REDKIT_ADMIN_EMAIL") or "admin@redkit.localhost"
+            _, generated = await ensure_admin(
+                db, admin_email, os.environ.get("REDKIT_ADMIN_PASSWORD") or None
+            )
+            if generated is not None:
+                self.parts.append(
+                    Part("admin", admin_email, note=f"password (shown once): {generated}")
+                )
             self.rk = await redkit.connect(redis_url, namespace=options.namespace)
             public_redis = _without_credentials(redis_url)
             provisioner = Provisioner(self.rk, database_url, public_redis)
@@ -239,6 +248,7 @@ class Supervisor:
             projects_url=by_role["projects"].url,
             worker_urls=tuple(c.url for c in self.children if c.role == "worker"),
             project_redis_url=public_redis,
+            secure_cookies=options.host not in ("127.0.0.1", "localhost", "::1"),
         )
         return self.config
 
