@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,6 +143,20 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A client with a loopback address of its own (127.x.y.z): anonymous requests are limited
+    per client IP, and each test must be a client of its own, as on a real network."""
+    address = (
+        f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    )
+    transport = httpx.HTTPTransport(local_address=address)
+    # No cookie jar: each test says which cookies it sends.
+    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    with httpx.Client(transport=transport, timeout=30, cookies=jar) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def up() -> Iterator[Up]:
     path = Path(tempfile.mkdtemp(prefix="redkit-up-"))
@@ -240,23 +255,24 @@ def _email() -> str:
     return f"ada-{secrets.token_hex(4)}@example.com"
 
 
-def _register(up: Up, email: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(
+def _register(up: Up, http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+    return http.post(
         f"{up.gateway}/auth/register",
         json={"email": email, "password": password, "name": "Ada"},
-        timeout=30,
     )
 
 
-def _login(up: Up, email: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(
+def _login(up: Up, http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+    return http.post(
         f"{up.gateway}/auth/login", json={"email": email, "password": password}, timeout=30
     )
 
 
-async def test_register_queues_a_welcome_email_that_reaches_the_sink(up: Up) -> None:
+async def test_register_queues_a_welcome_email_that_reaches_the_sink(
+    up: Up, http: httpx.Client
+) -> None:
     email = _email()
-    response = _register(up, email)
+    response = _register(up, http, email)
     assert response.status_code == 201, response.text
     assert response.json()["email"] == email
     assert "password" not in response.text
@@ -282,18 +298,18 @@ async def test_register_queues_a_welcome_email_that_reaches_the_sink(up: Up) -> 
     ],
 )
 def test_a_bad_registration_is_a_4xx_json_and_writes_nothing(
-    up: Up, body: dict[str, Any], status: int
+    up: Up, http: httpx.Client, body: dict[str, Any], status: int
 ) -> None:
-    response = httpx.post(f"{up.gateway}/auth/register", json=body, timeout=30)
+    response = http.post(f"{up.gateway}/auth/register", json=body, timeout=30)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
     # Nothing was written: the address is still free.
     if isinstance(body.get("email"), str) and "@" in body["email"]:
-        assert _login(up, body["email"]).status_code == 401
+        assert _login(up, http, body["email"]).status_code == 401
 
 
-def test_bad_json_and_huge_bodies_are_4xx_json(up: Up) -> None:
-    bad = httpx.post(
+def test_bad_json_and_huge_bodies_are_4xx_json(up: Up, http: httpx.Client) -> None:
+    bad = http.post(
         f"{up.gateway}/auth/register",
         content=b"{not json",
         headers={"content-type": "application/json"},
@@ -301,88 +317,119 @@ def test_bad_json_and_huge_bodies_are_4xx_json(up: Up) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()
-    huge = httpx.post(f"{up.gateway}/auth/register", content=b"x" * (2 * 1024 * 1024), timeout=30)
+    huge = http.post(f"{up.gateway}/auth/register", content=b"x" * (2 * 1024 * 1024), timeout=30)
     assert huge.status_code == 413
     assert "limited" in huge.json()["detail"]
 
 
-def test_a_duplicate_registration_is_409(up: Up) -> None:
+def test_a_duplicate_registration_is_409(up: Up, http: httpx.Client) -> None:
     email = _email()
-    assert _register(up, email).status_code == 201
-    assert _register(up, email.upper()).status_code == 409
+    assert _register(up, http, email).status_code == 201
+    assert _register(up, http, email.upper()).status_code == 409
 
 
-def test_login_gives_a_token_and_a_cookie_and_both_reach_me(up: Up) -> None:
+def test_login_gives_a_token_and_a_cookie_and_both_reach_me(up: Up, http: httpx.Client) -> None:
     email = _email()
-    _register(up, email)
-    response = _login(up, email)
+    _register(up, http, email)
+    response = _login(up, http, email)
     assert response.status_code == 200
     token = response.json()["token"]
     assert "session" in response.cookies
-    by_bearer = httpx.get(
+    by_bearer = http.get(
         f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"}, timeout=30
     )
     assert by_bearer.status_code == 200
     assert by_bearer.json()["email"] == email
-    by_cookie = httpx.get(f"{up.gateway}/api/me", cookies=response.cookies, timeout=30)
+    cookie = f"session={response.cookies['session']}"
+    by_cookie = http.get(f"{up.gateway}/api/me", headers={"cookie": cookie}, timeout=30)
     assert by_cookie.json()["email"] == email
-    assert _login(up, email, "wrong password!!").status_code == 401
+    assert _login(up, http, email, "wrong password!!").status_code == 401
 
 
-def test_a_client_sent_identity_header_is_worth_nothing(up: Up) -> None:
+def test_a_client_sent_identity_header_is_worth_nothing(up: Up, http: httpx.Client) -> None:
     forged = sign_identity(Identity("someone", "admin"), "x" * 48)
-    response = httpx.get(f"{up.gateway}/api/me", headers={"x-redkit-identity": forged}, timeout=30)
+    response = http.get(f"{up.gateway}/api/me", headers={"x-redkit-identity": forged}, timeout=30)
     assert response.status_code == 401
 
 
-def test_logout_all_ends_every_session_of_the_user_at_once(up: Up) -> None:
+def test_logout_all_ends_every_session_of_the_user_at_once(up: Up, http: httpx.Client) -> None:
     email = _email()
-    _register(up, email)
-    tokens = [_login(up, email).json()["token"] for _ in range(3)]
-    listed = httpx.get(
+    _register(up, http, email)
+    tokens = [_login(up, http, email).json()["token"] for _ in range(3)]
+    listed = http.get(
         f"{up.gateway}/auth/sessions", headers={"authorization": f"Bearer {tokens[0]}"}, timeout=30
     ).json()["sessions"]
     assert len(listed) == 3
-    ended = httpx.post(
+    ended = http.post(
         f"{up.gateway}/auth/logout-all",
         headers={"authorization": f"Bearer {tokens[1]}"},
         timeout=30,
     )
     assert ended.json() == {"ended": 3}
     for token in tokens:
-        me = httpx.get(
+        me = http.get(
             f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"}, timeout=30
         )
         assert me.status_code == 401
 
 
-def test_login_attempts_are_limited_per_account(up: Up) -> None:
+def test_login_attempts_are_limited_per_account(up: Up, http: httpx.Client) -> None:
     email = _email()
-    _register(up, email)
-    statuses = [_login(up, email, f"wrong password {n}").status_code for n in range(7)]
+    _register(up, http, email)
+    statuses = [_login(up, http, email, f"wrong password {n}").status_code for n in range(7)]
     assert statuses[:5] == [401] * 5
     assert statuses[5] == 429
-    limited = _login(up, email)
+    limited = _login(up, http, email)
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
 
 
-def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up) -> None:
+def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up, http: httpx.Client) -> None:
     auth = up.part("auth")
     os.kill(auth["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    response = httpx.get(f"{up.gateway}/api/me", timeout=30)
+    deadline = time.monotonic() + 90
+    response = http.get(f"{up.gateway}/api/me", timeout=30)
     assert response.status_code in (502, 503)
     assert response.json()["service"] == "auth"
-    # The supervisor starts it again (same port).
-    while httpx.get(f"{up.gateway}/api/me", timeout=30).status_code != 401:
+    # The supervisor starts it again (same port). Poll /healthz: it is not rate limited.
+    while http.get(f"{up.gateway}/healthz", timeout=30).status_code != 200:
         assert time.monotonic() < deadline, f"auth did not come back:\n{_log(up, 'auth')}"
         time.sleep(0.3)
+    assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
 
 
-def test_one_users_login_never_lends_its_cookie_to_the_next_caller(up: Up) -> None:
+def test_one_users_login_never_lends_its_cookie_to_the_next_caller(
+    up: Up, http: httpx.Client
+) -> None:
     email = _email()
-    _register(up, email)
-    assert _login(up, email).status_code == 200
+    _register(up, http, email)
+    assert _login(up, http, email).status_code == 200
     # The gateway's own HTTP client must not have kept the Set-Cookie of that login.
-    assert httpx.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
+    assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
+
+
+def test_the_eleventh_anonymous_request_in_a_minute_is_a_json_429(
+    up: Up, http: httpx.Client
+) -> None:
+    answers = [http.get(f"{up.gateway}/api/me") for _ in range(11)]
+    assert [a.status_code for a in answers[:10]] == [401] * 10
+    first = answers[0].headers
+    assert first["x-ratelimit-limit"] == "10"
+    assert first["x-ratelimit-remaining"] == "9"
+    assert first["x-ratelimit-used"] == "1"
+    assert "ratelimit-policy" in first
+    assert "ratelimit" in first
+    limited = answers[10]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"].startswith("application/json")
+    assert limited.json()
+
+
+def test_a_signed_in_user_gets_the_user_tier(up: Up, http: httpx.Client) -> None:
+    email = _email()
+    _register(up, http, email)
+    token = _login(up, http, email).json()["token"]
+    me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.headers["x-ratelimit-limit"] == "100"

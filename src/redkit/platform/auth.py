@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from argon2 import PasswordHasher
@@ -29,11 +30,12 @@ from redkit.platform.db import Database, User, UserType
 from redkit.sessions.middleware import RequestSession, SessionMiddleware, current_session
 
 __all__ = [
-    "LateSessionMiddleware",
+    "LateMiddleware",
     "create_user",
     "hash_password",
     "install_auth",
     "password_problem",
+    "session_middleware",
     "session_signing_key",
 ]
 
@@ -111,23 +113,34 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-class LateSessionMiddleware:
-    """SessionMiddleware whose store exists only after the lifespan connected redkit: built on
-    the first request from ``app.state.platform.session_store``."""
+class LateMiddleware:
+    """An ASGI middleware built on the first request, once the lifespan has connected redkit:
+    ``build(app, platform_state)`` makes the real one (a SessionMiddleware needs its store,
+    which needs the connection the lifespan opens)."""
 
-    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, /, build: Callable[[ASGIApp, Any], ASGIApp]) -> None:
         self.app = app
-        self.options = options
-        self._inner: SessionMiddleware | None = None
+        self.build = build
+        self._inner: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         if self._inner is None:
-            store = scope["app"].state.platform.session_store
-            self._inner = SessionMiddleware(self.app, store, **self.options)
+            self._inner = self.build(self.app, scope["app"].state.platform)
         await self._inner(scope, receive, send)
+
+
+def session_middleware(secure: bool, secret: str) -> Callable[[ASGIApp, Any], ASGIApp]:
+    """The builder of the platform's SessionMiddleware (same cookie everywhere)."""
+
+    def build(app: ASGIApp, state: Any) -> ASGIApp:
+        return SessionMiddleware(
+            app, state.session_store, secure=secure, signing_key=session_signing_key(secret)
+        )
+
+    return build
 
 
 CurrentSession = Annotated[RequestSession, Depends(current_session)]

@@ -11,17 +11,22 @@ within bounded time (connect 2 s, the whole answer :data:`READ_TIMEOUT`).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import HTTPConnection
 
 from redkit.platform.identity import HEADER, Identity, sign_identity
+from redkit.ratelimit.middleware import RateLimitMiddleware
+from redkit.ratelimit.policy import DEFAULT_TIERS, Admission, TierPolicy
+from redkit.ratelimit.policy import Identity as TierIdentity
 from redkit.sessions.middleware import RequestSession, current_session
 
-__all__ = ["MAX_BODY", "ROUTES", "install_proxy", "route_for"]
+__all__ = ["MAX_BODY", "ROUTES", "install_proxy", "route_for", "tier_limits"]
 
 MAX_BODY = 1024 * 1024
 READ_TIMEOUT = 30.0
@@ -62,6 +67,31 @@ def identity_of(rs: RequestSession, ip: str | None) -> Identity:
         return Identity(None, "anonymous", ip=ip)
     kind = str(rs.session.data.get("type", "user"))
     return Identity(rs.session.user_id, kind, rs.session.id_prefix, ip)
+
+
+UNLIMITED_PATHS = frozenset({"/healthz"})  # monitors poll it; it costs no service a request
+
+
+def tier_limits(app: Any, state: Any) -> Any:
+    """The brief's tiers over every request but /healthz: anonymous 10/min by client IP, user
+    100/min, premium 1000/min, admin 10000/min per user; IETF and X-RateLimit-* headers, a JSON
+    429 with Retry-After (redkit's RateLimitMiddleware and TierPolicy)."""
+    tiers = TierPolicy(state.rk, _tier_of)
+
+    async def policy(scope: Mapping[str, Any]) -> Admission | None:
+        if scope.get("path") in UNLIMITED_PATHS:
+            return None
+        return await tiers(scope)
+
+    return RateLimitMiddleware(app, policy=policy, legacy_headers=True)
+
+
+def _tier_of(scope: Mapping[str, Any]) -> TierIdentity | None:
+    session = current_session(HTTPConnection(cast(Any, scope))).session
+    if session is None:
+        return None
+    tier = str(session.data.get("type", "user"))
+    return TierIdentity(tier if tier in DEFAULT_TIERS else "user", session.user_id)
 
 
 def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:

@@ -30,10 +30,10 @@ from sqlalchemy import text
 
 import redkit
 from redkit import Redkit, RedkitError
-from redkit.platform.auth import LateSessionMiddleware, install_auth, session_signing_key
+from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
-from redkit.platform.gateway import install_proxy
+from redkit.platform.gateway import install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
 
 __all__ = ["ROLES", "Role", "build_app", "serve"]
@@ -191,11 +191,12 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     if role not in ROLES:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
+    if role == "gateway":
+        # Added inner first: the session is resolved before the rate limit reads its tier.
+        app.add_middleware(LateMiddleware, build=tier_limits)
     if role in ("gateway", "auth"):
         app.add_middleware(
-            LateSessionMiddleware,
-            secure=config.secure_cookies,
-            signing_key=session_signing_key(config.secret),
+            LateMiddleware, build=session_middleware(config.secure_cookies, config.secret)
         )
 
     if role == "gateway":
