@@ -85,6 +85,10 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "admin password for tests"
+
+
 def _start(base: Path) -> Up:
     port = find_free_port()
     data_dir = base / ".redkit"
@@ -93,6 +97,7 @@ def _start(base: Path) -> Up:
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "DATABASE_URL", "REDKIT_SMTP_URL", "REDKIT_PLATFORM_DIR")
     }
+    env.update(REDKIT_ADMIN_EMAIL=ADMIN_EMAIL, REDKIT_ADMIN_PASSWORD=ADMIN_PASSWORD)
     output = base / "up.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
@@ -433,3 +438,32 @@ def test_a_signed_in_user_gets_the_user_tier(up: Up, http: httpx.Client) -> None
     me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"})
     assert me.status_code == 200
     assert me.headers["x-ratelimit-limit"] == "100"
+
+
+def test_an_admin_changes_a_users_type_and_the_user_signs_in_again(
+    up: Up, http: httpx.Client
+) -> None:
+    admin = _login(up, http, ADMIN_EMAIL, ADMIN_PASSWORD).json()["token"]
+    email = _email()
+    user_id = _register(up, http, email).json()["id"]
+    user = _login(up, http, email).json()["token"]
+
+    def patch(token: str, kind: object) -> httpx.Response:
+        return http.patch(
+            f"{up.gateway}/api/admin/users/{user_id}",
+            json={"type": kind},
+            headers={"authorization": f"Bearer {token}"},
+        )
+
+    assert patch(user, "admin").status_code == 403
+    assert patch(admin, "emperor").status_code == 422
+    changed = patch(admin, "premium")
+    assert changed.status_code == 200
+    assert changed.json()["type"] == "premium"
+    # The old session (type "user") is gone; a new one is premium.
+    me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {user}"})
+    assert me.status_code == 401
+    again = _login(up, http, email).json()["token"]
+    me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {again}"})
+    assert me.json()["type"] == "premium"
+    assert me.headers["x-ratelimit-limit"] == "1000"

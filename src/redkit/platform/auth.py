@@ -159,6 +159,11 @@ class LoginIn(BaseModel):
     password: str = Field(max_length=1024)
 
 
+class UserTypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: UserType
+
+
 def _too_many(retry_after: float) -> JSONResponse:
     seconds = max(1, int(retry_after + 0.999))
     return JSONResponse(
@@ -247,6 +252,28 @@ def install_auth(app: FastAPI) -> None:
             user = await session.get(User, rs.session.user_id)
         if user is None:
             raise HTTPException(401, detail="this account no longer exists")
+        return user_json(user)
+
+    @router.patch("/api/admin/users/{user_id}")
+    async def set_user_type(
+        user_id: str, body: UserTypeIn, request: Request, rs: CurrentSession
+    ) -> dict[str, Any]:
+        st = state(request)
+        if rs.session is None:
+            raise HTTPException(401, detail="sign in first: no live session")
+        async with st.db.transaction() as tx:
+            caller = await tx.get(User, rs.session.user_id)
+            if caller is None or caller.type is not UserType.admin:
+                raise HTTPException(403, detail="admins only")
+            user = await tx.get(User, user_id[:32])
+            if user is None:
+                raise HTTPException(404, detail="no such user")
+            changed = user.type is not body.type
+            user.type = body.type
+        if changed:
+            # Sessions carry the type the gateway limits by: the user signs in again to get the
+            # new one (and a demoted admin keeps no admin session).
+            await st.session_store.revoke_all(user.id)
         return user_json(user)
 
     app.include_router(router)

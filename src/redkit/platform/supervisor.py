@@ -359,7 +359,8 @@ class Supervisor:
         path = self.data_dir / "up.json"
         state = {
             "pid": os.getpid(),
-            "parts": [p.__dict__ for p in self.parts],
+            # Not the admin row: its generated password is shown once, on the terminal only.
+            "parts": [p.__dict__ for p in self.parts if p.name != "admin"],
             "gateway": f"http://{self.options.host}:{self.children[-1].port}",
         }
         tmp = path.with_suffix(".tmp")
