@@ -14,14 +14,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
+import redis.exceptions as redis_errors
+from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 import redkit
@@ -467,3 +471,108 @@ def test_an_admin_changes_a_users_type_and_the_user_signs_in_again(
     me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {again}"})
     assert me.json()["type"] == "premium"
     assert me.headers["x-ratelimit-limit"] == "1000"
+
+
+# -- projects ------------------------------------------------------------------------------
+
+
+def _signed_in(up: Up, http: httpx.Client) -> dict[str, str]:
+    email = _email()
+    _register(up, http, email)
+    return {"authorization": f"Bearer {_login(up, http, email).json()['token']}"}
+
+
+def _database_count(up: Up, name: str) -> int:
+    async def count() -> int:
+        password = (up.data_dir / "postgres.password").read_text().strip()
+        host = up.part("postgres")["url"].rpartition("@")[2].split("/")[0]
+        conn = await asyncpg.connect(f"postgresql://postgres:{password}@{host}/postgres")
+        try:
+            return int(
+                await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def test_a_project_gets_its_own_database_and_valkey_user_shown_once(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = _signed_in(up, http)
+    name = "p" + secrets.token_hex(4)
+    created = http.post(f"{up.gateway}/api/projects", json={"name": name}, headers=owner)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["namespace"] == f"p-{name}"
+
+    async def use_credentials() -> None:
+        conn = await asyncpg.connect(body["database_url"])
+        assert await conn.fetchval("SELECT current_database()") == f"p_{name}"
+        await conn.close()
+        client = Redis.from_url(body["redis_url"])
+        try:
+            assert await client.set(f"p-{name}:k", "v")
+            with pytest.raises(redis_errors.NoPermissionError):
+                await client.get("platform:anything")
+            with pytest.raises(redis_errors.NoPermissionError):
+                await client.execute_command("SCAN", "0")
+        finally:
+            await client.aclose()
+
+    asyncio.run(use_credentials())
+    listed = http.get(f"{up.gateway}/api/projects", headers=owner).json()["projects"]
+    [mine] = [p for p in listed if p["name"] == name]
+    assert "@" in mine["redis_url"]
+    assert ":" not in mine["redis_url"].split("@")[0].removeprefix("redis://")
+    assert ":" not in mine["database_url"].split("@")[0].removeprefix("postgresql://")
+    # Another user neither lists nor reads it.
+    stranger = _signed_in(up, http)
+    assert name not in str(http.get(f"{up.gateway}/api/projects", headers=stranger).json())
+    assert http.get(f"{up.gateway}/api/projects/{body['id']}", headers=stranger).status_code == 404
+    assert (
+        http.delete(f"{up.gateway}/api/projects/{body['id']}", headers=stranger).status_code == 404
+    )
+    gone = http.delete(f"{up.gateway}/api/projects/{body['id']}", headers=owner)
+    assert gone.status_code == 204
+    assert _database_count(up, f"p_{name}") == 0
+
+
+def test_two_concurrent_creates_through_the_gateway_make_one_database(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = _signed_in(up, http)
+    name = "c" + secrets.token_hex(4)
+
+    def create() -> int:
+        return http.post(
+            f"{up.gateway}/api/projects", json={"name": name}, headers=owner
+        ).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(lambda _: create(), range(2)))
+    assert statuses == [201, 409]
+    assert _database_count(up, f"p_{name}") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "Bad Name"}, {"name": "ok-name", "steps": "rm -rf /"}, {"name": 5}, {}],
+)
+def test_a_bad_project_is_a_422_and_creates_nothing(
+    up: Up, http: httpx.Client, body: dict[str, Any]
+) -> None:
+    owner = _signed_in(up, http)
+    response = http.post(f"{up.gateway}/api/projects", json=body, headers=owner)
+    assert response.status_code == 422
+    assert _database_count(up, "p_ok_name") == 0
+
+
+def test_projects_need_a_signed_in_caller(up: Up, http: httpx.Client) -> None:
+    assert http.get(f"{up.gateway}/api/projects").status_code == 401
+    direct = http.get(
+        f"{up.part('projects')['url']}/api/projects",
+        headers={"x-redkit-identity": sign_identity(Identity("u", "admin"), "x" * 48)},
+    )
+    assert direct.status_code == 401

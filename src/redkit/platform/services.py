@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from fastapi import FastAPI
@@ -35,6 +35,8 @@ from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
 from redkit.platform.gateway import install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
+from redkit.platform.projects import install_projects
+from redkit.platform.provision import Provisioner
 
 __all__ = ["ROLES", "Role", "build_app", "serve"]
 
@@ -111,6 +113,7 @@ class _State:
         self.session_store: redkit.SessionStore | None = None
         self.login_ip_limiter: redkit.RateLimiter | None = None
         self.login_account_limiter: redkit.RateLimiter | None = None
+        self.provisioner: Provisioner | None = None
 
     async def own_checks(self) -> dict[str, str | None]:
         checks: dict[str, Awaitable[Any]] = {}
@@ -148,6 +151,9 @@ def _lifespan(
         )
         # The brief: a 7-day session lifetime, renewed by activity (absolute cap 30 days).
         state.session_store = state.rk.sessions(idle_ttl=timedelta(days=7))
+        if role == "projects":
+            public_redis = config.project_redis_url or _without_credentials(config.redis_url)
+            state.provisioner = Provisioner(state.rk, config.database_url, public_redis)
         if role == "auth":
             # Credential stuffing: few attempts per account, more per address (NAT, offices).
             state.login_account_limiter = state.rk.rate_limiter(limit=5, window=60)
@@ -173,6 +179,11 @@ def _lifespan(
             await state.rk.close()
 
     return lifespan
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _parts(config: PlatformConfig) -> dict[str, str]:
@@ -256,6 +267,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
 
         if role == "auth":
             install_auth(app)
+        if role == "projects":
+            install_projects(app)
 
     return app
 
