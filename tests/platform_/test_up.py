@@ -576,3 +576,34 @@ def test_projects_need_a_signed_in_caller(up: Up, http: httpx.Client) -> None:
         headers={"x-redkit-identity": sign_identity(Identity("u", "admin"), "x" * 48)},
     )
     assert direct.status_code == 401
+
+
+def test_a_member_added_by_the_owner_sees_the_project_and_a_viewer_adds_no_one(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = _signed_in(up, http)
+    project = http.post(
+        f"{up.gateway}/api/projects", json={"name": "m" + secrets.token_hex(4)}, headers=owner
+    ).json()
+    viewer_email = _email()
+    _register(up, http, viewer_email)
+    viewer = {"authorization": f"Bearer {_login(up, http, viewer_email).json()['token']}"}
+    members = f"{up.gateway}/api/projects/{project['id']}/members"
+    assert http.get(f"{up.gateway}/api/projects/{project['id']}", headers=viewer).status_code == 404
+    added = http.post(members, json={"email": viewer_email, "role": "viewer"}, headers=owner)
+    assert added.status_code == 201
+    assert http.get(f"{up.gateway}/api/projects/{project['id']}", headers=viewer).status_code == 200
+    roles = {m["email"]: m["role"] for m in http.get(members, headers=viewer).json()["members"]}
+    assert roles[viewer_email] == "viewer"
+    refused = http.post(members, json={"email": viewer_email, "role": "owner"}, headers=viewer)
+    assert refused.status_code == 403
+    assert (
+        http.post(members, json={"email": "x@y.zz", "role": "king"}, headers=owner).status_code
+        == 422
+    )
+    assert (
+        http.delete(f"{up.gateway}/api/projects/{project['id']}", headers=viewer).status_code == 403
+    )
+    assert (
+        http.delete(f"{up.gateway}/api/projects/{project['id']}", headers=owner).status_code == 204
+    )

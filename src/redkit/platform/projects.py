@@ -7,7 +7,7 @@ without a valid one is anonymous, whatever it claims. A create runs
 the same locked step, so a failure anywhere undoes all of it. The 201 body is the only place
 the passwords appear; later reads show the URLs without them.
 
-Not here yet (see the issue): members, deployments, ``GET /api/users/{id}``, permissions
+Not here yet (see the issue): deployments, ``GET /api/users/{id}``, permissions
 through ``store.permissions``, the gateway's cache of ``GET /api/projects``.
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from redkit.errors import InvalidInput
-from redkit.platform.db import Membership, Project, Role
+from redkit.platform.db import Membership, Project, Role, User
 from redkit.platform.identity import HEADER, Identity, verify_identity
 from redkit.platform.provision import (
     ProjectBusy,
@@ -58,6 +58,12 @@ class ProjectIn(BaseModel):
     steps: list[Annotated[str, Field(min_length=1, max_length=1000)]] | None = Field(
         default=None, max_length=MAX_STEPS
     )
+
+
+class MemberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=254)
+    role: Role
 
 
 def project_json(project: Project, public: dict[str, str] | None = None) -> dict[str, Any]:
@@ -177,6 +183,49 @@ def install_projects(app: FastAPI) -> None:
         except ProjectBusy as exc:
             raise HTTPException(409, detail="the project is busy; retry") from exc
         return Response(status_code=204)
+
+    @router.get("/api/projects/{project_id}/members")
+    async def members(project_id: str, request: Request, who: Caller) -> dict[str, Any]:
+        project = await visible(request, who, project_id)
+        async with state(request).db.reading() as session:
+            rows = (
+                await session.execute(
+                    select(Membership, User)
+                    .join(User, User.id == Membership.user_id)
+                    .where(Membership.project_id == project.id)
+                    .order_by(Membership.created_at)
+                )
+            ).all()
+        return {
+            "members": [
+                {"user_id": u.id, "email": u.email, "name": u.name, "role": m.role.value}
+                for m, u in rows
+            ]
+        }
+
+    @router.post("/api/projects/{project_id}/members", status_code=201)
+    async def add_member(
+        project_id: str, body: MemberIn, request: Request, who: Caller
+    ) -> dict[str, Any]:
+        st = state(request)
+        project = await visible(request, who, project_id)
+        email = body.email.strip().lower()
+        async with st.db.transaction() as tx:
+            if who.type != "admin":
+                mine = await tx.get(Membership, (project.id, who.user_id))
+                if mine is None or mine.role not in (Role.owner, Role.maintainer):
+                    raise HTTPException(403, detail="owners and maintainers add members")
+                if body.role is Role.owner and mine.role is not Role.owner:
+                    raise HTTPException(403, detail="only owners make owners")
+            user = await tx.scalar(select(User).where(User.email == email))
+            if user is None:
+                raise HTTPException(404, detail="no user with that e-mail")
+            member = await tx.get(Membership, (project.id, user.id))
+            if member is None:
+                tx.add(Membership(project_id=project.id, user_id=user.id, role=body.role))
+            else:
+                member.role = body.role
+        return {"user_id": user.id, "email": user.email, "role": body.role.value}
 
     app.include_router(router)
 
