@@ -607,3 +607,56 @@ def test_a_member_added_by_the_owner_sees_the_project_and_a_viewer_adds_no_one(
     assert (
         http.delete(f"{up.gateway}/api/projects/{project['id']}", headers=owner).status_code == 204
     )
+
+
+# -- deployments ---------------------------------------------------------------------------
+
+
+def _deployment(up: Up, http: httpx.Client, headers: dict[str, str], steps: list[str]) -> str:
+    project = http.post(
+        f"{up.gateway}/api/projects",
+        json={"name": "d" + secrets.token_hex(4), "steps": steps},
+        headers=headers,
+    ).json()
+    started = http.post(
+        f"{up.gateway}/api/projects/{project['id']}/deployments", json={}, headers=headers
+    )
+    assert started.status_code == 202, started.text
+    body = started.json()
+    assert body["status"] == "queued"
+    assert body["job_id"]
+    return str(body["id"])
+
+
+def _finished(up: Up, http: httpx.Client, headers: dict[str, str], deployment: str) -> Any:
+    deadline = time.monotonic() + 90
+    while True:
+        shown = http.get(f"{up.gateway}/api/deployments/{deployment}", headers=headers).json()
+        if shown["status"] in ("success", "failed"):
+            return shown
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.3)
+
+
+def test_a_deployment_runs_its_steps_and_succeeds(up: Up, http: httpx.Client) -> None:
+    owner = _signed_in(up, http)
+    deployment = _deployment(
+        up, http, owner, ["echo building $REDKIT_REF", 'test -z "$REDIS_URL" && echo clean']
+    )
+    shown = _finished(up, http, owner, deployment)
+    assert shown["status"] == "success"
+    assert shown["attempts"] == 1
+    assert "building main" in shown["log"]
+    assert "clean" in shown["log"]  # the platform's secrets are not in a step's environment
+
+
+def test_a_failing_step_fails_the_deployment_after_three_attempts(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = _signed_in(up, http)
+    deployment = _deployment(up, http, owner, ["echo trying", "exit 3"])
+    shown = _finished(up, http, owner, deployment)
+    assert shown["status"] == "failed"
+    assert shown["attempts"] == 3
+    assert shown["log"].count("--- attempt") == 3
+    assert "(exit 3)" in shown["log"]

@@ -33,9 +33,10 @@ from redkit import Redkit, RedkitError
 from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
+from redkit.platform.deployments import deploy_job, install_deployments
 from redkit.platform.gateway import install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
-from redkit.platform.projects import install_projects
+from redkit.platform.projects import caller, install_projects
 from redkit.platform.provision import Provisioner
 
 __all__ = ["ROLES", "Role", "build_app", "serve"]
@@ -159,7 +160,7 @@ def _lifespan(
             state.login_account_limiter = state.rk.rate_limiter(limit=5, window=60)
             state.login_ip_limiter = state.rk.rate_limiter(limit=30, window=60)
         if role == "worker":
-            functions: dict[str, Any] = {}
+            functions: dict[str, Any] = {"deploy": deploy_job(state.rk, state.db)}
             if config.smtp_url:
                 functions["email"] = email_job(SmtpTarget(config.smtp_url))
             # uvicorn owns the signals; the lifespan's end stops the worker gracefully.
@@ -269,6 +270,7 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
             install_auth(app)
         if role == "projects":
             install_projects(app)
+            install_deployments(app, caller)
 
     return app
 
