@@ -96,3 +96,55 @@ def test_the_same_slot_check_agrees_with_the_cluster_hash(a: str, b: str | bytes
     else:
         with pytest.raises(redkit.CrossSlotKeys):
             check_same_slot([a, b])
+
+
+# -- names that become keys: one documented alphabet and length per kind ----------------------
+
+
+@pytest.mark.parametrize("bad", ["a b{", "a b", "x{y}", "tab\there", "new\nline", "é", "*", ""])
+def test_queue_names_with_spaces_braces_or_odd_characters_are_refused(
+    rk: redkit.Redkit, bad: str
+) -> None:
+    with pytest.raises(redkit.InvalidInput) as refused:
+        rk.queue(bad)
+    message = str(refused.value)
+    assert message.startswith("queue name ")
+    assert "use 1-128 characters from letters, digits and _ . - :" in message
+
+
+def test_a_queue_name_longer_than_the_limit_is_refused_without_echoing_it(
+    rk: redkit.Redkit,
+) -> None:
+    with pytest.raises(redkit.InvalidInput, match="129 characters long") as refused:
+        rk.queue("q" * 129)
+    assert len(str(refused.value)) < 200
+    with pytest.raises(redkit.InvalidInput, match="5,000,000 characters long"):
+        rk.queue("q" * 5_000_000)
+    with pytest.raises(redkit.InvalidInput, match="not a string"):
+        rk.queue(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", ["email", "deploy:high", "v1.2_bulk-x", "q" * 128])
+def test_plain_queue_names_are_accepted(rk: redkit.Redkit, good: str) -> None:
+    assert rk.queue(good).name == good
+
+
+@pytest.mark.parametrize("bad", ["a:b", "a b", "{x}", "", "c" * 65])
+def test_cache_names_hold_no_colon_space_or_brace(rk: redkit.Redkit, bad: str) -> None:
+    with pytest.raises(redkit.InvalidInput, match=r"cache name .*letters, digits and _ . -"):
+        rk.cache(name=bad)
+    assert rk.cache(name="c" * 64).name == "c" * 64
+
+
+@pytest.mark.parametrize("bad", ["a b", "tab\t", "line\n", "nul\x00", "\x85", "", "l" * 513])
+def test_lock_names_refuse_whitespace_control_characters_and_excess_length(
+    rk: redkit.Redkit, bad: str
+) -> None:
+    for make in (rk.lock, rk.read_write_lock, lambda n: rk.semaphore(n, limit=2)):
+        with pytest.raises(redkit.InvalidInput, match=r"name .*whitespace and control"):
+            make(bad)
+
+
+@pytest.mark.parametrize("good", ["db:{p1}", "user:alice@example.com", "ü/ñ#1", "l" * 512])
+def test_lock_names_built_from_data_are_accepted(rk: redkit.Redkit, good: str) -> None:
+    assert rk.lock(good).name == good

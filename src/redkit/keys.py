@@ -11,36 +11,101 @@ script touches together are built from one :class:`KeyGroup`::
 On a Cluster only the text between the first ``{`` and the next ``}`` is hashed. The tag always
 starts with the group's kind, so it is never empty, and every key of a group shares its text up
 to the tag's closing brace: even an identifier containing braces keeps a group in one slot.
+
+Names that become part of keys are checked here, by one :class:`NameRule` per kind of name, so
+every primitive refuses a bad name with the same clear :class:`~redkit.errors.InvalidInput`:
+
+=========================================  ======================================  ==========
+name                                       allowed characters                      length
+=========================================  ======================================  ==========
+namespace (``connect(namespace=)``)        letters, digits and ``_ . - :``         1-64
+queue (``rk.queue(name)``)                 letters, digits and ``_ . - :``         1-128
+cache, session store (``name=``)           letters, digits and ``_ . -``           1-64
+lock, semaphore, read-write lock           anything but whitespace and control     1-512
+                                           characters
+=========================================  ======================================  ==========
+
+Letters and digits are ASCII. Cache and session store names are a segment of their keys, so
+they hold no ``:`` (a store ``a:u`` would share keys with the store ``a``). Lock names are often
+built from data (``f"deploy:{project_id}"``), so they allow any visible text; braces in them are
+safe, as said above.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.crc import key_slot as _crc_slot
 
 from redkit.errors import CrossSlotKeys, InvalidInput
 
-__all__ = ["KeyGroup", "Keyspace", "check_same_slot", "key_slot", "validate_namespace"]
+__all__ = [
+    "CACHE_NAME",
+    "LOCK_NAME",
+    "NAMESPACE",
+    "QUEUE_NAME",
+    "SESSION_STORE_NAME",
+    "KeyGroup",
+    "Keyspace",
+    "NameRule",
+    "check_same_slot",
+    "key_slot",
+    "validate_namespace",
+]
 
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-:]{1,64}")
 _KIND = re.compile(r"[a-z][a-z0-9_.\-]{0,31}")
 
 
-def validate_namespace(namespace: str) -> str:
-    """Return ``namespace`` if it can prefix keys safely, else raise :class:`InvalidInput`.
+@dataclass(frozen=True, slots=True)
+class NameRule:
+    """The characters and length a kind of name (that becomes part of keys) may have."""
 
-    Braces would change the hash tag, and glob characters would turn the namespace's
-    ``SCAN``/ACL pattern into something that matches other applications' keys.
-    """
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+    characters: str
+    """A regex character class of the allowed characters, e.g. ``A-Za-z0-9_``."""
+    allowed: str
+    """The same in words, for the error message."""
+    max_length: int
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pattern = re.compile(f"[{self.characters}]{{1,{self.max_length}}}")
+        object.__setattr__(self, "_pattern", pattern)
+
+    def check(self, value: object, what: str) -> str:
+        """``value`` if it is a name of this kind, else :class:`InvalidInput` saying why."""
+        if isinstance(value, str) and self._pattern.fullmatch(value):
+            return value
+        if not isinstance(value, str):
+            problem = f"is of type {type(value).__name__}, not a string"
+        elif not value:
+            problem = "is empty"
+        elif len(value) > self.max_length:
+            problem = f"is {len(value):,} characters long"
+        else:
+            one = re.compile(f"[{self.characters}]")
+            bad = sorted({c for c in value if not one.fullmatch(c)})
+            problem = "holds " + " ".join(repr(c) for c in bad[:5])
+        shown = repr(value[:50] + "..." if isinstance(value, str) and len(value) > 50 else value)
         raise InvalidInput(
-            f"namespace {namespace!r} is not allowed: use 1-64 characters from "
-            "letters, digits and _ . - : (no braces, spaces or glob characters)"
+            f"{what} {shown[:80]} is not allowed: it {problem}; use 1-{self.max_length} "
+            f"{self.allowed}"
         )
-    return namespace
+
+
+NAMESPACE = NameRule(r"A-Za-z0-9_.\-:", "characters from letters, digits and _ . - :", 64)
+"""Namespaces: braces would change the hash tag, and glob characters would turn the
+namespace's ``SCAN``/ACL pattern into one that matches other applications' keys."""
+QUEUE_NAME = NameRule(r"A-Za-z0-9_.\-:", "characters from letters, digits and _ . - :", 128)
+CACHE_NAME = NameRule(r"A-Za-z0-9_.\-", "characters from letters, digits and _ . - (no :)", 64)
+SESSION_STORE_NAME = CACHE_NAME
+LOCK_NAME = NameRule(r"^\s\x00-\x1f\x7f-\x9f", "characters but whitespace and control ones", 512)
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` if it can prefix keys safely, else raise :class:`InvalidInput`."""
+    return NAMESPACE.check(namespace, "namespace")
 
 
 def key_slot(key: str | bytes) -> int:
@@ -96,7 +161,8 @@ class KeyGroup:
     """Keys that live in one hash slot: ``<namespace>:{<kind>:<id>}:<suffix>``."""
 
     prefix: str
-    """Everything up to and including the closing brace of the hash tag."""
+    """Every key of the group begins with this: the namespace and the hash tag up to its
+    closing brace (a primitive may extend it, as a named session store does)."""
 
     def key(self, *suffix: str | int) -> str:
         """A key of this group; ``key()`` with no suffix is the group's own base key."""

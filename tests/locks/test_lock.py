@@ -241,7 +241,7 @@ async def test_bad_arguments_are_refused_with_clear_errors(rk: redkit.Redkit) ->
         rk.lock("x", ttl=0)
     with pytest.raises(redkit.InvalidInput, match="ttl"):
         rk.lock("x", ttl=-1)
-    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+    with pytest.raises(redkit.InvalidInput, match="is empty"):
         rk.lock("")
     with pytest.raises(redkit.InvalidInput, match="timeout"):
         rk.lock("x", timeout=-1)
@@ -249,7 +249,7 @@ async def test_bad_arguments_are_refused_with_clear_errors(rk: redkit.Redkit) ->
         await rk.lock("x").acquire(timeout=-0.5)
     with pytest.raises(redkit.InvalidInput, match="limit"):
         rk.semaphore("s", limit=0)
-    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+    with pytest.raises(redkit.InvalidInput, match="is empty"):
         rk.semaphore("", limit=2)
     with pytest.raises(redkit.InvalidInput, match="ttl"):
         rk.semaphore("s", limit=2, ttl=float("nan"))

@@ -97,7 +97,7 @@ async def test_a_redlock_waits_for_the_holder_and_can_renew(
 def test_redlock_refuses_bad_arguments() -> None:
     with pytest.raises(redkit.InvalidInput, match="list of masters"):
         Redlock("redis://localhost", "x")
-    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+    with pytest.raises(redkit.InvalidInput, match="is empty"):
         Redlock(["redis://a", "redis://b", "redis://c"], "")
     with pytest.raises(redkit.InvalidInput, match="ttl"):
         Redlock(["redis://a"], "x", ttl=0)

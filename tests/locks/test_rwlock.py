@@ -370,7 +370,7 @@ async def test_an_acquire_cancelled_mid_flight_leaves_nothing_held(rk: redkit.Re
 
 
 async def test_bad_input_is_refused_with_clear_errors(rk: redkit.Redkit) -> None:
-    with pytest.raises(redkit.InvalidInput, match="non-empty"):
+    with pytest.raises(redkit.InvalidInput, match="is empty"):
         rk.read_write_lock("")
     for ttl in (0, -1, float("nan")):
         with pytest.raises(redkit.InvalidInput, match="ttl"):

@@ -8,7 +8,10 @@ import pytest
 
 import redkit
 from notify.helpers import command_stats
-from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription
+from redkit.notify import Event, NotificationBus, SlowConsumer, Subscription, parse_cursor
+from redkit.notify import hub as hub_module
+from redkit.notify.bus import DEFAULT_MAX_CHANNELS
+from redkit.notify.events import MAX_CURSOR_CHANNELS
 
 
 async def take(sub: Subscription, n: int, timeout: float = 5.0) -> list[Event]:
@@ -355,3 +358,106 @@ async def test_sharded_pubsub_is_the_default_only_where_the_server_has_it(
     assert (rk.has_sharded_pubsub, rk.notifications().sharded) == (False, False)
     monkeypatch.setattr(rk, "server_version", "7.0.15")
     assert rk.notifications().sharded is rk.is_cluster
+
+
+# -- hardening -------------------------------------------------------------------------------
+
+
+async def test_a_subscriber_arriving_while_the_last_one_leaves_gets_a_working_link(
+    rk: redkit.Redkit,
+) -> None:
+    bus = rk.notifications()
+    for attempt in range(3):
+        leaving = bus.subscribe(f"old:{attempt}")
+        await leaving.__aenter__()
+        arriving = bus.subscribe(f"new:{attempt}")
+        entering = asyncio.create_task(arriving.__aenter__())
+        await asyncio.sleep(0)  # it has registered and awaits its first round trip
+        await leaving.aclose()  # the last subscriber of the link it is about to use
+        async with asyncio.timeout(10):
+            await entering
+        try:
+            event_id = await bus.publish(f"new:{attempt}", attempt)
+            [event] = await take(arriving, 1)
+            assert event.id == event_id
+        finally:
+            await arriving.aclose()
+
+
+@pytest.mark.cluster
+async def test_resuming_from_an_id_from_the_future_gets_a_gap_then_live_events(
+    rk: redkit.Redkit,
+) -> None:
+    bus = rk.notifications(cluster_patterns=True)
+    await bus.publish("deployment:status", "before")
+    future = "99999999999999-0"
+    async with bus.subscribe("deployment:status", last_event_id=future) as sub:
+        [gap] = await take(sub, 1)
+        assert gap.is_gap
+        live = await bus.publish("deployment:status", "after")
+        [event] = await take(sub, 1)
+        assert (event.id, event.data) == (live, "after")
+        assert sub.last_event_id == live
+    async with bus.subscribe("deployment:status", patterns=["x:*"], last_event_id=future) as sub:
+        [gap] = await take(sub, 1)
+        live = await bus.publish("deployment:status", "again")
+        [event] = await take(sub, 1)
+        assert event.id == live
+
+
+async def test_a_subscription_names_a_bounded_number_of_channels(rk: redkit.Redkit) -> None:
+    bus = rk.notifications()
+    assert bus.max_channels == DEFAULT_MAX_CHANNELS == 100
+    names = [f"c:{i}" for i in range(100)]
+    bus.subscribe(*names)  # at the limit: fine
+    with pytest.raises(redkit.InvalidInput, match="at most 100 channels and patterns"):
+        bus.subscribe(*names, patterns=["p:*"])
+    with pytest.raises(redkit.InvalidInput, match="at most 100"):
+        bus.subscribe(*(f"c:{i}" for i in range(900)))
+    small = rk.notifications(max_channels=2)
+    with pytest.raises(redkit.InvalidInput, match="at most 2"):
+        small.subscribe("a", "b", patterns=["c*"])
+    for bad in (0, 257, True, 1.5):
+        with pytest.raises(redkit.InvalidInput, match="max_channels"):
+            rk.notifications(max_channels=bad)
+    with pytest.raises(redkit.InvalidInput, match="256"):
+        bus.subscribe("x" * 257)
+    with pytest.raises(redkit.InvalidInput, match="without its"):
+        bus.subscribe(patterns=["deploy:[abc"])
+
+
+async def test_a_pattern_subscription_keeps_a_bounded_cursor_that_resumes(
+    rk: redkit.Redkit,
+) -> None:
+    bus = rk.notifications()
+    channels = [f"tenant:{i}" for i in range(MAX_CURSOR_CHANNELS + 20)]
+    async with bus.subscribe("tenant:0", patterns=["tenant:*"]) as sub:
+        for channel in channels:
+            await bus.publish(channel, channel)
+        await take(sub, len(channels))
+        cursor = sub.last_event_id
+    assert cursor is not None
+    positions = parse_cursor(cursor, ())
+    assert len(positions) == MAX_CURSOR_CHANNELS
+    assert "tenant:0" in positions  # a named channel keeps its place
+    assert channels[-1] in positions  # the latest ones are kept, the longest idle dropped
+    assert channels[1] not in positions
+    await bus.publish(channels[-1], "missed")
+    async with bus.subscribe("tenant:0", patterns=["tenant:*"], last_event_id=cursor) as sub:
+        [event] = await take(sub, 1)
+        assert event.data == "missed"
+
+
+async def test_the_hub_remembers_a_bounded_number_of_pattern_channels(
+    rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "MAX_PATTERN_CHANNELS", 5)
+    bus = rk.notifications()
+    async with bus.subscribe(patterns=["tenant:*"]) as sub:
+        for i in range(12):
+            await bus.publish(f"tenant:{i}", i)
+        assert [e.data for e in await take(sub, 12)] == list(range(12))
+        hub = bus._hub
+        remembered = {channel for source, channel in hub.last if source is not None}
+        assert remembered == {f"tenant:{i}" for i in range(7, 12)}
+    assert not hub.last

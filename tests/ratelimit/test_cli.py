@@ -42,3 +42,40 @@ def test_show_and_reset_a_key(redis_url: str, namespace: str) -> None:
     assert json.loads(after.stdout) == []
     other = runner.invoke(app, ["show", "user:[1]x", "--json", *args])
     assert len(json.loads(other.stdout)) == 1  # the glob characters matched nothing else
+
+
+def test_show_prints_each_limiters_decision(redis_url: str, namespace: str) -> None:
+    async def use() -> None:
+        async with redkit.connect(redis_url, namespace) as rk:
+            await rk.rate_limiter(10, 60, "sliding_window").hit("user:7", cost=3)
+            await rk.rate_limiter(4, 0.5, "gcra", burst=2).hit("user:7", cost=2)
+            await rk.rate_limiter(5, 60, name="custom").hit("user:7")
+
+    asyncio.run(use())
+    args = ["--url", redis_url, "--namespace", namespace]
+    shown = runner.invoke(app, ["show", "user:7", "--json", *args])
+    assert shown.exit_code == 0, shown.output
+    by_name = {s["limiter"]: s for s in json.loads(shown.stdout)}
+    window = by_name["sliding_window:10/60s"]["decision"]
+    assert window["limit"] == 10
+    assert window["remaining"] == 7
+    assert window["allowed"] is True
+    assert 60 < window["reset_after"] <= 120  # sliding: the hits weigh into the next window
+    bucket = by_name["gcra:4/500ms:b2"]["decision"]
+    assert bucket["limit"] == 2
+    assert bucket["remaining"] == 0
+    assert bucket["allowed"] is False
+    assert 0 < bucket["retry_after"] <= 0.125
+    assert by_name["custom"]["decision"] is None
+    assert "--limit" in by_name["custom"]["note"]
+
+    table = runner.invoke(app, ["show", "user:7", *args], env={"COLUMNS": "160"})
+    assert table.exit_code == 0, table.output
+    assert "remaining" in table.stdout
+    assert "{'w'" not in table.stdout  # no raw state
+    given = runner.invoke(
+        app, ["show", "user:7", "--json", "--limit", "5", "--window", "60", *args]
+    )
+    custom = {s["limiter"]: s for s in json.loads(given.stdout)}["custom"]["decision"]
+    assert custom["limit"] == 5
+    assert custom["remaining"] == 4

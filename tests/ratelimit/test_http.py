@@ -251,3 +251,54 @@ async def test_an_unknown_tier_is_a_clear_error(rk: redkit.Redkit) -> None:
     policy = TierPolicy(rk, lambda scope: Identity("gold", "1"), tiers=SMALL_TIERS)
     with pytest.raises(redkit.InvalidInput, match="unknown tier 'gold'"):
         await policy({"type": "http", "headers": [], "client": ("1.2.3.4", 1)})
+
+
+async def test_the_fastapi_429_has_the_middlewares_flat_body(rk: redkit.Redkit) -> None:
+    from redkit.ratelimit.fastapi import RateLimitExceeded, rate_limit_exception_handler
+
+    limiter = rk.rate_limiter(1, 60, "fixed_window")
+    app = FastAPI()
+    app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)
+
+    @app.get("/", dependencies=[Depends(rate_limit(limiter))])
+    async def index() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    middleware_app = make_app(TierPolicy(rk, identify, tiers={"anonymous": [(1, 60)]}))
+    async with client_for(app) as client, client_for(middleware_app, "192.0.2.9") as other:
+        await client.get("/")
+        limited = await client.get("/")
+        await other.get("/")
+        reference = await other.get("/")
+    assert limited.status_code == reference.status_code == 429
+    assert limited.json()["error"] == "rate_limited"
+    assert set(limited.json()) == set(reference.json())
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+async def test_middleware_and_dependency_send_one_coherent_set_of_headers(
+    rk: redkit.Redkit,
+) -> None:
+    route_limit = rk.rate_limiter(2, 60, "fixed_window", name="search")
+    app = FastAPI()
+
+    @app.get("/search", dependencies=[Depends(rate_limit(route_limit, legacy=True))])
+    async def search() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app.add_middleware(
+        RateLimitMiddleware,
+        policy=TierPolicy(rk, identify, tiers={"anonymous": [(10, 60)]}),
+        legacy_headers=True,
+    )
+    async with client_for(app) as client:
+        responses = [await client.get("/search") for _ in range(3)]
+    for response in responses:
+        assert len(response.headers.get_list("ratelimit-policy")) == 1
+        assert len(response.headers.get_list("ratelimit")) == 1
+        assert len(response.headers.get_list("x-ratelimit-remaining")) == 1
+        # The route's 2/min binds before the middleware's 10/min: its numbers are shown.
+        assert response.headers["ratelimit-policy"] == '"search";q=2;w=60'
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in responses] == ["1", "0", "0"]
+    assert responses[2].headers["retry-after"] == responses[2].headers["x-ratelimit-reset"]

@@ -315,3 +315,49 @@ async def test_prometheus_counters_count_decisions(rk: redkit.Redkit) -> None:
     for _ in range(3):
         await limiter.hit("m")
     assert (value("allowed"), value("limited")) == (2.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 10, "window": 1e-9}, "window must be from 1 ms"),
+        ({"limit": 10, "window": 0.0009}, "window must be from 1 ms"),
+        ({"limit": 10, "window": 367 * 86400}, "366 days"),
+        ({"limit": 10**13, "window": 60}, "limit must be an int from 1 to 10"),
+        ({"limit": 10, "window": 60, "algorithm": "gcra", "burst": 10**13}, "burst must be"),
+        ({"limit": 2000, "window": 0.001, "algorithm": "gcra"}, "at least 1 us per unit"),
+    ],
+)
+async def test_windows_limits_and_bursts_have_documented_bounds(
+    rk: redkit.Redkit, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(redkit.InvalidInput, match=message):
+        rk.rate_limiter(**kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_the_shortest_window_still_counts(rk: redkit.Redkit, algorithm: str) -> None:
+    limiter = rk.rate_limiter(1, 0.001, algorithm)
+    decision = await limiter.hit("k")
+    assert decision.allowed
+    assert decision.remaining <= decision.limit
+
+
+async def test_keys_are_at_most_512_bytes_and_costs_are_bounded(rk: redkit.Redkit) -> None:
+    limiter = rk.rate_limiter(10, 60)
+    assert (await limiter.hit("k" * 512)).allowed
+    assert (await limiter.hit("é" * 256)).allowed  # 512 bytes in UTF-8
+    for key in ("k" * 513, "é" * 257, "x" * 5_000_000):
+        with pytest.raises(redkit.InvalidInput, match="at most 512 bytes"):
+            await limiter.hit(key)
+        with pytest.raises(redkit.InvalidInput, match="at most 512 bytes"):
+            await limiter.reset(key)
+    with pytest.raises(redkit.InvalidInput, match="valid text"):
+        await limiter.hit("\ud800" * 200)
+    # One entry per unit: a cost of a few thousand overflowed the script and failed open.
+    log = rk.rate_limiter(100_000, 60, "sliding_log", fail="raise", timeout=10)
+    for cost in (1001, 5000):
+        with pytest.raises(redkit.InvalidInput, match="sliding_log"):
+            await log.hit("k", cost)
+    assert (await log.hit("k", 1000)).remaining == 99_000
+    assert (await rk.server_info()).keys_in_namespace == 3  # the two longest keys and "k"

@@ -68,12 +68,12 @@ def store(rk: redkit.Redkit) -> SessionStore:
     return rk.sessions(idle_ttl=60, absolute_ttl=3600)
 
 
-def client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+def client(app: FastAPI, base_url: str = "http://testserver") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
 
 async def test_login_sets_an_httponly_lax_secure_cookie(store: SessionStore) -> None:
-    async with client(make_app(store)) as http:
+    async with client(make_app(store), "https://app.example") as http:
         response = await http.post("/login/alice", headers={"user-agent": "pytest-agent"})
     assert response.status_code == 200
     cookie = response.headers["set-cookie"]
@@ -183,8 +183,14 @@ def test_middleware_options_are_checked(store: SessionStore) -> None:
     app = FastAPI()
     with pytest.raises(redkit.InvalidInput, match="32 bytes"):
         SessionMiddleware(app, store, signing_key="short")
-    with pytest.raises(redkit.InvalidInput, match="Secure"):
+    with pytest.raises(redkit.ConfigurationError, match="Secure"):
         SessionMiddleware(app, store, same_site="none", secure=False)
+    with pytest.raises(redkit.ConfigurationError, match="Secure"):
+        SessionMiddleware(app, store, cookie_name="__Host-session", secure=False)
+    with pytest.raises(redkit.ConfigurationError, match="same_site"):
+        SessionMiddleware(app, store, same_site="Lax")  # type: ignore[arg-type]
+    with pytest.raises(redkit.ConfigurationError, match="cookie_name"):
+        SessionMiddleware(app, store, cookie_name="my session")
     with pytest.raises(redkit.InvalidInput, match="cookies, bearer"):
         SessionMiddleware(app, store, cookies=False, bearer=False)
 
@@ -232,3 +238,61 @@ async def test_a_real_http_server_keeps_a_browser_signed_in(store: SessionStore)
         assert me["agent"] == "real-browser"
         assert (await http.post("/logout")).json() == {"ended": True}
         assert (await http.get("/me")).status_code == 401
+
+
+def _secure_flags(headers: httpx.Headers) -> list[bool]:
+    return ["Secure" in h.split("; ") for h in headers.get_list("set-cookie")]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "secure"),
+    [
+        ("http://127.0.0.1:8000", None, False),
+        ("http://localhost:8000", None, False),
+        ("http://[::1]:8000", None, False),
+        ("http://app.localhost", None, False),
+        ("http://testserver", None, False),  # Starlette's TestClient
+        ("https://127.0.0.1:8443", None, True),  # HTTPS: always Secure
+        ("http://app.example", None, True),  # a public name over plain HTTP still gets Secure
+        ("http://192.168.1.20:8000", None, True),
+        ("http://127.0.0.1:8000", "localhost.attacker.example", True),
+        ("http://127.0.0.1:8000", "127.0.0.1.nip.io", True),
+    ],
+)
+async def test_the_default_cookie_is_secure_except_on_plain_http_to_this_machine(
+    store: SessionStore, base_url: str, host: str | None, secure: bool
+) -> None:
+    headers = {"host": host} if host else {}
+    async with client(make_app(store), base_url) as http:
+        login = await http.post("/login/gina", headers=headers)
+        assert _secure_flags(login.headers) == [secure]
+        # The cookie that clears a session carries the same flag.
+        http.cookies.set("session", "forged")
+        cleared = await http.get("/whoami", headers=headers)
+        assert _secure_flags(cleared.headers) == [secure]
+
+
+async def test_secure_true_or_false_is_applied_whatever_the_request(store: SessionStore) -> None:
+    async with client(make_app(store, secure=True), "http://127.0.0.1:8000") as http:
+        assert _secure_flags((await http.post("/login/hal")).headers) == [True]
+    async with client(make_app(store, secure=False), "https://app.example") as http:
+        assert _secure_flags((await http.post("/login/hal")).headers) == [False]
+    # SameSite=None and __Host- cookies are useless without Secure: the default gives it.
+    async with client(make_app(store, same_site="none"), "http://127.0.0.1:8000") as http:
+        assert _secure_flags((await http.post("/login/hal")).headers) == [True]
+
+
+async def test_a_local_plain_http_run_keeps_its_cookie_with_the_default_options(
+    store: SessionStore,
+) -> None:
+    # The README's first run: `uvicorn myapp:app` on 127.0.0.1 and an httpx client. A Secure
+    # cookie would never be sent back over plain HTTP, so /me would be 401 after login.
+    async with (
+        serving(make_app(store)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        login = await http.post("/login/ivy")
+        assert "Secure" not in login.headers["set-cookie"].split("; ")
+        me = await http.get("/me")
+        assert me.status_code == 200
+        assert me.json()["user"] == "ivy"

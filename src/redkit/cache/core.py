@@ -71,9 +71,9 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 
 import orjson
 
-from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, seconds
+from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, refuse_non_finite, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
-from redkit.keys import Keyspace
+from redkit.keys import CACHE_NAME, Keyspace
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
@@ -103,8 +103,8 @@ KIND_RESPONSE: Final = ord("R")
 PLAIN: Final = ord("-")
 ZLIB: Final = ord("z")
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _MAX_KEY_CHARS = 256
+_SCALARS = frozenset({str, int, bool, type(None)})
 _SLOTS = 16384
 _STAT_FIELDS = ("hits", "misses", "stale", "recomputes", "early")
 
@@ -290,7 +290,8 @@ class Cache:
 
     Make one with ``rk.cache(default_ttl=300)``. Options (keyword-only):
 
-    * ``name``: caches with different names have separate entries, tags and stats.
+    * ``name``: caches with different names have separate entries, tags and stats; 1-64
+      characters from ASCII letters, digits and ``_ . -``.
     * ``stale_while_revalidate``, ``stale_if_error``: RFC 5861 windows (seconds, default 0).
     * ``beta``: XFetch eagerness (1.0 as in the paper; 0 turns early refresh off).
     * ``lock_timeout``: how long the single-flight holder may compute before another caller
@@ -318,8 +319,7 @@ class Cache:
         fail_open: bool = True,
         stats_interval: float | timedelta = 1.0,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidInput(f"cache name {name!r}: use 1-32 letters, digits, _ . -")
+        CACHE_NAME.check(name, "cache name")
         shards = shards if shards is not None else (16 if rk.is_cluster else 1)
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 1024:
             raise InvalidInput(f"shards must be an integer from 1 to 1024, got {shards!r}")
@@ -834,6 +834,12 @@ def _key_maker(fn: Callable[..., Any], key: str | Callable[..., str] | None) -> 
                 raise InvalidInput(
                     f"@cached {fn.__qualname__}: arguments are not JSON ({exc}); pass key=..."
                 ) from None
+            if text.count(b"null") and not _SCALARS.issuperset(
+                map(type, (*args, *kwargs.values()))
+            ):
+                # A NaN argument would share the key of None (orjson writes both as null).
+                # Plain str/int/None arguments (the usual call) are checked without a walk.
+                refuse_non_finite((args, kwargs), f"@cached {fn.__qualname__}'s arguments")
             return prefix + text.decode()
 
         return default_key

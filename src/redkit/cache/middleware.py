@@ -10,7 +10,10 @@
         rules=[
             CacheRule("/users/{user_id}", ttl=1800, tags=["user:{user_id}"], per_user=True),
             CacheRule("/projects", ttl=600, tags=["projects"], vary=["accept-language"]),
+            CacheRule("/docs/*", ttl=3600, shared=True),   # the same page for everyone
         ],
+        allowed_hosts=["example.com", "*.example.com"],
+        credential_headers=["X-Api-Key"],   # besides Authorization and the session cookie
     )
     ...
     await cache.invalidate("user:42")        # after a write
@@ -20,32 +23,54 @@ What is cached, and what never is:
 * Only ``GET`` requests matching a rule, and only ``200`` responses sent in one body message:
   a streaming response (several body messages) passes through uncached.
 * Never a response with ``Set-Cookie``, ``Cache-Control: private | no-store | no-cache``,
-  ``Vary: *`` or a ``Vary`` on a header the rule does not key on.
-* Never a request with ``Authorization`` or a session cookie, unless the rule has
-  ``per_user``: then the entry is keyed per user (by default a hash of the credentials, or
-  what ``per_user(scope)`` returns), so one user never receives another's response.
+  ``Vary: *`` or a ``Vary`` on a header the rule does not key on; a response's own freshness
+  (``s-maxage``, ``max-age``, ``Expires``) shortens the rule's ``ttl``, ``max-age=0`` is not
+  stored, and ``must-revalidate`` leaves no stale window.
+* A request with credentials (``Authorization``, the session cookie that
+  :class:`~redkit.sessions.middleware.SessionMiddleware` names, ``session``/``sessionid``, and
+  the declared ``credential_headers``/``credential_cookies``) bypasses the cache unless its
+  rule is ``per_user`` or ``shared``. ``per_user``: the entry is keyed by the credentials (by
+  default; or by what ``per_user(scope)`` returns), and with a redkit session it is served
+  only while that session lives, whatever the middleware order (:func:`resolve_session
+  <redkit.sessions.middleware.resolve_session>`), and stored no longer than the session's
+  expiry. ``shared``: the request is answered from the entry anonymous requests made, and
+  what it is sent itself is never stored.
+* A request whose ``Host`` is not in ``allowed_hosts`` (when given) bypasses the cache.
 * A request with ``Cache-Control: no-cache`` skips the lookup and refreshes the entry;
   ``no-store`` bypasses the cache.
 
-The key is the method, the path, the query with its parameters sorted, the values of the
-rule's ``vary`` headers, and the user. Responses carry a strong ``ETag`` (the application's, or
-a BLAKE2b hash of the body: the same in every process), ``X-Cache: HIT | MISS | STALE`` and,
-when served from the cache, ``Age``. ``If-None-Match`` gets ``304 Not Modified``. ``HEAD`` is
-answered from the ``GET`` entry. A miss takes the cache's single-flight lock: concurrent
-misses on one URL (in any process) wait for the first instead of all running the endpoint;
-XFetch and ``stale_while_revalidate`` refresh in the background with a copy of the request.
+The key is the method, the scheme, the ``Host`` and the forwarding headers (``Forwarded``,
+``X-Forwarded-Host``, ...: a page made for one origin is never served to another), the root
+path and the path, the query with its parameters sorted by name (a name's values keep their
+order: ``a=1&a=2`` is not ``a=2&a=1``), the values of the rule's ``vary`` headers, and the
+user. Responses carry a strong ``ETag`` (the application's, or a BLAKE2b hash of the body: the
+same in every process), ``X-Cache: HIT | MISS | STALE | BYPASS`` (a bypass logs its reason at
+``DEBUG`` on the ``redkit.cache`` logger) and, when served from the cache, ``Age``.
+``If-None-Match`` gets ``304 Not Modified``. ``HEAD`` is answered from the ``GET`` entry. A
+miss takes the cache's single-flight lock: concurrent misses on one URL (in any process) wait
+for the first instead of all running the endpoint; XFetch and ``stale_while_revalidate``
+refresh in the background with a copy of the request.
+
+What this does not know: a credential it is not told about (declare it), an endpoint that
+reads request headers other than the rule's ``vary`` (add them to ``vary``), and the liveness
+of credentials other than redkit sessions (their per-user entries live for the rule's ``ttl``:
+invalidate them by tag when the credential is withdrawn).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from starlette.datastructures import Headers
@@ -68,6 +93,7 @@ from redkit.cache.core import (
     unpack,
 )
 from redkit.errors import ConnectionLost, InvalidInput
+from redkit.sessions.middleware import SessionMiddleware, find_session_middleware
 
 __all__ = ["CacheMiddleware", "CacheRule"]
 
@@ -93,6 +119,26 @@ _SKIP_HEADERS = frozenset(
 _NOT_MODIFIED_HEADERS = frozenset(
     {b"etag", b"cache-control", b"vary", b"expires", b"content-location", b"last-modified"}
 )
+# Cookies that carry a session in most frameworks (Starlette's and Django's): credentials even
+# when no redkit SessionMiddleware is found to name its own.
+_DEFAULT_CREDENTIAL_COOKIES = ("session", "sessionid")
+# Request headers that can change the URL an application believes it serves (absolute links,
+# redirects): part of every key, beside the scheme and the Host, so that no request can
+# plant a page made for another origin (cache poisoning).
+_ORIGIN_HEADERS = (
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_ALLOWED_HOST = re.compile(
+    r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*"
+    r"|\[[0-9a-f:.]{2,45}\])"
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +148,13 @@ class CacheRule:
     ``path``: ``/users/{user_id}`` (one segment), ``/files/{rest:path}`` (the rest), or a
     prefix ending in ``*``. ``tags``: templates formatted with the path parameters, or a
     callable taking them. ``vary``: request headers that select the representation.
-    ``per_user``: True keys entries by the request's credentials (``Authorization`` and the
-    session cookies); a callable ``scope -> str | None`` names the user itself.
+    ``per_user``: True keys entries by the request's credentials (its session, or the
+    credential headers and cookies the middleware knows), so each session has entries of its
+    own, never served once the session ends; a callable ``scope -> str | None`` names the user
+    itself. ``shared``: the page is the same for everyone, so a signed-in request is answered
+    from the entry anonymous requests made (it never writes one: what a signed-in user was
+    sent is never stored for others). A rule that is neither lets requests with credentials
+    bypass the cache (``X-Cache: BYPASS``).
     """
 
     path: str
@@ -111,6 +162,7 @@ class CacheRule:
     tags: Sequence[str] | Callable[[Mapping[str, str]], Iterable[str]] = ()
     vary: Sequence[str] = ()
     per_user: bool | Callable[[Scope], str | None] = False
+    shared: bool = False
     stale_while_revalidate: float | timedelta | None = None
     stale_if_error: float | timedelta | None = None
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -118,6 +170,11 @@ class CacheRule:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.startswith("/"):
             raise InvalidInput(f"a rule's path must start with '/', got {self.path!r}")
+        if self.shared and self.per_user:
+            raise InvalidInput(
+                f"rule {self.path!r}: a page is per_user (one entry per session) or shared "
+                "(one entry for everyone), not both"
+            )
         prefix = self.path.endswith("*")
         text = self.path[:-1] if prefix else self.path
         regex, last = "", 0
@@ -145,6 +202,10 @@ class _Route:
     policy: Policy
     keys: EntryKeys
     tags: list[str]
+    writes: bool = True
+    """False for a signed-in request on a shared rule: it reads the shared entry only."""
+    session_ends: float | None = None
+    """When the session of a per-user entry expires (server clock, s): the entry's end."""
 
 
 def etag_of(body: bytes) -> str:
@@ -164,6 +225,92 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 def _cc_tokens(value: str) -> set[str]:
     return {part.split("=", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
+
+
+def _cc_directives(value: str) -> dict[str, str]:
+    directives: dict[str, str] = {}
+    for part in value.split(","):
+        name, _, argument = part.partition("=")
+        name = name.strip().lower()
+        if name:
+            directives.setdefault(name, argument.strip().strip('"'))
+    return directives
+
+
+def _freshness_ms(headers: Headers, now_s: float) -> tuple[int | None, bool]:
+    """How long the response says it stays fresh in a shared cache (ms; None: it does not
+    say), and whether it forbids serving it stale (``must-revalidate``)."""
+    directives = _cc_directives(", ".join(headers.getlist("cache-control")))
+    no_stale = "must-revalidate" in directives or "proxy-revalidate" in directives
+    for name in ("s-maxage", "max-age"):  # s-maxage is for shared caches, and wins
+        if name in directives:
+            value = directives[name]
+            # A malformed lifetime makes the response stale (RFC 9111 4.2.1).
+            return (int(value) * 1000 if value.isdigit() else 0), no_stale
+    expires = headers.get("expires")
+    if expires is None:
+        return None, no_stale
+    try:
+        until = parsedate_to_datetime(expires).timestamp()
+        date = headers.get("date")
+        base = parsedate_to_datetime(date).timestamp() if date else now_s
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0, no_stale  # an invalid date means "already expired" (RFC 9111 5.3)
+    return max(0, int((until - base) * 1000)), no_stale
+
+
+def _bounded(
+    policy: Policy, fresh_ms: int | None, life_ms: int | None, no_stale: bool
+) -> Policy | None:
+    """The rule's policy, shortened to the response's own freshness and to the end of the
+    session it was made for; None if nothing is left to store."""
+    ttl, swr, sie = policy.ttl_ms, policy.swr_ms, policy.sie_ms
+    if no_stale:
+        swr = sie = 0
+    if fresh_ms is not None:
+        ttl = min(ttl, fresh_ms)
+    if life_ms is not None:
+        ttl = min(ttl, life_ms)
+        swr = max(0, min(swr, life_ms - ttl))
+        sie = max(0, min(sie, life_ms - ttl - swr))
+    if ttl <= 0:
+        return None
+    return dataclasses.replace(policy, ttl_ms=ttl, swr_ms=swr, sie_ms=sie)
+
+
+def _query_key(raw: bytes) -> str:
+    """The query as sent, its parameters sorted by name but a name's values kept in order:
+    ``a=1&a=2`` and ``a=2&a=1`` are different pages (Starlette reads the last value)."""
+    if not raw:
+        return ""
+    items = raw.decode("latin-1").split("&")
+    # Sorted by the name as the application decodes it (parse_qsl's unquote_plus), and
+    # stable: two spellings of one name ("q" and "%71") keep their order, no decoding is
+    # kept in the key itself, so equivalent spellings are separate entries (a miss, never a
+    # mix-up).
+    items.sort(key=lambda item: unquote_plus(item.partition("=")[0]))
+    return "&".join(items)
+
+
+def _hostname(host: str) -> str:
+    """The name part of a Host header value, lower case, for ``allowed_hosts``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        host = name
+    return host.removesuffix(".")
+
+
+def _names(values: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise InvalidInput(f"{what} must be a list of names, got {values!r}")
+    for value in values:
+        if not _HEADER_NAME.fullmatch(value):
+            raise InvalidInput(f"{what}: {value!r} is not a header or cookie name")
+    return tuple(values)
 
 
 class _Captured:
@@ -186,12 +333,49 @@ class CacheMiddleware:
         cache: Cache,
         rules: Sequence[CacheRule],
         *,
-        session_cookies: Sequence[str] = ("session", "sessionid"),
+        allowed_hosts: Sequence[str] | None = None,
+        credential_headers: Sequence[str] = (),
+        credential_cookies: Sequence[str] = (),
     ) -> None:
+        """``allowed_hosts``: the host names (``example.com``, ``*.example.com`` for its
+        subdomains) whose requests may be cached; others bypass the cache. Every entry is
+        keyed on the scheme and ``Host`` anyway, so another host never receives a page made
+        for this one; the list also stops requests with invented hosts from filling it.
+
+        ``credential_headers`` / ``credential_cookies``: request parts that identify a user
+        besides the ones the session layer names (``Authorization`` and the
+        :class:`~redkit.sessions.middleware.SessionMiddleware` cookie, found by itself), e.g.
+        ``["X-Api-Key"]``. A request with any of them bypasses the cache unless the rule is
+        ``per_user`` (then they key the entry) or ``shared``.
+        """
         self.app = app
         self.cache = cache
         self.rules = list(rules)
-        self.session_cookies = tuple(session_cookies)
+        if allowed_hosts is not None:
+            if isinstance(allowed_hosts, str):
+                raise InvalidInput(f"allowed_hosts must be a list, got {allowed_hosts!r}")
+            for host in allowed_hosts:
+                if not isinstance(host, str) or not _ALLOWED_HOST.fullmatch(host.lower()):
+                    raise InvalidInput(
+                        f"allowed_hosts: {host!r} is not a host name (no port, no scheme; "
+                        "'*.example.com' for subdomains; leave allowed_hosts out for any)"
+                    )
+            self.allowed_hosts: frozenset[str] | None = frozenset(
+                _hostname(h) for h in allowed_hosts if not h.startswith("*.")
+            )
+            self._allowed_suffixes = tuple(
+                "." + _hostname(h[2:]) for h in allowed_hosts if h.startswith("*.")
+            )
+        else:
+            self.allowed_hosts = None
+            self._allowed_suffixes = ()
+        # Header names are case-insensitive (Starlette's Headers are lower case); cookie
+        # names are not.
+        self.credential_headers = tuple(
+            h.lower() for h in _names(credential_headers, "credential_headers")
+        )
+        self.credential_cookies = _names(credential_cookies, "credential_cookies")
+        self._session_layer: SessionMiddleware | None = None
         self._policies = {
             id(rule): cache._policy(
                 rule.ttl if rule.ttl is not None else cache.policy.ttl_ms / 1000,
@@ -213,19 +397,26 @@ class CacheMiddleware:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        route = self._route(scope, headers)
-        cc = _cc_tokens(headers.get("cache-control", ""))
-        if route is None or "no-store" in cc:
+        matched = self._match(scope["path"])
+        if matched is None:
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
+        cc = _cc_tokens(headers.get("cache-control", ""))
+        route = await self._route(scope, headers, cc, *matched)
+        if isinstance(route, str):
+            # Say why: a bypass is otherwise indistinguishable from a cache that is off.
+            log.debug("cache BYPASS %s %r: %s", scope["method"], scope["path"], route)
+            await self.app(scope, receive, self._labelled(send, b"BYPASS"))
+            return
         inm = headers.get("if-none-match")
-        if scope["method"] == "HEAD":
+        if scope["method"] == "HEAD" or not route.writes:
             found = await self._lookup(route, "peek", "")
             if found is not None and found.raw is not None:
-                await self._serve(send, found.raw, found.age, "HIT", inm, head=True)
+                head = scope["method"] == "HEAD"
+                await self._serve(send, found.raw, found.age, "HIT", inm, head=head)
             else:
-                await self.app(scope, receive, self._miss_header(send))
+                await self.app(scope, receive, self._labelled(send, b"MISS"))
             return
         if "no-cache" in cc or headers.get("pragma") == "no-cache":
             await self._live(scope, receive, send, route, "", 0, None, inm)
@@ -243,53 +434,131 @@ class CacheMiddleware:
             log.warning("cache unreachable; serving without it")
             return None
 
-    def _route(self, scope: Scope, headers: Headers) -> _Route | None:
-        path: str = scope["path"]
+    def _match(self, path: str) -> tuple[CacheRule, dict[str, str]] | None:
         for rule in self.rules:
             params = rule.match(path)
-            if params is None:
-                continue
-            user = self._user(rule, scope, headers)
-            if user is None:
-                return None
-            # The parameters sorted as sent ("b=2&a=1" keys like "a=1&b=2"); no decoding, so
-            # equivalent spellings (%20 and +) are separate entries: a miss, never a mix-up.
-            raw_query: bytes = scope.get("query_string", b"")
-            query = "&".join(sorted(raw_query.decode("latin-1").split("&"))) if raw_query else ""
-            # JSON keeps the parts apart: no header value can forge another part of the key.
-            ident = orjson.dumps(
-                ["GET", path, query, [headers.get(h, "") for h in rule.vary], user]
-            )
-            key = "http:" + path[:120] + ":" + hashlib.blake2b(ident, digest_size=16).hexdigest()
-            return _Route(
-                rule, self._policies[id(rule)], self.cache.keys_for(key), rule.tags_for(params)
-            )
+            if params is not None:
+                return rule, params
         return None
 
-    def _user(self, rule: CacheRule, scope: Scope, headers: Headers) -> str | None:
-        """The user part of the key; None if the request must not touch the cache."""
-        credentials = [headers.get("authorization", "")]
-        if self.session_cookies and "cookie" in headers:
-            raw = headers["cookie"]
+    def _host(self, scope: Scope, headers: Headers) -> str:
+        host = headers.get("host")
+        if host:
+            return host
+        server = scope.get("server")  # no Host (HTTP/1.0): Starlette's URL uses the server
+        return f"{server[0]}:{server[1]}" if server else ""
+
+    def _host_allowed(self, host: str) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        name = _hostname(host)
+        return name in self.allowed_hosts or name.endswith(self._allowed_suffixes)
+
+    async def _route(
+        self,
+        scope: Scope,
+        headers: Headers,
+        cc: set[str],
+        rule: CacheRule,
+        params: dict[str, str],
+    ) -> _Route | str:
+        """The entry this request reads and writes, or why it must bypass the cache."""
+        host = self._host(scope, headers)
+        if not self._host_allowed(host):
+            return f"host {host[:100]!r} is not in allowed_hosts"
+        if "no-store" in cc:
+            return "the request says Cache-Control: no-store"
+        user = await self._user(rule, scope, headers)
+        if isinstance(user, str):
+            return user
+        name, writes, session_ends = user
+        path: str = scope["path"]
+        # JSON keeps the parts apart: no header value can forge another part of the key.
+        ident = orjson.dumps(
+            [
+                "GET",
+                scope.get("scheme", "http"),
+                host,
+                [", ".join(headers.getlist(h)) for h in _ORIGIN_HEADERS],
+                scope.get("root_path", ""),
+                path,
+                _query_key(scope.get("query_string", b"")),
+                [headers.get(h, "") for h in rule.vary],
+                name,
+            ]
+        )
+        key = "http:" + path[:120] + ":" + hashlib.blake2b(ident, digest_size=16).hexdigest()
+        return _Route(
+            rule,
+            self._policies[id(rule)],
+            self.cache.keys_for(key),
+            rule.tags_for(params),
+            writes,
+            session_ends,
+        )
+
+    def _credentials(self, headers: Headers, layer: SessionMiddleware | None) -> list[str]:
+        """The values of every request part that may identify a user (empty strings when
+        absent): what the session layer names, and what was declared."""
+        names = ("authorization", *self.credential_headers)
+        cookies = (*_DEFAULT_CREDENTIAL_COOKIES, *self.credential_cookies)
+        if layer is not None:
+            names = tuple(dict.fromkeys((*names, *layer.credential_headers)))
+            cookies = tuple(dict.fromkeys((*cookies, *layer.credential_cookies)))
+        found = [", ".join(headers.getlist(h)) for h in names]
+        if "cookie" in headers:
+            raw = "; ".join(headers.getlist("cookie"))
             # The same lenient parser as Starlette's (and redkit's session middleware): the
             # stdlib's SimpleCookie drops the whole header at one malformed item, which
             # would make a signed-in request look anonymous.
             jar = cookie_parser(raw)
-            credentials += [jar.get(n, "") for n in self.session_cookies]
-            if not any(credentials) and any(n + "=" in raw for n in self.session_cookies):
-                # A session cookie we could not read: fail closed, as a personal request.
-                credentials.append(raw)
+            found += [jar.get(n, "") for n in cookies]
+            if not any(found) and any(n + "=" in raw for n in cookies):
+                # A credential cookie we could not read: fail closed, as a personal request.
+                found.append(raw)
+        return found
+
+    async def _user(
+        self, rule: CacheRule, scope: Scope, headers: Headers
+    ) -> tuple[str, bool, float | None] | str:
+        """(the user part of the key, whether the request may write the entry, when the
+        session ends), or why the request must bypass the cache."""
+        layer = find_session_middleware(scope, self._session_layer or self.app)
+        if layer is not None:
+            self._session_layer = layer
+        credentials = self._credentials(headers, layer)
         personal = any(credentials)
+        if not personal and not callable(rule.per_user):
+            return "", True, None
+        if not rule.per_user:
+            if rule.shared:
+                return "", False, None
+            return (
+                "the request carries credentials (Authorization, a session cookie or a "
+                "declared credential) and the rule is neither per_user nor shared"
+            )
+        session_ends: float | None = None
+        if layer is not None and personal:
+            # Whatever the middleware order, ask the session layer: an entry made for a
+            # session is never served once the session has ended (revoked, logged out,
+            # expired). The session middleware reuses this read: no second round trip.
+            try:
+                handle = await layer.resolve(scope)
+            except ConnectionLost:
+                return "the session store is unreachable"
+            if handle.via != "none":
+                if handle.session is None:
+                    return "no live session has these credentials (ended, revoked, forged)"
+                session_ends = handle.session.expires_at
         if callable(rule.per_user):
             name = rule.per_user(scope)
             if name:
-                return "u:" + name
-            return None if personal else ""
-        if not personal:
-            return ""
-        if not rule.per_user:
-            return None
-        return "u" + hashlib.blake2b(orjson.dumps(credentials), digest_size=16).hexdigest()
+                return "u:" + name, True, session_ends
+            if personal:
+                return "the rule's per_user named no user for a request with credentials"
+            return "", True, None
+        digest = hashlib.blake2b(orjson.dumps(credentials), digest_size=16).hexdigest()
+        return "u" + digest, True, session_ends
 
     async def _get(
         self, scope: Scope, receive: Receive, send: Send, route: _Route, inm: str | None
@@ -355,12 +624,12 @@ class CacheMiddleware:
             {"type": "http.response.body", "body": b"" if head else bytes(data[split + 1 :])}
         )
 
-    def _miss_header(self, send: Send) -> Send:
+    def _labelled(self, send: Send, label: bytes) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {
                     **message,
-                    "headers": [*message.get("headers", []), (b"x-cache", b"MISS")],
+                    "headers": [*message.get("headers", []), (b"x-cache", label)],
                 }
             await send(message)
 
@@ -501,6 +770,17 @@ class CacheMiddleware:
                 await self.cache.release(route.keys, token)
             return
         start = captured.start
+        # The time the computation started, on the server's clock when the lookup gave it.
+        now_s = started_us / 1e6 if started_us else time.time()
+        fresh_ms, no_stale = _freshness_ms(Headers(raw=start.get("headers", [])), now_s)
+        life_ms = None
+        if route.session_ends is not None:
+            life_ms = max(0, int((route.session_ends - now_s) * 1000))
+        policy = _bounded(route.policy, fresh_ms, life_ms, no_stale)
+        if policy is None:  # stale at once (max-age=0), or its session is ending
+            if token:
+                await self.cache.release(route.keys, token)
+            return
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in start.get("headers", [])
@@ -514,7 +794,7 @@ class CacheMiddleware:
             await self.cache.store(
                 route.keys,
                 payload,
-                route.policy,
+                policy,
                 tags=route.tags,
                 token=token,
                 started_us=started_us,

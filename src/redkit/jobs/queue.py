@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
+from redkit.keys import QUEUE_NAME
 from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
@@ -297,6 +298,9 @@ def job_from_hash(queue: Queue, job_id: str, raw: Mapping[Any, Any] | Sequence[A
 class Queue:
     """A named job queue. Make it with ``rk.queue(name, **options)``.
 
+    ``name``: 1-128 characters from ASCII letters, digits and ``_ . - :`` (anything else is
+    :class:`~redkit.errors.InvalidInput`; see :mod:`redkit.keys`).
+
     Defaults for the jobs it enqueues: ``max_attempts`` (3), ``backoff`` (1 s: the wait
     before attempt 2; it doubles each attempt, with +-20% jitter, up to ``max_backoff``),
     ``timeout`` (300 s per attempt; ``None``: none).
@@ -323,7 +327,7 @@ class Queue:
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.rk = rk
-        self.name = check_name(name, "queue name")
+        self.name = QUEUE_NAME.check(name, "queue name")
         self.max_attempts = _check_attempts(max_attempts)
         self.backoff_ms = milliseconds(backoff, "backoff", allow_zero=True)
         self.max_backoff_ms = milliseconds(max_backoff, "max_backoff", allow_zero=True)

@@ -45,17 +45,15 @@ from redis.asyncio import Redis
 
 from redkit.codec import milliseconds, seconds
 from redkit.errors import (
-    InvalidInput,
     LockLost,
     LockNotAcquired,
     RedkitError,
     translate_redis_errors,
 )
+from redkit.keys import LOCK_NAME
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
-
-MAX_NAME_LENGTH = 512
 
 _BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
@@ -71,11 +69,8 @@ DEFAULT: Any = _Default()
 
 
 def check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{what} name must be a non-empty string, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"{what} name is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
-    return name
+    """A lock, semaphore or read-write lock name (see :data:`redkit.keys.LOCK_NAME`)."""
+    return LOCK_NAME.check(name, f"{what} name")
 
 
 def lease_options(

@@ -71,7 +71,9 @@ class Lock(Lease):
     """A lock named ``name`` in ``rk``'s namespace. Make it with ``rk.lock(...)``.
 
     One ``Lock`` object is one (would-be) holder: give each task its own (they are cheap).
-    It can be acquired again after it is released.
+    It can be acquired again after it is released. ``name``: 1-512 characters, none of them
+    whitespace or control characters (braces are fine); the same holds for semaphores and
+    read-write locks.
 
     - ``ttl``: the lease. Without renewal the lock frees itself this long after acquire (or
       the last :meth:`extend`), so a crashed holder blocks others for at most ``ttl``.

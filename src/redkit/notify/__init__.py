@@ -8,11 +8,29 @@
   (imported separately: the core never imports Starlette).
 """
 
-from redkit.notify.bus import DEFAULT_MAX_BYTES, NotificationBus, SlowConsumerPolicy, Subscription
-from redkit.notify.events import Event, EventType, SlowConsumer, encode_cursor, parse_cursor
+from redkit.notify.bus import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CHANNELS,
+    NotificationBus,
+    SlowConsumerPolicy,
+    Subscription,
+)
+from redkit.notify.events import (
+    MAX_CHANNEL_LENGTH,
+    MAX_CURSOR_CHANNELS,
+    Event,
+    EventType,
+    SlowConsumer,
+    encode_cursor,
+    parse_cursor,
+    pattern_prefix,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHANNELS",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_CHANNELS",
     "Event",
     "EventType",
     "NotificationBus",
@@ -21,4 +39,5 @@ __all__ = [
     "Subscription",
     "encode_cursor",
     "parse_cursor",
+    "pattern_prefix",
 ]

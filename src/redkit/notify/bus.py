@@ -34,7 +34,20 @@ itself and fills what it missed from history. Each subscription has a bounded qu
 event is dropped and a ``gap`` event tells the consumer, who can reload or resume from
 history) or ``"disconnect"`` (the subscription ends with :class:`SlowConsumer`).
 
-**Patterns** (``deployment:*``, Redis glob syntax) use ``PSUBSCRIBE``. A Cluster's sharded
+**Limits.** A subscription names at most ``max_channels`` channels and patterns together
+(default 100, at most 256), each name at most 256 characters without control characters; a
+resume cursor names at most 256 channels (a subscription whose patterns match more keeps the
+positions of the 256 it heard from last). Beyond these, :class:`~redkit.errors.InvalidInput`.
+An id that history does not hold (trimmed, expired, or from the future) gives a ``gap``
+event and then the live events.
+
+**Patterns** (``deployment:*``, Redis glob syntax: ``*``, ``?``, ``[...]``, ``\\``
+escapes) use ``PSUBSCRIBE``; a pattern with a ``[`` left open or a trailing lone backslash is
+refused. Where redkit matches a pattern itself (which channels of a resume cursor a
+subscription covers) it does so in time linear in the lengths, never by backtracking, so a
+hostile pattern cannot stall the process. The server matches patterns against every publish:
+use a server with the fix for CVE-2022-36021 (Redis >= 6.2.11 / 7.0.9, any Valkey), whose
+matcher no longer backtracks exponentially either. A Cluster's sharded
 pub/sub has no patterns: there, pattern subscriptions need ``cluster_patterns=True`` on the
 publishing buses too, which makes each publish also a classic ``PUBLISH`` (broadcast to every
 node: the cost sharding avoids). Without it, a pattern subscription on a Cluster raises
@@ -46,6 +59,7 @@ pattern subscriber is away is delivered from its next event on.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import timedelta
@@ -55,10 +69,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from redkit.codec import dumps, milliseconds
 from redkit.errors import InvalidInput, translate_redis_errors
 from redkit.notify.events import (
+    MAX_CURSOR_CHANNELS,
     Event,
     SlowConsumer,
     check_channel,
     check_event_id,
+    check_pattern,
     encode_cursor,
     glob_matches,
     id_key,
@@ -70,7 +86,13 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["DEFAULT_MAX_BYTES", "NotificationBus", "SlowConsumerPolicy", "Subscription"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHANNELS",
+    "NotificationBus",
+    "SlowConsumerPolicy",
+    "Subscription",
+]
 
 SCRIPTS = ScriptSet(__package__)
 _PUBLISH = SCRIPTS["publish"]
@@ -81,6 +103,10 @@ _CHANNEL_CACHE = 1024
 DEFAULT_MAX_BYTES = 64 * 1024
 """Default cap on one event's JSON data: notifications are small, and every subscriber's
 output buffer in the server holds them."""
+
+DEFAULT_MAX_CHANNELS = 100
+"""Default cap on the channels plus patterns of one subscription: each is a subscription in
+the server and a history read on resume, and the web layer lets a client name them."""
 
 SlowConsumerPolicy = Literal["drop_oldest", "disconnect"]
 
@@ -93,6 +119,8 @@ class NotificationBus:
       publish (seconds or timedelta); by default it stays, bounded by ``history``.
     - ``max_bytes``: cap on one event's data as JSON (default 64 KiB).
     - ``queue_size`` / ``slow_consumer``: the default bound and policy of subscriptions.
+    - ``max_channels``: most channels plus patterns one subscription may name (default
+      100, at most 256); more raise :class:`~redkit.errors.InvalidInput`.
     - ``sharded``: sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``); default: on a Cluster
       whose servers have it (Valkey, Redis >= 7.0; a Redis 6.2 Cluster uses classic pub/sub).
     - ``cluster_patterns``: on a Cluster, also publish classically so that pattern
@@ -113,7 +141,18 @@ class NotificationBus:
         slow_consumer: SlowConsumerPolicy = "drop_oldest",
         sharded: bool | None = None,
         cluster_patterns: bool = False,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> None:
+        if (
+            isinstance(max_channels, bool)
+            or not isinstance(max_channels, int)
+            or not 1 <= max_channels <= MAX_CURSOR_CHANNELS
+        ):
+            raise InvalidInput(
+                f"max_channels must be a whole number from 1 to {MAX_CURSOR_CHANNELS}, "
+                f"got {max_channels!r}"
+            )
+        self.max_channels = max_channels
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise InvalidInput(f"history must be a whole number >= 1, got {history!r}")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
@@ -232,9 +271,7 @@ class NotificationBus:
             subs.update(group)
         for sub in subs:
             sub._end()
-        hub.exact.clear()
-        hub.patterns.clear()
-        hub.last.clear()
+        hub.forget()
         await hub.close()
 
 
@@ -278,8 +315,17 @@ class Subscription:
         slow_consumer: SlowConsumerPolicy,
     ) -> None:
         self.bus = bus
+        # Counted before anything else is looked at: the names may come from a client.
+        channels = list(itertools.islice(channels, bus.max_channels + 1))
+        patterns = patterns[: bus.max_channels + 1]
+        if len(channels) + len(patterns) > bus.max_channels:
+            raise InvalidInput(
+                f"a subscription names at most {bus.max_channels} channels and patterns "
+                "together (rk.notifications(max_channels=...)); subscribe to a pattern, or "
+                "split the names over several subscriptions"
+            )
         self.channels = tuple(dict.fromkeys(check_channel(c) for c in channels))
-        self.patterns = tuple(dict.fromkeys(check_channel(p, "pattern") for p in patterns))
+        self.patterns = tuple(dict.fromkeys(check_pattern(p) for p in patterns))
         if not self.channels and not self.patterns:
             raise InvalidInput("subscribe() needs at least one channel or pattern")
         if self.patterns and bus.sharded and not bus.cluster_patterns:
@@ -341,6 +387,12 @@ class Subscription:
                 entries, lost = await hub.read_since(channel, after)
                 if lost:
                     self._push(hub.gap(channel, after))
+                    if not entries:
+                        # Nothing after ``after`` (the history is gone, or the id is from
+                        # the future: a made-up or another server's): it is no position, and
+                        # kept as one it would hide every live event below it.
+                        self._seen.pop(channel, None)
+                        self._cursor.pop(channel, None)
                 self._replay(entries)
         except BaseException:
             self._buffer = None
@@ -393,6 +445,10 @@ class Subscription:
             seen = self._seen.get(event.channel)
             if seen is not None and key <= seen:
                 return  # already delivered (history and live overlap, or channel + pattern)
+            if seen is None and len(self._seen) >= MAX_CURSOR_CHANNELS:
+                # Bounded (patterns may match ever new channels): forget the channel seen
+                # first; only a duplicate of its very last event could then come through.
+                del self._seen[next(iter(self._seen))]
             self._seen[event.channel] = key
         if len(self._queue) >= self.queue_size:
             self._push(event)  # the slow-consumer policy decides
@@ -438,8 +494,20 @@ class Subscription:
             return None
         event = self._queue.popleft()
         if event.type == "event":
-            self._cursor[event.channel] = event.id
+            cursor = self._cursor
+            # Re-inserted, so the dict runs from the longest idle channel to the latest.
+            if cursor.pop(event.channel, None) is None and len(cursor) >= MAX_CURSOR_CHANNELS:
+                self._forget_one()
+            cursor[event.channel] = event.id
         return event
+
+    def _forget_one(self) -> None:
+        """Make room in the cursor (bounded: see ``MAX_CURSOR_CHANNELS``): drop the longest
+        idle channel a pattern brought; named channels keep their place."""
+        for channel in self._cursor:
+            if channel not in self.channels:
+                del self._cursor[channel]
+                return
 
     async def get(self, timeout: float | None = None) -> Event | None:  # noqa: ASYNC109
         """The next event; ``None`` if none came within ``timeout`` or the subscription ended.

@@ -66,6 +66,12 @@ _HUBS: weakref.WeakKeyDictionary[Redkit, dict[bool, Hub]] = weakref.WeakKeyDicti
 PING_EVERY = 5.0
 MAX_BACKOFF = 2.0
 
+MAX_PATTERN_CHANNELS = 10_000
+"""Channels seen through patterns whose last id a hub keeps (for dedupe and refill). A
+pattern can match ever new channels (one per deployment, say): beyond this, the channel
+first heard longest ago is forgotten (a reconnect then does not refill it from history, and
+its next event starts it afresh)."""
+
 _MESSAGE = {b"message", b"smessage"}
 _CONFIRM = {b"subscribe": "c", b"ssubscribe": "s", b"psubscribe": "p"}
 _SUBSCRIBE = {"c": "SUBSCRIBE", "s": "SSUBSCRIBE", "p": "PSUBSCRIBE"}
@@ -101,7 +107,11 @@ class Hub:
         self.exact: dict[str, set[Subscription]] = {}
         self.patterns: dict[str, set[Subscription]] = {}
         self.last: dict[tuple[Source, str], tuple[tuple[int, int], str]] = {}
-        """Per (source, channel): the last event handed out, as (``id_key(id)``, id)."""
+        """Per (source, channel): the last event handed out, as (``id_key(id)``, id).
+        Bounded: exact channels by the subscribed ones, pattern sources by
+        ``MAX_PATTERN_CHANNELS`` (see ``_pattern_keys``)."""
+        self._pattern_keys: dict[tuple[Source, str], None] = {}
+        """The pattern-sourced keys of ``last``, oldest first (for the bound)."""
         self.start: dict[str, str] = {}
         """Per subscribed channel: the newest history id when it was first subscribed here
         (``-`` if history was empty). A link that drops before the channel's first live event
@@ -155,18 +165,28 @@ class Hub:
             self.patterns.setdefault(pattern, set()).add(sub)
             link = self._link_for_patterns()
             wanted.setdefault(link, {})[self.redis_name(pattern).encode()] = "p"
-        fresh = [c for c in sub.channels if (None, c) not in self.last and c not in self.start]
-        if fresh:
-            await self._mark_start(fresh)
-        timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+        # The links are spoken for until their names are added: a subscriber leaving
+        # meanwhile must not close a link this one is about to use (it would wait for a
+        # confirmation that a closed link never gives).
+        for link in wanted:
+            link.pending += 1
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(link.add(names) for link, names in wanted.items()))
-        except TimeoutError:
-            raise ConnectionLost(
-                f"subscribe: the server did not confirm the subscription within {timeout:g} s. "
-                "redkit keeps trying in the background; retry once the server is reachable."
-            ) from None
+            fresh = [c for c in sub.channels if (None, c) not in self.last and c not in self.start]
+            if fresh:
+                await self._mark_start(fresh)
+            timeout = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*(link.add(names) for link, names in wanted.items()))
+            except TimeoutError:
+                raise ConnectionLost(
+                    f"subscribe: the server did not confirm the subscription within "
+                    f"{timeout:g} s. redkit keeps trying in the background; retry once the "
+                    "server is reachable."
+                ) from None
+        finally:
+            for link in wanted:
+                link.pending -= 1
 
     async def _mark_start(self, channels: list[str]) -> None:
         """Note where each channel's history stood before subscribing (see ``start``).
@@ -206,8 +226,9 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self.patterns[pattern]
-                for key in [k for k in self.last if k[0] == pattern]:
-                    del self.last[key]
+                for key in [k for k in self._pattern_keys if k[0] == pattern]:
+                    self.last.pop(key, None)
+                    del self._pattern_keys[key]
                 if self._pattern_link is not None:
                     unused.setdefault(self._pattern_link, []).append(
                         self.redis_name(pattern).encode()
@@ -364,6 +385,8 @@ class Hub:
             if prev is not None and prev != last[1]:
                 # Something between our last event and this one never arrived live.
                 return self.fill(source, channel, last[1], upto=event_id)
+        elif source is not None:
+            self._new_pattern_channel(key)
         self.last[key] = (order, event_id)
         # One Event for every local subscriber: decoded once, shared (it is immutable).
         event = Event(event_id, channel, loads(json), order[0] / 1000, json=json)
@@ -396,9 +419,27 @@ class Hub:
             order = id_key(event.id)
             if last is not None and order <= last[0]:
                 continue
+            if last is None and source is not None:
+                self._new_pattern_channel(key)
             self.last[key] = (order, event.id)
             for sub in tuple(subs):
                 sub._offer(event, order)
+
+    def _new_pattern_channel(self, key: tuple[Source, str]) -> None:
+        keys = self._pattern_keys
+        keys.pop(key, None)
+        if len(keys) >= MAX_PATTERN_CHANNELS:
+            oldest = next(iter(keys))
+            del keys[oldest]
+            self.last.pop(oldest, None)
+        keys[key] = None
+
+    def forget(self) -> None:
+        """Drop every subscriber and position (the bus is closing)."""
+        self.exact.clear()
+        self.patterns.clear()
+        self.last.clear()
+        self._pattern_keys.clear()
 
     async def on_resubscribed(self, kind: str, name: bytes) -> None:
         """A link reconnected and the server confirmed ``name`` again: fill what was missed."""
@@ -431,6 +472,8 @@ class Link:
         self._confirmed: set[bytes] = set()
         self._ever: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self.pending = 0
+        """Subscribers on their way in (between registering and adding their names)."""
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -491,7 +534,8 @@ class Link:
 
     @property
     def empty(self) -> bool:
-        return not self.wanted
+        """Nothing subscribed and nobody about to subscribe: the link may close."""
+        return not self.wanted and not self.pending
 
     async def unsubscribe(self, names: list[tuple[bytes, str]]) -> None:
         async with self._lock:

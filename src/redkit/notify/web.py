@@ -2,22 +2,58 @@
 
 ::
 
-    from redkit.notify.web import notification_routes
+    from redkit.notify.web import notification_routes, pattern_prefix
 
-    async def authorize(conn: HTTPConnection, names: list[str]) -> list[str]:
+    async def authorize(conn: HTTPConnection, channels: list[str]) -> list[str]:
         user = await current_user(conn)                      # your auth
-        return [n for n in names if n == "system:alert" or user.may_read(n)]
+        return [c for c in channels if c == "system:alert" or c == f"user:{user.id}"]
 
-    app.router.routes.extend(notification_routes(bus, authorize=authorize))
+    async def authorize_patterns(conn: HTTPConnection, patterns: list[str]) -> list[str]:
+        user = await current_user(conn)
+        return [p for p in patterns if user.member_of(pattern_prefix(p))]
+
+    app.router.routes.extend(
+        notification_routes(bus, authorize=authorize, authorize_patterns=authorize_patterns)
+    )
     # or: app.mount("/notify", Router(notification_routes(bus, authorize=authorize)))
 
 A client asks for channels and patterns in the query string:
 ``GET /events?channel=system:alert&channel=project:p1&pattern=deployment:p1:*``
-(``/ws?...`` for the WebSocket). ``authorize(conn, names)`` gets the requested names
-(channels and patterns as written) and returns those the connection may receive; the rest
-are dropped, and if none is left the answer is 403 (WebSocket: close code 1008). It may be
-a plain or an ``async`` function. There is no default: pass :func:`allow_all` explicitly for
-public channels.
+(``/ws?...`` for the WebSocket). Every name is written by the client: treat it as hostile.
+
+**Authorization** (there is no default: pass :func:`allow_all` explicitly for public
+channels). Each hook may be a plain or an ``async`` function, gets the requested names and
+returns those the connection may receive; the rest are dropped, and if none is left the
+answer is 403 (WebSocket: the handshake is refused with 403).
+
+- ``authorize(conn, channels)`` gets the *exact channel names* only. A channel name is
+  literal, never a pattern (``user:*`` as a channel is the one channel of that name), so
+  comparing it with the names the connection may read is enough.
+- ``authorize_patterns(conn, patterns)`` gets the *glob patterns* (Redis syntax: ``*``,
+  ``?``, ``[...]``, ``\\`` escapes). A pattern receives every channel it matches, so a hook
+  must grant it only if **every channel the pattern can match** is one the connection may
+  read: check its literal start with :func:`pattern_prefix` (``pattern_prefix(p)
+  .startswith(f"project:{pid}:")``), never compare the pattern text with a channel name as
+  if it were one (a pattern ``user:*`` equals the channel name ``"user:" + uid`` for a user
+  whose id is ``*``). Without this hook (the default) every pattern is refused.
+
+A hook written for the earlier single-list form ``authorize(conn, names)`` keeps working for
+channels; patterns then need ``authorize_patterns``.
+
+**Origins.** A browser sends its cookies with a WebSocket handshake from any site, and the
+same-origin policy does not protect WebSocket responses, so the WebSocket route checks the
+``Origin`` header (cross-site WebSocket hijacking): by default only pages of the origin
+whose host is the request's ``Host`` may connect (``allowed_origins=["https://app.example"]``
+lists others; ``allowed_origins="*"`` allows any, for routes that use no ambient
+credentials). A handshake without ``Origin`` (a non-browser client, which holds no victim's
+cookies) is allowed. SSE needs no such check: a cross-origin ``EventSource`` cannot read the
+stream unless the app sends CORS headers that allow it.
+
+**Limits.** A request names at most ``bus.max_channels`` channels and patterns together
+(default 100), each at most 256 characters; a ``Last-Event-ID`` is an event id or a cursor
+of at most 256 channels. Anything else is refused before subscribing: SSE answers 400 (413
+for too many names) with a JSON body ``{"error", "message"}``; the WebSocket accepts the
+handshake and closes at once with code 1008 and the reason.
 
 **SSE** (``text/event-stream``): each event is ``id: <cursor>`` + ``data: <json>`` with
 ``{"id", "channel", "time", "data"}``; a gap is ``event: gap``. The ``id:`` is the
@@ -38,22 +74,25 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from redkit.errors import InvalidInput, RedkitError
+from redkit.errors import ConfigurationError, InvalidInput, RedkitError
 from redkit.notify.bus import NotificationBus, Subscription
-from redkit.notify.events import Event
+from redkit.notify.events import Event, pattern_prefix
 
 __all__ = [
+    "AllowedOrigins",
     "Authorize",
     "allow_all",
     "notification_routes",
+    "pattern_prefix",
     "sse_endpoint",
     "websocket_endpoint",
 ]
@@ -61,45 +100,168 @@ __all__ = [
 log = logging.getLogger("redkit.notify")
 
 Authorize = Callable[[HTTPConnection, list[str]], Iterable[str] | Awaitable[Iterable[str]]]
-"""``authorize(conn, requested_names) -> allowed names`` (sync or async)."""
+"""``authorize(conn, requested) -> allowed`` (sync or async): ``authorize`` gets exact
+channel names, ``authorize_patterns`` glob patterns (see the module docstring)."""
+
+AllowedOrigins = Iterable[str] | Literal["*"] | None
+"""``None``: the request's own host only; a list of origins (``"https://app.example"``);
+``"*"``: any origin (unsafe with cookie authentication)."""
 
 BusSource = NotificationBus | Callable[[HTTPConnection], NotificationBus]
 """The bus, or a function of the connection that returns it (for a bus made in a lifespan:
 ``lambda conn: conn.app.state.bus``)."""
 
+_MAX_QUERY_VALUES = 1024
+"""Query parameters a request may carry at all, whatever their names: reading them is
+work done before any name is checked."""
+
 
 def allow_all(conn: HTTPConnection, names: list[str]) -> list[str]:
-    """An ``authorize`` hook that lets everyone receive every channel (public channels)."""
+    """A hook that lets everyone receive every name it is given (public channels).
+
+    As ``authorize_patterns`` it lets anyone subscribe to any pattern, ``*`` included.
+    """
     return names
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.error = error
+
+    def response(self) -> Response:
+        return JSONResponse({"error": self.error, "message": str(self)}, self.status)
+
+
+async def _granted(hook: Authorize, conn: HTTPConnection, names: list[str]) -> set[str]:
+    if not names:
+        return set()
+    verdict = hook(conn, list(names))
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return set(verdict)
 
 
 async def _open(
-    source: BusSource, conn: HTTPConnection, authorize: Authorize, last_event_id: str | None
+    source: BusSource,
+    conn: HTTPConnection,
+    authorize: Authorize,
+    authorize_patterns: Authorize | None,
+    last_event_id: str | None,
 ) -> Subscription:
     """The (not yet entered) subscription this connection asked for and may have."""
-    channels = conn.query_params.getlist("channel")
-    patterns = conn.query_params.getlist("pattern")
+    query = conn.query_params
+    if len(query.multi_items()) > _MAX_QUERY_VALUES:
+        raise _Refused(413, "too_many_parameters", f"at most {_MAX_QUERY_VALUES} query parameters")
+    channels = query.getlist("channel")
+    patterns = query.getlist("pattern")
     if not channels and not patterns:
-        raise _Refused(400, "name at least one channel (?channel=...) or pattern (?pattern=...)")
-    verdict = authorize(conn, [*channels, *patterns])
-    if inspect.isawaitable(verdict):
-        verdict = await verdict
-    allowed = set(verdict)
-    channels = [c for c in channels if c in allowed]
-    patterns = [p for p in patterns if p in allowed]
-    if not channels and not patterns:
-        raise _Refused(403, "not allowed to receive any of the requested channels")
+        raise _Refused(
+            400,
+            "invalid_request",
+            "name at least one channel (?channel=...) or pattern (?pattern=...)",
+        )
     bus = source if isinstance(source, NotificationBus) else source(conn)
+    if len(channels) + len(patterns) > bus.max_channels:
+        raise _Refused(
+            413,
+            "too_many_channels",
+            f"a request names at most {bus.max_channels} channels and patterns together",
+        )
+    try:
+        # Validated before the hooks see them: a hook gets well-formed names only.
+        bus.subscribe(*channels, patterns=patterns, last_event_id=last_event_id or None)
+    except InvalidInput as exc:
+        raise _Refused(400, "invalid_request", str(exc)) from None
+    # Channels and patterns go to separate hooks: a check written for a channel name
+    # must never grant a pattern that happens to be spelt the same.
+    allowed_channels = await _granted(authorize, conn, channels)
+    channels = [c for c in channels if c in allowed_channels]
+    if authorize_patterns is not None:
+        allowed_patterns = await _granted(authorize_patterns, conn, patterns)
+        patterns = [p for p in patterns if p in allowed_patterns]
+    else:
+        patterns = []
+    if not channels and not patterns:
+        raise _Refused(403, "forbidden", "not allowed to receive any of the requested channels")
     try:
         return bus.subscribe(*channels, patterns=patterns, last_event_id=last_event_id or None)
     except InvalidInput as exc:
-        raise _Refused(400, str(exc)) from None
+        raise _Refused(400, "invalid_request", str(exc)) from None
+
+
+def _origin_key(scheme: str, host: str | None, port: int | None) -> tuple[str, int] | None:
+    """``(host, port)`` of an origin, the port made explicit; ``None`` if it is not one."""
+    if not host:
+        return None
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    if default is None:
+        return None
+    return host.lower().rstrip("."), port if port is not None else default
+
+
+def _parse_origin(value: str) -> tuple[str, tuple[str, int]] | None:
+    """An ``Origin`` value as ``(scheme, (host, port))``; ``None`` if it is none (``null``,
+    a path, credentials, a bad port)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    scheme = parts.scheme.lower()
+    key = _origin_key(scheme, parts.hostname, port)
+    return None if key is None else (scheme, key)
+
+
+class _OriginCheck:
+    """Decides whether a WebSocket handshake's ``Origin`` may connect (see the docstring)."""
+
+    def __init__(self, allowed: AllowedOrigins) -> None:
+        self.any = allowed == "*"
+        self.listed: set[tuple[str, tuple[str, int]]] | None = None
+        if allowed is None or self.any:
+            return
+        if isinstance(allowed, str):
+            allowed = [allowed]
+        self.listed = set()
+        for origin in allowed:
+            parsed = _parse_origin(origin) if isinstance(origin, str) else None
+            if parsed is None:
+                raise ConfigurationError(
+                    f"allowed_origins: {origin!r} is not an origin; write "
+                    "'scheme://host[:port]', e.g. 'https://app.example' (no path)"
+                )
+            self.listed.add(parsed)
+
+    def __call__(self, conn: HTTPConnection) -> bool:
+        origins = conn.headers.getlist("origin")
+        if not origins:
+            return True  # not a browser: it has no victim's cookies to send
+        if self.any:
+            return True
+        if len(origins) > 1:
+            return False
+        parsed = _parse_origin(origins[0])
+        if parsed is None:
+            return False
+        if self.listed is not None:
+            return parsed in self.listed
+        # Same origin as the host the browser connected to: its Host header, which a page
+        # cannot set. The scheme is not compared (behind a TLS proxy the app sees ws://
+        # for a page on https://); list the origins to pin it.
+        host = conn.headers.get("host")
+        if not host:
+            return False
+        try:
+            target = urlsplit("//" + host)
+            target_port = target.port
+        except ValueError:
+            return False
+        scheme = parsed[0]
+        return _origin_key(scheme, target.hostname, target_port) == parsed[1]
 
 
 def _envelope(event: Event, cursor: str | None, with_type: bool) -> bytes:
@@ -123,18 +285,23 @@ def sse_endpoint(
     bus: BusSource,
     *,
     authorize: Authorize,
+    authorize_patterns: Authorize | None = None,
     heartbeat: float = 15.0,
     retry: float = 3.0,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint that streams the requested channels as Server-Sent Events."""
+    """A Starlette endpoint that streams the requested channels as Server-Sent Events.
+
+    ``authorize`` decides the exact channels, ``authorize_patterns`` the patterns (none
+    without it); see the module docstring for what each must check.
+    """
     retry_line = f"retry: {round(retry * 1000)}\n\n".encode()
 
     async def endpoint(request: Request) -> Response:
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         try:
-            sub = await _open(bus, request, authorize, last_id)
+            sub = await _open(bus, request, authorize, authorize_patterns, last_id)
         except _Refused as exc:
-            return PlainTextResponse(str(exc), status_code=exc.status)
+            return exc.response()
 
         async def stream() -> AsyncIterator[bytes]:
             try:
@@ -164,24 +331,52 @@ def sse_endpoint(
     return endpoint
 
 
+def _reason(text: str) -> str:
+    """A close reason: at most 123 bytes of UTF-8 (what a close frame holds)."""
+    return text.encode()[:123].decode("utf-8", "ignore")
+
+
 def websocket_endpoint(
-    bus: BusSource, *, authorize: Authorize
+    bus: BusSource,
+    *,
+    authorize: Authorize,
+    authorize_patterns: Authorize | None = None,
+    allowed_origins: AllowedOrigins = None,
 ) -> Callable[[WebSocket], Awaitable[None]]:
-    """A Starlette WebSocket endpoint that sends the requested channels as JSON frames."""
+    """A Starlette WebSocket endpoint that sends the requested channels as JSON frames.
+
+    ``allowed_origins``: the browser origins that may connect (default: the request's own
+    host only; ``"*"``: any). ``authorize`` / ``authorize_patterns`` as for SSE.
+    """
+    origin_allowed = _OriginCheck(allowed_origins)
 
     async def endpoint(websocket: WebSocket) -> None:
+        if not origin_allowed(websocket):
+            # Refused in the handshake (HTTP 403): a page of another site gets no socket.
+            log.info("notify WebSocket refused: origin %r", websocket.headers.get("origin"))
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
         try:
             sub = await _open(
-                bus, websocket, authorize, websocket.query_params.get("last_event_id")
+                bus,
+                websocket,
+                authorize,
+                authorize_patterns,
+                websocket.query_params.get("last_event_id"),
             )
         except _Refused as exc:
-            await websocket.close(code=1008 if exc.status == 403 else 1003, reason=str(exc))
+            if exc.status != 403:
+                # A mistake in the request, not a denial: accept, so that the client can
+                # read why in the close frame.
+                await websocket.accept()
+            await websocket.close(code=1008, reason=_reason(str(exc)))
             return
         try:
             await sub.__aenter__()
         except RedkitError as exc:
             log.warning("notify WebSocket refused: %s", exc)
-            await websocket.close(code=1011, reason=str(exc)[:120])
+            await websocket.accept()
+            await websocket.close(code=1011, reason=_reason(str(exc)))
             return
         try:
             # Accepted once subscribed: a client that is connected misses nothing after.
@@ -230,19 +425,41 @@ def notification_routes(
     bus: BusSource,
     *,
     authorize: Authorize,
+    authorize_patterns: Authorize | None = None,
+    allowed_origins: AllowedOrigins = None,
     path: str = "/events",
     websocket_path: str | None = "/ws",
     heartbeat: float = 15.0,
     retry: float = 3.0,
 ) -> list[BaseRoute]:
-    """The SSE route (``GET path``) and the WebSocket route (``websocket_path``)."""
+    """The SSE route (``GET path``) and the WebSocket route (``websocket_path``).
+
+    - ``authorize(conn, channels)``: which exact channels a connection may receive.
+    - ``authorize_patterns(conn, patterns)``: which glob patterns (default: none); it must
+      grant a pattern only if every channel the pattern can match may be read (see
+      :func:`pattern_prefix` and the module docstring).
+    - ``allowed_origins``: browser origins allowed to open the WebSocket (default: the
+      request's own host; a list of ``"https://host[:port]"``; ``"*"`` for any).
+    """
     routes: list[BaseRoute] = [
         Route(
             path,
-            sse_endpoint(bus, authorize=authorize, heartbeat=heartbeat, retry=retry),
+            sse_endpoint(
+                bus,
+                authorize=authorize,
+                authorize_patterns=authorize_patterns,
+                heartbeat=heartbeat,
+                retry=retry,
+            ),
             methods=["GET"],
         )
     ]
     if websocket_path is not None:
-        routes.append(WebSocketRoute(websocket_path, websocket_endpoint(bus, authorize=authorize)))
+        endpoint = websocket_endpoint(
+            bus,
+            authorize=authorize,
+            authorize_patterns=authorize_patterns,
+            allowed_origins=allowed_origins,
+        )
+        routes.append(WebSocketRoute(websocket_path, endpoint))
     return routes

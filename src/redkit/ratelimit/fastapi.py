@@ -3,14 +3,27 @@
 ::
 
     search_limit = rk.rate_limiter(30, 60)
+    app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)
 
     @app.get("/search", dependencies=[Depends(rate_limit(search_limit))])
     async def search(q: str): ...
 
-The key defaults to the client IP (``trusted_proxies`` as in
-:func:`redkit.ratelimit.policy.client_ip`); pass ``key=lambda request: ...`` to limit per
-user or API key. A rejection raises ``HTTPException(429)`` whose ``detail`` carries the
-retry time, with ``Retry-After`` and the ``RateLimit`` headers.
+**The key defaults to the client IP** (``ip:<address>``, IPv6 by ``/64``), found as
+:class:`redkit.ratelimit.address.ClientIP` does: pass the same ``trusted_proxies`` (and
+``ipv6_prefix``) as for the middleware, or ``key=lambda request: ...`` to limit per user
+or API key. Every caller behind one proxy shares one limit unless that proxy is trusted.
+
+A rejection raises :class:`RateLimitExceeded` (an ``HTTPException(429)``) with
+``Retry-After`` and the ``RateLimit`` headers. With :func:`rate_limit_exception_handler`
+registered, its body is the flat JSON of the middleware's 429
+(:func:`~redkit.ratelimit.headers.rejection_body`); without it, FastAPI's default handler
+nests the same object under ``"detail"``.
+
+With :class:`~redkit.ratelimit.middleware.RateLimitMiddleware` in front as well (or
+several of these dependencies on one route), the response carries one set of rate-limit
+headers: those of the most restrictive decision
+(:func:`~redkit.ratelimit.headers.most_restrictive`), which is also what the dependency
+leaves in ``request.state.rate_limit``. The dependency returns its own limit's decision.
 """
 
 from __future__ import annotations
@@ -19,19 +32,41 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 
 from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 
+from redkit.errors import InvalidInput
+from redkit.ratelimit.address import ClientIP
 from redkit.ratelimit.headers import (
+    RATE_LIMIT_HEADERS,
     ietf_headers,
     legacy_headers,
+    most_restrictive,
     rejection_body,
     retry_after_header,
 )
 from redkit.ratelimit.limiter import Decision, RateLimiter, RateLimits
-from redkit.ratelimit.policy import TrustedProxies, client_ip
 
-__all__ = ["rate_limit"]
+__all__ = ["RateLimitExceeded", "rate_limit", "rate_limit_exception_handler"]
 
 KeyFunc = Callable[[Request], Awaitable[str] | str]
+
+
+class RateLimitExceeded(HTTPException):
+    """A 429 from :func:`rate_limit`; ``decision`` is the decision that rejected."""
+
+    def __init__(self, decision: Decision, headers: dict[str, str]) -> None:
+        super().__init__(status_code=429, detail=rejection_body(decision), headers=headers)
+        self.decision = decision
+
+
+async def rate_limit_exception_handler(request: Request, exc: Exception) -> Response:
+    """Answer :class:`RateLimitExceeded` with the middleware's flat JSON body.
+
+    ``app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)``.
+    """
+    if not isinstance(exc, RateLimitExceeded):  # registered for another class by mistake
+        raise exc
+    return JSONResponse(exc.detail, status_code=429, headers=exc.headers)
 
 
 def rate_limit(
@@ -41,24 +76,40 @@ def rate_limit(
     cost: int = 1,
     legacy: bool = False,
     trusted_proxies: Iterable[str] = (),
+    ipv6_prefix: int = 64,
 ) -> Callable[[Request, Response], Awaitable[Decision]]:
-    """A dependency that checks ``limits`` for the request's key and returns the Decision."""
-    trusted = TrustedProxies(trusted_proxies)
+    """A dependency that checks ``limits`` for the request's key and returns the Decision.
+
+    The key is ``key(request)`` (sync or async), else the client IP (see the module's
+    docstring for the proxies). A key the limiter refuses (empty, or longer than 512 bytes)
+    is a 400 with a JSON body.
+    """
+    addresses = ClientIP(trusted_proxies, ipv6_prefix=ipv6_prefix)
 
     async def dependency(request: Request, response: Response) -> Decision:
         if key is None:
-            name = "ip:" + client_ip(request.scope, trusted)
+            name = addresses.key(request.scope)
         else:
             found = key(request)
             name = await found if inspect.isawaitable(found) else found
-        decision = await limits.hit(name, cost)
-        headers = ietf_headers(decision) + (legacy_headers(decision) if legacy else [])
-        if not decision.allowed:
+        try:
+            decision = await limits.hit(name, cost)
+        except InvalidInput as exc:
             raise HTTPException(
-                status_code=429,
-                detail=rejection_body(decision),
-                headers=dict([*headers, retry_after_header(decision)]),
-            )
+                status_code=400, detail={"error": "invalid_request", "message": str(exc)}
+            ) from exc
+        # One set of headers per response: the most restrictive decision of this request
+        # (the middleware's, an earlier dependency's, this one).
+        state = request.scope.setdefault("state", {})
+        earlier = state.get("rate_limit")
+        final = most_restrictive(earlier, decision) if isinstance(earlier, Decision) else decision
+        state["rate_limit"] = final
+        headers = ietf_headers(final) + (legacy_headers(final) if legacy else [])
+        if not decision.allowed:
+            raise RateLimitExceeded(decision, dict([*headers, retry_after_header(final)]))
+        for header in RATE_LIMIT_HEADERS:
+            if header in response.headers:
+                del response.headers[header]
         for header, value in headers:
             response.headers[header] = value
         return decision

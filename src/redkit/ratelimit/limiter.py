@@ -86,7 +86,8 @@ class Decision:
     allowed), not a whole window. ``reset_after`` is the time until the limit is back to
     full. For several limits, the fields describe the one that binds (the rejecting limit
     with the longest wait, else the one with the least room left) and ``decisions`` holds
-    every limit's own answer.
+    every limit's own answer. What ``reset_after`` means for each algorithm (and so the
+    ``t`` of the ``RateLimit`` header) is described in :mod:`redkit.ratelimit.headers`.
     """
 
     allowed: bool
@@ -161,9 +162,37 @@ class CircuitBreaker:
         return max(0.0, self.open_until - time.monotonic())
 
 
+MAX_KEY_BYTES = 512
+"""The longest rate-limit key (UTF-8 bytes, before the namespace prefix): every key is
+stored, and a caller-chosen key of any size would be a way to fill the server."""
+MIN_WINDOW = 0.001
+"""The shortest window (1 ms): expiries are set in milliseconds, and a shorter window would
+expire its state before it could count anything."""
+MAX_WINDOW = 366 * 86400.0
+"""The longest window (366 days, a yearly quota)."""
+MAX_LIMIT = 10**12
+"""The largest ``limit`` or ``burst``: counts stay exact integers in Lua's doubles."""
+MAX_LOG_COST = 1000
+"""The largest cost of one ``sliding_log`` call: the log stores one member per unit, and a
+larger cost would overflow the script's argument stack (a few thousand units made it fail,
+and so fail open) and hold the server while it writes them. Use ``gcra`` or
+``sliding_window`` for weighted costs such as bytes."""
+
+
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidInput("a rate limit key must be a non-empty string (e.g. 'user:42')")
+    # Four bytes per character at most: only a long key needs encoding to be measured.
+    if len(key) * 4 > MAX_KEY_BYTES:
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise InvalidInput("a rate limit key must be valid text (no lone surrogates)") from None
+        if size > MAX_KEY_BYTES:
+            raise InvalidInput(
+                f"a rate limit key is at most {MAX_KEY_BYTES} bytes (UTF-8), got {size}; "
+                "hash a long identifier first"
+            )
     return key
 
 
@@ -205,6 +234,12 @@ class _Checker:
         if cost < 1:
             raise InvalidInput(f"cost must be >= 1, got {cost}")
         for lim in self._limiters:
+            if lim.algorithm is Algorithm.SLIDING_LOG and cost > MAX_LOG_COST:
+                raise InvalidInput(
+                    f"cost {cost} is more than a sliding_log limit takes in one call "
+                    f"({MAX_LOG_COST}): it stores one entry per unit; use gcra or "
+                    "sliding_window for large costs"
+                )
             if cost > lim.capacity:
                 raise InvalidInput(
                     f"cost {cost} can never fit in limit {lim.name!r} (capacity "
@@ -218,7 +253,7 @@ class _Checker:
         return [prefix + name for name in self._names]
 
     async def _decide(self, key: str, cost: int, commit: bool) -> Decision:
-        if not key or not isinstance(key, str):
+        if not isinstance(key, str) or not key or len(key) * 4 > MAX_KEY_BYTES:
             _check_key(key)
         if cost == 1 and type(cost) is int:  # not True, which equals 1
             args = self._args_cost1
@@ -345,6 +380,12 @@ class RateLimiter(_Checker):
     (GCRA only) is how many units may be taken at once; it defaults to ``limit``. ``name``
     identifies the limiter's state in Redis and in the ``RateLimit`` headers; the default
     is derived from the settings, so processes configured alike share their counts.
+
+    Bounds (each refused with :class:`~redkit.errors.InvalidInput`): ``limit`` and ``burst``
+    from 1 to 10**12; ``window`` from 1 ms to 366 days; for ``gcra``, at least 1 us per
+    unit (``limit <= window`` in microseconds); a key of at most 512 bytes (UTF-8); a cost
+    from 1 to the capacity, and at most 1,000 for ``sliding_log``, which stores one entry
+    per unit.
     """
 
     def __init__(
@@ -360,8 +401,8 @@ class RateLimiter(_Checker):
         timeout: float | timedelta = 0.25,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be an int from 1 to 10**12, got {limit!r}")
         try:
             self.algorithm = Algorithm(algorithm)
         except ValueError:
@@ -371,13 +412,24 @@ class RateLimiter(_Checker):
             ) from None
         self.limit = limit
         self.window = seconds(window, "window")
-        self.window_us = max(1, round(self.window * 1e6))
+        if not MIN_WINDOW <= self.window <= MAX_WINDOW:
+            raise InvalidInput(
+                f"window must be from {MIN_WINDOW * 1000:g} ms to {MAX_WINDOW / 86400:g} days, "
+                f"got {self.window:g}s"
+            )
+        self.window_us = round(self.window * 1e6)
+        if self.algorithm is Algorithm.GCRA and limit > self.window_us:
+            # GCRA spaces units window / limit apart, in whole microseconds on the server.
+            raise InvalidInput(
+                f"gcra needs at least 1 us per unit: limit {limit} in {self.window:g}s is too "
+                "fine; use a longer window (and a burst) or another algorithm"
+            )
         if burst is not None and self.algorithm is not Algorithm.GCRA:
             raise InvalidInput("burst applies to the gcra algorithm only")
         if burst is not None and (
-            isinstance(burst, bool) or not isinstance(burst, int) or burst < 1
+            isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_LIMIT
         ):
-            raise InvalidInput(f"burst must be an int >= 1, got {burst!r}")
+            raise InvalidInput(f"burst must be an int from 1 to 10**12, got {burst!r}")
         self.burst = burst if burst is not None else limit
         self.code = _CODES[self.algorithm]
         # Read on every decision: worked out once (an enum comparison costs microseconds).

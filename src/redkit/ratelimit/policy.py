@@ -7,23 +7,24 @@ has its own limits::
 
     anonymous 10/min   user 100/min   premium 1000/min   admin 10000/min
 
-Anonymous callers are keyed by client IP. The IP is the TCP peer's, never a header, unless
-the peer is one of ``trusted_proxies``: only then is ``X-Forwarded-For`` read, right to
-left, skipping the trusted hops, so a client cannot choose its own key by sending the
-header.
+Anonymous callers are keyed by client IP (:mod:`redkit.ratelimit.address`). The IP is the
+TCP peer's, never a header, unless the peer is one of ``trusted_proxies``: only then is
+``X-Forwarded-For`` read (every line), right to left, skipping the trusted hops, so a client
+cannot choose its own key by sending the header. IPv6 callers share a key per ``/64``
+(``ipv6_prefix``). Behind a Unix socket, trust the proxy with ``trusted_proxies=["unix"]``.
 """
 
 from __future__ import annotations
 
 import inspect
-import ipaddress
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from redkit.codec import seconds
-from redkit.errors import InvalidInput
+from redkit.errors import ConfigurationError, InvalidInput
+from redkit.ratelimit.address import ClientIP, TrustedProxies, client_ip
 from redkit.ratelimit.limiter import Algorithm, RateLimiter, RateLimits
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIERS",
     "Admission",
+    "ClientIP",
     "Identity",
     "Policy",
     "TierPolicy",
@@ -78,54 +80,19 @@ async def resolve_policy(policy: Policy, scope: Scope) -> Admission | None:
     return result
 
 
-class TrustedProxies:
-    """Addresses (or networks) of proxies whose ``X-Forwarded-For`` may be believed."""
-
-    def __init__(self, proxies: Iterable[str] = ()) -> None:
-        try:
-            self.networks = tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
-        except ValueError as exc:
-            raise InvalidInput(f"bad trusted proxy address: {exc}") from exc
-
-    def __contains__(self, address: object) -> bool:
-        if not isinstance(address, str) or not self.networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def client_ip(scope: Scope, trusted: TrustedProxies | None = None) -> str:
-    """The caller's IP: the TCP peer, or through trusted proxies the first untrusted hop."""
-    client = scope.get("client")
-    peer = str(client[0]) if client else "unknown"
-    if trusted is None or peer not in trusted:
-        return peer
-    forwarded = _header(scope, b"x-forwarded-for")
-    if not forwarded:
-        return peer
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if hop not in trusted:
-            return hop
-    return hops[0] if hops else peer
-
-
 class TierPolicy:
     """Limits by tier: ``identify(scope)`` names the caller, anonymous callers go by IP.
 
     ``identify`` returns an :class:`Identity` (or ``None`` for an anonymous caller); it may
     be async. ``tiers`` maps a tier to its (limit, window) pairs: several pairs are checked
     together, all or nothing (e.g. ``[(10, 1), (1000, 3600)]``).
+
+    Anonymous callers are keyed ``ip:<address>`` (IPv4) or ``ip:<network>/<ipv6_prefix>``
+    (IPv6) by :class:`~redkit.ratelimit.address.ClientIP`: ``trusted_proxies`` lists the
+    proxies whose ``X-Forwarded-For`` is believed (addresses, networks, or ``"unix"`` for
+    the proxy in front of a Unix socket). A request whose address cannot be found shares
+    ``ip:unknown`` with every other such request, and a warning is logged once.
+    ``identify`` runs for WebSocket handshakes too (a scope of type ``"websocket"``).
     """
 
     def __init__(
@@ -136,6 +103,7 @@ class TierPolicy:
         tiers: Mapping[str, Sequence[tuple[int, float | timedelta]]] = DEFAULT_TIERS,
         algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
         trusted_proxies: Iterable[str] = (),
+        ipv6_prefix: int = 64,
         anonymous_tier: str = "anonymous",
         **limiter_options: Any,
     ) -> None:
@@ -145,7 +113,7 @@ class TierPolicy:
             )
         self.identify = identify
         self.anonymous_tier = anonymous_tier
-        self.trusted = TrustedProxies(trusted_proxies)
+        self.client_ip = ClientIP(trusted_proxies, ipv6_prefix=ipv6_prefix)
         self.limits: dict[str, RateLimiter | RateLimits] = {}
         for tier, pairs in tiers.items():
             if not pairs:
@@ -173,10 +141,11 @@ class TierPolicy:
             found = self.identify(scope)
             identity = await found if inspect.isawaitable(found) else found
         if identity is None:
-            return Admission(
-                f"ip:{client_ip(scope, self.trusted)}", self.limits[self.anonymous_tier]
-            )
+            return Admission(self.client_ip.key(scope), self.limits[self.anonymous_tier])
         limits = self.limits.get(identity.tier)
         if limits is None:
-            raise InvalidInput(f"unknown tier {identity.tier!r}; known: {', '.join(self.limits)}")
+            # The app's identify named a tier the table lacks: a server bug, not bad input.
+            raise ConfigurationError(
+                f"unknown tier {identity.tier!r}; known: {', '.join(self.limits)}"
+            )
         return Admission(f"{identity.tier}:{identity.id}", limits)

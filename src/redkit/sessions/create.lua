@@ -1,5 +1,7 @@
 -- Create a session and add it to its user's index; prune the index and evict first.
--- KEYS[1]: the bucket's base key '<ns>:{sess:<bucket>}'; session keys are '<base>:s:<hash>'
+-- KEYS[1]: the store's base in the bucket, a prefix never written itself: '<ns>:{sess:<bucket>}',
+-- or '<ns>:{sess:<bucket>}:n:<store name>' for a store not named 'default';
+-- session keys are '<base>:s:<hash>'
 -- KEYS[2]: the new session's hash, '<base>:s:<sha256 of the token>'
 -- KEYS[3]: the user's index '<base>:u:<user id>': sorted set, token hash -> absolute expiry ms
 -- ARGV[1]: token hash; ARGV[2]: idle ttl ms; ARGV[3]: absolute ttl ms

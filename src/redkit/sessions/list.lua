@@ -1,5 +1,6 @@
 -- The live sessions of one user (pruning the index of dead entries on the way).
--- KEYS[1]: the bucket's base key '<ns>:{sess:<bucket>}'
+-- KEYS[1]: the store's base in the bucket, a prefix never written itself: '<ns>:{sess:<bucket>}',
+-- or '<ns>:{sess:<bucket>}:n:<store name>' for a store not named 'default'
 -- KEYS[2]: the user's index '<base>:u:<user id>'
 -- ARGV: none
 -- Returns: {now ms, {id prefix, meta JSON, created ms, last seen ms, absolute ms}, ...}:

@@ -1,9 +1,11 @@
 """ASGI session middleware and FastAPI dependencies over a :class:`SessionStore`.
 
 The only module of :mod:`redkit.sessions` that imports Starlette. Pure ASGI (no
-``BaseHTTPMiddleware``)::
+``BaseHTTPMiddleware``). The store needs a connected ``rk``, which exists only inside the
+running event loop: :class:`redkit.web.RedkitWeb` connects in the app's lifespan and installs
+this middleware for you. By hand (the store made once the loop runs)::
 
-    app.add_middleware(SessionMiddleware, store=rk.sessions(), secure=True)
+    app.add_middleware(SessionMiddleware, store=rk.sessions())
 
     @app.post("/login")
     async def login(session: RequestSession = Depends(current_session)):
@@ -14,11 +16,24 @@ The only module of :mod:`redkit.sessions` that imports Starlette. Pure ASGI (no
         return {"user": s.user_id}
 
 A request's session comes from ``Authorization: Bearer <id>`` (APIs) or from the cookie
-(browsers): ``HttpOnly``, ``SameSite=Lax``, ``Secure`` unless ``secure=False`` (plain-HTTP
-localhost), optionally signed with HMAC-SHA256 (``signing_key``) so forged cookies are refused
-without a round trip. A request authenticated by bearer token never gets cookies back. Changes
-are written when they are made (``login``, ``update``, ...), not at the end of the response: a
-read-only request costs one round trip and usually no write.
+(browsers): ``HttpOnly``, ``SameSite=Lax``, optionally signed with HMAC-SHA256
+(``signing_key``) so forged cookies are refused without a round trip. ``Secure`` by default
+whenever it can work: on every HTTPS request and on every request to a host other than a
+loopback name (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``::1``, and ``testserver``,
+Starlette's ``TestClient``), so a local plain-HTTP run keeps its cookie and a deployment never
+sends one in the clear; ``secure=True`` or ``False`` fixes it either way.
+
+A request authenticated by bearer token never gets cookies back. Changes are written when
+they are made (``login``, ``update``, ...), not at the end of the response: a read-only
+request costs one round trip and usually no write.
+
+Layers that run *outside* the session middleware (a response cache, a rate limiter) learn the
+request's session with :func:`resolve_session`, whatever the middleware order: on the
+``lifespan`` scope the middleware records itself in the lifespan state (which the server copies
+into every request's ``scope["state"]``), so an outer layer resolves the credentials through it
+(one ``store.get``), and the middleware reuses that answer instead of reading the store again.
+:attr:`SessionMiddleware.credential_cookies` and :attr:`~SessionMiddleware.credential_headers`
+name the parts of a request that carry its credentials.
 """
 
 from __future__ import annotations
@@ -26,6 +41,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
@@ -36,12 +53,28 @@ from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.codec import seconds
-from redkit.errors import InvalidInput, SessionNotFound
+from redkit.errors import ConfigurationError, SessionNotFound
 from redkit.sessions.store import Session, SessionStore
 
-__all__ = ["RequestSession", "SessionMiddleware", "current_session", "require_session"]
+__all__ = [
+    "RequestSession",
+    "SessionMiddleware",
+    "check_cookie_options",
+    "current_session",
+    "find_session_middleware",
+    "is_loopback_host",
+    "needs_secure_cookie",
+    "require_session",
+    "resolve_session",
+]
 
 SCOPE_KEY = "redkit.session"
+# Where the middleware records itself: in the lifespan state (copied by the server into every
+# request's scope["state"]) and, when found another way, in the request's own state.
+_REGISTRY = "redkit.session_middleware"
+# How far find_session_middleware follows ``.app`` links from a layer to the ones inside it
+# (a middleware stack is a handful of layers; the bound keeps a cycle from looping forever).
+_MAX_DEPTH = 64
 Via = Literal["cookie", "bearer", "none"]
 
 
@@ -64,6 +97,10 @@ class RequestSession:
         self.ip = ip
         self.user_agent = user_agent
         self._cookie: Literal["set", "clear"] | None = None
+        # The middleware that resolved this handle: it reuses the handle instead of reading
+        # the store a second time when an outer layer resolved it first.
+        self._resolver: SessionMiddleware | None = None
+        self._stale_cookie = False
 
     def __repr__(self) -> str:
         who = f"user={self.session.user_id!r} id={self.session.id_prefix}…" if self.session else ""
@@ -132,6 +169,50 @@ class RequestSession:
         return self.session
 
 
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}")
+
+
+def check_cookie_options(
+    *,
+    cookie_name: str = "session",
+    secure: bool | None = None,
+    same_site: str = "lax",
+    signing_key: str | bytes | None = None,
+    cookies: bool = True,
+    bearer: bool = True,
+) -> tuple[bool | None, bytes | None]:
+    """Check :class:`SessionMiddleware`'s options without building it (so an application can
+    refuse a bad configuration before it serves anything): returns ``secure`` as it will be
+    applied and the signing key as bytes, or raises :class:`~redkit.errors.ConfigurationError`.
+    """
+    if not cookies and not bearer:
+        raise ConfigurationError("enable cookies, bearer tokens, or both")
+    if not isinstance(cookie_name, str) or not _COOKIE_NAME.fullmatch(cookie_name):
+        raise ConfigurationError(
+            f"cookie_name {cookie_name!r}: use 1-64 letters, digits and !#$%&'*+-.^_`|~"
+        )
+    if same_site not in ("lax", "strict", "none"):
+        raise ConfigurationError(f"same_site must be 'lax', 'strict' or 'none', got {same_site!r}")
+    if secure is not None and not isinstance(secure, bool):
+        raise ConfigurationError(f"secure must be True, False or None (auto), got {secure!r}")
+    # Browsers drop these cookies unless they are Secure, whatever the host.
+    needs_secure = same_site == "none" or cookie_name.startswith(("__Secure-", "__Host-"))
+    if needs_secure and secure is False:
+        raise ConfigurationError(
+            "browsers refuse SameSite=None and __Secure-/__Host- cookies without Secure"
+        )
+    if isinstance(signing_key, str):
+        signing_key = signing_key.encode()
+    if signing_key is not None and (not isinstance(signing_key, bytes) or len(signing_key) < 32):
+        raise ConfigurationError(
+            f"signing_key must be at least 32 bytes, got {len(signing_key)}; make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            if isinstance(signing_key, bytes)
+            else f"signing_key must be str or bytes, got {type(signing_key).__name__}"
+        )
+    return (True if needs_secure else secure), signing_key
+
+
 class SessionMiddleware:
     """Load the request's session (one round trip) and keep the cookie in step with it."""
 
@@ -141,7 +222,7 @@ class SessionMiddleware:
         store: SessionStore,
         *,
         cookie_name: str = "session",
-        secure: bool = True,
+        secure: bool | None = None,
         same_site: Literal["lax", "strict", "none"] = "lax",
         path: str = "/",
         domain: str | None = None,
@@ -151,16 +232,18 @@ class SessionMiddleware:
         bearer: bool = True,
     ) -> None:
         """``max_age`` defaults to the store's absolute timeout. ``signing_key`` (>= 32 bytes)
-        signs the cookie. ``cookies=False`` makes a bearer-only API; ``bearer=False`` ignores
-        ``Authorization`` headers."""
-        if not cookies and not bearer:
-            raise InvalidInput("enable cookies, bearer tokens, or both")
-        if same_site == "none" and not secure:
-            raise InvalidInput("browsers refuse SameSite=None cookies without Secure")
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode()
-        if signing_key is not None and len(signing_key) < 32:
-            raise InvalidInput("signing_key must be at least 32 bytes (secrets.token_bytes(32))")
+        signs the cookie. ``secure``: ``None`` (default) marks the cookie ``Secure`` on HTTPS
+        requests and on requests to any non-loopback host (see the module docs); ``True``
+        always, ``False`` never (plain HTTP on a LAN address). ``cookies=False`` makes a
+        bearer-only API; ``bearer=False`` ignores ``Authorization`` headers."""
+        secure, signing_key = check_cookie_options(
+            cookie_name=cookie_name,
+            secure=secure,
+            same_site=same_site,
+            signing_key=signing_key,
+            cookies=cookies,
+            bearer=bearer,
+        )
         self.app = app
         self.store = store
         self.cookie_name = cookie_name
@@ -172,14 +255,29 @@ class SessionMiddleware:
         if domain:
             attributes.append(f"Domain={domain}")
         attributes += ["HttpOnly", f"SameSite={same_site.capitalize()}"]
-        if secure:
-            attributes.append("Secure")
-        tail = "; ".join(attributes)
-        self._set_tail = f"Max-Age={int(age)}; {tail}"
-        self._clear = f"{cookie_name}=; Max-Age=0; {tail}"
+        self.secure = secure
+        """``True``/``False`` as given, or ``None``: decided per request (see the module docs)."""
+        # (set-cookie tail, clearing header) without and with Secure.
+        self._tails: dict[bool, tuple[str, str]] = {}
+        for flag in (False, True):
+            tail = "; ".join([*attributes, "Secure"] if flag else attributes)
+            self._tails[flag] = (
+                f"Max-Age={int(age)}; {tail}",
+                f"{cookie_name}=; Max-Age=0; {tail}",
+            )
 
     def __repr__(self) -> str:
         return f"<SessionMiddleware cookie={self.cookie_name!r} bearer={self.bearer}>"
+
+    @property
+    def credential_cookies(self) -> tuple[str, ...]:
+        """The cookies that carry a session (none for a bearer-only API)."""
+        return (self.cookie_name,) if self.cookies else ()
+
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """The request headers (lower case) that carry a session."""
+        return ("authorization",) if self.bearer else ()
 
     # -- cookie values ---------------------------------------------------------------------
 
@@ -210,10 +308,12 @@ class SessionMiddleware:
 
     # -- ASGI ------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def resolve(self, scope: Scope) -> RequestSession:
+        """The request's session, read from the store at most once per request: the handle
+        is kept in the scope, where this middleware (and :func:`current_session`) find it."""
+        handle = scope.get(SCOPE_KEY)
+        if isinstance(handle, RequestSession) and handle._resolver is self:
+            return handle
         headers = Headers(scope=scope)
         token, via = self._token(headers)
         session = await self.store.get(token) if token else None
@@ -225,26 +325,90 @@ class SessionMiddleware:
             ip=client[0] if client else None,
             user_agent=headers.get("user-agent"),
         )
+        handle._resolver = self
+        # A cookie that names no live session (expired, revoked, forged) is cleared.
+        handle._stale_cookie = via == "cookie" and session is None
         scope[SCOPE_KEY] = handle
         scope.setdefault("state", {})["session"] = handle
-        # A cookie that names no live session (expired, revoked, forged) is cleared.
-        stale_cookie = via == "cookie" and session is None
+        return handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # Outer layers find the middleware here, whatever the order (the outermost
+            # session middleware wins if there are several).
+            state = scope.get("state")
+            if isinstance(state, dict):
+                state.setdefault(_REGISTRY, self)
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        handle = await self.resolve(scope)
+        via = handle.via
+        stale_cookie = handle._stale_cookie
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
-                header = self._set_cookie(handle, stale_cookie)
+                header = self._set_cookie(handle, stale_cookie, scope)
                 if header:
                     MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
 
-    def _set_cookie(self, handle: RequestSession, stale_cookie: bool) -> str | None:
+    def _set_cookie(self, handle: RequestSession, stale_cookie: bool, scope: Scope) -> str | None:
+        if handle._cookie is None and not stale_cookie:
+            return None
+        secure = self.secure if self.secure is not None else needs_secure_cookie(scope)
+        set_tail, clear = self._tails[secure]
         if handle._cookie == "set" and handle.session is not None:
-            return f"{self.cookie_name}={self._sign(handle.session.id)}; {self._set_tail}"
-        if handle._cookie == "clear" or stale_cookie:
-            return self._clear
-        return None
+            return f"{self.cookie_name}={self._sign(handle.session.id)}; {set_tail}"
+        return clear
+
+
+# Hosts a browser treats as a secure context over plain HTTP, plus Starlette's TestClient
+# host: a cookie for them may go without Secure, since no network carries it.
+_LOCAL_NAMES = frozenset({"localhost", "testserver"})
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    if colon and ":" not in name and (port.isdigit() or not port):
+        return name
+    return host
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a ``Host`` value (with or without port) names this machine: ``localhost``,
+    ``*.localhost``, a loopback address, or ``testserver`` (Starlette's ``TestClient``)."""
+    name = _hostname(host).rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def needs_secure_cookie(scope: Scope) -> bool:
+    """The default ``Secure`` decision: yes on HTTPS/WSS and for every non-loopback host.
+
+    The ``Host`` header is the client's, but a browser sends the host it is at: a victim's
+    browser on a public name always gets ``Secure``; only a client on this machine (or one
+    that lies about the host, for its own cookie) gets a cookie without it.
+    """
+    if scope.get("scheme") in ("https", "wss"):
+        return True
+    host = Headers(scope=scope).get("host")
+    if host is None:
+        server = scope.get("server")
+        host = str(server[0]) if server else ""
+    return not is_loopback_host(host)
 
 
 def current_session(connection: HTTPConnection) -> RequestSession:
@@ -265,3 +429,57 @@ def require_session(connection: HTTPConnection) -> Session:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return session
+
+
+def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware | None:
+    """The :class:`SessionMiddleware` that serves this request, or ``None``.
+
+    Found, in order: by the handle it (or an outer layer) resolved for this request; in
+    ``scope["state"]``, where it records itself during the ``lifespan`` startup; or, given
+    ``app`` (the layer that asks, or the application it wraps), by following the ``.app``
+    links of the layers inside it, for servers and test clients that run no lifespan. A
+    middleware found that last way is recorded in the request's state for the layers inside.
+    """
+    handle = scope.get(SCOPE_KEY)
+    if isinstance(handle, RequestSession) and handle._resolver is not None:
+        return handle._resolver
+    state = scope.get("state")
+    found = state.get(_REGISTRY) if isinstance(state, dict) else None
+    if isinstance(found, SessionMiddleware):
+        return found
+    layer, seen = app, 0
+    while layer is not None and seen < _MAX_DEPTH:
+        if isinstance(layer, SessionMiddleware):
+            scope.setdefault("state", {})[_REGISTRY] = layer
+            return layer
+        seen += 1
+        # Middleware keep the layer they wrap in ``.app``; a Starlette application keeps its
+        # stack in ``.middleware_stack``, which it builds at its first call: the request is
+        # on its way there, so build it now, as Starlette itself would an instant later.
+        inner = getattr(layer, "app", None)
+        if inner is None and hasattr(layer, "middleware_stack"):
+            if layer.middleware_stack is None and callable(
+                getattr(layer, "build_middleware_stack", None)
+            ):
+                layer.middleware_stack = layer.build_middleware_stack()
+            inner = layer.middleware_stack
+        layer = inner
+    return None
+
+
+async def resolve_session(scope: Scope) -> RequestSession | None:
+    """The request's :class:`RequestSession`, whatever the middleware order, or ``None`` if
+    no :class:`SessionMiddleware` is known for the app (see :func:`find_session_middleware`).
+
+    Called by a layer outside the session middleware, it reads the store once (one round
+    trip) and leaves the handle in the scope: the session middleware then uses it as its
+    own, so the request costs no second read and its cookie is still kept in step. Raises
+    :class:`~redkit.errors.ConnectionLost` if the store cannot be reached.
+    """
+    handle = scope.get(SCOPE_KEY)
+    if isinstance(handle, RequestSession):
+        return handle
+    middleware = find_session_middleware(scope)
+    if middleware is None:
+        return None
+    return await middleware.resolve(scope)

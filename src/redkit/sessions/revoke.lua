@@ -1,5 +1,6 @@
 -- End one session and drop it from its user's index.
--- KEYS[1]: the bucket's base key '<ns>:{sess:<bucket>}'
+-- KEYS[1]: the store's base in the bucket, a prefix never written itself: '<ns>:{sess:<bucket>}',
+-- or '<ns>:{sess:<bucket>}:n:<store name>' for a store not named 'default'
 -- KEYS[2]: the session hash '<base>:s:<token hash>'
 -- ARGV[1]: the token hash
 -- Returns: 1 if a live session was ended, 0 if there was none

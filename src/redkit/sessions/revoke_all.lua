@@ -1,5 +1,6 @@
 -- End every session of one user and drop their cached permissions, atomically.
--- KEYS[1]: the bucket's base key '<ns>:{sess:<bucket>}'
+-- KEYS[1]: the store's base in the bucket, a prefix never written itself: '<ns>:{sess:<bucket>}',
+-- or '<ns>:{sess:<bucket>}:n:<store name>' for a store not named 'default'
 -- KEYS[2]: the user's index '<base>:u:<user id>'; KEYS[3]: their permissions '<base>:p:<user id>'
 -- ARGV: none
 -- Returns: the number of live sessions ended

@@ -1,5 +1,6 @@
 -- Give a live session a new ID: the hash moves to the new token's key, the old one is gone.
--- KEYS[1]: the bucket's base key '<ns>:{sess:<bucket>}'
+-- KEYS[1]: the store's base in the bucket, a prefix never written itself: '<ns>:{sess:<bucket>}',
+-- or '<ns>:{sess:<bucket>}:n:<store name>' for a store not named 'default'
 -- KEYS[2]: the old session hash '<base>:s:<old hash>'; KEYS[3]: the new '<base>:s:<new hash>'
 -- ARGV[1]: old token hash; ARGV[2]: new token hash; ARGV[3]: new id prefix; ARGV[4]: idle ms
 -- Returns: nil when there is no live session, else {last seen ms, absolute deadline ms,

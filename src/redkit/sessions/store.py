@@ -1,15 +1,28 @@
 """The session store: create, get (one round trip), update, rotate, revoke, revoke_all, list.
 
-Keys (all of one user under one hash tag, ``{sess:<bucket>}``, see :mod:`.tokens`)::
+Keys (all of one user under one hash tag, ``{sess:<bucket>}``, see :mod:`.tokens`), below the
+store's *base*: ``<ns>:{sess:<b>}`` for the store named ``default``, and
+``<ns>:{sess:<b>}:n:<name>`` for a store with another ``name``::
 
-    <ns>:{sess:<b>}:s:<sha256(token)>   hash: l last seen, a absolute deadline, c created
-                                        (ms), p id prefix, m JSON [user, ip, user agent],
-                                        d JSON {field: JSON text of its value}
-                                        TTL: the earlier of its idle and absolute deadlines
-    <ns>:{sess:<b>}:u:<user id>         sorted set: token hash -> absolute deadline (ms)
-                                        pruned on every create/list; TTL: its last deadline
-    <ns>:{sess:<b>}:p:<user id>         hash: project -> '<expiry ms>:<JSON>' (permissions)
-                                        pruned on every set; TTL: its last expiry
+    <base>:s:<sha256(token)>   hash: l last seen, a absolute deadline, c created (ms),
+                               p id prefix, m JSON [user, ip, user agent],
+                               d JSON {field: JSON text of its value}
+                               TTL: the earlier of its idle and absolute deadlines
+    <base>:u:<user id>         sorted set: token hash -> absolute deadline (ms)
+                               pruned on every create/list; TTL: its last deadline
+    <base>:p:<user id>         hash: project -> '<expiry ms>:<JSON>' (permissions)
+                               pruned on every set; TTL: its last expiry
+
+So a token is valid in the store that made it and nowhere else: two stores of one namespace
+(``rk.sessions(name="admin")`` beside the default one) look a token up under different keys,
+and a token of the other store is simply unknown, in the same one round trip. Each store has
+its own user index, ``max_per_user``, ``list``, ``revoke_all`` and permission cache. The
+default store keeps the layout it always had (its live sessions survive an upgrade); a store
+name holds no ``:``, so no named store's keys can be another's, nor the default store's (whose
+keys continue with ``:s:``, ``:u:`` or ``:p:``, never ``:n:``).
+
+User and project IDs are strings or ints; an int is stored as its decimal text (``42`` and
+``"42"`` are one user), and a reader gets a ``str`` back (``Session.user_id == "42"``).
 
 Each operation is one Lua script on that slot. ``revoke_all`` and ``list`` read the user's
 index and reach the session hashes it names inside the script (their names are the bucket's
@@ -40,7 +53,7 @@ import orjson
 
 from redkit.codec import dumps, loads, milliseconds, seconds
 from redkit.errors import InvalidInput, SessionNotFound, translate_redis_errors
-from redkit.keys import KeyGroup
+from redkit.keys import SESSION_STORE_NAME, KeyGroup
 from redkit.scripts import ScriptSet
 from redkit.sessions.tokens import PREFIX_LENGTH, bucket_of, hash_token, new_token, parse_bucket
 
@@ -55,6 +68,8 @@ DEFAULT_MAX_BYTES = 64 * 1024
 """Default cap on one session's data as stored (one JSON object of JSON texts), bytes."""
 
 MAX_USER_ID = 512
+"""Longest user ID, characters (an int ID: its decimal digits)."""
+MAX_PROJECT_ID = 512
 MAX_IP = 64
 MAX_USER_AGENT = 512
 """Longer user agents are cut to this length (clients choose them; refusing a login for one
@@ -73,6 +88,7 @@ class Session:
 
     id: str = field(repr=False)
     user_id: str
+    """Always a ``str``: an int user ID given to ``create`` reads back as its decimal text."""
     data: dict[str, Any]
     created_at: float
     last_seen_at: float
@@ -113,12 +129,29 @@ class SessionInfo:
         return asdict(self)
 
 
+def _check_id(value: object, what: str, limit: int) -> str:
+    """A user or project ID as the keys hold it: a non-empty str, or an int as its digits."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInput(
+            f"{what} must be a string or an int, got {type(value).__name__} {value!r:.80}"
+        )
+    if isinstance(value, int):
+        # An int subclass (an IntEnum member) counts as its number. Checked before str():
+        # the digits of a huge int are costly to produce (and Python refuses > 4300).
+        if value.bit_length() > limit * 4:
+            raise InvalidInput(f"{what} is an int of more than {limit} digits")
+        text = str(int(value))
+    else:
+        text = str.__str__(value)  # a str subclass counts as its text
+        if not text:
+            raise InvalidInput(f"{what} must be a non-empty string or an int, got ''")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text):,} characters; the limit is {limit}")
+    return text
+
+
 def _check_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidInput(f"user_id must be a non-empty string, got {user_id!r}")
-    if len(user_id) > MAX_USER_ID:
-        raise InvalidInput(f"user_id is {len(user_id)} characters; the limit is {MAX_USER_ID}")
-    return user_id
+    return _check_id(user_id, "user_id", MAX_USER_ID)
 
 
 def _check_optional(value: object, what: str, limit: int, *, cut: bool = False) -> str | None:
@@ -138,6 +171,11 @@ class SessionStore:
 
     Make one with ``rk.sessions(idle_ttl=..., absolute_ttl=..., max_per_user=None)``.
 
+    ``name`` (default ``"default"``; 1-64 ASCII letters, digits and ``_ . -``): stores with
+    different names in one namespace are apart: a token is valid only in the store that
+    made it, and each has its own user index, limits and permission cache.
+    User IDs (and project IDs) are strings or ints; an int reads back as its decimal text.
+
     ``get(id)`` returns ``None`` for an unknown, expired or revoked ID (a malformed one is
     refused without a round trip); :meth:`require` raises :class:`SessionNotFound` instead.
     ``update`` and ``rotate`` raise :class:`SessionNotFound`; ``revoke`` returns a bool.
@@ -155,8 +193,10 @@ class SessionStore:
         touch_every: float | timedelta | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         permission_ttl: float | timedelta = timedelta(hours=1),
+        name: str = "default",
     ) -> None:
         self.rk = rk
+        self.name = SESSION_STORE_NAME.check(name, "session store name")
         self.idle_ttl = seconds(idle_ttl, "idle_ttl")
         self.absolute_ttl = seconds(absolute_ttl, "absolute_ttl")
         self.touch_every = (
@@ -187,16 +227,21 @@ class SessionStore:
         return (
             f"<SessionStore idle_ttl={self.idle_ttl:g}s absolute_ttl={self.absolute_ttl:g}s "
             f"touch_every={self.touch_every:g}s max_per_user={self.max_per_user} "
-            f"namespace={self.rk.namespace!r}>"
+            f"name={self.name!r} namespace={self.rk.namespace!r}>"
         )
 
     # -- keys ------------------------------------------------------------------------------
 
     def _group(self, bucket: str) -> KeyGroup:
+        """The store's base in ``bucket``: its keys are ``<base>:s:...``, ``:u:``, ``:p:``."""
         # At most 16,384 buckets: cache their groups (building one costs more than a hash).
         group = self._groups.get(bucket)
         if group is None:
-            group = self._groups[bucket] = self.rk.keys.group("sess", bucket)
+            group = self.rk.keys.group("sess", bucket)
+            if self.name != "default":
+                # The store's name is part of every key, so its tokens are unknown elsewhere.
+                group = KeyGroup(group.key("n", self.name))
+            self._groups[bucket] = group
         return group
 
     def _session_key(self, token: str) -> tuple[KeyGroup, str, str] | None:
@@ -259,14 +304,16 @@ class SessionStore:
 
     async def create(
         self,
-        user_id: str,
+        user_id: str | int,
         data: Mapping[str, Any] | None = None,
         ip: str | None = None,
         user_agent: str | None = None,
     ) -> Session:
         """Start a session for ``user_id`` with ``data`` (a JSON object); one round trip.
 
-        With ``max_per_user``, the user's oldest sessions end to make room.
+        ``user_id``: a string, or an int, stored as its decimal text (``Session.user_id`` is
+        then ``"42"``: ``42`` and ``"42"`` are one user). With ``max_per_user``, the user's
+        oldest sessions end to make room.
         """
         user_id = _check_user_id(user_id)
         fields = self._encode(data, "session data")
@@ -399,7 +446,7 @@ class SessionStore:
         ended = await self.rk.run(SCRIPTS["revoke"], keys=[group.key(), key], args=[digest])
         return bool(ended)
 
-    async def revoke_all(self, user_id: str) -> int:
+    async def revoke_all(self, user_id: str | int) -> int:
         """End every session of ``user_id`` and drop their cached permissions, atomically:
         a session created concurrently is either ended here or listed afterwards.
 
@@ -413,7 +460,7 @@ class SessionStore:
         )
         return int(ended)
 
-    async def list(self, user_id: str) -> builtins.list[SessionInfo]:
+    async def list(self, user_id: str | int) -> builtins.list[SessionInfo]:
         """The live sessions of ``user_id``, oldest first (no IDs: ``id_prefix`` only)."""
         user_id = _check_user_id(user_id)
         group = self._group(bucket_of(user_id))
@@ -438,17 +485,17 @@ class SessionStore:
 
     # -- the permission cache --------------------------------------------------------------
 
-    def permissions(self, user_id: str, project_id: str) -> Permissions:
+    def permissions(self, user_id: str | int, project_id: str | int) -> Permissions:
         """The cached permissions of ``user_id`` in ``project_id`` (a handle: get/set/invalidate).
 
-        Entries live ``permission_ttl`` (default 1 h) and are dropped by ``revoke_all``.
+        Entries live ``permission_ttl`` (default 1 h) and are dropped by ``revoke_all``. IDs
+        are strings or ints (an int counts as its decimal text: ``42`` is ``"42"``).
         """
         user_id = _check_user_id(user_id)
-        if not isinstance(project_id, str) or not project_id:
-            raise InvalidInput(f"project_id must be a non-empty string, got {project_id!r}")
+        project_id = _check_id(project_id, "project_id", MAX_PROJECT_ID)
         return Permissions(self, user_id, project_id)
 
-    async def invalidate_permissions(self, user_id: str) -> bool:
+    async def invalidate_permissions(self, user_id: str | int) -> bool:
         """Drop every cached permission of ``user_id``; True if there was any."""
         user_id = _check_user_id(user_id)
         key = self._group(bucket_of(user_id)).key("p", user_id)

@@ -5,11 +5,17 @@ A token is ``<secret>.<bucket>``:
 - ``secret``: ``secrets.token_urlsafe(32)``, 256 random bits (43 URL-safe characters).
 - ``bucket``: 4 hex digits, ``0000``-``3fff``: the first 14 bits of ``sha256(user_id)``.
 
-Redis never sees the token: a session lives at ``<ns>:{sess:<bucket>}:s:<sha256(token)>``, so
-someone who reads the data (a dump, a replica, ``MONITOR``) cannot replay a session. The
+Redis never sees the token: a session lives at ``<ns>:{sess:<bucket>}:s:<sha256(token)>``
+(``<ns>:{sess:<bucket>}:n:<store name>:s:<sha256(token)>`` for a store not named ``default``),
+so someone who reads the data (a dump, a replica, ``MONITOR``) cannot replay a session. The
 bucket is the hash tag shared by every key of the user (sessions, index, permissions), which
 is how ``get(token)``, which knows no user ID, reaches the slot where ``revoke_all(user_id)``
 and ``list(user_id)`` do their work atomically on a Cluster.
+
+A token is valid in one store only: the store's name is part of the key its hash is looked up
+under, so a token of one store presented to another (an ``admin`` store beside the default
+one, in one namespace) is unknown there, with no extra round trip. The token itself does not
+carry the name: its format is the same for every store.
 
 The bucket is not the user ID: 16,384 buckets, each shared by 1/16,384 of all users, so a
 token tells its holder nothing they could use to name its user. The secret comes first, so
@@ -35,7 +41,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}\.[0-3][0-9a-f]{3}")
 
 
 def bucket_of(user_id: str) -> str:
-    """The bucket (4 hex digits) every key of ``user_id`` lives under."""
+    """The bucket (4 hex digits) every key of ``user_id`` (as stored: an int's digits) lives
+    under."""
     digest = hashlib.sha256(user_id.encode()).digest()
     return f"{int.from_bytes(digest[:2], 'big') % BUCKETS:04x}"
 
