@@ -9,6 +9,7 @@ and start none.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import shutil
@@ -22,6 +23,13 @@ from redkit.platform.db import Database
 from redkit.platform.postgres import EmbeddedPostgres, ensure_database
 
 EXTERNAL_DATABASE_URL = os.environ.get("DATABASE_URL") or None
+
+# The platform's imports (SQLAlchemy, asyncpg, FastAPI, ...) add some hundred thousand objects
+# that live as long as the test process; every full collection of the garbage collector walks
+# them again, a pause of milliseconds that lands in whatever test runs then. Moved to the
+# permanent generation, they are not walked (the platform tests ran ~2x faster).
+gc.collect()
+gc.freeze()
 
 
 @pytest.fixture(scope="session")
