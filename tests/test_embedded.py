@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 import redis
 
 import redkit
-from redkit.embedded import EmbeddedValkey
+from redkit.embedded import EmbeddedValkey, ValkeyProcess, valkey_binary
+from servers import TEST_CONFIG
 
 pytestmark = pytest.mark.usefixtures("no_redis_url")
 
@@ -236,3 +238,85 @@ def test_stop_directory_stops_a_server_started_elsewhere(data_dir: Path) -> None
 def test_a_start_failure_reports_the_server_log(tmp_path: Path) -> None:
     with pytest.raises(redkit.EmbeddedServerError, match="log"):
         EmbeddedValkey.acquire(tmp_path / "bad", config={"maxmemory": "not-a-size"})
+
+
+async def test_an_app_follows_its_embedded_server_to_the_next_one_of_its_directory(
+    data_dir: Path,
+) -> None:
+    # `redkit server --stop` under a running app, then another process starts the
+    # directory's next server (on a port of its own): the app's calls work again there.
+    async with redkit.connect(data_dir=data_dir, namespace="follow") as rk:
+        assert rk.embedded is not None
+        job = await rk.queue("q").enqueue("f", {"n": 1})
+        report = EmbeddedValkey.stop_directory(data_dir)
+        assert report is not None
+        assert report.users == (os.getpid(),)
+        proc, seen = _spawn_user(data_dir, hold=True)
+        try:
+            assert seen["started_here"]
+            found = None
+            for _ in range(5):  # the first call may meet the dropped connection
+                try:
+                    found = await rk.queue("q").get(job.id)
+                    break
+                except redkit.ConnectionLost:
+                    continue
+            assert found is not None  # the AOF kept it
+            assert found.payload == {"n": 1}
+            client_ports = {
+                int(str(entry["laddr"]).rpartition(":")[2])
+                for entry in await rk.redis.client_list()
+            }
+            assert client_ports == {int(str(seen["port"]))}
+            assert rk.embedded.port == seen["port"]
+            assert rk.url.endswith(f":{seen['port']}")
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.close()
+            proc.wait(10)
+            EmbeddedValkey.acquire(data_dir).release()
+    assert not (data_dir / "server.json").exists()
+
+
+async def test_an_app_whose_embedded_server_was_stopped_starts_the_next_one_itself(
+    data_dir: Path,
+) -> None:
+    async with redkit.connect(data_dir=data_dir, namespace="follow") as rk:
+        assert rk.embedded is not None
+        old_pid = rk.embedded.pid
+        await rk.queue("q").enqueue("f", job_id="kept")
+        assert EmbeddedValkey.stop_directory(data_dir) is not None
+        found = None
+        try:
+            for _ in range(5):  # the first call may meet the dropped connection
+                try:
+                    found = await rk.queue("q").get("kept")
+                    break
+                except redkit.ConnectionLost:
+                    continue
+            assert found is not None
+            state = json.loads((data_dir / "server.json").read_text())
+            assert state["pid"] != old_pid
+            assert _alive(state["pid"])
+        finally:
+            EmbeddedValkey.acquire(data_dir).release()
+    assert not (data_dir / "server.json").exists()
+
+
+def test_a_server_process_runs_the_binary_it_is_given(tmp_path: Path) -> None:
+    # The server matrix runs Redis 6.2 and 7.0 this way; a copy under another name stands in.
+    binary = tmp_path / "bin" / "redis-server"
+    binary.parent.mkdir()
+    shutil.copy2(valkey_binary(), binary)
+    server = ValkeyProcess(tmp_path / "data", config=TEST_CONFIG, binary=binary).start()
+    try:
+        assert server.pid is not None
+        assert Path(f"/proc/{server.pid}/exe").resolve() == binary.resolve()
+        assert redis.Redis(host=server.host, port=server.port).ping()
+    finally:
+        server.stop()
+    # A start failure names the binary that failed, not the embedded one.
+    broken = ValkeyProcess(tmp_path / "bad", config={"maxmemory": "x"}, binary=binary)
+    with pytest.raises(redkit.EmbeddedServerError, match=r"^redis-server exited"):
+        broken.start()

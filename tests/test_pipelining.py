@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -311,7 +312,9 @@ async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redk
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    assert await rk.run(SCRIPTS["slow_incr"], [key], [5]) == 1  # ~5 ms in the server
+    # ~30 ms in the server: long enough that the client gets the CPU meanwhile even on a
+    # shared 2-core machine, where the woken server may preempt it for a few milliseconds.
+    assert await rk.run(SCRIPTS["slow_incr"], [key], [30]) == 1
     stop.set()
     await task
     assert ticks - before > 10  # the ticker kept running while the call spun
@@ -361,3 +364,76 @@ async def test_settled_calls_do_not_wait_for_their_time_limit_to_be_forgotten(
     # would pile up under load: a rate limiter's calls all carry a limit.
     assert len(rk.pipeline._timed) == 0
     await rk.redis.delete(key)
+
+
+async def reads(rk: redkit.Redkit) -> int:
+    """Read events the server has processed: about one per round trip of small requests."""
+    return int((await rk.redis.info("stats"))["total_reads_processed"])
+
+
+async def script_sends(rk: redkit.Redkit) -> int:
+    """How often a script's source went to the server (``EVAL`` or ``SCRIPT LOAD``)."""
+    return await calls(rk, "eval") + await calls(rk, "script|load")
+
+
+async def test_a_noscript_storm_loads_the_script_once_and_runs_every_call_once(
+    rk: redkit.Redkit,
+) -> None:
+    assert rk.pipeline is not None
+    counter = rk.keys.group("test", "storm").key("n")
+    await rk.run(INCR, [counter], [0])
+    await rk.redis.execute_command("SCRIPT", "FLUSH")
+    sends = await script_sends(rk)
+    before = await reads(rk)
+    results = await asyncio.gather(
+        *(rk.run(INCR, [counter], [1], time_limit=5) for _ in range(300))
+    )
+    # A handful of round trips (batches, one load, the calls sent again in batches), not
+    # one round trip per call that met NOSCRIPT.
+    assert await reads(rk) - before < 60
+    assert sorted(results) == list(range(1, 301))
+    assert await script_sends(rk) - sends == 1  # one SCRIPT LOAD
+
+
+async def test_replies_left_unread_by_a_busy_event_loop_are_not_timeouts(
+    rk: redkit.Redkit,
+) -> None:
+    counter = rk.keys.group("test", "unread").key("n")
+    await rk.run(INCR, [counter], [0])
+
+    async def hog() -> None:
+        # Callbacks that hold the event loop (as CPU-bound work would) far past the calls'
+        # limit: the server answers meanwhile, and its replies wait unread.
+        for _ in range(4):
+            time.sleep(0.15)
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(rk.run(INCR, [counter], [1], time_limit=0.05)) for _ in range(300)]
+    hogging = asyncio.create_task(hog())
+    results = await asyncio.gather(*tasks)
+    await hogging
+    assert sorted(results) == list(range(1, 301))
+
+
+async def test_a_new_connection_to_a_hung_server_is_bounded_by_the_time_limit(
+    own_server: ValkeyProcess,
+) -> None:
+    async with redkit.connect(own_server.url, "aphang") as rk:
+        assert rk.pipeline is not None
+        key = rk.keys.group("test", "hang").key("n")
+        assert await rk.run(INCR, [key], [1]) == 1
+        await rk.pipeline.aclose()  # no kept connection: the next call needs a new one
+        await rk.pipeline.client.connection_pool.disconnect()
+        own_server.pause()
+        try:
+            began = time.perf_counter()
+            with pytest.raises(redkit.ConnectionLost):
+                await rk.run(INCR, [key], [1], time_limit=0.2)
+            # The handshake alone would wait for the 2 s command timeout.
+            assert time.perf_counter() - began < 1.0
+        finally:
+            own_server.resume()
+        # The handshake cut short left nothing behind whose late reply a command would read.
+        for expected in (2, 3):
+            assert await rk.run(INCR, [key], [1]) == expected
+        assert await rk.redis.incr(key) == 4

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -45,6 +47,30 @@ async def test_scripts_run_by_sha_and_reload_after_script_flush(rk: redkit.Redki
         exists = await rk.redis.script_exists(script.sha)
     assert exists == [True]
     assert await script(rk.redis, [counter], [1]) == 6
+
+
+async def _evals(rk: redkit.Redkit) -> int:
+    """``EVAL`` calls so far, summed over every primary."""
+    nodes: list[Any] = rk.redis.get_primaries() if isinstance(rk.redis, RedisCluster) else [None]
+    total = 0
+    for node in nodes:
+        kwargs = {"target_nodes": node} if node is not None else {}
+        info = await rk.redis.info("commandstats", **kwargs)
+        total += int(info.get("cmdstat_eval", {}).get("calls", 0))
+    return total
+
+
+@pytest.mark.cluster
+async def test_a_burst_after_script_flush_sends_the_source_once(rk: redkit.Redkit) -> None:
+    counter = rk.keys.group("test", "burst").key("n")
+    script = SCRIPTS["incr_by"]
+    assert await script(rk.redis, [counter], [0]) == 0
+    await _flush_scripts(rk)
+    evals = await _evals(rk)
+    results = await asyncio.gather(*(script(rk.redis, [counter], [1]) for _ in range(100)))
+    assert sorted(results) == list(range(1, 101))
+    # One call sent the source; the others that met NOSCRIPT meanwhile waited and used the SHA.
+    assert await _evals(rk) - evals == 1
 
 
 @pytest.mark.cluster

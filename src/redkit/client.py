@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
-from redkit.embedded import EmbeddedValkey
+from redkit.embedded import EmbeddedValkey, follow_embedded
 from redkit.errors import (
     ConfigurationError,
     InvalidInput,
@@ -141,6 +141,11 @@ class Redkit:
             else None
         )
 
+    def _embedded_moved(self, handle: EmbeddedValkey) -> None:
+        """The embedded server was replaced; the client follows it (see follow_embedded)."""
+        self.embedded = handle
+        self.url = redact_url(handle.url)
+
     def __repr__(self) -> str:
         where = "embedded " if self.embedded else ""
         return f"<Redkit {where}{self.mode} {self.url} namespace={self.namespace!r}>"
@@ -192,6 +197,9 @@ class Redkit:
         made while others are in flight travel together in one pipeline; see
         :mod:`redkit.pipelining`. ``time_limit`` (seconds) bounds the call, shorter than the
         command timeout: past it the call raises :class:`~redkit.errors.ConnectionLost`.
+        Through the pipeline the limit measures the server's silence (a reply that came
+        while the event loop was busy counts, however late it is read); without it (a
+        Cluster, or ``auto_pipeline=False``) it bounds the whole call.
         """
         if self.pipeline is not None:
             return await self.pipeline.run(script, keys, args, time_limit)
@@ -432,6 +440,10 @@ async def _connect(settings: Settings) -> Redkit:
         ),
     )
     rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
+    if embedded is not None:
+        # The directory's server may be replaced (redkit server --stop, a crash) on a new
+        # port: the client then reconnects to the current one instead of the dead port.
+        follow_embedded(client, embedded, rk._embedded_moved)
     try:
         await rk._check_server()
     except BaseException:

@@ -25,6 +25,7 @@ standalone connections also pack commands with hiredis and send without a Task p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
@@ -327,10 +328,19 @@ class QueueingConnectionPool(ConnectionPool):
         return not isinstance(provider, StreamingCredentialProvider)
 
     async def get_connection(self, *args: Any, **options: Any) -> Any:
+        return await self.checkout(None, *args, **options)
+
+    async def checkout(
+        self, watch: Callable[[Any], object] | None = None, *args: Any, **options: Any
+    ) -> Any:
+        """A connection, as :meth:`get_connection`; ``watch`` is told which one before it
+        is set up (connected, handshake done), so that its caller can look into its socket
+        meanwhile: a handshake reply that came while the event loop was busy is no silence.
+        """
         await _take_slot(self._slots, self.pool_timeout, self.max_connections)
         try:
             if self._lean():
-                connection = await self._lean_checkout()
+                connection = await self._lean_checkout(watch)
             else:
                 connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
         except BaseException:
@@ -339,11 +349,30 @@ class QueueingConnectionPool(ConnectionPool):
         self._holding.add(connection)
         return connection
 
-    async def _lean_checkout(self) -> Any:
+    def lends_at_once(self) -> bool:
+        """Would a checkout now hand out a connected connection, without waiting for a slot
+        or opening one? (Then a caller need not arm a timer around it.)"""
+        if self._slots.locked():
+            return False
+        available = self._available_connections
+        return bool(available) and bool(available[-1].is_connected)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        try:
+            await super().ensure_connection(connection)
+        except BaseException:
+            # A set-up cut short (by a caller's time limit) may leave a handshake half done,
+            # whose late reply would be read as the next command's: start afresh next time.
+            await connection.disconnect(nowait=True)
+            raise
+
+    async def _lean_checkout(self, watch: Callable[[Any], object] | None = None) -> Any:
         # redis-py's steps: take an idle connection (or make one), mark it in use, make sure
         # it is connected and clean. Nothing awaits between the first two, so no lock is
         # needed for them (redis-py's lock guards the same two steps).
         connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        if watch is not None:
+            watch(connection)
         try:
             await self.ensure_connection(connection)
         except BaseException:

@@ -14,10 +14,17 @@ shuts the server down only if no other process's ``redkit-user`` connection is l
 server lives exactly as long as its users, and two servers never share one AOF directory.
 A user process killed with SIGKILL cannot run its exit hook: the server then stays up, and the
 next ``connect()`` in that directory reuses it (``redkit server --stop`` stops it by hand).
+
+Following. A client made by ``connect()`` asks for the directory's server each time one of its
+connections (re)connects (:func:`follow_embedded`): if the server it used is gone (stopped by
+``redkit server --stop``, crashed), it acquires the directory's current one, reusing a server
+another process started or starting it, so a running application works again by itself on
+whatever port the next server has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import fcntl
@@ -29,22 +36,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 import redis.exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redkit.errors import EmbeddedServerError
 
-__all__ = ["EmbeddedValkey", "ValkeyProcess", "find_free_port", "valkey_binary"]
+__all__ = [
+    "EmbeddedValkey",
+    "StopReport",
+    "ValkeyProcess",
+    "find_free_port",
+    "follow_embedded",
+    "valkey_binary",
+]
 
 _USER_PREFIX = "redkit-user:"
 _STATE_FILE = "server.json"
 _LOCK_FILE = ".server.lock"
 _LOG_FILE = "valkey.log"
+
+
+def _no_retry() -> Retry:
+    # The administrative clients here talk to a server that may have just gone away:
+    # redis-py's default retries (with backoff) would spend seconds on a refused port.
+    return Retry(NoBackoff(), 0)
 
 
 def valkey_binary() -> Path:
@@ -110,6 +132,8 @@ class ValkeyProcess:
     ``config`` is passed as command-line options (``{"appendonly": "yes"}`` becomes
     ``--appendonly yes``). The process gets its own session, so a Ctrl-C in the terminal
     reaches Python, which then stops the server in order, instead of killing both at once.
+    ``binary`` runs another server binary than the embedded one (a ``redis-server`` takes
+    the same options; the test matrix runs Redis 6.2 and 7.0 this way).
     """
 
     def __init__(
@@ -122,8 +146,10 @@ class ValkeyProcess:
         config_file: str | os.PathLike[str] | None = None,
         sentinel: bool = False,
         die_with_parent: bool = False,
+        binary: str | os.PathLike[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.binary = Path(binary) if binary is not None else None
         self.config_file = Path(config_file).resolve() if config_file else None
         self.sentinel = sentinel
         # Linux only: the kernel stops the server when the thread that started it dies
@@ -150,8 +176,12 @@ class ValkeyProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def _name(self) -> str:
+        return self.binary.name if self.binary else "valkey-server"
+
     def _argv(self) -> list[str]:
-        argv = [str(valkey_binary())]
+        argv = [str(self.binary or valkey_binary())]
         if self.config_file:  # Sentinel mode needs a file: it writes what it learns there
             argv.append(str(self.config_file))
         if self.sentinel:
@@ -217,7 +247,7 @@ class ValkeyProcess:
             while True:
                 if self.process is not None and self.process.poll() is not None:
                     raise EmbeddedServerError(
-                        f"valkey-server exited with code {self.process.returncode} during start; "
+                        f"{self._name} exited with code {self.process.returncode} during start; "
                         f"its log ({self.data_dir / _LOG_FILE}) ends with:\n{self.log_tail()}"
                     )
                 try:
@@ -229,7 +259,7 @@ class ValkeyProcess:
                     pass
                 if time.monotonic() > deadline:
                     raise EmbeddedServerError(
-                        f"valkey-server on port {self.port} did not answer within {timeout}s; "
+                        f"{self._name} on port {self.port} did not answer within {timeout}s; "
                         f"log:\n{self.log_tail()}"
                     )
                 time.sleep(0.005)
@@ -293,6 +323,19 @@ class _ServerState:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": self.pid, "host": self.host, "port": self.port}))
         tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What :meth:`EmbeddedValkey.stop_directory` stopped, and who was still using it."""
+
+    data_dir: Path
+    pid: int
+    port: int
+    users: tuple[int, ...]
+    """Pids of the processes that were using the server (their ``redkit-user`` connection)."""
+    clients: int
+    """Every client connection the server had (users' pools included), before the stop."""
 
 
 class EmbeddedValkey:
@@ -367,6 +410,20 @@ class EmbeddedValkey:
     def alive(self) -> bool:
         return self._user is not None and _pid_alive(self.pid)
 
+    def exit_code(self) -> int | None:
+        """``None`` while the server runs; once it is gone, its exit code (0: an orderly
+        stop, by SHUTDOWN or SIGTERM). A server this process did not start reports 0 once
+        its pid is gone: only its parent can know how it ended."""
+        if self.process is not None:
+            if self.process.process is None:
+                return 0
+            return self.process.process.poll()
+        return None if _pid_alive(self.pid) else 0
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the server's log file (in the data directory)."""
+        return ValkeyProcess(self.data_dir).log_tail(lines)
+
     @contextlib.contextmanager
     def _dir_lock(self) -> Iterator[None]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +460,11 @@ class EmbeddedValkey:
         if not _pid_alive(state.pid):
             return False
         client = redis.Redis(
-            host=state.host, port=state.port, socket_timeout=2.0, socket_connect_timeout=2.0
+            host=state.host,
+            port=state.port,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=_no_retry(),
         )
         try:
             answer = client.config_get("dir")
@@ -430,6 +491,7 @@ class EmbeddedValkey:
             single_connection_client=True,
             client_name=f"{_USER_PREFIX}{os.getpid()}",
             socket_timeout=5.0,
+            retry=_no_retry(),
         )
         self._user.ping()
 
@@ -453,7 +515,8 @@ class EmbeddedValkey:
         atexit.unregister(self.release)
         with self._dir_lock():
             try:
-                last = self._other_users() == 0
+                # A dead server has no other users to ask about.
+                last = not _pid_alive(self.pid) or self._other_users() == 0
             except redis_errors.RedisError:
                 last = True  # the server is gone or broken: nothing to share any more
             finally:
@@ -464,21 +527,108 @@ class EmbeddedValkey:
 
     def _shutdown(self) -> None:
         if self.process is not None:
-            self.process.stop()
-        else:
+            self.process.stop()  # also reaps a server that already exited
+        elif _pid_alive(self.pid):
+            # Only a live server is asked to shut down: once it is gone, its port may belong
+            # to the directory's next server, which a SHUTDOWN there would kill.
             stop_server(self.host, self.port, self.pid)
         _forget_state(self.data_dir, self.pid)
 
     @classmethod
-    def stop_directory(cls, data_dir: str | os.PathLike[str]) -> bool:
-        """Stop the embedded server of ``data_dir`` whoever started it; False if none ran."""
+    def stop_directory(cls, data_dir: str | os.PathLike[str]) -> StopReport | None:
+        """Stop the embedded server of ``data_dir`` whoever started it; ``None`` if none ran.
+
+        The report names the processes that were still using it (read with ``CLIENT LIST``
+        just before the stop): their calls fail with ``ConnectionLost`` until a server runs
+        in the directory again, and then they follow it by themselves.
+        """
         path = Path(data_dir).expanduser().resolve()
         state = _ServerState.read(path / _STATE_FILE)
         if state is None or not _pid_alive(state.pid):
-            return False
+            return None
+        users: list[int] = []
+        clients = 0
+        client = redis.Redis(
+            host=state.host,
+            port=state.port,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=_no_retry(),
+        )
+        try:
+            entries = client.client_list()
+        except redis_errors.RedisError:
+            entries = []  # it does not answer: stop it all the same
+        finally:
+            client.close()
+        for entry in entries:
+            name = str(entry.get("name", ""))
+            if name.startswith(_USER_PREFIX) and name[len(_USER_PREFIX) :].isdigit():
+                users.append(int(name[len(_USER_PREFIX) :]))
+        # Our own CLIENT LIST connection is closed now: it is not counted.
+        clients = max(0, len(entries) - 1)
         stop_server(state.host, state.port, state.pid)
         _forget_state(path, state.pid)
-        return True
+        return StopReport(path, state.pid, state.port, tuple(sorted(users)), clients)
+
+
+class _Follower:
+    """Where the embedded server of one data directory runs now, for one client.
+
+    The server of a directory can be replaced under a running application (``redkit server
+    --stop``, a crash): the next one has a new pid and usually a new port. When a connection
+    (re)connects and its server is gone, this acquires the directory's current server
+    (reusing the one another process started, else starting it), so the client follows it.
+    """
+
+    def __init__(
+        self, handle: EmbeddedValkey, on_move: Callable[[EmbeddedValkey], None] | None
+    ) -> None:
+        self.handle = handle
+        self.on_move = on_move
+        self._lock = threading.Lock()
+
+    def current(self) -> EmbeddedValkey:
+        with self._lock:  # one acquire for every connection that reconnects at once
+            if not self.handle.alive():
+                self.handle = EmbeddedValkey.acquire(self.handle.data_dir)
+                if self.on_move is not None:
+                    self.on_move(self.handle)
+            return self.handle
+
+
+def follow_embedded(
+    client: Any,
+    handle: EmbeddedValkey,
+    on_move: Callable[[EmbeddedValkey], None] | None = None,
+) -> None:
+    """Make the redis-py asyncio ``client`` (standalone, not yet connected) follow the
+    embedded server of ``handle``'s data directory across restarts on new ports;
+    ``on_move(new_handle)`` runs (in a worker thread) when it moved to another server.
+
+    Its pool's connections (pipelines', pub/sub and blocking ones included) ask the follower
+    for the server's address each time they connect; a live server costs that a pid check.
+    """
+    pool = client.connection_pool
+    base: Any = pool.connection_class
+    follower = _Follower(handle, on_move)
+
+    async def connect_check_health(self: Any, *args: Any, **kwargs: Any) -> None:
+        # The one step every connect goes through (connect(), and a send on a dropped one).
+        if not self.is_connected:
+            current = follower.handle
+            if not current.alive():
+                try:
+                    current = await asyncio.to_thread(follower.current)
+                except EmbeddedServerError as exc:
+                    raise redis_errors.ConnectionError(str(exc)) from None
+            self.host, self.port = current.host, current.port
+        await base.connect_check_health(self, *args, **kwargs)
+
+    pool.connection_class = type(
+        base.__name__, (base,), {"connect_check_health": connect_check_health}
+    )
+    pool.connection_kwargs.update(host=handle.host, port=handle.port)
 
 
 def _forget_state(data_dir: Path, pid: int) -> None:
@@ -491,7 +641,13 @@ def _forget_state(data_dir: Path, pid: int) -> None:
 
 def stop_server(host: str, port: int, pid: int, timeout: float = 10.0) -> None:
     """Stop a server this process did not start: ``SHUTDOWN``, then signals if it lingers."""
-    client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=2)
+    client = redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=2,
+        retry=_no_retry(),
+    )
     with contextlib.suppress(redis_errors.RedisError):
         client.shutdown()
     client.close()

@@ -12,13 +12,21 @@ atomic script. A call of plain commands (:meth:`AutoPipeline.execute`: a read su
 ``HMGET`` + ``TIME``) travels the same way; its commands are not atomic as a group, which is
 why state changes go through scripts. A call cancelled before its batch is written is
 dropped; one cancelled later still runs (as a direct call would once sent).
+
+A time limit measures the server's silence, not the client's backlog: a call fails by its
+limit only when the server owed an answer and said nothing for that long. Before it fails a
+call, the watchdog looks at the sockets of the exchanges in flight, so a reply that came while
+the event loop was busy elsewhere (and waits unread) still counts. A script the server has
+forgotten (``NOSCRIPT``: a restart, a failover, ``SCRIPT FLUSH``) is loaded once, however many
+calls met it at once, and those calls are sent again by SHA.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+import select
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import redis.exceptions as redis_errors
@@ -35,6 +43,11 @@ _PARTIAL = "redkit_replies_read"
 KEEP_FROM_POOL_SIZE = 8
 """The pipeline keeps connections between calls only from a pool at least this large."""
 
+HELD_LOOP = 0.01
+"""Seconds a watchdog may fire late before the event loop counts as held: then a connection
+being opened (whose handshake steps redis-py reads out of the watchdog's sight) gets the
+benefit of the doubt."""
+
 Command = tuple[Any, ...]
 T = TypeVar("T")
 
@@ -46,24 +59,31 @@ class _Expired(OSError):
 class _Deadlines(Generic[T]):
     """Items with a deadline (event-loop time), watched by one timer for all of them.
 
-    ``expire(item)`` runs once for each item still held when its deadline passes. A timer per
-    item (``asyncio.timeout``) costs about 5 us here, a tenth of a spun round trip; this one
-    is moved only for a deadline earlier than the one it waits for. Bounded by what its
-    owner adds and removes (items in flight).
+    When an item's deadline passes, ``expire(item, now)`` decides: it returns ``None`` (the
+    item is done with and forgotten) or a later deadline to wait for. A timer per item
+    (``asyncio.timeout``) costs about 5 us here, a tenth of a spun round trip; this one is
+    moved only for a deadline earlier than the one it waits for. An infinite deadline arms
+    no timer (the item is only held). Bounded by what its owner adds and removes (items in
+    flight).
     """
 
-    def __init__(self, expire: Callable[[T], object]) -> None:
+    def __init__(self, expire: Callable[[T, float], float | None]) -> None:
         self._expire = expire
         self._items: dict[T, float] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.late = 0.0
+        """How late the timer fired this turn: the event loop was held that long just now."""
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
     def add(self, item: T, deadline: float) -> None:
         self._items[item] = deadline
         timer = self._timer
-        if timer is None or deadline < timer.when():
+        if (timer is None or deadline < timer.when()) and deadline != math.inf:
             if timer is not None:
                 timer.cancel()
             self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
@@ -77,24 +97,54 @@ class _Deadlines(Generic[T]):
             self._timer = None
 
     def _fire(self) -> None:
-        self._timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        nearest: float | None = None
-        for item, deadline in list(self._items.items()):
+        if self._timer is not None:
+            self.late = now - self._timer.when()
+        self._timer = None
+        nearest = math.inf
+        items = self._items
+        for item, deadline in list(items.items()):
             if deadline <= now:
-                del self._items[item]
-                self._expire(item)
-            elif nearest is None or deadline < nearest:
+                del items[item]
+                later = self._expire(item, now)
+                if later is None:
+                    continue
+                items[item] = deadline = later
+            if deadline < nearest:
                 nearest = deadline
-        if nearest is not None:
+        if nearest != math.inf:
             self._timer = loop.call_at(nearest, self._fire)
+
+
+class _Exchange:
+    """One write and its replies on a connection, while in flight: what the watchdog needs
+    to tell a silent server from a busy client."""
+
+    __slots__ = ("bound", "conn", "connecting", "expired", "results", "seen", "since")
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+        """Seconds of silence allowed (``math.inf``: no bound of the pipeline's own)."""
+        self.conn: Any = None
+        """None until the pool names the connection it sets up for this exchange (the set-up
+        is bounded on its own: a lone call's time limit, else the connect and command
+        timeouts)."""
+        self.since = 0.0
+        """Event-loop time since which the server has owed this exchange a word: its write,
+        or the last time the watchdog found that something had come."""
+        self.results: list[Any] = []
+        self.seen = 0
+        """How many replies the watchdog had seen read at its last look."""
+        self.expired = False
+        self.connecting = False
+        """True while its connection is opened and its handshake runs."""
 
 
 class _Call:
     """One caller's request: a script call, or plain commands, and where its answer goes."""
 
-    __slots__ = ("args", "commands", "deadline", "future", "keys", "script")
+    __slots__ = ("args", "commands", "future", "keys", "limit", "reloaded", "script")
 
     def __init__(
         self,
@@ -102,15 +152,16 @@ class _Call:
         keys: Sequence[str],
         args: Sequence[ScriptArg],
         commands: list[Command],
-        future: asyncio.Future[Any] | None = None,
-        deadline: float | None = None,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
         self.commands = commands
-        self.future = future
-        self.deadline = deadline
+        self.future: asyncio.Future[Any] | None = None
+        self.limit: float | None = None
+        """Seconds of server silence this call accepts (None: the command timeout's)."""
+        self.reloaded = False
+        """Sent again after a NOSCRIPT: a second NOSCRIPT sends the source (EVAL)."""
 
     @property
     def what(self) -> str:
@@ -119,11 +170,17 @@ class _Call:
         return " + ".join(str(command[0]) for command in self.commands)
 
     def expire(self) -> None:
-        """Its time limit passed, queued or sent: the caller gets ConnectionLost."""
+        """The server stayed silent past its time limit, queued or sent: the caller gets
+        ConnectionLost."""
         if self.future is not None and not self.future.done():
             self.future.set_exception(
                 connection_lost(self.what, TimeoutError("no answer within its time limit"))
             )
+
+    def send_source(self) -> None:
+        """Send the script itself (``EVAL``) instead of its SHA: the server lost it twice."""
+        assert self.script is not None
+        self.commands = [("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)]
 
     def result(self, replies: list[Any]) -> Any:
         """The caller's answer from its replies (errors in place), or the error to raise."""
@@ -163,19 +220,29 @@ class AutoPipeline:
         # Calls with a time limit, until they are settled: a batch takes its calls out as it
         # settles them, so this holds the calls in flight, not every call of the last
         # time-limit's worth (bounded by what is pending and in flight).
-        self._timed: _Deadlines[_Call] = _Deadlines(_Call.expire)
+        self._timed: _Deadlines[_Call] = _Deadlines(self._expire_call)
         # Connections this pipeline keeps checked out between exchanges, so that a call does
         # not pay the pool's checkout and release (a lock, health probes and metrics hooks in
         # redis-py: a tenth of a round trip). Bounded: at most ``max_in_flight`` exchanges
         # run at once, so at most that many connections are ever kept here; and none from a
         # small pool, where kept connections would starve every other command.
         self._idle: list[Any] = []
-        pool_size = getattr(client.connection_pool, "max_connections", 0)
+        pool = client.connection_pool
+        pool_size = getattr(pool, "max_connections", 0)
         self._keep = max_in_flight if pool_size >= KEEP_FROM_POOL_SIZE else 0
-        # Exchanges in flight (by connection), bounded by the command timeout or a call's
-        # time limit; each removes its own entry when it ends.
-        self._exchanges: _Deadlines[Any] = _Deadlines(self._expire_exchange)
-        self._expired: set[Any] = set()
+        timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+        self._command_timeout: float = timeout if timeout else math.inf
+        # Exchanges in flight, connections being set up included: each removes its own
+        # entry when it ends (bounded by max_in_flight, plus script loads).
+        self._exchanges: _Deadlines[_Exchange] = _Deadlines(self._expire_exchange)
+        self._heard_at = -math.inf
+        """Event-loop time of the server's last answer (an exchange completed)."""
+        self._silence: tuple[float, float | None] = (math.nan, None)
+        # Single-flight script loads: the load under way for a SHA, and the count of loads
+        # done when each script was last loaded. Both bounded by the package's scripts.
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._loaded: dict[str, int] = {}
+        self._loads = 0
         self.batches = 0
         """Pipelines written so far (for tests and benchmarks)."""
         self.batched_calls = 0
@@ -184,6 +251,8 @@ class AutoPipeline:
         :func:`_spin_for_reply`); 0 sleeps at once."""
         self.round_trips = 0
         """Exchanges with the server so far (a lone call or a batch is one)."""
+        self.script_loads = 0
+        """``SCRIPT LOAD``s sent after a ``NOSCRIPT`` (one per script per storm)."""
 
     def __repr__(self) -> str:
         return (
@@ -200,12 +269,15 @@ class AutoPipeline:
     ) -> Any:
         """Run ``script`` like ``script(client, keys, args)``, sharing a round trip if busy.
 
-        ``time_limit`` (seconds) bounds the whole call, waiting for a batch included; past
-        it the call raises :class:`~redkit.errors.ConnectionLost`. Calls with a limit share
-        one timer instead of a timer each. A limit ends only its own call: the batch it
-        travels in goes on under the connection's command timeout, so a call without a limit
-        is never cut short by a neighbour's. A call that expired after it was sent may still
-        run on the server (as any call whose answer was lost).
+        ``time_limit`` (seconds) bounds the server's silence: past it without a word from
+        the server while the call waits (queued behind exchanges in flight, or sent), the
+        call raises :class:`~redkit.errors.ConnectionLost`. Time the client spends on its own
+        backlog does not count, and a reply that already came counts even if the event loop
+        has not read it yet. Setting up a new connection is bounded by the limit as well.
+        Calls with a limit share one timer instead of a timer each. A limit ends only its
+        own call: the batch it travels in goes on under the connection's command timeout, so
+        a call without a limit is never cut short by a neighbour's. A call that expired
+        after it was sent may still run on the server (as any call whose answer was lost).
         """
         script.check_keys(keys)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -228,7 +300,6 @@ class AutoPipeline:
         return reply, int(secs) * 1_000_000 + int(micros)
 
     async def _call(self, call: _Call, time_limit: float | None) -> Any:
-        loop = asyncio.get_running_loop()
         if self._in_flight == 0 and not self._pending:
             self._in_flight += 1
             try:
@@ -236,12 +307,13 @@ class AutoPipeline:
             finally:
                 self._in_flight -= 1
                 self._schedule()
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         call.future = future
-        call.deadline = None if time_limit is None else loop.time() + time_limit
         self._pending.append(call)
-        if call.deadline is not None:
-            self._timed.add(call, call.deadline)
+        if time_limit is not None:
+            call.limit = time_limit
+            self._timed.add(call, loop.time() + time_limit)
         self._schedule()
         return await future
 
@@ -256,7 +328,12 @@ class AutoPipeline:
         if self._in_flight >= self.max_in_flight:
             return
         # A call cancelled or expired while queued is dropped: it was never sent.
-        batch = [c for c in self._pending[: self.max_batch] if c.future and not c.future.done()]
+        batch = []
+        for call in self._pending[: self.max_batch]:
+            if call.future is not None and not call.future.done():
+                batch.append(call)
+            elif call.limit is not None:
+                self._timed.discard(call)
         del self._pending[: self.max_batch]
         if not batch:
             self._schedule()
@@ -272,26 +349,34 @@ class AutoPipeline:
                 self.batches += 1
                 self.batched_calls += len(batch)
             commands = [command for call in batch for command in call.commands]
+            loads = self._loads
             results = await self._exchange_retried(commands)
             at = 0
             timed = self._timed
+            forgotten: list[_Call] = []
             for call in batch:
                 replies = results[at : at + len(call.commands)]
                 at += len(call.commands)
-                if call.deadline is not None:
-                    timed.discard(call)
                 future = call.future
                 assert future is not None
-                if future.done():
+                if (
+                    call.script is not None
+                    and isinstance(replies[0], redis_errors.NoScriptError)
+                    and not future.done()
+                ):
+                    # Not run: sent again once the script is back (its limit still runs).
+                    forgotten.append(call)
                     continue
-                if call.script is not None and isinstance(replies[0], redis_errors.NoScriptError):
-                    # This server has not seen the script: the direct call loads it (EVAL).
-                    await self._settle(future, call.script, call.keys, call.args)
+                if call.limit is not None:
+                    timed.discard(call)
+                if future.done():
                     continue
                 try:
                     future.set_result(call.result(replies))
                 except Exception as exc:
                     future.set_exception(exc)
+            if forgotten:
+                await self._resend(forgotten, loads)
         except BaseException as exc:
             # Nobody may wait forever: whatever broke the batch is every unsettled caller's.
             for call in batch:
@@ -305,23 +390,68 @@ class AutoPipeline:
             self._in_flight -= 1
             self._schedule()
 
+    async def _resend(self, calls: list[_Call], loads: int) -> None:
+        """Queue ``calls`` again, first in line, once the scripts they met NOSCRIPT for are
+        loaded: one ``SCRIPT LOAD`` for the whole storm, then ``EVALSHA`` in batches as
+        usual. A call that meets NOSCRIPT a second time sends the script's source."""
+        scripts = {
+            call.script.sha: call.script
+            for call in calls
+            if call.script is not None and not call.reloaded
+        }
+        for script in scripts.values():
+            await self._reload(script, loads)
+        for call in calls:
+            if call.reloaded:
+                call.send_source()
+            call.reloaded = True
+        self._pending[:0] = calls
+
     async def _direct(self, call: _Call, time_limit: float | None) -> Any:
         """A lone call: the same exchange as a batch of one, bounded by ``time_limit``."""
+        script = call.script
         try:
+            loads = self._loads
             replies = await self._exchange_retried(call.commands, time_limit)
+            if script is not None and isinstance(replies[0], redis_errors.NoScriptError):
+                # The server does not know the script (yet, or any more): load it once for
+                # every caller that met the same, then send the call again by SHA.
+                await self._reload(script, loads, time_limit)
+                replies = await self._exchange_retried(call.commands, time_limit)
+                if isinstance(replies[0], redis_errors.NoScriptError):  # flushed again
+                    call.send_source()
+                    replies = await self._exchange_retried(call.commands, time_limit)
         except LOST_ERRORS as exc:
             raise connection_lost(call.what, exc) from exc
-        script = call.script
-        if script is not None and isinstance(replies[0], redis_errors.NoScriptError):
-            # The server does not know the script yet: the Script call loads it with EVAL.
-            if time_limit is None:
-                return await script(self.client, call.keys, call.args)
-            try:
-                async with asyncio.timeout(time_limit):
-                    return await script(self.client, call.keys, call.args)
-            except TimeoutError as exc:
-                raise connection_lost(call.what, exc) from exc
         return call.result(replies)
+
+    async def _reload(self, script: Script, loads: int, time_limit: float | None = None) -> None:
+        """Make sure the server knows ``script`` after NOSCRIPT answered an exchange sent
+        when ``loads`` loads were done: one ``SCRIPT LOAD`` however many calls ask at once."""
+        if self._loaded.get(script.sha, -1) > loads:
+            return  # loaded since that exchange was sent
+        task = self._loading.get(script.sha)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(script, time_limit))
+            self._loading[script.sha] = task
+            task.add_done_callback(self._loaded_one)
+        # Shielded: a caller that gives up does not take the load from the others.
+        await asyncio.shield(task)
+
+    async def _load(self, script: Script, time_limit: float | None) -> None:
+        self.script_loads += 1
+        (reply,) = await self._exchange_retried([("SCRIPT", "LOAD", script.source)], time_limit)
+        if isinstance(reply, redis_errors.ResponseError):
+            raise ScriptError(f"script {script.name} could not be loaded: {reply}")
+        self._loads += 1
+        self._loaded[script.sha] = self._loads
+
+    def _loaded_one(self, task: asyncio.Task[None]) -> None:
+        for sha, loading in list(self._loading.items()):
+            if loading is task:
+                del self._loading[sha]
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters got it, or none was left to
 
     async def _exchange_retried(
         self, commands: list[Command], time_limit: float | None = None
@@ -343,17 +473,42 @@ class AutoPipeline:
 
         Leaner than redis-py's pipeline: one timer for the whole exchange instead of one per
         reply, no per-command bookkeeping, and a connection kept from one exchange to the
-        next instead of a pool checkout each time. A failure midway drops the connection
-        (its unread replies would poison the next user).
+        next instead of a pool checkout each time. The bound (the command timeout, or a lone
+        call's time limit) starts when the bytes are written and measures the server's
+        silence; a new connection's set-up is bounded on its own. A failure midway drops the
+        connection (its unread replies would poison the next user).
         """
-        conn = await self._checkout()
-        self.round_trips += 1
-        bound = conn.socket_timeout
-        if time_limit is not None and (bound is None or time_limit < bound):
+        loop = asyncio.get_running_loop()
+        bound = self._command_timeout
+        if time_limit is not None and time_limit < bound:
             bound = time_limit
-        results: list[Any] = []
-        if bound is not None:
-            self._exchanges.add(conn, asyncio.get_running_loop().time() + bound)
+        exchange = _Exchange(bound)
+        exchanges = self._exchanges
+        conn = None
+        idle = self._idle
+        while idle:
+            kept = idle.pop()
+            if _sound(kept):
+                conn = kept
+                break
+            await self._discard(kept)
+        if conn is None:
+            # Held while the connection is set up: calls queued behind it wait for the server
+            # (its handshake) as much as for a reply.
+            exchange.since = loop.time()
+            exchange.connecting = True
+            exchanges.add(exchange, math.inf)
+            try:
+                conn = await self._connect(exchange, time_limit)
+            except BaseException:
+                exchanges.discard(exchange)
+                raise
+            exchange.connecting = False
+        exchange.conn = conn
+        exchange.since = now = loop.time()
+        exchanges.add(exchange, now + bound)
+        self.round_trips += 1
+        results = exchange.results
         try:
             # Packed command by command: redis-py's pack_commands re-joins the buffers. The
             # write bounds its own wait (socket timeout) when the socket buffer is full.
@@ -367,12 +522,10 @@ class AutoPipeline:
                 except redis_errors.ResponseError as exc:
                     results.append(exc)
         except BaseException as exc:
-            self._exchanges.discard(conn)
-            expired = conn in self._expired
-            self._expired.discard(conn)
+            exchanges.discard(exchange)
             await self._discard(conn)
-            if expired:
-                raise TimeoutError(f"no reply within {bound:g} s") from exc
+            if exchange.expired:
+                raise TimeoutError(f"the server was silent for {bound:g} s") from exc
             if isinstance(exc, redis_errors.ConnectionError) and results:
                 setattr(exc, _PARTIAL, True)  # some commands ran: a retry would repeat them
             if isinstance(exc, redis_errors.ConnectionError):
@@ -382,33 +535,95 @@ class AutoPipeline:
                 for other in idle:
                     await self._discard(other)
             raise
-        self._exchanges.discard(conn)
+        exchanges.discard(exchange)
+        self._heard_at = loop.time()
         if len(self._idle) < self._keep:
             self._idle.append(conn)
         else:
             await self.client.connection_pool.release(conn)
         return results
 
-    def _expire_exchange(self, conn: Any) -> None:
-        """``conn``'s exchange ran past its deadline: put an error in its stream, so that its
-        pending read raises; the exchange then drops the connection (its reply may still
-        come) and raises ``TimeoutError``. Not a ``TimeoutError`` in the stream: redis-py's
-        read turns that into a ``None`` reply when a read timeout was passed (``math.inf``).
-        """
-        self._expired.add(conn)
+    async def _connect(self, exchange: _Exchange, time_limit: float | None) -> Any:
+        """A connection from the pool for ``exchange``, which holds it while it is set up
+        (where the pool says which it is), so that the watchdog can see its handshake's
+        replies. Under a time limit, a checkout that may have to wait (for a free
+        connection, or a new one's handshake with a hung server) is bounded by it: without
+        that a hung server costs the connect and command timeouts first."""
+        pool: Any = self.client.connection_pool
+        checkout = getattr(pool, "checkout", None)
+
+        def watch(conn: Any) -> None:
+            exchange.conn = conn
+
+        async def take() -> Any:
+            if checkout is not None:
+                return await checkout(watch)
+            return await pool.get_connection()
+
+        if time_limit is None or _lends_at_once(pool):
+            return await take()
+        async with asyncio.timeout(time_limit):
+            return await take()
+
+    def _silent_since(self, now: float) -> float | None:
+        """Since when the server has owed an exchange an answer without a word, or None
+        when nothing is in flight (then any wait is the client's own). A reply that came
+        but was not read yet (the event loop busy elsewhere) is a word: looked for here, in
+        the reader's buffer and in the socket, only when a deadline is about to fail."""
+        checked, since = self._silence
+        if checked == now:
+            return since  # every deadline of one watchdog turn shares one look
+        since = None
+        held = self._timed.late > HELD_LOOP
+        for exchange in self._exchanges:
+            conn = exchange.conn
+            if exchange.connecting:
+                # A connection being opened: its handshake's steps are read by redis-py,
+                # unseen here. If the loop was held, they may have been held up by it: the
+                # benefit of the doubt; else only an unread reply is a sign of life.
+                if held or (getattr(conn, "_reader", None) is not None and _has_unread(conn)):
+                    exchange.since = now
+            elif _progressed(exchange):
+                exchange.since = self._heard_at = now
+            if since is None or exchange.since < since:
+                since = exchange.since
+        if since is not None and self._heard_at > since:
+            since = self._heard_at
+        self._silence = (now, since)
+        return since
+
+    def _expire_call(self, call: _Call, now: float) -> float | None:
+        """A timed call's deadline passed: fail it if the server has been silent for its
+        whole limit, else wait until it would have been."""
+        limit = call.limit
+        if limit is None or call.future is None or call.future.done():
+            return None  # settled, or cancelled by its caller: nothing left to watch
+        since = self._silent_since(now)
+        if since is None:
+            return now + limit  # nothing sent yet: the wait is the client's
+        if since + limit > now:
+            return since + limit
+        call.expire()
+        return None
+
+    def _expire_exchange(self, exchange: _Exchange, now: float) -> float | None:
+        """``exchange`` ran past its bound: if nothing came, put an error in its stream, so
+        that its pending read raises; the exchange then drops the connection (its reply may
+        still come) and raises ``TimeoutError``. Not a ``TimeoutError`` in the stream:
+        redis-py's read turns that into a ``None`` reply when a read timeout was passed
+        (``math.inf``). If something came, wait again: the server is answering."""
+        conn = exchange.conn
+        if conn is None:
+            return now + exchange.bound  # being set up: bounded by the set-up's own timeout
+        if _progressed(exchange):
+            exchange.since = self._heard_at = now
+        if exchange.since + exchange.bound > now:
+            return exchange.since + exchange.bound
+        exchange.expired = True
         reader = getattr(conn, "_reader", None)
         if reader is not None:
             reader.set_exception(_Expired("no reply within the time allowed"))
-
-    async def _checkout(self) -> Any:
-        """A kept connection that is still sound, else one from the pool."""
-        while self._idle:
-            conn = self._idle.pop()
-            if _sound(conn):
-                return conn
-            await self._discard(conn)
-        pool = self.client.connection_pool
-        return await pool.get_connection()  # type: ignore[no-untyped-call]
+        return None
 
     async def _discard(self, conn: Any) -> None:
         """Close ``conn`` and hand it back to the pool, which reconnects it when next used."""
@@ -428,21 +643,48 @@ class AutoPipeline:
         for conn in idle:
             await self.client.connection_pool.release(conn)
 
-    async def _settle(
-        self,
-        future: asyncio.Future[Any],
-        script: Script,
-        keys: Sequence[str],
-        args: Sequence[ScriptArg],
-    ) -> None:
-        try:
-            result = await script(self.client, keys, args)
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-        else:
-            if not future.done():
-                future.set_result(result)
+
+def _lends_at_once(pool: Any) -> bool:
+    """Would ``pool`` hand out a connected connection now, without waiting or connecting?"""
+    lends = getattr(pool, "lends_at_once", None)
+    return lends is not None and bool(lends())
+
+
+def _progressed(exchange: _Exchange) -> bool:
+    """Has the server said something to ``exchange`` since the watchdog last looked?"""
+    read = len(exchange.results)
+    if read != exchange.seen:
+        exchange.seen = read
+        return True
+    return _has_unread(exchange.conn)
+
+
+def _has_unread(conn: Any) -> bool:
+    """Bytes from the server that nobody has read yet: in the stream reader's buffer (the
+    event loop fed it, the reading task has not run since) or still in the socket (the
+    event loop has not looked since they came). A closed stream counts: its read fails at
+    once, on its own."""
+    reader = getattr(conn, "_reader", None)
+    if reader is None:
+        return False
+    if reader._buffer or reader.at_eof() or reader.exception() is not None:
+        return True
+    writer = getattr(conn, "_writer", None)
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return True  # closed under the read, which fails at once
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return False  # the watchdog must never fail: no sign of life, then
 
 
 def _sound(conn: Any) -> bool:

@@ -9,15 +9,21 @@ A call is one round trip: ``EVALSHA``. When the server answers ``NOSCRIPT`` (it 
 failed over, or ran ``SCRIPT FLUSH``; on a Cluster, the node that owns the keys has not seen the
 script yet) the call is re-sent once as ``EVAL``, which runs the script and caches it on that
 node, so the next call is an ``EVALSHA`` again. No separate ``SCRIPT LOAD`` round trip, and no
-node-by-node loading on a Cluster: each node learns a script the first time it needs it.
+node-by-node loading on a Cluster: each node learns a script the first time it needs it. Calls
+that meet ``NOSCRIPT`` while one of them is sending the source wait for it and retry by SHA,
+so a burst after a restart sends the source once, not once per call. (Through
+:class:`~redkit.pipelining.AutoPipeline`, which ``rk.run`` uses on standalone servers, the
+same storm costs one ``SCRIPT LOAD`` and the waiting calls travel in batches.)
 
 Every script starts with a comment naming its KEYS, ARGV and return value; a test checks it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any, TypeAlias
@@ -38,12 +44,20 @@ ScriptArg: TypeAlias = str | bytes | int | float
 class Script:
     """One Lua script, identified by the SHA1 of its source."""
 
-    __slots__ = ("_passed", "name", "sha", "source")
+    __slots__ = ("_passed", "_sending", "_sent", "name", "sha", "source")
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        # Per client, the EVAL under way after a NOSCRIPT, which other callers wait for
+        # (weak: a closed client leaves nothing behind; at most one entry per live client).
+        self._sending: weakref.WeakKeyDictionary[Any, asyncio.Future[None]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # How many such EVALs have ended: a NOSCRIPT for an EVALSHA sent before the last one
+        # ended is stale (the script is back), and needs no EVAL of its own.
+        self._sent = 0
         # The last tuple of keys that passed check_keys. A tuple cannot change, and holding
         # it keeps its id from being reused, so the same tuple again needs no second check:
         # primitives build their keys once and pass that tuple on every call.
@@ -75,17 +89,43 @@ class Script:
         key so that a Cluster knows where to run it.
         """
         self.check_keys(keys)
+        sent = self._sent
         # try/except rather than a context manager: this is every primitive's hot path.
         try:
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
-                # EVAL both runs the script and caches it on this node for the next EVALSHA.
-                return await client.eval(self.source, len(keys), *keys, *args)
+                return await self._after_noscript(client, keys, args, sent)
         except LOST_ERRORS as exc:
             raise connection_lost(f"script {self.name}", exc) from exc
         except redis_errors.ResponseError as exc:
             raise ScriptError(f"script {self.name} failed in the server: {exc}") from exc
+
+    async def _after_noscript(
+        self, client: AnyRedis, keys: Sequence[str], args: Sequence[ScriptArg], sent: int
+    ) -> Any:
+        """The server did not know the script when the ``EVALSHA`` sent after ``sent``
+        source sends ran: one caller per client sends the source (``EVAL`` both runs it and
+        caches it on that node for the next ``EVALSHA``); the callers that meet NOSCRIPT
+        meanwhile, or whose NOSCRIPT predates a send that has ended, retry by SHA."""
+        if self._sent == sent:
+            sending = self._sending.get(client)
+            if sending is None:
+                sending = asyncio.get_running_loop().create_future()
+                self._sending[client] = sending
+                try:
+                    return await client.eval(self.source, len(keys), *keys, *args)
+                finally:
+                    self._sent += 1
+                    if self._sending.get(client) is sending:
+                        del self._sending[client]
+                    sending.set_result(None)
+            await sending
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            # Flushed again, or (on a Cluster) another node's keys: send the source.
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 def check_header(name: str, source: str) -> None:

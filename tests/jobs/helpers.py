@@ -24,6 +24,7 @@ async def claim(q: Queue, n: int, worker: str = FAKE_WORKER, lease_ms: int = 30_
         q.seq_key,
         q.events_key,
         q.wake_key,
+        q.cancelled_key,
     ]
     args: list[str | int] = [
         q.job_prefix,

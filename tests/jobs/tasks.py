@@ -38,3 +38,14 @@ async def record(payload: dict[str, Any], job: Job) -> dict[str, Any]:
 
 
 functions = {"record": record}
+
+
+def every_second(rk: Any) -> list[Any]:
+    """``redkit worker ... --schedules jobs.tasks:every_second``: one schedule whose ticks
+    run ``record`` under ``$JOBS_TEST_PREFIX``, on ``$JOBS_TEST_QUEUE``."""
+    payload = {"prefix": os.environ["JOBS_TEST_PREFIX"]}
+    queue = os.environ.get("JOBS_TEST_QUEUE", "default")
+    return [rk.schedule("* * * * * *", "record", payload, queue=queue, name="every-second")]
+
+
+nightly = [{"cron": "0 3 * * *", "function": "record", "queue": "maintenance", "tz": "UTC"}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -166,3 +167,35 @@ def test_a_schedule_in_a_time_zone_is_named_apart_from_the_utc_one(rk: redkit.Re
     assert berlin.next_after(utc(2026, 1, 10)) == utc(2026, 1, 10, 2)
     with pytest.raises(redkit.InvalidInput, match="unknown time zone"):
         rk.schedule("0 3 * * *", "cleanup", tz="Nowhere/Else")
+
+
+@pytest.mark.cluster
+async def test_a_running_schedule_is_listed_and_the_registry_stays_bounded(
+    rk: redkit.Redkit,
+) -> None:
+    from redkit.jobs import list_schedules
+    from redkit.jobs.queue import SCRIPTS
+    from redkit.jobs.schedule import _registry_keys
+
+    nightly = rk.schedule("0 3 * * *", "cleanup", queue="maintenance", tz="Europe/Berlin")
+    await nightly.announce(await nightly.server_now())
+    (info,) = await list_schedules(rk)
+    assert (info.name, info.cron, info.tz, info.function, info.queue) == (
+        nightly.name,
+        "0 3 * * *",
+        "Europe/Berlin",
+        "cleanup",
+        "maintenance",
+    )
+    assert info.next_run is not None
+    assert info.next_run > info.seen
+    # Past the cap the least recently announced go; past the age, stale ones go.
+    keys = _registry_keys(rk)
+    for name in ("a", "b", "c"):
+        # Announcements in one millisecond tie (then the name decides which goes first).
+        await asyncio.sleep(0.002)
+        await rk.run(SCRIPTS["announce"], keys, [name, b"{}", 3_600_000, 2])
+    assert {s.name for s in await list_schedules(rk)} == {"b", "c"}
+    await asyncio.sleep(0.01)
+    assert await rk.run(SCRIPTS["announce"], keys, ["d", b"{}", 5, 10]) == 1
+    assert [s.name for s in await list_schedules(rk)] == ["d"]

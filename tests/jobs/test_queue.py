@@ -110,7 +110,7 @@ async def test_cancel_pending_jobs_and_retry_them(rk: redkit.Redkit) -> None:
     assert await q.cancel("c1") is JobState.CANCELLED  # nothing left to do
     assert await q.cancel("missing") is None
     stats = await q.stats()
-    assert (stats.waiting, stats.delayed, stats.failed) == (0, 0, 2)
+    assert (stats.waiting, stats.delayed, stats.failed, stats.cancelled) == (0, 0, 0, 2)
     assert await job.status() is JobState.CANCELLED
     with pytest.raises(redkit.JobFailed, match="cancelled"):
         await job.result(timeout=0)
@@ -119,6 +119,51 @@ async def test_cancel_pending_jobs_and_retry_them(rk: redkit.Redkit) -> None:
     assert await claim(q, 10) == ["c1"]
     with pytest.raises(redkit.InvalidInput, match="no job"):
         await q.retry("missing")
+
+
+@pytest.mark.cluster
+async def test_cancelled_jobs_are_listed_and_counted_apart_from_failed_ones(
+    rk: redkit.Redkit,
+) -> None:
+    q = rk.queue("apart")
+
+    def boom(payload: None) -> None:
+        raise RuntimeError("boom")
+
+    failed = await q.enqueue("boom", max_attempts=1)
+    cancelled = await q.enqueue("boom", delay=60)
+    assert await cancelled.cancel() is JobState.DELAYED
+    async with asyncio.timeout(10):
+        worker = Worker(rk, queues=[q], functions={"boom": boom})
+        task = asyncio.create_task(worker.run())
+        with pytest.raises(redkit.JobFailed, match="boom"):
+            await failed.result(timeout=10)
+        worker.stop()
+        await task
+    stats = await q.stats()
+    assert (stats.failed, stats.cancelled) == (1, 1)
+    assert stats.as_dict()["cancelled"] == 1
+    assert [j.id for j in await q.jobs("failed")] == [failed.id]
+    assert [j.id for j in await q.jobs("cancelled")] == [cancelled.id]
+    assert await q.retry(cancelled.id) is True
+    assert await q.jobs("cancelled") == []
+    assert (await q.stats()).cancelled == 0
+
+
+@pytest.mark.cluster
+async def test_cancelled_jobs_are_bounded_like_failed_ones(rk: redkit.Redkit) -> None:
+    q = rk.queue("bounded-cancel", keep_failed=3)
+    jobs = await q.enqueue_many([JobSpec("f", i) for i in range(5)])
+    for job in jobs:
+        await job.cancel()
+    kept = {j.id for j in await q.jobs("cancelled")}
+    assert len(kept) == 3
+    assert (await q.stats()).cancelled == 3
+    # The trimmed ones are gone with their hashes (jobs cancelled in one millisecond tie on
+    # their score, so which ones go is not fixed).
+    gone = [j.id for j in jobs if await q.get(j.id) is None]
+    assert len(gone) == 2
+    assert not kept & set(gone)
 
 
 @pytest.mark.cluster

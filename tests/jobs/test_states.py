@@ -38,6 +38,6 @@ def test_each_state_is_reached_and_the_terminal_ones_are_left_only_by_retry_or_t
     for t in TRANSITIONS:
         if t.source is not None and t.source.terminal:
             assert t.target in (JobState.WAITING, JobState.REMOVED)
-            assert t.script in ("retry", "complete", "fail")
+            assert t.script in ("retry", "complete", "fail", "cancel")
     assert JobState.WAITING.pending
     assert not JobState.ACTIVE.pending

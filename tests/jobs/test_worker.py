@@ -232,6 +232,9 @@ async def test_cancelling_an_active_job_stops_it_at_the_next_heartbeat(
         with pytest.raises(redkit.JobFailed, match="cancelled"):
             await job.result(timeout=2)
     assert await job.status() is JobState.CANCELLED
+    stats = await q.stats()
+    assert (stats.failed, stats.cancelled) == (0, 1)
+    assert [j.id for j in await q.jobs("cancelled")] == [job.id]
 
 
 @pytest.mark.cluster

@@ -78,3 +78,13 @@ async def test_tail_follows_a_pattern_live(rk: redkit.Redkit, redis_url: str) ->
 
 async def _subscribed(rk: redkit.Redkit) -> bool:
     return bool(await pubsub_clients(rk))
+
+
+async def test_publish_prints_json_with_json(rk: redkit.Redkit, redis_url: str) -> None:
+    where = ("--url", redis_url, "-n", rk.namespace)
+    published = await invoke("publish", "deployment:status", '{"a": 1}', "--json", *where)
+    assert published.exit_code == 0, published.output
+    data = json.loads(published.stdout)
+    assert data["channel"] == "deployment:status"
+    (event,) = await rk.notifications().history("deployment:status")
+    assert data["id"] == event.id

@@ -4,6 +4,6 @@
 :mod:`redkit.cache.middleware` (the only module here that needs Starlette).
 """
 
-from redkit.cache.core import Cache, CacheStats
+from redkit.cache.core import Cache, CacheStats, list_caches
 
-__all__ = ["Cache", "CacheStats"]
+__all__ = ["Cache", "CacheStats", "list_caches"]

@@ -348,6 +348,7 @@ class Cache:
         self._wait_chunk = max(0.05, rk.settings.command_timeout * 0.75)
         # Stats: one small hash per cache (bounded: five counters), fed in batches.
         self._stats_key = rk.keys.group("cache", "stats").key(name)
+        self._names_key = cache_names_key(rk)
         self._stats_interval = seconds(stats_interval, "stats_interval")
         self._pending: dict[str, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -544,6 +545,8 @@ class Cache:
                 pipe = self.rk.redis.pipeline(transaction=False)
                 for field, n in pending.items():
                     pipe.hincrby(self._stats_key, field, n)
+                # The registry `redkit cache list` reads (no SCAN), in the same round trip.
+                pipe.sadd(self._names_key, self.name)
                 await pipe.execute()
         except ConnectionLost:
             log.warning("cache stats not written: the server is unreachable")
@@ -863,3 +866,16 @@ def _tags_maker(
         return lambda args, kwargs: templates
     bind = _bind(fn)
     return lambda args, kwargs: [t.format(**bind(args, kwargs)) for t in templates]
+
+
+def cache_names_key(rk: Redkit) -> str:
+    """The set of the namespace's cache names that recorded stats (bounded by the number of
+    names an application uses, like the set of queue names)."""
+    return rk.keys.key("cache", "names")
+
+
+async def list_caches(rk: Redkit) -> list[str]:
+    """Names of the caches in this namespace that have recorded stats (sorted; no SCAN)."""
+    with translate_redis_errors("list caches"):
+        names = await rk.redis.smembers(cache_names_key(rk))
+    return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)

@@ -8,9 +8,11 @@ import typer
 
 from redkit._version import __version__
 from redkit.cli import cache, info, jobs, limits, locks, notify, server, sessions, up
+from redkit.cli.common import RedkitGroup
 
 app = typer.Typer(
     name="redkit",
+    cls=RedkitGroup,
     help="redkit: sessions, cache, rate limits, notifications, locks and jobs on Redis/Valkey.",
     no_args_is_help=True,
     add_completion=False,

@@ -15,8 +15,8 @@ from redkit.client import ServerInfo
 
 def info(
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = redkit.Settings.model_fields["data_dir"].default,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Server version, mode, memory and the number of keys in the namespace."""

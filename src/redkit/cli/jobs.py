@@ -1,13 +1,16 @@
-"""``redkit jobs stats | list STATE | show ID | retry ID | cancel ID`` and ``redkit worker``."""
+"""``redkit jobs stats | list STATE | show ID | retry ID | cancel ID | schedules`` and
+``redkit worker``."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Annotated, Any
 
 import orjson
@@ -17,27 +20,48 @@ from rich.table import Table
 import redkit
 from redkit.cli.common import (
     DataDirOption,
+    JsonOption,
     NamespaceOption,
     UrlOption,
     connected,
     console,
+    echo_json,
     err_console,
+    resolve_namespace,
     run,
 )
 from redkit.errors import InvalidInput
-from redkit.jobs import Job, JobState, QueueStats, Worker, list_queues
+from redkit.jobs import (
+    Job,
+    JobState,
+    QueueStats,
+    Schedule,
+    ScheduleInfo,
+    Worker,
+    find_job_queues,
+    list_queues,
+    list_schedules,
+)
 
 app = typer.Typer(
     name="jobs",
-    help="Inspect job queues; retry and cancel jobs.",
+    help="Inspect job queues and schedules; retry and cancel jobs.",
     no_args_is_help=True,
     add_completion=False,
 )
 
-_DATA_DIR = redkit.Settings.model_fields["data_dir"].default
-
-QueueOption = Annotated[str, typer.Option("--queue", "-q", help="Queue name.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+QueueOption = Annotated[str, typer.Option("--queue", "-q", metavar="NAME", help="Queue name.")]
+FindQueueOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queue",
+        "-q",
+        metavar="NAME",
+        help="The job's queue (default: found by its id among the namespace's queues).",
+        show_default=False,
+    ),
+]
+_STATES = ", ".join(s.value for s in JobState if s is not JobState.REMOVED)
 
 
 def _when(value: float | None) -> str:
@@ -68,22 +92,46 @@ def _job_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def _echo_json(value: Any) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+async def _queue_of(rk: redkit.Redkit, job_id: str, queue: str | None) -> str:
+    """The queue that holds ``job_id``: ``queue`` if given, else found by id (the job's
+    hash lives under its queue's key prefix, so each known queue is asked, in one round
+    trip). InvalidInput, saying what to do, if no queue or several hold it."""
+    if queue is not None:
+        return queue
+    found = await find_job_queues(rk, job_id)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        known = await list_queues(rk)
+        where = f"queues: {', '.join(known)}" if known else "it has no queue yet"
+        raise InvalidInput(
+            f"no job {job_id!r} on any queue of namespace {rk.namespace!r} ({where}); "
+            "it may have been trimmed after its retention"
+        )
+    raise InvalidInput(
+        f"job id {job_id!r} is on several queues ({', '.join(found)}): pass -q QUEUE"
+    )
 
 
 @app.command("stats")
 def stats(
     queue: Annotated[
         list[str] | None,
-        typer.Option("--queue", "-q", help="Queue name (repeat; default: every queue)."),
+        typer.Option(
+            "--queue", "-q", metavar="NAME", help="Queue name (repeat; default: every queue)."
+        ),
     ] = None,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Jobs by state, per queue."""
+    """Jobs by state, per queue (delayed includes retrying jobs)."""
 
     async def fetch(rk: redkit.Redkit) -> list[QueueStats]:
         names = queue or await list_queues(rk)
@@ -91,14 +139,15 @@ def stats(
 
     found = connected(url, namespace, data_dir, fetch)
     if as_json:
-        _echo_json([s.as_dict() for s in found])
+        echo_json([s.as_dict() for s in found])
         return
+    where = resolve_namespace(namespace)
     if not found:
-        console.print(f"no job queue in namespace {namespace!r} yet")
+        console.print(f"no job queue in namespace {where!r} yet")
         return
-    table = Table(title=f"job queues in {namespace!r}", title_justify="left")
-    columns = ("queue", "waiting", "delayed", "active", "completed", "failed", "paused")
-    for column in columns:
+    table = Table(title=f"job queues in {where!r}", title_justify="left")
+    columns = ("queue", "waiting", "delayed", "active", "completed", "failed", "cancelled")
+    for column in (*columns, "paused"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for s in found:
         table.add_row(
@@ -108,23 +157,62 @@ def stats(
             str(s.active),
             str(s.completed),
             str(s.failed),
+            str(s.cancelled),
             "yes" if s.paused else "",
         )
     console.print(table)
 
 
+def _jobs_table(state: str, queue: str, found: list[Job], width: int) -> Table:
+    """The jobs of one state, fitted to ``width`` columns: the id is never cut (it is what
+    the other commands take); narrower terminals drop the columns that matter least for
+    this state, and long text folds onto more lines instead of ending in an ellipsis."""
+    columns: list[str] = ["id", "function"]
+    if state == JobState.DELAYED:  # the delayed set holds retrying jobs too
+        columns.append("state")
+    if state == JobState.WAITING:
+        columns.append("priority")
+    columns.append("attempts")
+    if width >= 100:
+        columns.append("created" if state in (JobState.WAITING, JobState.DELAYED) else "finished")
+    if state in (JobState.FAILED, JobState.CANCELLED, JobState.DELAYED):
+        columns.append("error")
+    table = Table(title=f"{state} jobs on {queue!r}", title_justify="left")
+    for column in columns:
+        table.add_column(
+            column,
+            no_wrap=column in ("id", "attempts", "priority", "created", "finished"),
+            overflow="fold",
+            min_width=len(column),
+            justify="right" if column in ("priority", "attempts") else "left",
+        )
+    for job in found:
+        cells = {
+            "id": job.id,
+            "function": job.function,
+            "state": job.state.value,
+            "priority": str(job.priority),
+            "attempts": f"{job.attempts}/{job.max_attempts}",
+            "created": _when(job.created_at),
+            "finished": _when(job.finished_at),
+            "error": (job.error or "")[:200],
+        }
+        table.add_row(*(cells[c] for c in columns))
+    return table
+
+
 @app.command("list")
 def list_(
-    state: Annotated[str, typer.Argument(help="waiting, delayed, active, completed or failed.")],
+    state: Annotated[str, typer.Argument(metavar="STATE", help=f"One of: {_STATES}.")],
     queue: QueueOption = "default",
-    offset: Annotated[int, typer.Option(help="Skip this many.")] = 0,
-    limit: Annotated[int, typer.Option(help="Show at most this many (1-1000).")] = 50,
+    offset: Annotated[int, typer.Option(metavar="N", help="Skip this many.")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="Show at most this many (1-1000).")] = 50,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Jobs in one state (failed ones newest first)."""
+    """Jobs in one state (finished ones newest first)."""
 
     async def fetch(rk: redkit.Redkit) -> list[Job]:
         newest = state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -132,49 +220,35 @@ def list_(
 
     found = connected(url, namespace, data_dir, fetch)
     if as_json:
-        _echo_json([_job_dict(j) for j in found])
+        echo_json([_job_dict(j) for j in found])
         return
     if not found:
         console.print(f"no {state} job on queue {queue!r}")
         return
-    table = Table(title=f"{state} jobs on {queue!r}", title_justify="left")
-    table.add_column("id", no_wrap=True)
-    for column in ("function", "state", "priority", "attempts", "created", "error"):
-        table.add_column(column, justify="right" if column in ("priority", "attempts") else "left")
-    for job in found:
-        table.add_row(
-            job.id,
-            job.function,
-            job.state.value,
-            str(job.priority),
-            f"{job.attempts}/{job.max_attempts}",
-            _when(job.created_at),
-            (job.error or "")[:60],
-        )
-    console.print(table)
+    console.print(_jobs_table(state, queue, found, console.width))
 
 
 @app.command("show")
 def show(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
-    queue: QueueOption = "default",
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    queue: FindQueueOption = None,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Everything about one job, its error and traceback included."""
 
-    async def fetch(rk: redkit.Redkit) -> Job | None:
-        return await rk.queue(queue).get(job_id)
+    async def fetch(rk: redkit.Redkit) -> tuple[str, Job | None]:
+        name = await _queue_of(rk, job_id, queue)
+        return name, await rk.queue(name).get(job_id)
 
-    job = connected(url, namespace, data_dir, fetch)
+    name, job = connected(url, namespace, data_dir, fetch)
     if job is None:
-        err_console.print(f"[red]error:[/red] no job {job_id!r} on queue {queue!r}")
-        raise typer.Exit(1)
+        raise _fail(f"no job {job_id!r} on queue {name!r}")
     data = _job_dict(job)
     if as_json:
-        _echo_json(data)
+        echo_json(data)
         return
     table = Table(title=f"job {job_id}", title_justify="left", show_header=False)
     table.add_column("field")
@@ -192,52 +266,95 @@ def show(
 
 @app.command("retry")
 def retry(
-    job_id: Annotated[str, typer.Argument(help="The failed or cancelled job's id.")],
-    queue: QueueOption = "default",
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The failed or cancelled job's id.")],
+    queue: FindQueueOption = None,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Queue a failed (or cancelled) job again, its attempts back to zero."""
 
-    async def go(rk: redkit.Redkit) -> bool:
-        return await rk.queue(queue).retry(job_id)
+    async def go(rk: redkit.Redkit) -> tuple[str, bool, JobState | None]:
+        name = await _queue_of(rk, job_id, queue)
+        q = rk.queue(name)
+        moved = await q.retry(job_id)
+        job = None if moved else await q.get(job_id)
+        return name, moved, None if job is None else job.state
 
-    if connected(url, namespace, data_dir, go):
-        console.print(f"job {job_id} is waiting again")
-    else:
-        err_console.print(f"[red]error:[/red] job {job_id} is not failed or cancelled")
-        raise typer.Exit(1)
+    name, moved, state = connected(url, namespace, data_dir, go)
+    if as_json:
+        echo_json({"id": job_id, "queue": name, "retried": moved, "state": state})
+    elif moved:
+        console.print(f"job {job_id} on queue {name!r} is waiting again")
+    if not moved:
+        now = f" (it is {state.value})" if state is not None else ""
+        raise _fail(f"job {job_id} on queue {name!r} is not failed or cancelled{now}")
 
 
 @app.command("cancel")
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
-    queue: QueueOption = "default",
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    queue: FindQueueOption = None,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel a pending job now, or an active one at its worker's next heartbeat."""
 
-    async def go(rk: redkit.Redkit) -> JobState | None:
-        return await rk.queue(queue).cancel(job_id)
+    async def go(rk: redkit.Redkit) -> tuple[str, JobState | None]:
+        name = await _queue_of(rk, job_id, queue)
+        return name, await rk.queue(name).cancel(job_id)
 
-    before = connected(url, namespace, data_dir, go)
+    name, before = connected(url, namespace, data_dir, go)
     if before is None:
-        err_console.print(f"[red]error:[/red] no job {job_id!r} on queue {queue!r}")
-        raise typer.Exit(1)
+        raise _fail(f"no job {job_id!r} on queue {name!r}")
     if before is JobState.ACTIVE:
-        console.print(f"job {job_id} is running: its worker stops it at its next heartbeat")
+        outcome, text = "requested", "is running: its worker stops it at its next heartbeat"
     elif before.pending:
-        console.print(f"job {job_id} cancelled (it was {before.value})")
+        outcome, text = "cancelled", f"cancelled (it was {before.value})"
     else:
-        console.print(f"job {job_id} had already finished ({before.value}); nothing to cancel")
+        outcome, text = "finished", f"had already finished ({before.value}); nothing to cancel"
+    if as_json:
+        echo_json({"id": job_id, "queue": name, "before": before.value, "outcome": outcome})
+    else:
+        console.print(f"job {job_id} on queue {name!r} {text}")
 
 
-def load_functions(target: str) -> dict[str, Callable[..., Any]]:
-    """``module:attribute`` (default attribute ``functions``): a mapping of name -> function,
-    or a list of functions (named by ``__name__``). The current directory is importable."""
+@app.command("schedules")
+def schedules(
+    url: UrlOption = None,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cron schedules that a running worker (or schedule.run()) announced lately."""
+
+    async def fetch(rk: redkit.Redkit) -> list[ScheduleInfo]:
+        return await list_schedules(rk)
+
+    found = connected(url, namespace, data_dir, fetch)
+    if as_json:
+        echo_json([s.as_dict() for s in found])
+        return
+    where = resolve_namespace(namespace)
+    if not found:
+        console.print(
+            f"no schedule runs in namespace {where!r}: schedules run inside a worker "
+            "(redkit worker ... --schedules module:attr, or rk.worker(..., schedules=[...])) "
+            "or with await schedule.run()"
+        )
+        return
+    table = Table(title=f"schedules in {where!r}", title_justify="left")
+    for column in ("name", "cron", "tz", "function", "queue", "next run (UTC)", "runner"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(s.name, s.cron, s.tz, s.function, s.queue, _when(s.next_run), s.runner)
+    console.print(table)
+
+
+def _import(target: str, default: str) -> tuple[ModuleType, str]:
     module_name, _, attribute = target.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -245,11 +362,19 @@ def load_functions(target: str) -> dict[str, Callable[..., Any]]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInput(f"cannot import {module_name!r} (from {target!r}): {exc}") from exc
+    return module, attribute or default
+
+
+def load_functions(target: str) -> dict[str, Callable[..., Any]]:
+    """``module:attribute`` (default attribute ``functions``): a mapping of name -> function,
+    or a list of functions (named by ``__name__``). The current directory is importable."""
+    module, attribute = _import(target, "functions")
+    module_name = module.__name__
     try:
-        value = getattr(module, attribute or "functions")
+        value = getattr(module, attribute)
     except AttributeError:
         raise InvalidInput(
-            f"module {module_name!r} has no {attribute or 'functions'!r}; point the worker at "
+            f"module {module_name!r} has no {attribute!r}; point the worker at "
             "a dict of name -> function, e.g. myapp.tasks:functions"
         ) from None
     if isinstance(value, Mapping):
@@ -259,31 +384,106 @@ def load_functions(target: str) -> dict[str, Callable[..., Any]]:
     raise InvalidInput(f"{target} must be a dict of name -> function or a list of functions")
 
 
+_SCHEDULES_HELP = (
+    "a list of schedules as mappings of rk.schedule's arguments, e.g. "
+    '[{"cron": "0 3 * * *", "function": "cleanup", "queue": "maintenance"}], or a function '
+    "that takes the connected Redkit and returns Schedules (rk.schedule(...))"
+)
+
+
+async def load_schedules(target: str, rk: redkit.Redkit) -> list[Schedule]:
+    """``module:attribute`` (default attribute ``schedules``): a list of mappings of
+    :meth:`Redkit.schedule <redkit.Redkit.schedule>`'s arguments (``cron``, ``function``,
+    ``payload``, ``queue``, ``name``, ``tz``, ``priority``, ...), or a function (plain or
+    async) that takes the connected ``rk`` and returns :class:`~redkit.jobs.Schedule`
+    objects. A module cannot hold Schedules themselves: a Schedule needs the connection,
+    which exists only once the worker runs."""
+    module, attribute = _import(target, "schedules")
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise InvalidInput(
+            f"module {module.__name__!r} has no {attribute!r}; point --schedules at "
+            + _SCHEDULES_HELP
+        ) from None
+    if callable(value):
+        made = value(rk)
+        if inspect.isawaitable(made):
+            made = await made
+        items: Iterable[Any] = made
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise InvalidInput(f"{target} must be {_SCHEDULES_HELP}")
+    out: list[Schedule] = []
+    for item in items:
+        if isinstance(item, Schedule):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            options = dict(item)
+            try:
+                cron, function = options.pop("cron"), options.pop("function")
+            except KeyError as exc:
+                raise InvalidInput(f"a schedule in {target} has no {exc.args[0]!r}") from None
+            try:
+                out.append(rk.schedule(cron, function, options.pop("payload", None), **options))
+            except TypeError as exc:
+                raise InvalidInput(f"bad schedule {item!r} in {target}: {exc}") from None
+        else:
+            raise InvalidInput(f"{target} holds {item!r}: it must be {_SCHEDULES_HELP}")
+    return out
+
+
 def worker_command(
     target: Annotated[
-        str, typer.Argument(help="module:attribute naming a dict of name -> job function.")
+        str,
+        typer.Argument(
+            metavar="MODULE:ATTR", help="module:attribute naming a dict of name -> job function."
+        ),
     ],
     queue: Annotated[
         list[str] | None,
-        typer.Option("--queue", "-q", help="Queue to serve (repeat, in priority order)."),
+        typer.Option(
+            "--queue", "-q", metavar="NAME", help="Queue to serve (repeat, in priority order)."
+        ),
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Jobs at once.")] = 10,
-    lease: Annotated[float, typer.Option(help="Seconds a job stays leased per heartbeat.")] = 30,
-    grace: Annotated[float, typer.Option(help="Seconds running jobs get on shutdown.")] = 30,
+    schedules: Annotated[
+        str | None,
+        typer.Option(
+            "--schedules",
+            "-s",
+            metavar="MODULE:ATTR",
+            help="Also run these cron schedules (each tick enqueued once, however many "
+            "workers run them): module:attribute naming a list of rk.schedule() argument "
+            "dicts, or a function of rk returning Schedules.",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", metavar="N", help="Jobs at once.")
+    ] = 10,
+    lease: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds a job stays leased per heartbeat.")
+    ] = 30,
+    grace: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds running jobs get on shutdown.")
+    ] = 30,
     keep_completed: Annotated[
-        int, typer.Option(help="Completed jobs kept per queue (results readable).")
+        int, typer.Option(metavar="N", help="Completed jobs kept per queue (results readable).")
     ] = 1000,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Run jobs until SIGTERM/SIGINT, then finish (or hand back) the running ones."""
+    """Run jobs (and, with --schedules, cron schedules) until SIGTERM/SIGINT, then finish
+    (or hand back) the running ones."""
     names = queue or ["default"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def main() -> None:
         functions = load_functions(target)
         async with redkit.connect(url, namespace, data_dir=data_dir) as rk:
+            crons = await load_schedules(schedules, rk) if schedules else []
             queues = [rk.queue(name, keep_completed=keep_completed) for name in names]
             worker = Worker(
                 rk,
@@ -292,18 +492,29 @@ def worker_command(
                 concurrency=concurrency,
                 lease=lease,
                 grace=grace,
+                schedules=crons,
             )
             err_console.print(
-                f"worker {worker.id[:8]} on {rk.url} namespace {namespace!r}: queues "
+                f"worker {worker.id[:8]} on {rk.url} namespace {rk.namespace!r}: queues "
                 f"{', '.join(names)}; functions {', '.join(sorted(functions))}; "
                 f"concurrency {concurrency}",
                 highlight=False,
             )
+            for cron in crons:
+                served = cron.queue.name in names
+                err_console.print(
+                    f"schedule {cron.name!r}: {cron.cron.text} ({cron.tz}) -> "
+                    f"{cron.function} on queue {cron.queue.name!r}"
+                    + ("" if served else " [yellow](a queue this worker does not serve)[/]"),
+                    highlight=False,
+                )
             await worker.run()
             s = worker.stats
+            enqueued = sum(c.enqueued for c in crons)
             err_console.print(
                 f"worker {worker.id[:8]} stopped: {s.completed} completed, {s.failed} failed "
-                f"attempts, {s.lost} lost leases",
+                f"attempts, {s.lost} lost leases"
+                + (f", {enqueued} scheduled ticks enqueued" if crons else ""),
                 highlight=False,
             )
 

@@ -16,6 +16,7 @@ from redkit.cli.common import (
     connected,
     console,
     err_console,
+    resolve_namespace,
 )
 from redkit.locks import LockInfo, force_release, list_locks
 
@@ -26,14 +27,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_DATA_DIR = redkit.Settings.model_fields["data_dir"].default
-
 
 @app.command("list")
 def list_(
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Held locks, read-write locks and semaphores of the namespace (walks it with SCAN: an
@@ -48,9 +47,9 @@ def list_(
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     if not found:
-        console.print(f"no lock or semaphore is held in namespace {namespace!r}")
+        console.print(f"no lock or semaphore is held in namespace {resolve_namespace(namespace)!r}")
         return
-    table = Table(title=f"locks in {namespace!r}", title_justify="left")
+    table = Table(title=f"locks in {resolve_namespace(namespace)!r}", title_justify="left")
     for column in ("kind", "name", "holders", "expires in", "fencing token", "waiters"):
         table.add_column(column, justify="left" if column in ("kind", "name") else "right")
     for info in found:
@@ -72,8 +71,8 @@ def release(
         bool, typer.Option("--force", help="Required: the holder may still be running.")
     ] = False,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Free a lock (rk.lock) whoever holds it; its first waiter takes it at once.
 

@@ -15,6 +15,7 @@ from redkit.cli.common import (
     connected,
     console,
     err_console,
+    resolve_namespace,
 )
 from redkit.notify import Event
 from redkit.notify.events import has_glob
@@ -26,7 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_DATA_DIR = redkit.Settings.model_fields["data_dir"].default
 
 HistoryOption = Annotated[
     int, typer.Option("--history", help="Events kept per channel (as the app's bus keeps).")
@@ -49,8 +49,11 @@ def publish(
     data: Annotated[str, typer.Argument(help="The event's data as JSON, e.g. '{\"a\": 1}'.")],
     history: HistoryOption = 100,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"id", "channel"} as JSON.')
+    ] = False,
 ) -> None:
     """Publish one event (JSON data); prints its event id."""
     try:
@@ -62,7 +65,11 @@ def publish(
     async def send(rk: redkit.Redkit) -> str:
         return await rk.notifications(history=history).publish(channel, value)
 
-    typer.echo(connected(url, namespace, data_dir, send))
+    event_id = connected(url, namespace, data_dir, send)
+    if as_json:
+        typer.echo(orjson.dumps({"id": event_id, "channel": channel}).decode())
+    else:
+        typer.echo(event_id)
 
 
 @app.command("history")
@@ -74,8 +81,8 @@ def history(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """The channel's kept events, oldest first."""
 
@@ -84,7 +91,9 @@ def history(
 
     events = connected(url, namespace, data_dir, fetch)
     if not events and not as_json:
-        console.print(f"no events kept for channel {channel!r} in namespace {namespace!r}")
+        console.print(
+            f"no events kept for channel {channel!r} in namespace {resolve_namespace(namespace)!r}"
+        )
     for event in events:
         typer.echo(_line(event, as_json))
 
@@ -103,8 +112,8 @@ def tail(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = _DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Print events as they are published, like ``tail -f`` (Ctrl-C to stop).
 
@@ -124,7 +133,7 @@ def tail(
         )
         seen = 0
         async with sub:
-            err_console.print(f"following {pattern!r} in namespace {namespace!r}")
+            err_console.print(f"following {pattern!r} in namespace {rk.namespace!r}")
             async for event in sub:
                 typer.echo(_line(event, as_json))
                 seen += event.type == "event"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -11,16 +14,51 @@ import typer
 from rich.panel import Panel
 
 from redkit._version import __version__
-from redkit.cli.common import DataDirOption, console, err_console
-from redkit.embedded import EmbeddedValkey
+from redkit.cli.common import DataDirOption, console, err_console, resolve_data_dir
+from redkit.embedded import EmbeddedValkey, StopReport
 from redkit.errors import EmbeddedServerError
-from redkit.settings import Settings
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set the event instead of killing the process; the old handlers come
+    back on exit. Installed before anything is printed: a script that reads the URL line and
+    sends SIGINT at once must get the orderly stop, not a KeyboardInterrupt (exit 130)."""
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield done
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _describe_stop(data_dir: Path, report: StopReport | None) -> str:
+    if report is None:
+        return f"no embedded server runs in {data_dir}"
+    text = (
+        f"stopped the embedded server of {report.data_dir} (pid {report.pid}, port {report.port})"
+    )
+    if not report.users:
+        return text + "; no process was using it"
+    pids = ", ".join(str(pid) for pid in report.users)
+    return (
+        f"{text}; {len(report.users)} process(es) were still using it (pid {pids}; "
+        f"{report.clients} client connections in all). They follow the directory's server: "
+        "their next call starts it again (or finds the one another process started), on a "
+        "new port; stop them too to keep it down"
+    )
 
 
 def server(
-    data_dir: DataDirOption = Settings.model_fields["data_dir"].default,
+    data_dir: DataDirOption = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port for a new server (default: a free one).")
+        int | None,
+        typer.Option("--port", metavar="N", help="Port for a new server (default: a free one)."),
     ] = None,
     stop: Annotated[
         bool, typer.Option("--stop", help="Stop the data directory's server, whoever runs it.")
@@ -31,16 +69,25 @@ def server(
     If the data directory's server is already running (started by another redkit process),
     this shares it instead of starting a second one.
     """
+    directory = resolve_data_dir(data_dir)
     if stop:
-        stopped = EmbeddedValkey.stop_directory(data_dir)
-        console.print("stopped" if stopped else f"no embedded server runs in {data_dir}")
+        console.print(_describe_stop(directory, EmbeddedValkey.stop_directory(directory)))
         return
-    try:
-        handle = EmbeddedValkey.acquire(data_dir, port=port)
-    except EmbeddedServerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    with _stop_on_signals() as done:
+        try:
+            handle = EmbeddedValkey.acquire(directory, port=port)
+        except EmbeddedServerError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        try:
+            outcome = _serve(handle, done)
+        finally:
+            handle.release()
+        console.print(outcome)
 
+
+def _serve(handle: EmbeddedValkey, done: threading.Event) -> str:
+    """Wait for a signal or the server's end; return the line to print once released."""
     how = (
         f"started in {handle.start_seconds * 1000:.0f} ms"
         if handle.started_here
@@ -59,20 +106,20 @@ def server(
     )
     # The URL alone on the last line, for scripts that read it.
     typer.echo(handle.url)
-
-    done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not done.wait(0.5):
-            if handle.process is not None and not handle.process.running():
-                err_console.print("[red]error:[/red] the server exited; its log ends with:")
-                err_console.print(handle.process.log_tail(), highlight=False)
-                raise typer.Exit(1)
-    finally:
-        handle.release()
-        console.print("stopped" if handle.started_here else "released")
+    while not done.wait(0.5):
+        exit_code = handle.exit_code()
+        if exit_code is None:
+            continue
+        if exit_code == 0:
+            # SHUTDOWN (`redkit server --stop`, another client) or SIGTERM: an orderly stop
+            # that someone asked for, not a failure of this command.
+            return (
+                f"the server (pid {handle.pid}) was shut down from outside (redkit server "
+                "--stop, SHUTDOWN or SIGTERM); its data stays in the data directory"
+            )
+        err_console.print(
+            f"[red]error:[/red] the server exited with code {exit_code}; its log ends with:"
+        )
+        err_console.print(handle.log_tail(), highlight=False)
+        raise typer.Exit(1)
+    return "stopped" if handle.started_here else "released"

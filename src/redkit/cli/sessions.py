@@ -21,7 +21,6 @@ app = typer.Typer(
 
 UserArgument = Annotated[str, typer.Argument(help="The user ID.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DATA_DIR = redkit.Settings.model_fields["data_dir"].default
 
 
 def _when(epoch: float) -> str:
@@ -32,8 +31,8 @@ def _when(epoch: float) -> str:
 def list_sessions(
     user: UserArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The live sessions of USER (ID prefix, IP, user agent, created, last seen, expires)."""
@@ -65,8 +64,8 @@ def list_sessions(
 def revoke_all(
     user: UserArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = DATA_DIR,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """End every session of USER (and drop their cached permissions), atomically."""

@@ -5,13 +5,15 @@
 - :class:`Job`: what was enqueued; ``await job.result(timeout=)`` waits without polling.
 - :class:`Worker` (``rk.worker(queues, functions, concurrency)``): batch claims, leases with
   heartbeats, timeouts, graceful shutdown on SIGTERM/SIGINT.
-- :class:`Schedule` (``rk.schedule(cron, function, payload)``): each tick enqueued once.
+- :class:`Schedule` (``rk.schedule(cron, function, payload)``): each tick enqueued once, by
+  whoever runs it (``rk.worker(..., schedules=[...])``, ``redkit worker --schedules``, or
+  ``await schedule.run()``); :func:`list_schedules` lists the running ones.
 - :class:`JobState` and :data:`~redkit.jobs.states.TRANSITIONS`: the states, in one place.
 """
 
 from redkit.jobs.cron import CronExpression
-from redkit.jobs.queue import Job, JobSpec, Queue, QueueStats, list_queues
-from redkit.jobs.schedule import Schedule
+from redkit.jobs.queue import Job, JobSpec, Queue, QueueStats, find_job_queues, list_queues
+from redkit.jobs.schedule import Schedule, ScheduleInfo, list_schedules
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, TRANSITIONS, JobState, Transition
 from redkit.jobs.worker import Worker
 
@@ -26,7 +28,10 @@ __all__ = [
     "Queue",
     "QueueStats",
     "Schedule",
+    "ScheduleInfo",
     "Transition",
     "Worker",
+    "find_job_queues",
     "list_queues",
+    "list_schedules",
 ]

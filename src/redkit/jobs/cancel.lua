@@ -1,12 +1,16 @@
 -- cancel: waiting | delayed | retrying -> cancelled; active -> (cancel requested)
--- (see redkit/jobs/states.py). A pending job is cancelled at once and kept in the failed set
--- (bounded like failed jobs). An active job is flagged: its worker learns at its next
--- heartbeat, stops the function, and the fail script records it as cancelled.
--- KEYS[1]: waiting   KEYS[2]: delayed   KEYS[3]: failed   KEYS[4]: events
+-- (see redkit/jobs/states.py). A pending job is cancelled at once and kept in the cancelled
+-- set, which is bounded like the failed set (count and age). An active job is flagged: its
+-- worker learns at its next heartbeat, stops the function, and the fail script records it as
+-- cancelled.
+-- KEYS[1]: waiting   KEYS[2]: delayed   KEYS[3]: cancelled   KEYS[4]: events
 -- ARGV[1]: job hash prefix   ARGV[2]: done-list prefix   ARGV[3]: job id
--- ARGV[4]: failed jobs' max age (ms)   ARGV[5]: events MAXLEN (0: none)
+-- ARGV[4]: cancelled jobs' max age (ms)   ARGV[5]: events MAXLEN (0: none)
+-- ARGV[6]: cancelled jobs to keep
 -- Returns: the job's state before the call ("active" means: cancel requested), or false if
 --   there is no such job. Completed, failed and cancelled jobs are left as they are.
+-- @include _trim
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, done_prefix, id = ARGV[1], ARGV[2], ARGV[3]
@@ -22,6 +26,7 @@ elseif state == 'waiting' or state == 'delayed' or state == 'retrying' then
   redis.call('HSET', jkey, 'state', 'cancelled', 'finished', now, 'error', 'cancelled')
   redis.call('PEXPIRE', jkey, tonumber(ARGV[4]))
   redis.call('ZADD', KEYS[3], now, id)
+  trim(KEYS[3], prefix, tonumber(ARGV[6]), tonumber(ARGV[4]), now)
   if tonumber(ARGV[5]) > 0 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', tonumber(ARGV[5]), '*', 'event', 'cancelled',
       'job', id)

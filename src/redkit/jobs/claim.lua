@@ -1,12 +1,14 @@
 -- claim: waiting -> active for up to N jobs, after two housekeeping transitions
 -- (see redkit/jobs/states.py): active jobs whose lease expired (their worker died or stalled)
--- go back to waiting with the attempt counted, or to failed when out of attempts; delayed and
+-- go back to waiting with the attempt counted, or to failed when out of attempts (cancelled,
+-- if a cancel was requested); delayed and
 -- retrying jobs that are due become waiting. Nothing is handed out while the queue is paused.
 -- KEYS[1]: waiting   KEYS[2]: delayed   KEYS[3]: active   KEYS[4]: failed
 -- KEYS[5]: paused flag   KEYS[6]: sequence counter   KEYS[7]: events   KEYS[8]: wake list
+-- KEYS[9]: cancelled
 -- ARGV[1]: job hash prefix   ARGV[2]: done-list prefix   ARGV[3]: worker id
 -- ARGV[4]: N (max jobs to claim)   ARGV[5]: lease (ms)   ARGV[6]: events MAXLEN (0: none)
--- ARGV[7]: failed jobs to keep   ARGV[8]: failed jobs' max age (ms)
+-- ARGV[7]: failed (and cancelled) jobs to keep, per set   ARGV[8]: their max age (ms)
 -- Returns: {ms until the next delayed job is due or a lease ends (-1: none), then per
 --   claimed job: id, function, payload, attempts (this one), max_attempts, timeout_ms}
 -- Order: priority (higher first), then FIFO, by the waiting set's score.
@@ -15,6 +17,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, done_prefix, worker = ARGV[1], ARGV[2], ARGV[3]
 local n, lease, maxlen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local keep_failed, failed_age = tonumber(ARGV[7]), tonumber(ARGV[8])
+
+-- @include _trim
 
 local function event(name, id)
   if maxlen > 0 then
@@ -29,7 +33,7 @@ local function to_waiting(id, jkey, prio)
 end
 
 -- 1. Expired leases (BullMQ's stalled-job check), at most 100 per call.
-local failed_any = false
+local failed_any, cancelled_any = false, false
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   local jkey = prefix .. id
@@ -43,8 +47,13 @@ for _, id in ipairs(expired) do
       redis.call('HSET', jkey, 'state', state, 'finished', now, 'error',
         'the lease expired: the worker died or stalled (attempt ' .. f[1] .. ' of ' .. f[2] .. ')')
       redis.call('PEXPIRE', jkey, failed_age)
-      redis.call('ZADD', KEYS[4], now, id)
-      failed_any = true
+      if state == 'cancelled' then
+        redis.call('ZADD', KEYS[9], now, id)
+        cancelled_any = true
+      else
+        redis.call('ZADD', KEYS[4], now, id)
+        failed_any = true
+      end
       event(state, id)
       if f[4] then
         local dkey = done_prefix .. id
@@ -58,20 +67,9 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if failed_any then
-  -- Bounded: keep the newest keep_failed, none older than failed_age.
-  local count = redis.call('ZCARD', KEYS[4])
-  if count > keep_failed then
-    local old = redis.call('ZRANGE', KEYS[4], 0, math.min(count - keep_failed, 1000) - 1)
-    for _, id in ipairs(old) do redis.call('DEL', prefix .. id) end
-    redis.call('ZREMRANGEBYRANK', KEYS[4], 0, #old - 1)
-  end
-  local aged = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - failed_age, 'LIMIT', 0, 100)
-  for _, id in ipairs(aged) do
-    redis.call('DEL', prefix .. id)
-    redis.call('ZREM', KEYS[4], id)
-  end
-end
+-- Bounded: each set keeps its newest keep_failed, none older than failed_age.
+if failed_any then trim(KEYS[4], prefix, keep_failed, failed_age, now) end
+if cancelled_any then trim(KEYS[9], prefix, keep_failed, failed_age, now) end
 
 -- 2. Delayed and retrying jobs that are due, at most 1000 per call.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)

@@ -1,5 +1,5 @@
 -- list: the jobs of one state set, a page at a time, read-only.
--- KEYS[1]: the state's sorted set (waiting, delayed, active, completed or failed)
+-- KEYS[1]: the state's sorted set (waiting, delayed, active, completed, failed or cancelled)
 -- ARGV[1]: job hash prefix   ARGV[2]: offset   ARGV[3]: limit   ARGV[4]: 1 newest first
 -- Returns: {total, then per job: id, its hash as a flat field/value array}
 local prefix, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -12,6 +12,7 @@ one Cluster slot; the scripts build the per-job key names from the prefix they a
     <ns>:{q:<name>}:paused       flag                                  durable queue state
     <ns>:{q:<name>}:completed    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:failed       zset  id -> finish time               bounded: count and age
+    <ns>:{q:<name>}:cancelled    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:events       stream of lifecycle events            bounded: MAXLEN ~
     <ns>:{q:<name>}:wake         list  wake-up tokens for idle workers bounded: 64 entries
     <ns>:{q:<name>}:done:<id>    list  wakes result() waiters          TTL 60 s
@@ -41,7 +42,7 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["Job", "JobSpec", "Queue", "QueueStats"]
+__all__ = ["Job", "JobSpec", "Queue", "QueueStats", "find_job_queues", "list_queues"]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -106,7 +107,7 @@ def _ms_to_s(value: Any) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Counts by state (``delayed`` includes retrying jobs, ``failed`` cancelled ones)."""
+    """Counts by state (``delayed`` includes retrying jobs)."""
 
     queue: str
     waiting: int
@@ -115,6 +116,7 @@ class QueueStats:
     completed: int
     failed: int
     paused: bool
+    cancelled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,7 @@ class QueueStats:
             "active": self.active,
             "completed": self.completed,
             "failed": self.failed,
+            "cancelled": self.cancelled,
             "paused": self.paused,
         }
 
@@ -305,7 +308,8 @@ class Queue:
     before attempt 2; it doubles each attempt, with +-20% jitter, up to ``max_backoff``),
     ``timeout`` (300 s per attempt; ``None``: none).
     Bounds: ``keep_completed`` jobs (1000) for at most ``completed_ttl`` (1 h);
-    ``keep_failed`` jobs (10000) for at most ``failed_ttl`` (7 days); ``events``: the
+    ``keep_failed`` jobs (10000) for at most ``failed_ttl`` (7 days), and as many cancelled
+    ones, kept apart; ``events``: the
     lifecycle stream's length (10000, ``0`` to write none). ``max_payload_bytes`` caps a
     payload (and a result) as JSON.
     """
@@ -349,6 +353,7 @@ class Queue:
         self.active_key = group.key("active")
         self.completed_key = group.key("completed")
         self.failed_key = group.key("failed")
+        self.cancelled_key = group.key("cancelled")
         self.paused_key = group.key("paused")
         self.seq_key = group.key("seq")
         self.events_key = group.key("events")
@@ -551,16 +556,17 @@ class Queue:
             self.completed_key,
             self.failed_key,
             self.paused_key,
+            self.cancelled_key,
         ]
-        w, d, a, c, f, p = await self.rk.run(SCRIPTS["stats"], keys)
-        return QueueStats(self.name, w, d, a, c, f, bool(p))
+        w, d, a, c, f, p, x = await self.rk.run(SCRIPTS["stats"], keys)
+        return QueueStats(self.name, w, d, a, c, f, bool(p), x)
 
     async def jobs(
         self, state: JobState | str, offset: int = 0, limit: int = 50, *, newest_first: bool = False
     ) -> list[Job]:
         """A page of the jobs in ``state`` (waiting in run order; the others by time).
 
-        ``delayed`` also lists retrying jobs, ``failed`` also cancelled ones.
+        ``delayed`` also lists retrying jobs (one set holds both: both wait for a time).
         """
         try:
             wanted = JobState(state)
@@ -580,7 +586,7 @@ class Queue:
             JobState.ACTIVE: self.active_key,
             JobState.COMPLETED: self.completed_key,
             JobState.FAILED: self.failed_key,
-            JobState.CANCELLED: self.failed_key,
+            JobState.CANCELLED: self.cancelled_key,
         }[wanted]
         reply = await self.rk.run(
             SCRIPTS["list"], [zset], [self.job_prefix, offset, limit, int(newest_first)]
@@ -656,13 +662,14 @@ class Queue:
         (the function is cancelled). Returns the state it was in (``None``: no such job);
         a finished job is left as it is."""
         check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
-        keys = [self.waiting_key, self.delayed_key, self.failed_key, self.events_key]
+        keys = [self.waiting_key, self.delayed_key, self.cancelled_key, self.events_key]
         args: list[str | int] = [
             self.job_prefix,
             self.done_prefix,
             job_id,
             self.failed_ttl_ms,
             self.events_maxlen,
+            self.keep_failed,
         ]
         before = await self.rk.run(SCRIPTS["cancel"], keys, args)
         return None if not before else _state(before)
@@ -674,7 +681,14 @@ class Queue:
         no such job.
         """
         check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
-        keys = [self.waiting_key, self.failed_key, self.seq_key, self.events_key, self.wake_key]
+        keys = [
+            self.waiting_key,
+            self.failed_key,
+            self.seq_key,
+            self.events_key,
+            self.wake_key,
+            self.cancelled_key,
+        ]
         before = await self.rk.run(
             SCRIPTS["retry"], keys, [self.job_prefix, job_id, self.events_maxlen]
         )
@@ -726,6 +740,24 @@ def _check_count(value: object, what: str) -> int:
 def _timeout_ms(value: float | timedelta | None) -> int:
     """A job timeout in ms; 0 means none."""
     return 0 if value is None else milliseconds(value, "job timeout")
+
+
+async def find_job_queues(rk: Redkit, job_id: str) -> list[str]:
+    """The queues (of :func:`list_queues`) that hold a job with this id, sorted.
+
+    A job's hash lives under its queue's hash tag, so the id alone does not name one key:
+    each known queue is asked for it, all in one pipeline (bounded by the queue count).
+    """
+    check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
+    names = await list_queues(rk)
+    if not names:
+        return []
+    with translate_redis_errors(f"find job {job_id}"):
+        pipe = rk.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(Queue(rk, name).job_key(job_id))
+        found = await pipe.execute()
+    return [name for name, hit in zip(names, found, strict=True) if hit]
 
 
 async def list_queues(rk: Redkit) -> list[str]:

@@ -11,6 +11,11 @@ enqueue script: the first ``SET NX`` of the once-name wins and the others are to
 exists. The once-name lives one day (bounded), longer than any realistic skew between
 schedulers, and unlike the job id it survives the job's own retention.
 
+Registry. A running scheduler announces its schedule about once a minute (name, cron, zone,
+function, queue, next tick) in ``<ns>:{jobs:schedules}:seen`` (zset) and ``:info`` (hash),
+so ``redkit jobs schedules`` lists them without a SCAN. Bounded: an entry not announced for
+:data:`ANNOUNCE_MAX_AGE` seconds is dropped, and at most :data:`MAX_ANNOUNCED` are kept.
+
 Clock. A scheduler sleeps until the next tick by the server's clock (``TIME``, read before
 each sleep), so schedulers on machines with skewed clocks agree. A tick that passes while no
 scheduler runs is skipped, not caught up.
@@ -21,19 +26,89 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from redkit.errors import RedkitError, translate_redis_errors
 from redkit.jobs.cron import CronExpression, time_zone
-from redkit.jobs.queue import _UNSET, Job, check_name
+from redkit.jobs.queue import _UNSET, SCRIPTS, Job, check_name
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["Schedule"]
+__all__ = ["Schedule", "ScheduleInfo", "list_schedules"]
 
 log = logging.getLogger("redkit.jobs")
+
+ANNOUNCE_MAX_AGE = 300.0
+"""Seconds after its last announcement that a schedule leaves the registry (a scheduler
+announces about once a minute while it runs)."""
+MAX_ANNOUNCED = 1000
+"""Schedules the registry keeps per namespace (the least recently announced go first)."""
+
+
+def _registry_keys(rk: Redkit) -> list[str]:
+    group = rk.keys.group("jobs", "schedules")
+    return [group.key("seen"), group.key("info")]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule some scheduler (a worker, or ``schedule.run()``) is running."""
+
+    name: str
+    cron: str
+    tz: str
+    function: str
+    queue: str
+    next_run: float | None
+    """The next tick (seconds since the epoch), as the scheduler last computed it."""
+    seen: float
+    """When a scheduler last announced it (seconds since the epoch, server clock)."""
+    runner: str
+    """``host:pid`` of the scheduler that announced it last."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "tz": self.tz,
+            "function": self.function,
+            "queue": self.queue,
+            "next_run": self.next_run,
+            "seen": self.seen,
+            "runner": self.runner,
+        }
+
+
+async def list_schedules(rk: Redkit, limit: int = MAX_ANNOUNCED) -> list[ScheduleInfo]:
+    """The schedules announced in this namespace within :data:`ANNOUNCE_MAX_AGE`, most
+    recently announced first (one round trip; no SCAN)."""
+    reply = await rk.run(
+        SCRIPTS["schedules"], _registry_keys(rk), [int(ANNOUNCE_MAX_AGE * 1000), limit]
+    )
+    out: list[ScheduleInfo] = []
+    for i in range(1, len(reply), 3):
+        name = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+        info: dict[str, Any] = orjson.loads(reply[i + 2])
+        out.append(
+            ScheduleInfo(
+                name=name,
+                cron=str(info.get("cron", "")),
+                tz=str(info.get("tz", "")),
+                function=str(info.get("function", "")),
+                queue=str(info.get("queue", "")),
+                next_run=info.get("next_run"),
+                seen=int(reply[i + 1]) / 1000,
+                runner=str(info.get("runner", "")),
+            )
+        )
+    return out
 
 
 class Schedule:
@@ -106,6 +181,22 @@ class Schedule:
             self.enqueued += 1
         return job
 
+    async def announce(self, now: datetime) -> None:
+        """Tell the registry that this schedule runs (``redkit jobs schedules``)."""
+        description = {
+            "cron": self.cron.text,
+            "tz": str(self.tz),
+            "function": self.function,
+            "queue": self.queue.name,
+            "next_run": self.next_after(now).timestamp(),
+            "runner": f"{socket.gethostname()}:{os.getpid()}",
+        }
+        await self.rk.run(
+            SCRIPTS["announce"],
+            _registry_keys(self.rk),
+            [self.name, orjson.dumps(description), int(ANNOUNCE_MAX_AGE * 1000), MAX_ANNOUNCED],
+        )
+
     async def server_now(self) -> datetime:
         with translate_redis_errors("TIME"):
             secs, micros = await self.rk.redis.time()
@@ -118,6 +209,12 @@ class Schedule:
         while not stop.is_set():
             try:
                 now = await self.server_now()
+                # At most once a minute (the longest sleep below): keeps the registry fresh.
+                # Best effort: a registry that cannot be written must not stop the ticks.
+                try:
+                    await self.announce(now if last is None else max(now, last))
+                except RedkitError as exc:
+                    log.debug("schedule %s: not announced: %s", self.name, exc)
                 due = self.next_after(now if last is None else max(now, last))
                 # Sleep in steps of at most a minute, re-reading the server clock.
                 wait = (due - now).total_seconds()

@@ -27,7 +27,7 @@ retrying       ``<queue>:delayed`` (zset)      due time of the next attempt (ms)
 active         ``<queue>:active`` (zset)       lease deadline (ms); renewed by heartbeats
 completed      ``<queue>:completed`` (zset)    finish time (ms); trimmed by count and age
 failed         ``<queue>:failed`` (zset)       finish time (ms); trimmed by count and age
-cancelled      ``<queue>:failed`` (zset)       like failed (the dead-letter set holds both)
+cancelled      ``<queue>:cancelled`` (zset)    finish time (ms); trimmed like failed
 =============  ==============================  ============================================
 """
 
@@ -63,7 +63,8 @@ class JobState(StrEnum):
     FAILED = "failed"
     """Out of attempts (or not retryable): the dead letter, kept with its error and traceback."""
     CANCELLED = "cancelled"
-    """Cancelled before it finished; kept beside the failed jobs."""
+    """Cancelled before it finished; kept (and counted) apart from the failed jobs, with
+    the same bounds."""
     REMOVED = "removed"
     """Gone from the server: drained, or trimmed after its retention. Never stored; an
     idempotent enqueue (a cron tick's id) reports it when its job already ran and was
@@ -135,4 +136,5 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_R, _GONE, "drain", "the queue was drained"),
     Transition(_C, _GONE, "complete", "trimmed: past the completed jobs' count or age bound"),
     Transition(_F, _GONE, "fail", "trimmed: past the failed jobs' count or age bound"),
+    Transition(_X, _GONE, "cancel", "trimmed: past the cancelled jobs' count or age bound"),
 )

@@ -365,6 +365,7 @@ class Worker:
             queue.seq_key,
             queue.events_key,
             queue.wake_key,
+            queue.cancelled_key,
         ]
         args: list[str | int | float] = [
             queue.job_prefix,
@@ -478,6 +479,7 @@ class Worker:
             queue.failed_key,
             queue.events_key,
             queue.wake_key,
+            queue.cancelled_key,
         ]
         args: list[str | int | float] = [
             queue.job_prefix,

@@ -18,10 +18,15 @@ Every decision is one ``EVALSHA`` of ``check.lua`` and reads the time from the s
 rejected call writes nothing, so hammering a limit neither counts against it nor keeps it
 alive. :class:`RateLimits` checks several limits for one key and consumes from all or none.
 
-When Redis is unreachable or slow, a limiter answers by its ``fail`` policy within
+When Redis is unreachable or hung, a limiter answers by its ``fail`` policy within
 ``timeout`` (250 ms by default): ``"open"`` lets the request through, ``"closed"`` rejects it,
-``"raise"`` raises :class:`~redkit.errors.ConnectionLost`. A circuit breaker stops calling a
-dead server for a few seconds, so an outage does not add ``timeout`` to every request.
+``"raise"`` raises :class:`~redkit.errors.ConnectionLost`. The timeout measures the server's
+silence, not the client's backlog (with automatic pipelining, the default on standalone and
+Sentinel servers): a decision the server answered is exact even if the event loop read the
+reply late, and a script the server forgot (restart, failover, ``SCRIPT FLUSH``) is loaded
+again instead of falling back. Opening a new connection to a hung server is bounded by the
+timeout too. A circuit breaker stops calling a dead server for a few seconds, so an outage
+does not add ``timeout`` to every request.
 """
 
 from __future__ import annotations
