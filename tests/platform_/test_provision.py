@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 
 import redkit
 from redkit.platform.provision import (
-    PROJECT_COMMANDS,
     ProjectCredentials,
     ProjectExists,
     ProjectNotFound,
@@ -74,8 +73,8 @@ async def _acl_users(rk: redkit.Redkit) -> list[str]:
 async def test_a_project_user_runs_every_redkit_primitive_in_its_namespace(
     project: ProjectCredentials, rk: redkit.Redkit
 ) -> None:
-    # No script cached: each primitive's first EVALSHA gets NOSCRIPT and falls back to EVAL,
-    # which the allow-list must permit (SCRIPT LOAD is not on it).
+    # No script cached: each primitive's first EVALSHA gets NOSCRIPT and loads the script,
+    # which the allow-list must permit (SCRIPT LOAD, not FLUSH).
     await rk.redis.execute_command("SCRIPT", "FLUSH")
     async with redkit.connect(project.redis_url, namespace=project.namespace) as prk:
         store = prk.sessions(idle_ttl=60, absolute_ttl=600)
@@ -147,7 +146,6 @@ REFUSED = [
     pytest.param(("PUBSUB", "NUMSUB", "x"), id="PUBSUB NUMSUB"),
     pytest.param(("PUBSUB", "SHARDCHANNELS"), id="PUBSUB SHARDCHANNELS"),
     pytest.param(("SCRIPT", "FLUSH"), id="SCRIPT FLUSH"),
-    pytest.param(("SCRIPT", "LOAD", "return 1"), id="SCRIPT LOAD"),
     pytest.param(("SCRIPT", "KILL"), id="SCRIPT KILL"),
     pytest.param(
         (
@@ -175,8 +173,13 @@ async def test_a_project_user_is_refused_what_reaches_beyond_its_namespace(
 ) -> None:
     client = Redis.from_url(project.redis_url)
     try:
-        with pytest.raises(redis_errors.NoPermissionError):
+        with pytest.raises(redis_errors.ResponseError) as refused:
             await client.execute_command(*command)
+        # NOPERM; or, on a server too old to have the command (FUNCTION on Redis 6.2), unknown.
+        assert (
+            isinstance(refused.value, redis_errors.NoPermissionError)
+            or "unknown" in str(refused.value).lower()
+        )
     finally:
         await client.aclose()
 
@@ -233,7 +236,12 @@ async def test_two_concurrent_creates_of_one_name_make_one_project(
 async def test_a_create_that_fails_at_the_acl_step_leaves_nothing_behind(
     rk: redkit.Redkit, redis_url: str, database_url: str
 ) -> None:
-    broken = Provisioner(rk, database_url, redis_url, commands=(*PROJECT_COMMANDS, "nosuch"))
+    class BrokenAcl(Provisioner):
+        async def acl_rules(self, namespace: str, password_sha256: str) -> list[str]:
+            # A rule the server refuses: the ACL step fails after the database exists.
+            return [*await super().acl_rules(namespace, password_sha256), "+nosuchcommand"]
+
+    broken = BrokenAcl(rk, database_url, redis_url)
     name = _name()
     with pytest.raises(ProvisioningError, match="undone"):
         await broken.create(name)

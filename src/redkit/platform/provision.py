@@ -13,7 +13,8 @@ in any processes, never run at once:
   tenant list every project's key names (``SCAN``, ``RANDOMKEY``, ``DBSIZE``) and channels
   (``PUBSUB CHANNELS``/``NUMSUB``), and run ``SCRIPT FLUSH`` and ``FUNCTION LOAD REPLACE`` /
   ``FUNCTION FLUSH``, which every tenant shares. Scripts: redkit runs them by ``EVALSHA`` and
-  falls back to ``EVAL`` on ``NOSCRIPT``, so a project never needs ``SCRIPT LOAD``; a script's
+  loads one on ``NOSCRIPT``, so a project may ``SCRIPT LOAD`` (the cache is keyed by SHA: a
+  load changes nothing another tenant runs) but not ``SCRIPT FLUSH``/``KILL``; a script's
   ``redis.call`` is checked against the same allow-list and key patterns.
 
 Names are validated (:data:`PROJECT_NAME`) before anything is created, and every identifier
@@ -68,8 +69,9 @@ PROJECT_COMMANDS: tuple[str, ...] = (
     "ping", "hello", "client|setname", "client|setinfo", "client|id", "echo",
     # a Cluster client learns the slots and command table (no key names in either)
     "cluster|slots", "cluster|shards", "readonly", "command",
-    # scripts (not SCRIPT: its FLUSH and KILL act on every tenant)
-    "evalsha", "eval", "evalsha_ro", "eval_ro", "time",
+    # scripts: SCRIPT LOAD only (redkit loads a script once on NOSCRIPT; the cache is keyed by
+    # SHA, so loading changes nothing another tenant runs); SCRIPT FLUSH and KILL act on all
+    "evalsha", "eval", "evalsha_ro", "eval_ro", "script|load", "time",
     # strings, hashes, lists, sets, sorted sets, keys
     "get", "set", "setnx", "mget", "incr", "incrby", "del", "unlink", "exists", "type",
     "pexpire", "pexpireat", "pttl", "persist", "rename",
@@ -101,6 +103,10 @@ class ProjectNotFound(ProvisioningError):
 class ProjectBusy(ProvisioningError):
     """Another create or delete of the same name holds the lock past the wait (HTTP 409)."""
 
+
+# "Error in ACL SETUSER modifier '+eval_ro': Unknown command" (Redis 7, Valkey), or 6.2's
+# "Unknown command or category name in ACL" with the modifier quoted the same way.
+_UNKNOWN_RULE = re.compile(r"modifier '\+([a-z_|]+)'.*[Uu]nknown")
 
 # What the create steps themselves raise (turned into ProvisioningError once undone).
 _STEP_ERRORS = (asyncpg.PostgresError, redis_errors.RedisError, RedkitError, OSError)
@@ -201,6 +207,7 @@ class Provisioner:
         self.lock_timeout = lock_timeout
         self.commands = commands
         self.connection_limit = connection_limit
+        self._server_commands: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<Provisioner {urlsplit(self.database_url).hostname} {self.rk!r}>"
@@ -215,15 +222,42 @@ class Provisioner:
             )
         return await self.rk.redis.execute_command("ACL", *args)  # type: ignore[no-untyped-call]
 
-    def acl_rules(self, namespace: str, password_sha256: str) -> list[str]:
+    async def server_commands(self) -> tuple[str, ...]:
+        """:attr:`commands` less those this server does not know (``EVAL_RO`` and
+        ``CLUSTER SHARDS`` are 7.0+, ``CLIENT SETINFO`` 7.2+), found once with a throw-away
+        ACL user: ``ACL SETUSER`` names the first unknown rule; it is dropped and the rest
+        tried again (at most once per command)."""
+        if self._server_commands is not None:
+            return self._server_commands
+        commands = list(self.commands)
+        probe = "redkit-probe-" + secrets.token_hex(8)
+        try:
+            for _ in range(len(self.commands) + 1):
+                try:
+                    await self._acl("SETUSER", probe, "reset", "off", *(f"+{c}" for c in commands))
+                    break
+                except redis_errors.ResponseError as exc:
+                    unknown = _UNKNOWN_RULE.search(str(exc))
+                    name = unknown.group(1).lower() if unknown else None
+                    if name is None or name not in commands:
+                        raise
+                    commands.remove(name)
+        finally:
+            with contextlib.suppress(redis_errors.RedisError):
+                await self._acl("DELUSER", probe)
+        self._server_commands = tuple(commands)
+        return self._server_commands
+
+    async def acl_rules(self, namespace: str, password_sha256: str) -> list[str]:
         """The ``ACL SETUSER`` rules of a project user (after ``reset``: no access at all)."""
         return [
             "reset",
+            "resetchannels",
             "on",
             f"#{password_sha256}",
             f"~{namespace}:*",
             f"&{namespace}:*",
-            *(f"+{command}" for command in self.commands),
+            *(f"+{command}" for command in await self.server_commands()),
         ]
 
     async def _acl_user_exists(self, user: str) -> bool:
@@ -235,7 +269,8 @@ class Provisioner:
     async def restore_acl_user(self, name: str, password_sha256: str) -> None:
         """Re-apply a project's ACL user (after a Valkey restart forgot it)."""
         ids = project_identifiers(name)
-        await self._acl("SETUSER", ids.redis_user, *self.acl_rules(ids.namespace, password_sha256))
+        rules = await self.acl_rules(ids.namespace, password_sha256)
+        await self._acl("SETUSER", ids.redis_user, *rules)
 
     # -- PostgreSQL ----------------------------------------------------------------------
 
@@ -306,9 +341,8 @@ class Provisioner:
                 )
                 await conn.execute(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC")
                 await conn.execute(f"GRANT ALL ON DATABASE {database} TO {role}")
-                await self._acl(
-                    "SETUSER", ids.redis_user, *self.acl_rules(ids.namespace, redis_sha)
-                )
+                rules = await self.acl_rules(ids.namespace, redis_sha)
+                await self._acl("SETUSER", ids.redis_user, *rules)
                 undo.append(lambda: self._acl("DELUSER", ids.redis_user))
                 creds = ProjectCredentials(
                     name=name,
