@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -120,3 +121,17 @@ def test_as_root_a_data_directory_out_of_the_server_users_reach_is_an_error_nami
             EmbeddedPostgres(hidden / "postgres").start()
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
+
+
+async def test_a_database_made_by_ensure_database_refuses_other_roles(database_url: str) -> None:
+    url = await ensure_database(database_url, "t_private_" + secrets.token_hex(4))
+    admin = await asyncpg.connect(database_url)
+    role = "t_role_" + secrets.token_hex(4)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-for-a-test'")
+        host = url.rpartition("@")[2]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(f"postgresql://{role}:pw-for-a-test@{host}")
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()

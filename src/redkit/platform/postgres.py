@@ -92,6 +92,8 @@ async def ensure_database(url: str, name: str) -> str:
             # Another process may create it meanwhile: then it exists, which is the point.
             with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
+                # Only its owner connects: projects' roles live on the same server.
+                await conn.execute(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
     finally:
         await conn.close()
     parts = urlsplit(url)
