@@ -220,12 +220,15 @@ def test_a_hung_service_turns_the_health_503_naming_it_until_it_answers_again(up
 
 def test_sigterm_stops_every_part_and_leaves_no_process_or_port(base: Path) -> None:
     up = _start(base)
-    processes = _descendants(up.process.pid)
-    ports = [urlsplit(p["url"]).port for p in up.state["parts"] if "://" in p["url"]]
-    assert None not in ports
-    # valkey, postgres (and its own children), auth, projects, worker, gateway
-    assert len(processes) >= 6
-    assert _stop(up) == 0
+    try:
+        processes = _descendants(up.process.pid)
+        ports = [urlsplit(p["url"]).port for p in up.state["parts"] if "://" in p["url"]]
+        assert None not in ports
+        # valkey, postgres (and its own children), auth, projects, worker, gateway
+        assert len(processes) >= 6
+    finally:
+        code = _stop(up)  # whatever failed above, the platform does not outlive the test
+    assert code == 0
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in processes) and time.monotonic() < deadline:
         time.sleep(0.1)
