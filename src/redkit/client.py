@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import redis.exceptions as redis_errors
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -80,6 +81,19 @@ def _server_and_version(info: dict[str, Any]) -> tuple[str, str]:
     if str(info.get("server_name", "")).lower() == "valkey":
         return "valkey", str(info.get("redis_version", "0"))
     return "redis", str(info.get("redis_version", "0"))
+
+
+def _hello_info(reply: Any) -> dict[str, Any]:
+    """``HELLO``'s reply (a map, or a flat list in RESP2) as INFO's server and version keys."""
+    if isinstance(reply, list | tuple):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    fields = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else v
+        )
+        for k, v in dict(reply).items()
+    }
+    return {"server_name": fields.get("server", ""), "redis_version": fields.get("version", "0")}
 
 
 def _human_bytes(n: int) -> str:
@@ -359,7 +373,13 @@ class Redkit:
         with translate_redis_errors("connect"):
             if isinstance(self.redis, RedisCluster):
                 await self.redis.initialize()
-            info = (await self._infos("server"))[0]
+            try:
+                info = (await self._infos("server"))[0]
+            except redis_errors.NoPermissionError:
+                # An ACL user limited to its namespace (a platform project's) may not run
+                # INFO: INFO keyspace counts every tenant's keys. HELLO names the server and
+                # its version to every user.
+                info = _hello_info(await self.redis.execute_command("HELLO"))
         kind, version = _server_and_version(info)
         self.server_kind, self.server_version = kind, version
         need = MIN_VALKEY if kind == "valkey" else MIN_REDIS

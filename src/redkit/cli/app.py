@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from redkit._version import __version__
-from redkit.cli import cache, info, jobs, limits, locks, notify, server, sessions
+from redkit.cli import cache, info, jobs, limits, locks, notify, server, sessions, up
 from redkit.cli.common import RedkitGroup
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("server")(server.server)
+app.command("up")(up.up)
 app.command("info")(info.info)
 app.command("worker")(jobs.worker_command)
 app.add_typer(cache.app, name="cache")
