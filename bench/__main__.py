@@ -49,6 +49,9 @@ PEERS = (
     "pottery",
     "broadcaster",
     "starsessions",
+    "taskiq_redis",
+    "dramatiq",
+    "huey",
 )
 """Importable names of the peer packages (bench/requirements.txt)."""
 
