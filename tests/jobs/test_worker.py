@@ -574,7 +574,3 @@ async def test_automatic_prefetch_holds_jobs_only_while_jobs_are_short(
         await eventually(lambda: _done(worker, 28), timeout=10)
         assert worker._depth() == 0
     assert rk.worker([q], {"quick": quick}, prefetch=0)._depth() == 0
-
-
-async def _done(worker: Worker, n: int) -> bool:
-    return worker.stats.completed >= n
