@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import ModuleType
@@ -41,7 +42,9 @@ from redkit.jobs import (
     find_job_queues,
     list_queues,
     list_schedules,
+    list_workers,
 )
+from redkit.jobs.supervisor import Supervisor, parse_processes
 
 app = typer.Typer(
     name="jobs",
@@ -159,6 +162,49 @@ def stats(
             str(s.failed),
             str(s.cancelled),
             "yes" if s.paused else "",
+        )
+    console.print(table)
+
+
+@app.command("workers")
+def workers(
+    url: UrlOption = None,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One line per live worker process (each child of `redkit worker --processes N` has its
+    own): host, pid, supervisor, queues, jobs running and done, last heartbeat."""
+    found = connected(url, namespace, data_dir, list_workers)
+    if as_json:
+        echo_json(found)
+        return
+    where = resolve_namespace(namespace)
+    if not found:
+        console.print(f"no live worker in namespace {where!r}")
+        return
+    table = Table(title=f"workers in {where!r}", title_justify="left")
+    columns = ("worker", "host", "pid", "supervisor:child", "queues")
+    for column in (*columns, "running", "completed", "failed", "up"):
+        table.add_column(column, justify="left" if column in columns else "right")
+    now = time.time()
+    for w in found:
+        child = "-"
+        if w.get("supervisor"):
+            restarts = int(w.get("restarts") or 0)
+            child = f"{w['supervisor']}:{w.get('index', 0)}"
+            if restarts:
+                child += f" ({restarts} restart{'s' if restarts > 1 else ''})"
+        table.add_row(
+            str(w["id"])[:8],
+            str(w.get("host", "")),
+            str(w.get("pid", "")),
+            child,
+            ",".join(str(q) for q in w.get("queues", [])),
+            f"{w.get('running', 0)}/{w.get('concurrency', '?')}",
+            str(w.get("completed", "")),
+            str(w.get("failed", "")),
+            f"{max(0.0, now - float(w.get('started') or now)):.0f} s",
         )
     console.print(table)
 
@@ -471,6 +517,16 @@ def worker_command(
     keep_completed: Annotated[
         int, typer.Option(metavar="N", help="Completed jobs kept per queue (results readable).")
     ] = 1000,
+    processes: Annotated[
+        str,
+        typer.Option(
+            "--processes",
+            "-p",
+            metavar="N|auto",
+            help="Worker processes under one supervisor (auto: one per CPU); each has its "
+            "own event loop, connections and --concurrency; a crashed one is restarted.",
+        ),
+    ] = "1",
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
@@ -479,6 +535,28 @@ def worker_command(
     (or hand back) the running ones."""
     names = queue or ["default"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        n_processes = parse_processes(processes)
+    except InvalidInput as exc:
+        raise _fail(str(exc)) from None
+    if n_processes > 1:
+        argv = [sys.executable, "-m", "redkit.cli", "worker", target]
+        for name in names:
+            argv += ["--queue", name]
+        if schedules:
+            argv += ["--schedules", schedules]
+        argv += ["--concurrency", str(concurrency), "--lease", str(lease), "--grace", str(grace)]
+        argv += ["--keep-completed", str(keep_completed)]
+        if url is not None:
+            argv += ["--url", url]
+        if namespace is not None:
+            argv += ["--namespace", namespace]
+        if data_dir is not None:
+            argv += ["--data-dir", str(data_dir)]
+        err_console.print(
+            f"supervisor {os.getpid()}: {n_processes} worker processes", highlight=False
+        )
+        raise typer.Exit(Supervisor(argv, n_processes, grace).run())
 
     async def main() -> None:
         functions = load_functions(target)

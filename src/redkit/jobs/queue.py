@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
@@ -42,7 +44,15 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["Job", "JobSpec", "Queue", "QueueStats", "find_job_queues", "list_queues"]
+__all__ = [
+    "Job",
+    "JobSpec",
+    "Queue",
+    "QueueStats",
+    "find_job_queues",
+    "list_queues",
+    "list_workers",
+]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -765,3 +775,28 @@ async def list_queues(rk: Redkit) -> list[str]:
     with translate_redis_errors("list queues"):
         names = await rk.redis.smembers(rk.keys.key("jobs", "queues"))
     return sorted(_text(n) for n in names)
+
+
+async def list_workers(rk: Redkit) -> list[dict[str, Any]]:
+    """The live workers' status lines (as :meth:`Worker` heartbeats write them), oldest
+    first; ``id`` is the worker's id and ``seen`` the server time (s) of its last line."""
+    raw = await rk.redis.hgetall(rk.keys.group("workers").key())
+    secs, micros = await rk.redis.time()
+    now = int(secs) + int(micros) / 1e6
+    out = []
+    for worker_id, value in raw.items():
+        seen_ms, _, status = _text(value).partition("|")
+        try:
+            line = orjson.loads(status)
+        except orjson.JSONDecodeError:
+            continue  # not a line a worker wrote
+        if not isinstance(line, dict) or not seen_ms.isdigit():
+            continue
+        seen = int(seen_ms) / 1000
+        lease = line.get("lease")
+        if isinstance(lease, int | float) and now - seen > lease:
+            continue  # stale: that worker stopped renewing it (the next heartbeat removes it)
+        line.update(id=_text(worker_id), seen=seen)
+        out.append(line)
+    out.sort(key=lambda line: (line.get("started") or 0, line["id"]))
+    return out

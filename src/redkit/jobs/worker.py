@@ -45,9 +45,12 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import random
 import secrets
 import signal
+import socket
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +204,7 @@ class Worker:
         self._buffer: collections.deque[_Running] = collections.deque()
         """Claimed jobs waiting for a slot (at most the prefetch depth)."""
         self._active = 0
+        self._began = 0.0
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._mean_s: float | None = None
         """Running mean of job durations (seconds), for the automatic prefetch."""
@@ -240,6 +244,9 @@ class Worker:
                     signals.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals on this platform
+        self._began = time.time()
+        with contextlib.suppress(RedkitError):  # presence is for people, not for the jobs
+            await self._presence()
         helpers = [
             loop.create_task(self._heartbeat(), name="redkit-worker-heartbeat"),
             loop.create_task(self._ack_loop(), name="redkit-worker-acks"),
@@ -259,6 +266,8 @@ class Worker:
                 with contextlib.suppress(RedkitError):
                     await self._ack_flush  # the flush that was under way
             await self._flush_acks()
+            with contextlib.suppress(RedkitError):
+                await self._presence(gone=True)
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._executor is not None:
@@ -640,6 +649,35 @@ class Worker:
                     await self._extend(items)
                 except RedkitError as exc:
                     log.warning("heartbeat failed (leases not renewed): %s", exc)
+            with contextlib.suppress(RedkitError):
+                await self._presence()
+
+    async def _presence(self, gone: bool = False) -> None:
+        """This worker's line in ``redkit jobs workers``: renewed by each heartbeat, stale
+        (and removed) after one lease without renewal, removed at once on a clean stop."""
+        status = b""
+        if not gone:
+            s = self.stats
+            status = orjson.dumps(
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    # Set by `redkit worker --processes N` for each of its children.
+                    "supervisor": int(os.environ.get("REDKIT_SUPERVISOR_PID", "0") or 0),
+                    "index": int(os.environ.get("REDKIT_WORKER_INDEX", "0") or 0),
+                    "restarts": int(os.environ.get("REDKIT_WORKER_RESTARTS", "0") or 0),
+                    "queues": [q.name for q in self.queues],
+                    "concurrency": self.concurrency,
+                    "running": self._active,
+                    "held": len(self._buffer),
+                    "completed": s.completed,
+                    "failed": s.failed,
+                    "started": round(self._began, 3),
+                    "lease": self.lease,
+                }
+            )
+        key = self.rk.keys.group("workers").key()
+        await self.rk.run(SCRIPTS["presence"], [key], [self.id, status, self.lease_ms])
 
     async def _extend(self, items: list[_Running]) -> None:
         queue = items[0].queue
