@@ -23,8 +23,11 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import os
 import secrets
 import shutil
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +38,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.harness import Comparison, Context, Runner, comparison, verify
-from redkit.jobs import JobSpec, Worker
+from redkit.jobs import JobSpec, Worker, list_workers
 
 PROCESS = 3000
 DEFAULT = 10
@@ -162,6 +165,71 @@ async def roundtrip_high(ctx: Context) -> float:
 )
 async def roundtrip_sync(ctx: Context) -> float:
     return await _redkit(ctx, DEFAULT, sync=True)
+
+
+# -- redkit, worker processes (the CLI's --processes) -------------------------------------------
+
+PROCESSES = 2
+
+
+async def _redkit_processes(ctx: Context, processes: int) -> float:
+    """``redkit worker --processes N`` started through the CLI; the rate counts from the
+    moment the jobs are enqueued (the children are up and listed by then) to the last
+    completion, so the interpreters' start-up is not in it."""
+    n = ctx.n(PROCESS) * processes
+    keys = _Keys(f"redkit-p{processes}")
+    name = _name("redkit")
+    q = ctx.rk.queue(name)
+    argv = [sys.executable, "-m", "redkit.cli", "worker", "bench.roundtrip_tasks:functions"]
+    argv += ["--queue", name, "--processes", str(processes), "--concurrency", str(DEFAULT)]
+    argv += ["--url", ctx.url, "--namespace", ctx.rk.namespace, "--grace", "5"]
+    argv += ["--keep-completed", str(n)]  # completed counts only what is kept
+    env = {**os.environ, "REDKIT_BENCH_URL": ctx.url, "PYTHONPATH": str(NODE_DIR.parents[1])}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):  # the children list themselves once connected (at most 60 s)
+            listed = [w for w in await list_workers(ctx.rk) if name in w.get("queues", [])]
+            if len(listed) == processes:
+                break
+            await asyncio.sleep(0.1)
+        verify(len(listed) == processes, f"redkit: {processes} worker processes did not start")
+        began = time.perf_counter()
+        await q.enqueue_many([JobSpec("rt", [keys.base, i]) for i in range(n)])
+        for _ in range(12_000):  # polling every 10 ms, at most 120 s
+            stats = await q.stats()
+            if stats.completed >= n:
+                break
+            await asyncio.sleep(0.01)
+        rate = n / (time.perf_counter() - began)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    await _check(ctx, keys, n, f"redkit --processes {processes}")
+    await q.drain()
+    return rate
+
+
+@comparison(
+    "jobs",
+    f"jobs with one round trip, redkit worker --processes {PROCESSES} (concurrency {DEFAULT})",
+    "jobs/s",
+    note="peer: the same CLI with --processes 1; the server needs a core of its own too",
+)
+async def roundtrip_processes(ctx: Context) -> float:
+    return await _redkit_processes(ctx, PROCESSES)
+
+
+async def _one_process(ctx: Context) -> float:
+    return await _redkit_processes(ctx, 1)
+
+
+roundtrip_processes.peers["redkit worker --processes 1"] = _one_process
 
 
 # -- BullMQ on Node ----------------------------------------------------------------------------
