@@ -36,11 +36,13 @@ from typing import Any
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from rich.console import Console
 
 from bench.harness import Comparison, Context, Runner, comparison, verify
 from redkit.jobs import JobSpec, Worker, list_workers
 
 PROCESS = 3000
+console = Console(stderr=True)
 DEFAULT = 10
 """redkit's Worker default concurrency (and the issue's figure)."""
 HIGH = 50
@@ -98,16 +100,20 @@ class _Keys:
         return count, bits
 
 
-async def _check(ctx: Context, keys: _Keys, n: int, side: str) -> None:
+async def _check(ctx: Context, keys: _Keys, n: int, side: str, *, repeats_ok: bool = False) -> None:
+    """Every job ran exactly once. ``repeats_ok``: a peer that promises at-least-once only
+    (SAQ, which now and then runs a job twice in these runs) passes with every job run, and
+    its repeats are reported."""
     client = AsyncRedis.from_url(ctx.url)
     try:
         count, bits = await keys.ran_once(client, n)
-        verify(
-            count == n and bits == n,
-            f"{side}: {n} jobs, but the counter says {count} runs and {bits} distinct jobs ran",
-        )
     finally:
         await client.aclose()
+    message = f"{side}: {n} jobs, but the counter says {count} runs and {bits} distinct jobs ran"
+    if repeats_ok and bits == n and count > n:
+        console.print(f"[yellow]{message}: some ran more than once[/yellow]", highlight=False)
+        return
+    verify(count == n and bits == n, message)
 
 
 # -- redkit ------------------------------------------------------------------------------------
@@ -349,7 +355,7 @@ async def _saq(ctx: Context, concurrency: int) -> float:
     finally:
         await queue.disconnect()
         await client.aclose()
-    await _check(ctx, keys, n, "saq")
+    await _check(ctx, keys, n, "saq", repeats_ok=True)
     return rate
 
 
