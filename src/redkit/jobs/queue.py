@@ -778,7 +778,7 @@ async def list_queues(rk: Redkit) -> list[str]:
 
 
 async def list_workers(rk: Redkit) -> list[dict[str, Any]]:
-    """The live workers' status lines (as :meth:`Worker` heartbeats write them), oldest
+    """The live workers' status lines (as each :class:`Worker`'s heartbeat writes them), oldest
     first; ``id`` is the worker's id and ``seen`` the server time (s) of its last line."""
     raw = await rk.redis.hgetall(rk.keys.group("workers").key())
     secs, micros = await rk.redis.time()
