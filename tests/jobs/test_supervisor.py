@@ -178,3 +178,31 @@ def test_processes_is_a_positive_number_or_auto() -> None:
     result = CliRunner().invoke(app, ["worker", "jobs.tasks:functions", "--processes", "zero"])
     assert result.exit_code == 1
     assert "--processes" in result.output
+
+
+def test_a_sigterm_while_the_worker_starts_up_exits_cleanly(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    argv = [sys.executable, "-c", "from redkit.cli.jobs import app; app()", "worker"]
+    argv += ["jobs.slow_tasks:functions", "--url", redis_url, "--namespace", namespace]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "tests"),
+        "JOBS_TEST_MARKER": str(marker),
+        "JOBS_TEST_IMPORT_SLEEP": "5",
+    }
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert marker.exists()
+        proc.send_signal(signal.SIGTERM)  # the functions are still importing
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -480,6 +481,10 @@ async def load_schedules(target: str, rk: redkit.Redkit) -> list[Schedule]:
     return out
 
 
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def worker_command(
     target: Annotated[
         str,
@@ -534,6 +539,10 @@ def worker_command(
     """Run jobs (and, with --schedules, cron schedules) until SIGTERM/SIGINT, then finish
     (or hand back) the running ones."""
     names = queue or ["default"]
+    # A SIGTERM before the worker is up (importing, connecting) means "stop" as much as one
+    # during its run: nothing is claimed yet, so exit cleanly (0), not killed by the signal.
+    # Worker.run (or the supervisor) installs its own handler once it runs.
+    signal.signal(signal.SIGTERM, _exit_before_start)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         n_processes = parse_processes(processes)
