@@ -200,7 +200,7 @@ async def _redkit_processes(ctx: Context, processes: int) -> float:
     )
     try:
         for _ in range(600):  # the children list themselves once connected (at most 60 s)
-            listed = [w for w in await list_workers(ctx.rk) if name in w.get("queues", [])]
+            listed = [w for w in await list_workers(ctx.rk) if name in w.queues]
             if len(listed) == processes:
                 break
             await asyncio.sleep(0.1)

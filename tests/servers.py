@@ -7,10 +7,14 @@ joined with ``CLUSTER MEET``, then polled until every node sees every slot cover
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from redkit.embedded import ValkeyProcess
 
@@ -27,12 +31,14 @@ class Cluster:
 
     SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: Mapping[str, str] | None = None) -> None:
+        """``config`` replaces the test settings (no persistence): the bench gives the
+        embedded server's defaults, so that both sides of its figures persist alike."""
         self.nodes = [
             ValkeyProcess(
                 base / f"cluster-{i}",
                 config={
-                    **TEST_CONFIG,
+                    **(TEST_CONFIG if config is None else config),
                     "cluster-enabled": "yes",
                     "cluster-config-file": "nodes.conf",
                     "cluster-node-timeout": "5000",
@@ -91,3 +97,42 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def migrate_slot(cluster: Cluster, slot: int, source: int, target: int) -> int:
+    """Move ``slot`` from node ``source`` to node ``target`` as ``valkey-cli --cluster
+    reshard`` does: IMPORTING, MIGRATING, MIGRATE of its keys, then SETSLOT NODE everywhere.
+    Pauses between the steps let calls meet each state (ASK while the keys move, MOVED
+    after). Returns how many keys moved."""
+    nodes = [aioredis.Redis(host=n.host, port=n.port) for n in cluster.nodes]
+    try:
+        ids = [_text(await n.execute_command("CLUSTER", "MYID")) for n in nodes]
+        src, dst = nodes[source], nodes[target]
+        await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        await asyncio.sleep(0.05)
+        moved = 0
+        for _ in range(100):  # bounded: the test's keys are few
+            keys = await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            peer = cluster.nodes[target]
+            await src.execute_command("MIGRATE", peer.host, peer.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+            await asyncio.sleep(0.05)  # calls now meet ASK: the keys are on the target
+        for node in (dst, src, *(n for i, n in enumerate(nodes) if i not in (source, target))):
+            await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return moved
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def keys_in_slot(node: ValkeyProcess, slot: int) -> int:
+    """How many keys ``node`` holds in ``slot``."""
+    async with aioredis.Redis(host=node.host, port=node.port) as direct:
+        return int(await direct.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 import redis
 
 import redkit
-from redkit.embedded import EmbeddedValkey
+from redkit.embedded import EmbeddedValkey, ValkeyProcess, valkey_binary
+from servers import TEST_CONFIG
 
 pytestmark = pytest.mark.usefixtures("no_redis_url")
 
@@ -300,3 +302,21 @@ async def test_an_app_whose_embedded_server_was_stopped_starts_the_next_one_itse
         finally:
             EmbeddedValkey.acquire(data_dir).release()
     assert not (data_dir / "server.json").exists()
+
+
+def test_a_server_process_runs_the_binary_it_is_given(tmp_path: Path) -> None:
+    # The server matrix runs Redis 6.2 and 7.0 this way; a copy under another name stands in.
+    binary = tmp_path / "bin" / "redis-server"
+    binary.parent.mkdir()
+    shutil.copy2(valkey_binary(), binary)
+    server = ValkeyProcess(tmp_path / "data", config=TEST_CONFIG, binary=binary).start()
+    try:
+        assert server.pid is not None
+        assert Path(f"/proc/{server.pid}/exe").resolve() == binary.resolve()
+        assert redis.Redis(host=server.host, port=server.port).ping()
+    finally:
+        server.stop()
+    # A start failure names the binary that failed, not the embedded one.
+    broken = ValkeyProcess(tmp_path / "bad", config={"maxmemory": "x"}, binary=binary)
+    with pytest.raises(redkit.EmbeddedServerError, match=r"^redis-server exited"):
+        broken.start()

@@ -25,7 +25,7 @@ async def calls(rk: redkit.Redkit, name: str) -> int:
 
 
 async def test_concurrent_calls_share_round_trips_and_each_runs_once(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     counter = rk.keys.group("test", "ap").key("n")
     await rk.run(INCR, [counter], [0])  # load the script
     before = await calls(rk, "evalsha")
@@ -37,7 +37,7 @@ async def test_concurrent_calls_share_round_trips_and_each_runs_once(rk: redkit.
 
 
 async def test_a_lone_call_goes_directly(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     counter = rk.keys.group("test", "alone").key("n")
     for expected in range(1, 6):
         assert await rk.run(INCR, [counter], [1]) == expected
@@ -66,7 +66,7 @@ async def test_an_error_in_one_call_stays_in_that_call(rk: redkit.Redkit) -> Non
 
 
 async def test_a_call_cancelled_before_its_batch_is_sent_never_runs(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     rk.pipeline.max_in_flight = 1
     slow = SCRIPTS["slow_incr"]
     busy = rk.keys.group("test", "busy").key("n")
@@ -119,7 +119,7 @@ def test_scripts_used_here_are_real_scripts() -> None:
 
 
 async def test_a_time_limit_bounds_a_call_waiting_for_its_batch(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     rk.pipeline.max_in_flight = 1
     slow = SCRIPTS["slow_incr"]
     busy = rk.keys.group("test", "busy").key("n")
@@ -163,7 +163,7 @@ async def test_a_time_limit_never_cuts_short_a_neighbour_in_its_batch(rk: redkit
 
 
 async def _kept_connection_id(rk: redkit.Redkit) -> int:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     assert len(rk.pipeline._idle) == 1
     conn = rk.pipeline._idle[0]
     await conn.send_command("CLIENT", "ID")
@@ -187,8 +187,8 @@ async def test_a_kept_connection_the_server_closed_is_replaced(
 
 
 async def test_kept_connections_stay_within_the_pipelines_bound(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     pool = rk.pipeline.client.connection_pool
     key = rk.keys.group("test", "bound").key("n")
     for _ in range(3):
@@ -201,9 +201,9 @@ async def test_closing_hands_kept_connections_back(redis_url: str) -> None:
     rk = await redkit.connect(redis_url, "kept-close")
     key = rk.keys.group("test", "close").key("n")
     await asyncio.gather(*(rk.run(INCR, [key], [1]) for _ in range(50)))
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     pool = rk.pipeline.client.connection_pool
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     assert rk.pipeline._idle
     await rk.redis.delete(key)
     await rk.close()
@@ -213,7 +213,7 @@ async def test_closing_hands_kept_connections_back(redis_url: str) -> None:
 
 async def test_a_small_pool_keeps_no_connection_back_from_other_commands(redis_url: str) -> None:
     async with redkit.connect(redis_url, "kept-small", max_connections=1) as rk:
-        assert rk.pipeline is not None
+        assert isinstance(rk.pipeline, pipelining.AutoPipeline)
         key = rk.keys.group("test", "small").key("n")
         assert await rk.run(INCR, [key], [1]) == 1
         assert not rk.pipeline._idle
@@ -225,7 +225,7 @@ async def test_a_small_pool_keeps_no_connection_back_from_other_commands(redis_u
 async def test_a_dropped_connection_drops_its_kept_siblings_before_the_retry(
     rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     # As when the event loop has not read the closes yet: only the exchange finds out.
     monkeypatch.setattr(pipelining, "_sound", lambda conn: conn.is_connected)
     key = rk.keys.group("test", "siblings").key("n")
@@ -243,7 +243,7 @@ async def test_a_dropped_connection_drops_its_kept_siblings_before_the_retry(
 
 
 async def test_plain_commands_travel_alone_or_with_script_calls(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     key = rk.keys.group("test", "plain").key("n")
     ping, (secs, _micros) = await rk.pipeline.execute([("PING",), ("TIME",)])
     assert ping is True or ping == b"PONG"
@@ -266,7 +266,7 @@ async def test_plain_commands_travel_alone_or_with_script_calls(rk: redkit.Redki
 
 
 async def test_a_refused_plain_command_raises_server_error_alone(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     key = rk.keys.group("test", "refused").key("s")
     await rk.redis.set(key, "text")
     results = await asyncio.gather(
@@ -286,7 +286,7 @@ async def test_the_spin_wait_comes_from_the_settings_and_can_be_off(
 ) -> None:
     monkeypatch.setenv("REDKIT_SPIN_WAIT", "0")
     async with redkit.connect(redis_url, "spin-off") as rk:
-        assert rk.pipeline is not None
+        assert isinstance(rk.pipeline, pipelining.AutoPipeline)
         assert rk.pipeline.spin_wait == 0
         key = rk.keys.group("test", "spin-off").key("n")
         assert await rk.run(INCR, [key], [1]) == 1
@@ -297,7 +297,7 @@ async def test_the_spin_wait_comes_from_the_settings_and_can_be_off(
 
 
 async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     rk.pipeline.spin_wait = 0.01  # far longer than usual: the loop must stay free anyway
     key = rk.keys.group("test", "spin").key("n")
     ticks = 0
@@ -323,7 +323,7 @@ async def test_a_call_waiting_for_its_reply_lets_other_tasks_run(rk: redkit.Redk
 
 async def test_closing_with_calls_in_flight_keeps_no_connection(redis_url: str) -> None:
     rk = await redkit.connect(redis_url, "close-in-flight")
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     pool = rk.pipeline.client.connection_pool
     calls = [
         asyncio.create_task(rk.pipeline.execute([("BLPOP", "close-in-flight:none", "0.3")]))
@@ -337,7 +337,7 @@ async def test_closing_with_calls_in_flight_keeps_no_connection(redis_url: str) 
 
 
 async def test_a_connection_cut_after_some_replies_is_not_retried(rk: redkit.Redkit) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     key = rk.keys.group("test", "cut").key("n")
     await rk.run(INCR, [key], [0])
     own_id = await _kept_connection_id(rk)
@@ -357,7 +357,7 @@ async def test_a_connection_cut_after_some_replies_is_not_retried(rk: redkit.Red
 async def test_settled_calls_do_not_wait_for_their_time_limit_to_be_forgotten(
     rk: redkit.Redkit,
 ) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     key = rk.keys.group("test", "forget").key("n")
     await asyncio.gather(*(rk.run(INCR, [key], [1], time_limit=30) for _ in range(500)))
     # Kept until the 30 s limit, every settled call (and its future, keys and arguments)
@@ -379,7 +379,7 @@ async def script_sends(rk: redkit.Redkit) -> int:
 async def test_a_noscript_storm_loads_the_script_once_and_runs_every_call_once(
     rk: redkit.Redkit,
 ) -> None:
-    assert rk.pipeline is not None
+    assert isinstance(rk.pipeline, pipelining.AutoPipeline)
     counter = rk.keys.group("test", "storm").key("n")
     await rk.run(INCR, [counter], [0])
     await rk.redis.execute_command("SCRIPT", "FLUSH")
@@ -419,7 +419,7 @@ async def test_a_new_connection_to_a_hung_server_is_bounded_by_the_time_limit(
     own_server: ValkeyProcess,
 ) -> None:
     async with redkit.connect(own_server.url, "aphang") as rk:
-        assert rk.pipeline is not None
+        assert isinstance(rk.pipeline, pipelining.AutoPipeline)
         key = rk.keys.group("test", "hang").key("n")
         assert await rk.run(INCR, [key], [1]) == 1
         await rk.pipeline.aclose()  # no kept connection: the next call needs a new one

@@ -25,7 +25,7 @@ from redkit.errors import (
     translate_redis_errors,
 )
 from redkit.keys import Keyspace
-from redkit.pipelining import AutoPipeline
+from redkit.pipelining import AutoPipeline, ClusterAutoPipeline
 from redkit.scripts import Script, ScriptArg
 from redkit.settings import Settings
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
     from redkit.sessions import SessionStore
 
-__all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect"]
+__all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect", "connect_settings"]
 
 MIN_REDIS = (6, 2)
 MIN_VALKEY = (7, 2)
@@ -120,12 +120,13 @@ class Redkit:
         self.keys = Keyspace(settings.namespace)
         self.embedded = embedded
         self._closed = False
-        # Cluster clients pipeline per node themselves; batching across slots is not ours.
-        self.pipeline = (
-            AutoPipeline(client, spin_wait=settings.spin_wait)
-            if settings.auto_pipeline and isinstance(client, Redis)
-            else None
-        )
+        self.pipeline: AutoPipeline | ClusterAutoPipeline | None = None
+        """The automatic pipeline script calls go through (None with ``auto_pipeline=False``).
+        On a Cluster, one per primary node, fed by the slot of each call's keys."""
+        if settings.auto_pipeline and isinstance(client, RedisCluster):
+            self.pipeline = ClusterAutoPipeline(client, spin_wait=settings.spin_wait)
+        elif settings.auto_pipeline and isinstance(client, Redis):
+            self.pipeline = AutoPipeline(client, spin_wait=settings.spin_wait)
 
     def _embedded_moved(self, handle: EmbeddedValkey) -> None:
         """The embedded server was replaced; the client follows it (see follow_embedded)."""
@@ -179,13 +180,13 @@ class Redkit:
     ) -> Any:
         """Run one of redkit's scripts: one round trip, shared with concurrent callers.
 
-        With automatic pipelining on (the default on standalone and Sentinel servers), calls
-        made while others are in flight travel together in one pipeline; see
-        :mod:`redkit.pipelining`. ``time_limit`` (seconds) bounds the call, shorter than the
-        command timeout: past it the call raises :class:`~redkit.errors.ConnectionLost`.
-        Through the pipeline the limit measures the server's silence (a reply that came
-        while the event loop was busy counts, however late it is read); without it (a
-        Cluster, or ``auto_pipeline=False``) it bounds the whole call.
+        With automatic pipelining on (the default), calls made while others are in flight
+        travel together in one pipeline (on a Cluster: one per node, for the calls whose
+        keys that node serves); see :mod:`redkit.pipelining`. ``time_limit`` (seconds)
+        bounds the call, shorter than the command timeout: past it the call raises
+        :class:`~redkit.errors.ConnectionLost`. Through the pipeline the limit measures the
+        server's silence (a reply that came while the event loop was busy counts, however
+        late it is read); without it (``auto_pipeline=False``) it bounds the whole call.
         """
         if self.pipeline is not None:
             return await self.pipeline.run(script, keys, args, time_limit)
@@ -369,15 +370,22 @@ class Redkit:
             )
 
 
-def _settings(
-    url: str | None,
-    namespace: str | None,
-    data_dir: str | Path | None,
-    connect_timeout: float | timedelta | None,
-    command_timeout: float | timedelta | None,
-    max_connections: int | None,
+def connect_settings(
+    url: str | None = None,
+    namespace: str | None = None,
+    data_dir: str | Path | None = None,
+    connect_timeout: float | timedelta | None = None,
+    command_timeout: float | timedelta | None = None,
+    max_connections: int | None = None,
     auto_pipeline: bool | None = None,
 ) -> Settings:
+    """The :class:`~redkit.settings.Settings` that :func:`connect` would use given these
+    arguments: those given win, the environment (and ``.env``) fills in the rest.
+
+    Nothing connects: integrations call it to report a bad URL, namespace or timeout where
+    the application is configured, long before it connects. Raises
+    :class:`~redkit.errors.ConfigurationError`.
+    """
     overrides: dict[str, Any] = {}
     if url is not None:
         overrides["redis_url"] = url
@@ -494,7 +502,7 @@ def connect(
     ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
     """
     return _Connecting(
-        _settings(
+        connect_settings(
             url,
             namespace,
             data_dir,

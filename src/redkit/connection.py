@@ -264,6 +264,8 @@ _FAST_CLASSES: dict[type, type] = {}
 
 def _fast_connection(connection_class: type) -> type:
     """``connection_class`` with :class:`_FastConnectionMixin` in front (one per class)."""
+    if issubclass(connection_class, _FastConnectionMixin):
+        return connection_class  # a node pool made from a Cluster client's connection kwargs
     made = _FAST_CLASSES.get(connection_class)
     if made is None:
         made = type(connection_class.__name__, (_FastConnectionMixin, connection_class), {})

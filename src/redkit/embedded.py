@@ -132,6 +132,8 @@ class ValkeyProcess:
     ``config`` is passed as command-line options (``{"appendonly": "yes"}`` becomes
     ``--appendonly yes``). The process gets its own session, so a Ctrl-C in the terminal
     reaches Python, which then stops the server in order, instead of killing both at once.
+    ``binary`` runs another server binary than the embedded one (a ``redis-server`` takes
+    the same options; the test matrix runs Redis 6.2 and 7.0 this way).
     """
 
     def __init__(
@@ -144,8 +146,10 @@ class ValkeyProcess:
         config_file: str | os.PathLike[str] | None = None,
         sentinel: bool = False,
         die_with_parent: bool = False,
+        binary: str | os.PathLike[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.binary = Path(binary) if binary is not None else None
         self.config_file = Path(config_file).resolve() if config_file else None
         self.sentinel = sentinel
         # Linux only: the kernel stops the server when the thread that started it dies
@@ -172,8 +176,12 @@ class ValkeyProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def _name(self) -> str:
+        return self.binary.name if self.binary else "valkey-server"
+
     def _argv(self) -> list[str]:
-        argv = [str(valkey_binary())]
+        argv = [str(self.binary or valkey_binary())]
         if self.config_file:  # Sentinel mode needs a file: it writes what it learns there
             argv.append(str(self.config_file))
         if self.sentinel:
@@ -239,7 +247,7 @@ class ValkeyProcess:
             while True:
                 if self.process is not None and self.process.poll() is not None:
                     raise EmbeddedServerError(
-                        f"valkey-server exited with code {self.process.returncode} during start; "
+                        f"{self._name} exited with code {self.process.returncode} during start; "
                         f"its log ({self.data_dir / _LOG_FILE}) ends with:\n{self.log_tail()}"
                     )
                 try:
@@ -251,7 +259,7 @@ class ValkeyProcess:
                     pass
                 if time.monotonic() > deadline:
                     raise EmbeddedServerError(
-                        f"valkey-server on port {self.port} did not answer within {timeout}s; "
+                        f"{self._name} on port {self.port} did not answer within {timeout}s; "
                         f"log:\n{self.log_tail()}"
                     )
                 time.sleep(0.005)

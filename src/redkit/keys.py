@@ -1,7 +1,7 @@
 """Key names: a namespace prefix, and hash tags so that the keys of one operation share a slot.
 
-Every key redkit writes starts with ``<namespace>:`` so one application (or one project of the
-platform, with its own ACL user limited to ``~<namespace>:*``) owns a prefix. Keys that one
+Every key redkit writes starts with ``<namespace>:`` so one application (or one tenant of a
+shared server, given its own ACL user limited to ``~<namespace>:*``) owns a prefix. Keys that one
 script touches together are built from one :class:`KeyGroup`::
 
     group = keyspace.group("lock", "db:p1")

@@ -19,11 +19,17 @@ call, the watchdog looks at the sockets of the exchanges in flight, so a reply t
 the event loop was busy elsewhere (and waits unread) still counts. A script the server has
 forgotten (``NOSCRIPT``: a restart, a failover, ``SCRIPT FLUSH``) is loaded once, however many
 calls met it at once, and those calls are sent again by SHA.
+
+On a Cluster (:class:`ClusterAutoPipeline`) each primary node has a pipeline of its own, fed
+by the slot of each call's keys: calls for one node share its round trips and its kept
+connections, under the same rules, and a call the node redirects (a slot that moved, or is
+moving) follows the redirection without running twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import select
 from collections.abc import Callable, Iterator, Sequence
@@ -31,11 +37,21 @@ from typing import Any, Generic, TypeVar
 
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from redkit.errors import LOST_ERRORS, ScriptError, ServerError, connection_lost
+from redkit.connection import QueueingConnectionPool
+from redkit.errors import (
+    LOST_ERRORS,
+    ConnectionLost,
+    ScriptError,
+    ServerError,
+    connection_lost,
+    translate_redis_errors,
+)
+from redkit.keys import key_slot
 from redkit.scripts import Script, ScriptArg
 
-__all__ = ["AutoPipeline"]
+__all__ = ["AutoPipeline", "ClusterAutoPipeline"]
 
 _PARTIAL = "redkit_replies_read"
 """Set on a ConnectionError that cut an exchange after some replies had come: no retry."""
@@ -141,10 +157,24 @@ class _Exchange:
         """True while its connection is opened and its handshake runs."""
 
 
+class _Redirected(ServerError):
+    """The node that got a call does not serve its slot now (``MOVED``, ``ASK``,
+    ``TRYAGAIN``): nothing ran, and the Cluster router sends the call again where the server
+    said. Reaches a caller only from a standalone client pointed at a Cluster node."""
+
+    def __init__(self, what: str, reply: redis_errors.ResponseError) -> None:
+        super().__init__(f"{what}: the server redirected it ({reply})")
+        self.reply = reply
+
+
+_REDIRECTS = (redis_errors.AskError, redis_errors.TryAgainError)
+"""Replies that say a command did not run here (MovedError is an AskError)."""
+
+
 class _Call:
     """One caller's request: a script call, or plain commands, and where its answer goes."""
 
-    __slots__ = ("args", "commands", "future", "keys", "limit", "reloaded", "script")
+    __slots__ = ("args", "commands", "future", "keys", "lead", "limit", "reloaded", "script")
 
     def __init__(
         self,
@@ -152,10 +182,18 @@ class _Call:
         keys: Sequence[str],
         args: Sequence[ScriptArg],
         commands: list[Command],
+        asking: bool = False,
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
+        self.lead = 0
+        """Commands sent before the caller's own (``ASKING``), whose replies are not its."""
+        if asking:
+            # ASKING lets the node importing the slot serve the next command on this
+            # connection: the pair travels together (a batch keeps order on one connection).
+            commands = [("ASKING",), *commands]
+            self.lead = 1
         self.commands = commands
         self.future: asyncio.Future[Any] | None = None
         self.limit: float | None = None
@@ -180,23 +218,42 @@ class _Call:
     def send_source(self) -> None:
         """Send the script itself (``EVAL``) instead of its SHA: the server lost it twice."""
         assert self.script is not None
-        self.commands = [("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)]
+        self.commands = [
+            *self.commands[: self.lead],
+            ("EVAL", self.script.source, len(self.keys), *self.keys, *self.args),
+        ]
 
     def result(self, replies: list[Any]) -> Any:
         """The caller's answer from its replies (errors in place), or the error to raise."""
+        if self.lead:
+            replies = replies[self.lead :]
         if self.script is not None:
             reply = replies[0]
             if isinstance(reply, LOST_ERRORS):
                 raise connection_lost(self.what, reply)
+            if isinstance(reply, _REDIRECTS):
+                raise _Redirected(self.what, reply)
             if isinstance(reply, redis_errors.ResponseError):
                 raise ScriptError(f"script {self.script.name} failed in the server: {reply}")
             return reply
-        for command, reply in zip(self.commands, replies, strict=True):
+        for reply in replies:
+            if isinstance(reply, _REDIRECTS):
+                raise _Redirected(self.what, reply)  # none of them ran: all go again
+        for command, reply in zip(self.commands[self.lead :], replies, strict=True):
             if isinstance(reply, LOST_ERRORS):
                 raise connection_lost(self.what, reply)
             if isinstance(reply, redis_errors.ResponseError):
                 raise ServerError(f"{command[0]} failed in the server: {reply}")
         return replies
+
+
+class _Activity:
+    """Exchanges in flight across a group of pipelines (one, or a Cluster's per node)."""
+
+    __slots__ = ("busy",)
+
+    def __init__(self) -> None:
+        self.busy = 0
 
 
 class AutoPipeline:
@@ -209,10 +266,15 @@ class AutoPipeline:
         max_batch: int = 256,
         max_in_flight: int = 2,
         spin_wait: float = 0.0,
+        activity: _Activity | None = None,
     ) -> None:
         self.client = client
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        # A lone call goes directly only when nothing is in flight in its whole group (its
+        # Cluster's node pipelines): else other calls are about to come, and the call waits
+        # one turn of the event loop to share their round trip.
+        self._activity = activity if activity is not None else _Activity()
         self._pending: list[_Call] = []
         self._in_flight = 0
         self._scheduled = False
@@ -300,12 +362,14 @@ class AutoPipeline:
         return reply, int(secs) * 1_000_000 + int(micros)
 
     async def _call(self, call: _Call, time_limit: float | None) -> Any:
-        if self._in_flight == 0 and not self._pending:
+        if self._activity.busy == 0 and not self._pending:
             self._in_flight += 1
+            self._activity.busy += 1
             try:
                 return await self._direct(call, time_limit)
             finally:
                 self._in_flight -= 1
+                self._activity.busy -= 1
                 self._schedule()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -339,6 +403,7 @@ class AutoPipeline:
             self._schedule()
             return
         self._in_flight += 1
+        self._activity.busy += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -361,7 +426,7 @@ class AutoPipeline:
                 assert future is not None
                 if (
                     call.script is not None
-                    and isinstance(replies[0], redis_errors.NoScriptError)
+                    and isinstance(replies[-1], redis_errors.NoScriptError)
                     and not future.done()
                 ):
                     # Not run: sent again once the script is back (its limit still runs).
@@ -388,6 +453,7 @@ class AutoPipeline:
                 raise
         finally:
             self._in_flight -= 1
+            self._activity.busy -= 1
             self._schedule()
 
     async def _resend(self, calls: list[_Call], loads: int) -> None:
@@ -413,12 +479,12 @@ class AutoPipeline:
         try:
             loads = self._loads
             replies = await self._exchange_retried(call.commands, time_limit)
-            if script is not None and isinstance(replies[0], redis_errors.NoScriptError):
+            if script is not None and isinstance(replies[-1], redis_errors.NoScriptError):
                 # The server does not know the script (yet, or any more): load it once for
                 # every caller that met the same, then send the call again by SHA.
                 await self._reload(script, loads, time_limit)
                 replies = await self._exchange_retried(call.commands, time_limit)
-                if isinstance(replies[0], redis_errors.NoScriptError):  # flushed again
+                if isinstance(replies[-1], redis_errors.NoScriptError):  # flushed again
                     call.send_source()
                     replies = await self._exchange_retried(call.commands, time_limit)
         except LOST_ERRORS as exc:
@@ -721,3 +787,279 @@ async def _spin_for_reply(conn: Any, budget: float) -> None:
     # Polling on purpose, bounded by the budget (an Event would sleep, which is the point).
     while not stream._buffer and not stream.at_eof() and loop.time() < give_up:  # noqa: ASYNC110
         await asyncio.sleep(0)
+
+
+MAX_REDIRECTS = 16
+"""Redirections (MOVED, ASK, TRYAGAIN) one call follows before it fails, as redis-py's own
+Cluster client does: a slot moves once, so more means a Cluster in trouble."""
+
+TRY_AGAIN_PAUSE = 0.005
+"""Seconds before a call answered ``TRYAGAIN`` (its slot's keys half moved) goes again,
+times the number of tries so far."""
+
+REFRESH_EVERY = 1.0
+"""Seconds between slot-map refreshes after lost connections (a failover may have moved
+the slots; a dead node must not cost every call a refresh)."""
+
+
+class ClusterAutoPipeline:
+    """Automatic pipelining on a Cluster: one :class:`AutoPipeline` per primary node.
+
+    A call goes to the node that owns its keys' slot (every redkit script's keys share one
+    slot), found in the slot map redis-py's ``RedisCluster`` keeps; concurrent calls for
+    one node travel in one pipeline on a connection kept for that node, as on a standalone
+    server, with the same time limits, retries and NOSCRIPT handling (each node loads a
+    script it lacks once). A node that no longer serves the slot says so, and nothing ran:
+    ``MOVED`` updates the slot map and the call goes to the new owner; ``ASK`` (a slot being
+    migrated) sends it to the importing node after ``ASKING``; ``TRYAGAIN`` (the slot's keys
+    half moved) sends it again shortly. So a migration in the middle of a batch loses and
+    repeats nothing. A time limit counts per node asked (an answer that redirects is a word
+    from the server), at most :data:`MAX_REDIRECTS` of them.
+    """
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        *,
+        max_batch: int = 256,
+        max_in_flight: int = 2,
+        spin_wait: float = 0.0,
+    ) -> None:
+        self.client = client
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._spin_wait = spin_wait
+        # One pipeline (and pool) per node it was asked to reach, by "host:port". Bounded by
+        # the Cluster's nodes: a refresh drops the idle ones of nodes no longer in the map.
+        self._nodes: dict[str, AutoPipeline] = {}
+        self._activity = _Activity()
+        self._closed = False
+        self._refresh: asyncio.Task[None] | None = None
+        self._refreshed_at = -math.inf
+        self.redirected = {"MOVED": 0, "ASK": 0, "TRYAGAIN": 0}
+        """Redirections followed so far, by kind (for tests and benchmarks)."""
+
+    def __repr__(self) -> str:
+        return f"<ClusterAutoPipeline nodes={len(self._nodes)} batches={self.batches}>"
+
+    # -- the figures of the node pipelines, summed --------------------------------------------
+
+    @property
+    def batches(self) -> int:
+        return sum(p.batches for p in self._nodes.values())
+
+    @property
+    def batched_calls(self) -> int:
+        return sum(p.batched_calls for p in self._nodes.values())
+
+    @property
+    def round_trips(self) -> int:
+        return sum(p.round_trips for p in self._nodes.values())
+
+    @property
+    def script_loads(self) -> int:
+        return sum(p.script_loads for p in self._nodes.values())
+
+    @property
+    def spin_wait(self) -> float:
+        return self._spin_wait
+
+    @spin_wait.setter
+    def spin_wait(self, value: float) -> None:
+        self._spin_wait = value
+        for pipeline in self._nodes.values():
+            pipeline.spin_wait = value
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg] = (),
+        time_limit: float | None = None,
+    ) -> Any:
+        """Run ``script`` on the node of its keys' slot, sharing a round trip with the
+        calls for that node (see :meth:`AutoPipeline.run`)."""
+        script.check_keys(keys)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        def make(asking: bool) -> _Call:
+            return _Call(script, keys, args, [command], asking)
+
+        return await self._routed(keys[0] if keys else None, make, time_limit)
+
+    async def execute(self, commands: list[Command], time_limit: float | None = None) -> list[Any]:
+        """Send plain ``commands`` in one round trip to the node of the first command's first
+        argument, its key (the keys of all of them must share its slot; keyless commands
+        go to any node). Not atomic as a group: for reads."""
+        if not commands:
+            return []
+        first = commands[0]
+        key = first[1] if len(first) > 1 else None
+
+        def make(asking: bool) -> _Call:
+            return _Call(None, (), (), list(commands), asking)
+
+        replies: list[Any] = await self._routed(key, make, time_limit)
+        return replies
+
+    async def read_at_server_time(self, command: Command) -> tuple[Any, int]:
+        """``command``'s reply and its node's clock (``TIME``, microseconds) in one round
+        trip (see :meth:`AutoPipeline.read_at_server_time`)."""
+        reply, (secs, micros) = await self.execute([command, ("TIME",)])
+        return reply, int(secs) * 1_000_000 + int(micros)
+
+    async def _routed(
+        self, key: Any, make: Callable[[bool], _Call], time_limit: float | None
+    ) -> Any:
+        slot = key_slot(key) if isinstance(key, str | bytes) else None
+        asked: Any = None  # the node an ASK named, for the next try only
+        tries = 0
+        while True:
+            if asked is not None:
+                node = asked
+            elif slot is not None and self.client.nodes_manager.slots_cache:
+                node = self._owner(slot)  # the usual path: no await, the map is in memory
+            else:
+                node = await self._node_for(slot)
+            call = make(asked is not None)
+            pipeline = self._pipeline(node)
+            try:
+                return await pipeline._call(call, time_limit)
+            except _Redirected as exc:
+                tries += 1
+                reply = exc.reply
+                if tries >= MAX_REDIRECTS:
+                    raise connection_lost(call.what, reply) from None
+                if isinstance(reply, redis_errors.MovedError):
+                    self.redirected["MOVED"] += 1
+                    await self._moved(reply)
+                    asked = None
+                elif isinstance(reply, redis_errors.AskError):
+                    self.redirected["ASK"] += 1
+                    asked = self._node_at(reply.host, reply.port)
+                else:  # TRYAGAIN: the same node again, after a pause
+                    self.redirected["TRYAGAIN"] += 1
+                    asked = node if asked is not None else None
+                    await asyncio.sleep(TRY_AGAIN_PAUSE * tries)
+            except ConnectionLost:
+                # A dead node, or a failover under way: the slot map may be stale.
+                self._refresh_soon()
+                raise
+
+    async def _node_for(self, slot: int | None) -> Any:
+        manager = self.client.nodes_manager
+        if not manager.slots_cache:
+            with translate_redis_errors("Cluster topology"):
+                await self.client.initialize()
+        if slot is None:
+            return self.client.get_default_node()
+        return self._owner(slot)
+
+    def _owner(self, slot: int) -> Any:
+        """The primary that serves ``slot``, from the slot map in memory."""
+        try:
+            return self.client.nodes_manager.get_node_from_slot(slot)
+        except redis_errors.SlotNotCoveredError as exc:
+            self._refresh_soon()
+            raise connection_lost(f"slot {slot}", exc) from exc
+
+    def _node_at(self, host: str, port: int) -> Any:
+        node = self.client.nodes_manager.get_node(host=host, port=port)
+        if node is None:
+            node = ClusterNode(host, port)
+        return node
+
+    async def _moved(self, reply: redis_errors.MovedError) -> None:
+        """Record in redis-py's slot map that ``reply``'s slot is served elsewhere now, so
+        that every later call (ours and redis-py's) goes there at once."""
+        manager: Any = self.client.nodes_manager
+        move = getattr(manager, "move_slot", None)
+        if move is None:  # older redis-py: re-read the whole map
+            with translate_redis_errors("Cluster topology"):
+                await manager.initialize()
+            return
+        moved = move(reply)
+        if inspect.isawaitable(moved):
+            await moved
+
+    def _refresh_soon(self) -> None:
+        """Re-read the slot map in the background (one at a time, at most every
+        :data:`REFRESH_EVERY` seconds): the caller already has its answer (ConnectionLost)."""
+        loop = asyncio.get_running_loop()
+        if self._closed or self._refresh is not None:
+            return
+        if loop.time() - self._refreshed_at < REFRESH_EVERY:
+            return
+        self._refreshed_at = loop.time()
+        self._refresh = loop.create_task(self._refresh_map())
+
+    async def _refresh_map(self) -> None:
+        try:
+            await self.client.nodes_manager.initialize()
+        except Exception:  # noqa: S110 - the next failure asks again
+            pass
+        finally:
+            self._refresh = None
+        # Idle pipelines of nodes gone from the map are dropped (their pools closed).
+        known = self.client.nodes_manager.nodes_cache
+        for name, pipeline in list(self._nodes.items()):
+            if name not in known and pipeline._in_flight == 0 and not pipeline._pending:
+                del self._nodes[name]
+                await _close_node_pipeline(pipeline)
+
+    def _pipeline(self, node: Any) -> AutoPipeline:
+        pipeline = self._nodes.get(node.name)
+        if pipeline is None:
+            if self._closed:
+                raise ConnectionLost("the client is closed")
+            pipeline = AutoPipeline(
+                self._node_client(node.host, node.port),
+                max_batch=self.max_batch,
+                max_in_flight=self.max_in_flight,
+                spin_wait=self._spin_wait,
+                activity=self._activity,
+            )
+            self._nodes[node.name] = pipeline
+        return pipeline
+
+    def _node_client(self, host: str, port: int) -> Redis:
+        """A standalone client of one node, with a pool of its own (the kept connections of
+        its pipeline come from it), made as the Cluster client's are (credentials, TLS,
+        timeouts, client name)."""
+        kwargs = dict(self.client.connection_kwargs)
+        for cluster_only in _CLUSTER_ONLY_KWARGS:
+            kwargs.pop(cluster_only, None)
+        connection_class = kwargs.pop("connection_class")
+        size = int(getattr(self.client, "max_connections", 0) or kwargs.get("max_connections", 64))
+        kwargs.pop("max_connections", None)
+        pool = QueueingConnectionPool(
+            host=host,
+            port=port,
+            connection_class=connection_class,
+            max_connections=size,
+            pool_timeout=float(getattr(self.client, "pool_timeout", 10.0)),
+            **kwargs,
+        )
+        return Redis(connection_pool=pool)
+
+    async def aclose(self) -> None:
+        """Close every node's kept connections and pool."""
+        self._closed = True
+        if self._refresh is not None:
+            self._refresh.cancel()
+        nodes, self._nodes = self._nodes, {}
+        for pipeline in nodes.values():
+            await _close_node_pipeline(pipeline)
+
+
+_CLUSTER_ONLY_KWARGS = (
+    "response_callbacks",  # redkit's pipeline reads raw replies
+    "oss_cluster_maint_notifications_handler",  # the Cluster client's, tied to its node map
+)
+
+
+async def _close_node_pipeline(pipeline: AutoPipeline) -> None:
+    await pipeline.aclose()
+    await pipeline.client.aclose()

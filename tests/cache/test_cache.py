@@ -428,7 +428,7 @@ async def test_entries_spread_over_the_cluster_masters(rk: redkit.Redkit) -> Non
 
 async def test_a_fresh_hit_is_one_round_trip_without_a_script(rk: redkit.Redkit) -> None:
     if rk.pipeline is None:
-        pytest.skip("a Cluster client has no automatic pipeline: hits run the script")
+        pytest.skip("without the automatic pipeline (auto_pipeline=False) hits run the script")
     cache = rk.cache()
     await cache.set("fresh", {"a": 1}, ttl=60)
     before = await commandstats(rk)

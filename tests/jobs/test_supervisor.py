@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -23,7 +22,7 @@ from typer.testing import CliRunner
 import redkit
 from jobs.helpers import eventually
 from redkit.cli.jobs import app
-from redkit.jobs import JobSpec, list_workers
+from redkit.jobs import JobSpec, WorkerInfo, list_workers
 from redkit.jobs.supervisor import parse_processes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,8 +87,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def _children(rk: redkit.Redkit, supervisor: int) -> list[dict[str, Any]]:
-    return [w for w in await list_workers(rk) if w.get("supervisor") == supervisor]
+async def _children(rk: redkit.Redkit, supervisor: int) -> list[WorkerInfo]:
+    return [w for w in await list_workers(rk) if w.supervisor == supervisor]
 
 
 async def _has_children(rk: redkit.Redkit, supervisor: int, n: int) -> bool:
@@ -105,9 +104,9 @@ async def test_a_supervisor_runs_n_children_that_share_the_jobs_and_each_list_th
     proc = supervised.start("2")
     await eventually(lambda: _has_children(rk, proc.pid, 2), timeout=30)
     children = await _children(rk, proc.pid)
-    assert sorted(c["index"] for c in children) == [0, 1]
-    assert len({c["pid"] for c in children}) == 2
-    assert all(c["queues"] == ["work"] and c["concurrency"] == 5 for c in children)
+    assert sorted(c.index for c in children) == [0, 1]
+    assert len({c.pid for c in children}) == 2
+    assert all(c.queues == ["work"] and c.concurrency == 5 for c in children)
     q = rk.queue("work")
     prefix = rk.keys.key("rec")
     await q.enqueue_many([JobSpec("record", {"prefix": prefix, "sleep": 0.01})] * 200)
@@ -126,7 +125,7 @@ async def test_a_supervisor_runs_n_children_that_share_the_jobs_and_each_list_th
     )
     assert result.exit_code == 0, result.output
     listed = [w for w in json.loads(result.output) if w["supervisor"] == proc.pid]
-    assert sorted(w["pid"] for w in listed) == sorted(c["pid"] for c in children)
+    assert sorted(w["pid"] for w in listed) == sorted(c.pid for c in children)
 
 
 async def test_a_killed_child_is_restarted_and_sigterm_stops_them_all_without_orphans(
@@ -134,15 +133,15 @@ async def test_a_killed_child_is_restarted_and_sigterm_stops_them_all_without_or
 ) -> None:
     proc = supervised.start("2")
     await eventually(lambda: _has_children(rk, proc.pid, 2), timeout=30)
-    first = {c["index"]: c["pid"] for c in await _children(rk, proc.pid)}
+    first = {c.index: c.pid for c in await _children(rk, proc.pid)}
     os.kill(first[0], signal.SIGKILL)
 
     async def replaced() -> bool:
-        now = {c["index"]: c for c in await _children(rk, proc.pid)}
-        return 0 in now and now[0]["pid"] != first[0] and now[0]["restarts"] == 1
+        now = {c.index: c for c in await _children(rk, proc.pid)}
+        return 0 in now and now[0].pid != first[0] and now[0].restarts == 1
 
     await eventually(replaced, timeout=30)
-    now = {c["index"]: c["pid"] for c in await _children(rk, proc.pid)}
+    now = {c.index: c.pid for c in await _children(rk, proc.pid)}
     assert now[1] == first[1]  # the other child was left alone
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
@@ -150,9 +149,10 @@ async def test_a_killed_child_is_restarted_and_sigterm_stops_them_all_without_or
     assert "exited with -9" in supervised.log()
 
     async def unlisted() -> bool:
-        return not await _children(rk, proc.pid)
+        return not {c.pid for c in await _children(rk, proc.pid)} & set(now.values())
 
-    await eventually(unlisted, timeout=5)  # a clean stop removes each child's line
+    # A clean stop removes each child's line (the SIGKILLed one's ages out of the list).
+    await eventually(unlisted, timeout=5)
 
 
 async def test_children_stop_when_their_supervisor_is_killed(
@@ -160,7 +160,7 @@ async def test_children_stop_when_their_supervisor_is_killed(
 ) -> None:
     proc = supervised.start("2")
     await eventually(lambda: _has_children(rk, proc.pid, 2), timeout=30)
-    pids = [c["pid"] for c in await _children(rk, proc.pid)]
+    pids = [c.pid for c in await _children(rk, proc.pid)]
     proc.kill()
     proc.wait(5)
     deadline = time.monotonic() + 15

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.exceptions
 
 import redkit
 from notify.helpers import command_stats
@@ -350,14 +351,29 @@ async def test_live_messages_in_the_earlier_format_are_still_understood(
 async def test_sharded_pubsub_is_the_default_only_where_the_server_has_it(
     rk: redkit.Redkit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (rk.server_kind, rk.has_sharded_pubsub) == ("valkey", True)
-    assert rk.notifications().sharded is rk.is_cluster
-    # A Redis 6.2 Cluster has no SPUBLISH: the bus falls back to classic pub/sub there.
-    monkeypatch.setattr(rk, "server_kind", "redis")
-    monkeypatch.setattr(rk, "server_version", "6.2.14")
-    assert (rk.has_sharded_pubsub, rk.notifications().sharded) == (False, False)
-    monkeypatch.setattr(rk, "server_version", "7.0.15")
-    assert rk.notifications().sharded is rk.is_cluster
+    # Ask the server itself, whatever it is (the suite also runs on Redis 6.2 and 7.0):
+    # SPUBLISH to a channel nobody listens to answers 0 where it exists, an error where not.
+    refusal = ""
+    try:
+        await rk.redis.spublish(f"{rk.namespace}:probe", "x")
+    except redis.exceptions.ResponseError as exc:
+        refusal = str(exc).lower()
+    assert refusal == "" or refusal.startswith("unknown command"), refusal
+    server_has_it = not refusal
+    assert rk.has_sharded_pubsub is server_has_it
+    assert rk.notifications().sharded is (rk.is_cluster and server_has_it)
+    # The rule by version: Valkey always, Redis from 7.0. A Redis 6.2 Cluster has no
+    # SPUBLISH, so the bus falls back to classic pub/sub there.
+    for kind, version, has_it in [
+        ("redis", "6.2.14", False),
+        ("redis", "7.0.15", True),
+        ("valkey", "7.2.4", True),
+        ("valkey", "9.1.2", True),
+    ]:
+        monkeypatch.setattr(rk, "server_kind", kind)
+        monkeypatch.setattr(rk, "server_version", version)
+        assert rk.has_sharded_pubsub is has_it
+        assert rk.notifications().sharded is (rk.is_cluster and has_it)
 
 
 # -- hardening -------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ async def test_a_flushed_script_cache_is_reloaded_once_and_the_burst_stays_exact
     rk: redkit.Redkit,
 ) -> None:
     if rk.pipeline is None:
-        pytest.skip("the automatic pipeline runs on standalone servers")
+        pytest.skip("needs the automatic pipeline (auto_pipeline=False here)")
     limiter = rk.rate_limiter(100, 3600)  # the default 250 ms timeout
     assert (await limiter.hit("warm")).allowed
     await rk.redis.execute_command("SCRIPT", "FLUSH")

@@ -15,10 +15,12 @@ from redkit.sessions import Session
 runner = CliRunner()
 
 
-def _create(url: str, namespace: str, user: str, n: int) -> list[Session]:
+def _create(
+    url: str, namespace: str, user: str, n: int, store_name: str = "default"
+) -> list[Session]:
     async def create() -> list[Session]:
         async with redkit.connect(url, namespace) as rk:
-            store = rk.sessions()
+            store = rk.sessions(name=store_name)
             return [
                 await store.create(user, {}, ip=f"10.0.0.{i}", user_agent="Firefox")
                 for i in range(n)
@@ -41,7 +43,7 @@ def test_list_and_revoke_all_as_json(redis_url: str, namespace: str) -> None:
         app, ["revoke-all", "alice", "--url", redis_url, "-n", namespace, "--json"]
     )
     assert ended.exit_code == 0, ended.output
-    assert json.loads(ended.stdout) == {"user": "alice", "revoked": 2}
+    assert json.loads(ended.stdout) == {"user": "alice", "store": "default", "revoked": 2}
     again = runner.invoke(app, ["list", "alice", "--url", redis_url, "-n", namespace, "--json"])
     assert json.loads(again.stdout) == []
 
@@ -65,3 +67,35 @@ def test_an_empty_user_or_a_dead_server_is_one_clear_line(redis_url: str) -> Non
     assert dead.exit_code == 1
     assert "error:" in dead.output
     assert "Traceback" not in dead.output
+
+
+def test_store_picks_a_named_session_store_and_leaves_the_others_alone(
+    redis_url: str, namespace: str
+) -> None:
+    admin = _create(redis_url, namespace, "carol", 2, store_name="admin")
+    default = _create(redis_url, namespace, "carol", 1)
+    base = ["--url", redis_url, "-n", namespace, "--json"]
+
+    def listed(*store: str) -> set[str]:
+        result = runner.invoke(app, ["list", "carol", *base, *store])
+        assert result.exit_code == 0, result.output
+        return {row["id_prefix"] for row in json.loads(result.stdout)}
+
+    assert listed("--store", "admin") == {s.id_prefix for s in admin}
+    assert listed() == {s.id_prefix for s in default}
+    table = runner.invoke(
+        app, ["list", "carol", "--url", redis_url, "-n", namespace, "-s", "admin"]
+    )
+    assert "sessions of carol in store 'admin': 2" in table.stdout
+
+    ended = runner.invoke(app, ["revoke-all", "carol", *base, "--store", "admin"])
+    assert json.loads(ended.stdout) == {"user": "carol", "store": "admin", "revoked": 2}
+    assert listed("--store", "admin") == set()
+    assert listed() == {s.id_prefix for s in default}  # the default store kept its session
+
+
+def test_a_bad_store_name_is_one_clear_line(redis_url: str) -> None:
+    result = runner.invoke(app, ["list", "carol", "--url", redis_url, "--store", "a b:{"])
+    assert result.exit_code == 1
+    assert "session store name" in result.output
+    assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -178,7 +179,7 @@ def workers(
     own): host, pid, supervisor, queues, jobs running and done, last heartbeat."""
     found = connected(url, namespace, data_dir, list_workers)
     if as_json:
-        echo_json(found)
+        echo_json([dataclasses.asdict(w) for w in found])
         return
     where = resolve_namespace(namespace)
     if not found:
@@ -191,21 +192,20 @@ def workers(
     now = time.time()
     for w in found:
         child = "-"
-        if w.get("supervisor"):
-            restarts = int(w.get("restarts") or 0)
-            child = f"{w['supervisor']}:{w.get('index', 0)}"
-            if restarts:
-                child += f" ({restarts} restart{'s' if restarts > 1 else ''})"
+        if w.supervisor:
+            child = f"{w.supervisor}:{w.index}"
+            if w.restarts:
+                child += f" ({w.restarts} restart{'s' if w.restarts > 1 else ''})"
         table.add_row(
-            str(w["id"])[:8],
-            str(w.get("host", "")),
-            str(w.get("pid", "")),
+            w.id[:8],
+            w.host,
+            str(w.pid),
             child,
-            ",".join(str(q) for q in w.get("queues", [])),
-            f"{w.get('running', 0)}/{w.get('concurrency', '?')}",
-            str(w.get("completed", "")),
-            str(w.get("failed", "")),
-            f"{max(0.0, now - float(w.get('started') or now)):.0f} s",
+            ",".join(w.queues),
+            f"{w.running}/{w.concurrency}",
+            str(w.completed),
+            str(w.failed),
+            f"{max(0.0, now - w.started):.0f} s" if w.started else "?",
         )
     console.print(table)
 

@@ -21,6 +21,14 @@ app = typer.Typer(
 
 UserArgument = Annotated[str, typer.Argument(help="The user ID.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        "-s",
+        help="The session store's name (rk.sessions(name=...)); stores are kept apart.",
+    ),
+]
 
 
 def _when(epoch: float) -> str:
@@ -33,19 +41,21 @@ def list_sessions(
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
+    store: StoreOption = "default",
     as_json: JsonOption = False,
 ) -> None:
     """The live sessions of USER (ID prefix, IP, user agent, created, last seen, expires)."""
 
     async def fetch(rk: redkit.Redkit) -> list[SessionInfo]:
-        return await rk.sessions().list(user)
+        return await rk.sessions(name=store).list(user)
 
     sessions = connected(url, namespace, data_dir, fetch)
     if as_json:
         rows = [info.as_dict() for info in sessions]
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"sessions of {user}: {len(sessions)}", title_justify="left")
+    where = "" if store == "default" else f" in store {store!r}"
+    table = Table(title=f"sessions of {user}{where}: {len(sessions)}", title_justify="left")
     for column in ("id prefix", "ip", "user agent", "created", "last seen", "expires"):
         table.add_column(column)
     for info in sessions:
@@ -66,15 +76,18 @@ def revoke_all(
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
+    store: StoreOption = "default",
     as_json: JsonOption = False,
 ) -> None:
-    """End every session of USER (and drop their cached permissions), atomically."""
+    """End every session of USER in one store (and drop their cached permissions),
+    atomically."""
 
     async def revoke(rk: redkit.Redkit) -> int:
-        return await rk.sessions().revoke_all(user)
+        return await rk.sessions(name=store).revoke_all(user)
 
     ended = connected(url, namespace, data_dir, revoke)
     if as_json:
-        typer.echo(orjson.dumps({"user": user, "revoked": ended}).decode())
+        typer.echo(orjson.dumps({"user": user, "store": store, "revoked": ended}).decode())
         return
-    console.print(f"revoked {ended} session{'s' if ended != 1 else ''} of {user}")
+    where = "" if store == "default" else f" in store {store!r}"
+    console.print(f"revoked {ended} session{'s' if ended != 1 else ''} of {user}{where}")

@@ -12,6 +12,7 @@
 """
 
 from redkit.jobs.cron import CronExpression
+from redkit.jobs.presence import WorkerInfo, list_workers
 from redkit.jobs.queue import (
     Job,
     JobSpec,
@@ -19,7 +20,6 @@ from redkit.jobs.queue import (
     QueueStats,
     find_job_queues,
     list_queues,
-    list_workers,
 )
 from redkit.jobs.schedule import Schedule, ScheduleInfo, list_schedules
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, TRANSITIONS, JobState, Transition
@@ -39,6 +39,7 @@ __all__ = [
     "ScheduleInfo",
     "Transition",
     "Worker",
+    "WorkerInfo",
     "find_job_queues",
     "list_queues",
     "list_schedules",

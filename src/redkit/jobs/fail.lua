@@ -11,6 +11,8 @@
 -- ARGV[10]: backoff cap (ms)   ARGV[11]: failed (and cancelled) jobs to keep, per set
 -- ARGV[12]: their max age (ms)
 -- ARGV[13]: events MAXLEN (0: none)
+-- A failed job's hash also gets "search": its function and error head, lower-cased, which
+-- search_failed.lua matches (bounded with the job: trimmed or expired with it).
 -- Returns: the new state ("retrying", "failed" or "cancelled"), or false if the job is no
 --   longer this worker's attempt (nothing changed).
 -- Backoff before attempt a+1: min(cap, backoff * 2^(a-1)) * jitter.
@@ -44,6 +46,10 @@ else
   if f[6] == '1' then state = 'cancelled' end
   redis.call('HSET', jkey, 'state', state, 'error', ARGV[6], 'traceback', ARGV[7],
     'finished', now)
+  if state == 'failed' then
+    local fn = redis.call('HGET', jkey, 'fn') or ''
+    redis.call('HSET', jkey, 'search', string.lower(fn .. '\n' .. string.sub(ARGV[6], 1, 300)))
+  end
   local age = tonumber(ARGV[12])
   local dead = KEYS[3]
   if state == 'cancelled' then dead = KEYS[6] end

@@ -12,6 +12,7 @@ one Cluster slot; the scripts build the per-job key names from the prefix they a
     <ns>:{q:<name>}:paused       flag                                  durable queue state
     <ns>:{q:<name>}:completed    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:failed       zset  id -> finish time               bounded: count and age
+                                       (a failed job's hash also holds its search text)
     <ns>:{q:<name>}:cancelled    zset  id -> finish time               bounded: count and age
     <ns>:{q:<name>}:events       stream of lifecycle events            bounded: MAXLEN ~
     <ns>:{q:<name>}:wake         list  wake-up tokens for idle workers bounded: 64 entries
@@ -33,8 +34,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
@@ -44,15 +43,7 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = [
-    "Job",
-    "JobSpec",
-    "Queue",
-    "QueueStats",
-    "find_job_queues",
-    "list_queues",
-    "list_workers",
-]
+__all__ = ["Job", "JobSpec", "Queue", "QueueStats", "find_job_queues", "list_queues"]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -607,6 +598,36 @@ class Queue:
                 out.append(job_from_hash(self, _text(reply[i]), reply[i + 1]))
         return out
 
+    async def search_failed(
+        self, query: str, limit: int = 50, *, scan: int = 10_000
+    ) -> tuple[list[Job], int]:
+        """Failed jobs whose id is ``query``, or whose function name or error text contains
+        it (case-insensitive), newest first; one round trip.
+
+        No KEYS or SCAN: the script walks the failed set (newest first, at most ``scan`` ids)
+        and matches each job's search text, which the fail script stores on the job (so it
+        is bounded and trimmed with the job). Returns the jobs found (at most ``limit``) and
+        how many ids were looked at.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("search for a non-empty string (a job id, function or error)")
+        if len(query) > 200:
+            raise InvalidInput(f"a search is at most 200 characters, got {len(query)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an int in 1..1000, got {limit!r}")
+        if isinstance(scan, bool) or not isinstance(scan, int) or not 1 <= scan <= 100_000:
+            raise InvalidInput(f"scan must be an int in 1..100000, got {scan!r}")
+        reply = await self.rk.run(
+            SCRIPTS["search_failed"],
+            [self.failed_key],
+            [self.job_prefix, query.strip(), query.strip().lower(), limit, scan],
+        )
+        out: list[Job] = []
+        for i in range(1, len(reply), 2):
+            if reply[i + 1]:
+                out.append(job_from_hash(self, _text(reply[i]), reply[i + 1]))
+        return out, int(reply[0])
+
     async def events(self, count: int = 100) -> list[dict[str, str]]:
         """The latest lifecycle events, oldest first: ``{"id", "event", "job", ...}``."""
         with translate_redis_errors("read job events"):
@@ -706,6 +727,43 @@ class Queue:
             raise InvalidInput(f"no job {job_id} on queue {self.name!r} (trimmed or never there)")
         return _text(before) in (JobState.FAILED, JobState.CANCELLED)
 
+    async def retry_all_failed(self) -> int:
+        """Queue every failed job again (attempts back to zero), in steps of 1000 jobs per
+        script call; returns how many ids left the failed set (cancelled jobs stay)."""
+        keys = [self.waiting_key, self.failed_key, self.seq_key, self.events_key, self.wake_key]
+        total = 0
+        # Bounded: the failed set holds at most keep_failed ids, 1000 per round.
+        for _ in range(self.keep_failed // 1000 + 2):
+            moved = int(
+                await self.rk.run(
+                    SCRIPTS["retry_failed"], keys, [self.job_prefix, self.events_maxlen, 1000]
+                )
+            )
+            total += moved
+            if moved == 0:
+                break
+        return total
+
+    async def delete(self, job_id: str) -> JobState | None:
+        """Remove a job that is not running (its hash and its id in every state set).
+
+        Returns the state it was in (``None``: no such job). An active job is left as it is
+        and ``JobState.ACTIVE`` returned: cancel it first.
+        """
+        check_name(job_id, "job_id", MAX_JOB_ID_LENGTH)
+        keys = [
+            self.waiting_key,
+            self.delayed_key,
+            self.completed_key,
+            self.failed_key,
+            self.cancelled_key,
+            self.events_key,
+        ]
+        before = await self.rk.run(
+            SCRIPTS["delete"], keys, [self.job_prefix, job_id, self.events_maxlen]
+        )
+        return None if not before else _state(before)
+
     async def pause(self) -> bool:
         """Stop handing out jobs (enqueueing goes on). True if it was running."""
         keys = [self.paused_key, self.wake_key, self.events_key]
@@ -775,28 +833,3 @@ async def list_queues(rk: Redkit) -> list[str]:
     with translate_redis_errors("list queues"):
         names = await rk.redis.smembers(rk.keys.key("jobs", "queues"))
     return sorted(_text(n) for n in names)
-
-
-async def list_workers(rk: Redkit) -> list[dict[str, Any]]:
-    """The live workers' status lines (as each :class:`Worker`'s heartbeat writes them), oldest
-    first; ``id`` is the worker's id and ``seen`` the server time (s) of its last line."""
-    raw = await rk.redis.hgetall(rk.keys.group("workers").key())
-    secs, micros = await rk.redis.time()
-    now = int(secs) + int(micros) / 1e6
-    out = []
-    for worker_id, value in raw.items():
-        seen_ms, _, status = _text(value).partition("|")
-        try:
-            line = orjson.loads(status)
-        except orjson.JSONDecodeError:
-            continue  # not a line a worker wrote
-        if not isinstance(line, dict) or not seen_ms.isdigit():
-            continue
-        seen = int(seen_ms) / 1000
-        lease = line.get("lease")
-        if isinstance(lease, int | float) and now - seen > lease:
-            continue  # stale: that worker stopped renewing it (the next heartbeat removes it)
-        line.update(id=_text(worker_id), seen=seen)
-        out.append(line)
-    out.sort(key=lambda line: (line.get("started") or 0, line["id"]))
-    return out

@@ -49,7 +49,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -62,6 +61,8 @@ import orjson
 
 from redkit.codec import dumps, milliseconds, seconds
 from redkit.errors import InvalidInput, RedkitError, translate_redis_errors
+from redkit.jobs.metrics import observe
+from redkit.jobs.presence import announce
 from redkit.jobs.queue import SCRIPTS, Job, Queue, blocking_slots, wait_chunk
 from redkit.jobs.states import JobState
 
@@ -245,8 +246,6 @@ class Worker:
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals on this platform
         self._began = time.time()
-        with contextlib.suppress(RedkitError):  # presence is for people, not for the jobs
-            await self._presence()
         helpers = [
             loop.create_task(self._heartbeat(), name="redkit-worker-heartbeat"),
             loop.create_task(self._ack_loop(), name="redkit-worker-acks"),
@@ -266,8 +265,7 @@ class Worker:
                 with contextlib.suppress(RedkitError):
                     await self._ack_flush  # the flush that was under way
             await self._flush_acks()
-            with contextlib.suppress(RedkitError):
-                await self._presence(gone=True)
+            await self._presence(leaving=True)
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._executor is not None:
@@ -496,7 +494,8 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         job, queue = running.job, running.queue
         key = (queue.name, job.id)
-        began = asyncio.get_running_loop().time()
+        began = time.perf_counter()
+        outcome = "failed"
         try:
             fn = self.functions.get(job.function)
             if fn is None:
@@ -517,6 +516,8 @@ class Worker:
                     deadline = None
                     result = await self._call(fn, job)
             except asyncio.CancelledError:
+                reason = running.cancel_reason
+                outcome = "cancelled" if reason in (None, "cancel") else reason
                 if running.cancel_reason == "cancel":
                     await self._fail(running, "cancelled", "", retryable=False)
                 # "lost": another worker has the job now; "shutdown": handed back by run().
@@ -543,10 +544,12 @@ class Worker:
                 return
             self._acks.setdefault(queue.name, []).append((job.id, job.attempts, data))
             self._ack_wanted.set()
+            outcome = "completed"
         finally:
+            took = time.perf_counter() - began
+            observe(queue.name, job.function, outcome, took)
             self._running.pop(key, None)
             self._active -= 1
-            took = asyncio.get_running_loop().time() - began
             mean = self._mean_s
             self._mean_s = took if mean is None else mean + (took - mean) / 16
             self._start_held()
@@ -637,9 +640,32 @@ class Worker:
                 queue,
             )
 
+    async def _presence(self, leaving: bool = False) -> None:
+        """Tell the dashboard this worker is alive (and how loaded), or that it leaves."""
+        info = None
+        if not leaving:
+            info = {
+                "queues": [q.name for q in self.queues],
+                "concurrency": self.concurrency,
+                "running": self._active,
+                "held": len(self._buffer),
+                "completed": self.stats.completed,
+                "failed": self.stats.failed,
+                "started": round(self._began, 3),
+                # Set by `redkit worker --processes N` for each of its children.
+                "supervisor": _env_int("REDKIT_SUPERVISOR_PID"),
+                "index": _env_int("REDKIT_WORKER_INDEX"),
+                "restarts": _env_int("REDKIT_WORKER_RESTARTS"),
+            }
+        try:
+            await announce(self.rk, self.id, info, self.lease_ms + 5000)
+        except RedkitError as exc:
+            log.debug("worker presence not recorded: %s", exc)
+
     async def _heartbeat(self) -> None:
         interval = self.lease / 3
         while True:
+            await self._presence()
             await asyncio.sleep(interval)
             by_queue: dict[str, list[_Running]] = {}
             for running in list(self._running.values()):
@@ -649,35 +675,6 @@ class Worker:
                     await self._extend(items)
                 except RedkitError as exc:
                     log.warning("heartbeat failed (leases not renewed): %s", exc)
-            with contextlib.suppress(RedkitError):
-                await self._presence()
-
-    async def _presence(self, gone: bool = False) -> None:
-        """This worker's line in ``redkit jobs workers``: renewed by each heartbeat, stale
-        (and removed) after one lease without renewal, removed at once on a clean stop."""
-        status = b""
-        if not gone:
-            s = self.stats
-            status = orjson.dumps(
-                {
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    # Set by `redkit worker --processes N` for each of its children.
-                    "supervisor": int(os.environ.get("REDKIT_SUPERVISOR_PID", "0") or 0),
-                    "index": int(os.environ.get("REDKIT_WORKER_INDEX", "0") or 0),
-                    "restarts": int(os.environ.get("REDKIT_WORKER_RESTARTS", "0") or 0),
-                    "queues": [q.name for q in self.queues],
-                    "concurrency": self.concurrency,
-                    "running": self._active,
-                    "held": len(self._buffer),
-                    "completed": s.completed,
-                    "failed": s.failed,
-                    "started": round(self._began, 3),
-                    "lease": self.lease,
-                }
-            )
-        key = self.rk.keys.group("workers").key()
-        await self.rk.run(SCRIPTS["presence"], [key], [self.id, status, self.lease_ms])
 
     async def _extend(self, items: list[_Running]) -> None:
         queue = items[0].queue
@@ -695,6 +692,13 @@ class Worker:
             if running.task is not None:
                 running.task.cancel()
             # A held job (task None) is dropped when its turn comes (_start_held).
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "0") or 0)
+    except ValueError:
+        return 0
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -302,33 +302,72 @@ def sse_endpoint(
             sub = await _open(bus, request, authorize, authorize_patterns, last_id)
         except _Refused as exc:
             return exc.response()
+        try:
+            # Subscribed before the response starts, so that a server that cannot be reached
+            # is a 503 the client can act on, not a 200 whose stream ends at once.
+            await sub.__aenter__()
+        except RedkitError as exc:
+            log.warning("notify SSE refused: %s", exc)
+            return _unavailable_response()
 
         async def stream() -> AsyncIterator[bytes]:
             try:
-                async with sub:
-                    # Sent once subscribed: a client that has read it misses nothing after.
-                    yield retry_line
-                    while True:
-                        event = await sub.get(timeout=heartbeat)
-                        if event is not None:
-                            yield _sse_frame(event, sub.last_event_id)
-                        elif sub.closed:
-                            return
-                        else:
-                            yield b": heartbeat\n\n"
+                # Sent once subscribed: a client that has read it misses nothing after.
+                yield retry_line
+                while True:
+                    event = await sub.get(timeout=heartbeat)
+                    if event is not None:
+                        yield _sse_frame(event, sub.last_event_id)
+                    elif sub.closed:
+                        return
+                    else:
+                        yield b": heartbeat\n\n"
             except RedkitError as exc:
-                # Headers are sent: tell the client in-band; EventSource reconnects by itself.
+                # Headers are sent: tell the client in-band (without the server's address or
+                # other internals: those go to the log); EventSource reconnects by itself.
                 log.warning("notify SSE stream ended: %s", exc)
-                message = orjson.dumps({"error": str(exc)})
-                yield retry_line + b"event: error\ndata: " + message + b"\n\n"
+                yield retry_line + b"event: error\ndata: " + _STREAM_ERROR + b"\n\n"
+            finally:
+                await sub.aclose()
 
-        return StreamingResponse(
-            stream(),
+        return _EventStream(sub, stream())
+
+    return endpoint
+
+
+_STREAM_ERROR = orjson.dumps(
+    {"error": "unavailable", "message": "the notification stream was interrupted; reconnect"}
+)
+_UNAVAILABLE = {
+    "error": "unavailable",
+    "message": "the service cannot reach its data store; try again shortly",
+}
+_UNAVAILABLE_REASON = "service unavailable; try again later"
+
+
+def _unavailable_response() -> Response:
+    return JSONResponse(
+        _UNAVAILABLE, 503, headers={"Retry-After": "2", "Cache-Control": "no-store"}
+    )
+
+
+class _EventStream(StreamingResponse):
+    """The event stream of an entered subscription, which it always leaves: also when the
+    client is gone before the first byte (the generator then never runs)."""
+
+    def __init__(self, sub: Subscription, content: AsyncIterator[bytes]) -> None:
+        super().__init__(
+            content,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+        self._sub = sub
 
-    return endpoint
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._sub.aclose()
 
 
 def _reason(text: str) -> str:
@@ -374,9 +413,13 @@ def websocket_endpoint(
         try:
             await sub.__aenter__()
         except RedkitError as exc:
+            # Refused before it is accepted: an HTTP 503 where the server can send one, else
+            # a close with 1013 (try again later). The error itself goes to the log only.
             log.warning("notify WebSocket refused: %s", exc)
-            await websocket.accept()
-            await websocket.close(code=1011, reason=_reason(str(exc)))
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                await websocket.send_denial_response(_unavailable_response())
+            else:
+                await websocket.close(code=1013, reason=_UNAVAILABLE_REASON)
             return
         try:
             # Accepted once subscribed: a client that is connected misses nothing after.
@@ -416,7 +459,7 @@ async def _serve_websocket(websocket: WebSocket, sub: Subscription) -> None:
         error = None if task.cancelled() else task.exception()
         if isinstance(error, RedkitError):
             log.warning("notify WebSocket ended: %s", error)
-            code, reason = 1011, str(error)[:120]
+            code, reason = 1011, _UNAVAILABLE_REASON
     with contextlib.suppress(Exception):
         await websocket.close(code=code, reason=reason)
 

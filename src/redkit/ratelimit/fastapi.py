@@ -3,7 +3,7 @@
 ::
 
     search_limit = rk.rate_limiter(30, 60)
-    app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)
+    app.add_exception_handler(RateLimitError, rate_limit_exception_handler)
 
     @app.get("/search", dependencies=[Depends(rate_limit(search_limit))])
     async def search(q: str): ...
@@ -15,9 +15,10 @@ or API key. Every caller behind one proxy shares one limit unless that proxy is 
 
 A rejection raises :class:`RateLimitExceeded` (an ``HTTPException(429)``) with
 ``Retry-After`` and the ``RateLimit`` headers. With :func:`rate_limit_exception_handler`
-registered, its body is the flat JSON of the middleware's 429
-(:func:`~redkit.ratelimit.headers.rejection_body`); without it, FastAPI's default handler
-nests the same object under ``"detail"``.
+registered for :class:`RateLimitError`, its body is the flat JSON of the middleware's 429
+(:func:`~redkit.ratelimit.headers.rejection_body`), and a refused key's 400 is flat too;
+without it, FastAPI's default handler nests the same object under ``"detail"``.
+:class:`redkit.web.RedkitWeb` registers it for you.
 
 With :class:`~redkit.ratelimit.middleware.RateLimitMiddleware` in front as well (or
 several of these dependencies on one route), the response carries one set of rate-limit
@@ -46,12 +47,18 @@ from redkit.ratelimit.headers import (
 )
 from redkit.ratelimit.limiter import Decision, RateLimiter, RateLimits
 
-__all__ = ["RateLimitExceeded", "rate_limit", "rate_limit_exception_handler"]
+__all__ = ["RateLimitError", "RateLimitExceeded", "rate_limit", "rate_limit_exception_handler"]
 
 KeyFunc = Callable[[Request], Awaitable[str] | str]
 
 
-class RateLimitExceeded(HTTPException):
+class RateLimitError(HTTPException):
+    """An HTTP error of :func:`rate_limit` whose ``detail`` is the JSON body the middleware
+    would send for the same case: a 429 (:class:`RateLimitExceeded`), or a 400 for a key the
+    limiter refuses."""
+
+
+class RateLimitExceeded(RateLimitError):
     """A 429 from :func:`rate_limit`; ``decision`` is the decision that rejected."""
 
     def __init__(self, decision: Decision, headers: dict[str, str]) -> None:
@@ -60,13 +67,15 @@ class RateLimitExceeded(HTTPException):
 
 
 async def rate_limit_exception_handler(request: Request, exc: Exception) -> Response:
-    """Answer :class:`RateLimitExceeded` with the middleware's flat JSON body.
+    """Answer a :class:`RateLimitError` (a 429, or a 400 for a refused key) with the
+    middleware's flat JSON body.
 
-    ``app.add_exception_handler(RateLimitExceeded, rate_limit_exception_handler)``.
+    ``app.add_exception_handler(RateLimitError, rate_limit_exception_handler)`` (registering
+    it for :class:`RateLimitExceeded` covers the 429s only).
     """
-    if not isinstance(exc, RateLimitExceeded):  # registered for another class by mistake
+    if not isinstance(exc, RateLimitError):  # registered for another class by mistake
         raise exc
-    return JSONResponse(exc.detail, status_code=429, headers=exc.headers)
+    return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 def rate_limit(
@@ -95,7 +104,7 @@ def rate_limit(
         try:
             decision = await limits.hit(name, cost)
         except InvalidInput as exc:
-            raise HTTPException(
+            raise RateLimitError(
                 status_code=400, detail={"error": "invalid_request", "message": str(exc)}
             ) from exc
         # One set of headers per response: the most restrictive decision of this request

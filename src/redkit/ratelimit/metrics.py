@@ -2,7 +2,8 @@
 
 ``redkit_ratelimit_decisions_total{limiter, result}`` with result ``allowed``, ``limited``
 or ``error`` (Redis unreachable; the fail policy decided). They live in prometheus-client's
-default registry, which the platform exposes at ``/metrics``.
+default registry: expose it with ``prometheus_client.make_asgi_app()`` (e.g.
+``app.mount("/metrics", make_asgi_app())``) or your exporter of choice.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A policy is any callable ``(scope) -> Admission | None`` (sync or async) over an ASGI
 scope; ``None`` lets the request through unlimited (health checks, static files).
-:class:`TierPolicy` is the brief's: callers are identified and put in a tier, and each tier
-has its own limits::
+:class:`TierPolicy` limits by tier: callers are identified and put in a tier, and each tier
+has its own limits (the defaults, :data:`DEFAULT_TIERS`)::
 
     anonymous 10/min   user 100/min   premium 1000/min   admin 10000/min
 
@@ -50,7 +50,10 @@ DEFAULT_TIERS: Mapping[str, Sequence[tuple[int, float | timedelta]]] = {
     "premium": [(1000, 60)],
     "admin": [(10000, 60)],
 }
-"""The brief's tier table: (limit, window seconds) per tier."""
+"""The default tier table, (limit, window seconds) per tier: anonymous callers 10 a minute,
+signed-in users 100, and the tiers ``premium`` (1000) and ``admin`` (10000) for sessions that
+name them. Pass ``tiers=`` to :class:`TierPolicy` (or :class:`~redkit.web.RateLimitConfig`)
+for your own."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,15 @@ into every request's ``scope["state"]``), so an outer layer resolves the credent
 (one ``store.get``), and the middleware reuses that answer instead of reading the store again.
 :attr:`SessionMiddleware.credential_cookies` and :attr:`~SessionMiddleware.credential_headers`
 name the parts of a request that carry its credentials.
+
+**Redis unreachable.** A request whose session cannot be read (the server is down, or does
+not answer within the command timeout) is answered ``503 Service Unavailable`` with
+``Retry-After`` and a JSON body ``{"error": "unavailable", "message": ...}``, never a 500 with
+a traceback; so is a :class:`~redkit.errors.ConnectionLost` that any layer or endpoint inside
+the middleware raises before the response has started (:func:`send_unavailable`). A WebSocket
+handshake gets the same 503 where the server supports the ``websocket.http.response``
+extension (uvicorn does), else it is closed with code 1013 (try again later). The message
+never carries the server's address; the log does.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -53,10 +63,12 @@ from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.codec import seconds
-from redkit.errors import ConfigurationError, SessionNotFound
+from redkit.errors import ConfigurationError, ConnectionLost, SessionNotFound
 from redkit.sessions.store import Session, SessionStore
 
 __all__ = [
+    "REGISTRY_KEY",
+    "SCOPE_KEY",
     "RequestSession",
     "SessionMiddleware",
     "check_cookie_options",
@@ -66,12 +78,20 @@ __all__ = [
     "needs_secure_cookie",
     "require_session",
     "resolve_session",
+    "send_unavailable",
 ]
 
+log = logging.getLogger("redkit.sessions")
+
 SCOPE_KEY = "redkit.session"
-# Where the middleware records itself: in the lifespan state (copied by the server into every
-# request's scope["state"]) and, when found another way, in the request's own state.
-_REGISTRY = "redkit.session_middleware"
+"""Where the request's :class:`RequestSession` is kept in its ASGI scope."""
+
+REGISTRY_KEY = "redkit.session_middleware"
+"""Where a :class:`SessionMiddleware` records itself: in the lifespan state (which the server
+copies into every request's ``scope["state"]``) and, when found another way, in the request's
+own state. A layer that builds the session middleware at start-up (as
+:class:`redkit.web.RedkitWeb` does) may record it there itself, so that
+:func:`find_session_middleware` finds it."""
 # How far find_session_middleware follows ``.app`` links from a layer to the ones inside it
 # (a middleware stack is a handful of layers; the bound keeps a cycle from looping forever).
 _MAX_DEPTH = 64
@@ -125,9 +145,11 @@ class RequestSession:
             raise SessionNotFound("this request has no live session; sign in first")
         return self.session
 
-    async def login(self, user_id: str, data: Mapping[str, Any] | None = None) -> Session:
+    async def login(self, user_id: str | int, data: Mapping[str, Any] | None = None) -> Session:
         """Start a new session for ``user_id`` and end the one the request came with: the ID
-        always changes on sign-in, so a planted ID (session fixation) is worth nothing."""
+        always changes on sign-in, so a planted ID (session fixation) is worth nothing.
+
+        An int ``user_id`` is stored as its decimal string (``session.user_id == "42"``)."""
         if self.session is not None:
             await self.store.revoke(self.session.id)
         self.session = await self.store.create(
@@ -230,12 +252,17 @@ class SessionMiddleware:
         signing_key: str | bytes | None = None,
         cookies: bool = True,
         bearer: bool = True,
+        retry_after: int = 2,
     ) -> None:
         """``max_age`` defaults to the store's absolute timeout. ``signing_key`` (>= 32 bytes)
         signs the cookie. ``secure``: ``None`` (default) marks the cookie ``Secure`` on HTTPS
         requests and on requests to any non-loopback host (see the module docs); ``True``
         always, ``False`` never (plain HTTP on a LAN address). ``cookies=False`` makes a
-        bearer-only API; ``bearer=False`` ignores ``Authorization`` headers."""
+        bearer-only API; ``bearer=False`` ignores ``Authorization`` headers.
+        ``retry_after``: the seconds a 503 asks a client to wait while Redis is unreachable."""
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ConfigurationError(f"retry_after must be an int >= 0, got {retry_after!r}")
+        self.retry_after = retry_after
         secure, signing_key = check_cookie_options(
             cookie_name=cookie_name,
             secure=secure,
@@ -301,7 +328,10 @@ class SessionMiddleware:
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip(), "bearer"
         if self.cookies and "cookie" in headers:
-            value = cookie_parser(headers["cookie"]).get(self.cookie_name)
+            # Every Cookie line, as one: HTTP/2 clients send each cookie on a line of its own
+            # (RFC 9113 8.2.3), and the cache reads them all; reading the first line only
+            # would sign such a user out, and make the layers disagree on who is calling.
+            value = cookie_parser("; ".join(headers.getlist("cookie"))).get(self.cookie_name)
             if value:
                 return self._unsign(value) or "", "cookie"
         return None, "none"
@@ -338,24 +368,46 @@ class SessionMiddleware:
             # session middleware wins if there are several).
             state = scope.get("state")
             if isinstance(state, dict):
-                state.setdefault(_REGISTRY, self)
+                state.setdefault(REGISTRY_KEY, self)
             await self.app(scope, receive, send)
             return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        handle = await self.resolve(scope)
+        try:
+            handle = await self.resolve(scope)
+        except ConnectionLost as exc:
+            log.warning("session store unreachable; answering 503: %s", exc)
+            await send_unavailable(scope, receive, send, self.retry_after)
+            return
         via = handle.via
         stale_cookie = handle._stale_cookie
+        started = connected = False
+
+        async def receive_watched() -> Message:
+            nonlocal connected
+            message = await receive()
+            connected = connected or message["type"] == "websocket.connect"
+            return message
 
         async def send_with_cookie(message: Message) -> None:
+            nonlocal started
+            started = True
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
                 header = self._set_cookie(handle, stale_cookie, scope)
                 if header:
                     MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        try:
+            await self.app(scope, receive_watched, send_with_cookie)
+        except ConnectionLost as exc:
+            if started:
+                raise  # part of the response is out: nothing else can be said
+            log.warning("Redis unreachable during %s; answering 503: %s", scope["path"], exc)
+            await send_unavailable(
+                scope, receive, send_with_cookie, self.retry_after, connected=connected
+            )
 
     def _set_cookie(self, handle: RequestSession, stale_cookie: bool, scope: Scope) -> str | None:
         if handle._cookie is None and not stale_cookie:
@@ -365,6 +417,40 @@ class SessionMiddleware:
         if handle._cookie == "set" and handle.session is not None:
             return f"{self.cookie_name}={self._sign(handle.session.id)}; {set_tail}"
         return clear
+
+
+async def send_unavailable(
+    scope: Scope, receive: Receive, send: Send, retry_after: int = 2, *, connected: bool = False
+) -> None:
+    """Answer ``503 Service Unavailable`` because Redis cannot be reached: ``Retry-After`` and
+    ``{"error": "unavailable", "message": ...}`` (the same for every redkit layer).
+
+    On a WebSocket handshake: the same 503 where the server supports the
+    ``websocket.http.response`` extension, else a close with code 1013 (try again later).
+    The message names no server address (the caller logs the error itself). ``connected``:
+    the handshake's ``websocket.connect`` event has been received already (by the app).
+    """
+    body = (
+        b'{"error":"unavailable","message":"the service cannot reach its data store; '
+        b'try again shortly"}'
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", str(retry_after).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if scope["type"] == "http":
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if not connected and (await receive())["type"] != "websocket.connect":
+        return  # the client left already
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
 
 
 # Hosts a browser treats as a secure context over plain HTTP, plus Starlette's TestClient
@@ -444,13 +530,13 @@ def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware 
     if isinstance(handle, RequestSession) and handle._resolver is not None:
         return handle._resolver
     state = scope.get("state")
-    found = state.get(_REGISTRY) if isinstance(state, dict) else None
+    found = state.get(REGISTRY_KEY) if isinstance(state, dict) else None
     if isinstance(found, SessionMiddleware):
         return found
     layer, seen = app, 0
     while layer is not None and seen < _MAX_DEPTH:
         if isinstance(layer, SessionMiddleware):
-            scope.setdefault("state", {})[_REGISTRY] = layer
+            scope.setdefault("state", {})[REGISTRY_KEY] = layer
             return layer
         seen += 1
         # Middleware keep the layer they wrap in ``.app``; a Starlette application keeps its

@@ -38,16 +38,21 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import redkit
-from redkit.client import _settings
+from redkit.client import connect_settings
 from redkit.codec import seconds
-from redkit.errors import ConfigurationError, InvalidInput, RedkitError
+from redkit.errors import ConfigurationError, ConnectionLost, InvalidInput, RedkitError
 from redkit.ratelimit.limiter import Decision, RateLimiter
 from redkit.ratelimit.policy import Admission, TierPolicy, TrustedProxies, client_ip
-from redkit.sessions.middleware import _REGISTRY as SESSION_REGISTRY
-from redkit.sessions.middleware import SCOPE_KEY, RequestSession, SessionMiddleware
+from redkit.sessions.middleware import (
+    REGISTRY_KEY,
+    SCOPE_KEY,
+    RequestSession,
+    SessionMiddleware,
+    send_unavailable,
+)
 from redkit.web.config import CacheConfig, RateLimitConfig, SessionConfig
 from redkit.web.identity import session_identity
 
@@ -59,7 +64,7 @@ if TYPE_CHECKING:
     from redkit.cache.middleware import CacheRule
     from redkit.jobs import Worker
     from redkit.notify import NotificationBus
-    from redkit.notify.web import Authorize
+    from redkit.notify.web import AllowedOrigins, Authorize
     from redkit.sessions import SessionStore
     from redkit.sessions.store import Session
 
@@ -275,6 +280,33 @@ def _exempting(policy: TierPolicy, exempt: Sequence[str]) -> Any:
     return exempting
 
 
+async def _unavailable_on_connection_lost(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """``app``, with a :class:`~redkit.errors.ConnectionLost` raised before the response
+    started answered ``503`` (what the session middleware does, for apps without sessions)."""
+    started = connected = False
+
+    async def receive_watched() -> Message:
+        nonlocal connected
+        message = await receive()
+        connected = connected or message["type"] == "websocket.connect"
+        return message
+
+    async def send_watched(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        await app(scope, receive_watched, send_watched)
+    except ConnectionLost as exc:
+        if started:
+            raise
+        log.warning("Redis unreachable during %s; answering 503: %s", scope.get("path"), exc)
+        await send_unavailable(scope, receive, send, connected=connected)
+
+
 class RedkitMiddleware:
     """The middleware :class:`RedkitWeb` installs (pure ASGI): it hands each request to the
     session, rate-limit and cache middleware built when the app started.
@@ -298,12 +330,12 @@ class RedkitMiddleware:
         if isinstance(chain, SessionMiddleware) and state is not None:
             # Layers outside this one find the session middleware where the server copies
             # the lifespan state into every request (redkit.sessions.middleware.resolve_session).
-            state.setdefault(SESSION_REGISTRY, chain)
+            state.setdefault(REGISTRY_KEY, chain)
 
     def _stopped(self) -> None:
         self.app = self.inner
         if self._lifespan_state is not None:
-            self._lifespan_state.pop(SESSION_REGISTRY, None)
+            self._lifespan_state.pop(REGISTRY_KEY, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -317,7 +349,11 @@ class RedkitMiddleware:
         if asyncio.get_running_loop() is not runtime.loop:
             raise ConfigurationError(_OTHER_LOOP)
         scope[WEB_SCOPE_KEY] = self.web
-        await runtime.chain(self.inner)(scope, receive, send)
+        chain = runtime.chain(self.inner)
+        if isinstance(chain, SessionMiddleware):
+            await chain(scope, receive, send)  # it answers 503 itself when Redis is away
+            return
+        await _unavailable_on_connection_lost(chain, scope, receive, send)
 
 
 class RedkitWeb:
@@ -378,7 +414,7 @@ class RedkitWeb:
         }
         # The settings are read again at start-up (the environment may change until then);
         # reading them now reports a bad URL, namespace or timeout where the app is written.
-        self.namespace = _settings(**self._connect_args).namespace
+        self.namespace = connect_settings(**self._connect_args).namespace
         if sessions is True:
             sessions = SessionConfig()
         if sessions is not False and not isinstance(sessions, SessionConfig):
@@ -427,6 +463,7 @@ class RedkitWeb:
         if getattr(app.state, "redkit_web", None) is not None:
             raise ConfigurationError("this app already has a RedkitWeb")
         app.add_middleware(RedkitMiddleware, web=self)
+        _answer_rate_limits_flat(app)
         app.state.redkit_web = self
         app.router.lifespan_context = self.lifespan(app.router.lifespan_context)
         self._apps.append(app)
@@ -683,23 +720,50 @@ class RedkitWeb:
         self,
         *,
         authorize: Authorize,
+        authorize_patterns: Authorize | None = None,
+        allowed_origins: AllowedOrigins = None,
         path: str = "/events",
         websocket_path: str | None = "/ws",
         heartbeat: float = 15.0,
         retry: float = 3.0,
     ) -> list[BaseRoute]:
         """SSE (``GET path``) and WebSocket routes on ``web.bus``: ``app.router.routes.extend(
-        web.notification_routes(authorize=...))``; see :mod:`redkit.notify.web`."""
+        web.notification_routes(authorize=...))``; see :mod:`redkit.notify.web` for what
+        ``authorize`` and ``authorize_patterns`` (patterns: none without it) must check, and
+        ``allowed_origins`` (the WebSocket: by default only pages of the request's own host).
+        """
         from redkit.notify.web import notification_routes
 
         return notification_routes(
             lambda conn: self.bus,
             authorize=authorize,
+            authorize_patterns=authorize_patterns,
+            allowed_origins=allowed_origins,
             path=path,
             websocket_path=websocket_path,
             heartbeat=heartbeat,
             retry=retry,
         )
+
+
+def _answer_rate_limits_flat(app: Starlette) -> None:
+    """Register the handler that gives a route limit's 429 (and 400) the middleware's flat
+    JSON body (FastAPI's default nests it under ``"detail"``), unless the app has a handler
+    of its own for it or for one of its base classes (a custom ``HTTPException`` handler
+    wins)."""
+    from fastapi.exception_handlers import http_exception_handler as fastapi_default
+
+    from redkit.ratelimit.fastapi import RateLimitError, rate_limit_exception_handler
+
+    for base in RateLimitError.__mro__:
+        if base in (Exception, BaseException, object):
+            break
+        handler = app.exception_handlers.get(base)
+        if handler is not None and handler is not fastapi_default:
+            return
+    # For the base class: the 400 of a refused key is flat too. A handler of the app's own
+    # for RateLimitExceeded, registered before or after, still answers the 429s.
+    app.add_exception_handler(RateLimitError, rate_limit_exception_handler)
 
 
 def _installed_middleware(app: Starlette) -> list[RedkitMiddleware]:
