@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: run server test test-matrix lint typecheck pytest bench docs dist clean
+.PHONY: run server test test-matrix lint typecheck pytest bench bench-node docs dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,17 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 
 # The report goes to artifacts/bench/ (ignored by git); BENCH_ARGS=--save updates the
 # committed bench/results.*.
-bench: $(BENCH_VENV)/.installed
+bench: $(BENCH_VENV)/.installed bench-node
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# BullMQ on Node, the reference queue, for the "jobs with one round trip" figures: installed
+# into bench/node/ from its lockfile when node is on the machine, else those figures skip it.
+bench-node:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		test -d bench/node/node_modules/bullmq || npm ci --prefix bench/node --no-audit --no-fund --silent; \
+	else \
+		echo "node not found: the BullMQ (Node) figures are skipped"; \
+	fi
 
 # redkit is not on a package index: this builds what `pip install dist/redkit-*.whl` takes.
 dist: $(STAMP)
@@ -67,6 +76,6 @@ dist: $(STAMP)
 	@ls -1 dist
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) site .mypy_cache .ruff_cache .pytest_cache dist artifacts
+	rm -rf $(VENV) $(BENCH_VENV) bench/node/node_modules site .mypy_cache .ruff_cache .pytest_cache dist artifacts
 
 	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache .cache/matrix

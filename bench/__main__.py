@@ -49,6 +49,9 @@ PEERS = (
     "pottery",
     "broadcaster",
     "starsessions",
+    "taskiq_redis",
+    "dramatiq",
+    "huey",
 )
 """Importable names of the peer packages (bench/requirements.txt)."""
 
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     _register_comparisons()
     # SAQ warns when its worker is stopped with tasks in flight, which is how its side ends.
     logging.getLogger("saq").setLevel(logging.ERROR)
+    # taskiq logs its listener's cancelled BRPOP (how its side ends) with a traceback.
+    logging.getLogger("taskiq").setLevel(logging.CRITICAL)
     missing = _missing_peers()
     if missing and not args.jsonl:
         console.print(

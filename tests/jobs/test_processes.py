@@ -23,7 +23,7 @@ import pytest
 import redkit
 from jobs.helpers import eventually
 from redkit.embedded import ValkeyProcess, find_free_port
-from redkit.jobs import Job, JobSpec, Queue, Worker
+from redkit.jobs import Job, JobSpec, Queue, Worker, list_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 N_JOBS = 2000
@@ -130,6 +130,11 @@ async def test_every_job_runs_once_and_never_twice_at_once(
     await q.enqueue_many(_specs(prefix, sleep=0.002))
     for _ in range(count):
         workers.start()
+
+    async def all_up() -> bool:  # a worker signalled while still importing is not the test
+        return len(await list_workers(rk)) == count
+
+    await eventually(all_up, timeout=60)
     await eventually(lambda: _finished(q, N_JOBS), timeout=60)
     assert workers.stop() == [0] * count  # graceful exit on SIGTERM
     stats = await q.stats()

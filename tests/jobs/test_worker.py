@@ -503,3 +503,74 @@ async def test_progress_sync_from_the_event_loop_points_to_the_async_call(
         job = await q.enqueue("wrong")
         await job.result(timeout=5)
     assert errors == ["in async code, use `await job.set_progress(...)`"]
+
+
+@pytest.mark.cluster
+async def test_held_jobs_are_handed_back_unstarted_with_their_attempt_refunded_on_stop(
+    rk: redkit.Redkit,
+) -> None:
+    started: list[int] = []
+
+    async def nap(payload: int) -> None:
+        started.append(payload)
+        await asyncio.sleep(30)
+
+    q = rk.queue("prefetch-stop")
+    await q.enqueue_many([JobSpec("nap", i) for i in range(3)])
+    worker = rk.worker([q], {"nap": nap}, concurrency=1, prefetch=2, grace=0.1)
+    task = asyncio.create_task(worker.run())
+    # One job runs, two are held: all three leased to this worker.
+    await eventually(lambda: _active(q, 3), timeout=5)
+    assert started == [0]
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert started == [0]  # a held job never starts once the worker stops
+    stats = await q.stats()
+    assert (stats.waiting, stats.active) == (3, 0)
+    assert [j.attempts for j in await q.jobs("waiting")] == [0, 0, 0]
+
+
+@pytest.mark.cluster
+async def test_a_held_job_cancelled_before_its_turn_never_runs(rk: redkit.Redkit) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def step(payload: str) -> str:
+        ran.append(payload)
+        if payload == "first":
+            await release.wait()
+        return payload
+
+    q = rk.queue("prefetch-cancel")
+    first = await q.enqueue("step", "first")
+    second = await q.enqueue("step", "second")
+    async with running(rk.worker([q], {"step": step}, concurrency=1, prefetch=1, lease=0.3)):
+        await eventually(lambda: _active(q, 2), timeout=5)
+        assert await second.cancel() is JobState.ACTIVE
+        # The heartbeat (every lease / 3) learns of the cancel while the job is still held.
+        await asyncio.sleep(0.35)
+        release.set()
+        assert await first.result(timeout=5) == "first"
+        with pytest.raises(redkit.JobFailed, match="cancelled"):
+            await second.result(timeout=5)
+    assert ran == ["first"]
+    assert await second.status() is JobState.CANCELLED
+
+
+async def test_automatic_prefetch_holds_jobs_only_while_jobs_are_short(
+    rk: redkit.Redkit,
+) -> None:
+    async def quick(payload: float) -> None:
+        await asyncio.sleep(payload)
+
+    q = rk.queue("prefetch-auto")
+    worker = rk.worker([q], {"quick": quick}, concurrency=4)
+    assert worker._depth() == 0  # nothing known yet: claim only for free slots
+    async with running(worker):
+        await q.enqueue_many([JobSpec("quick", 0) for _ in range(20)])
+        await eventually(lambda: _done(worker, 20), timeout=5)
+        assert worker._depth() == 4
+        await q.enqueue_many([JobSpec("quick", 0.2) for _ in range(8)])
+        await eventually(lambda: _done(worker, 28), timeout=10)
+        assert worker._depth() == 0
+    assert rk.worker([q], {"quick": quick}, prefetch=0)._depth() == 0

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import ModuleType
@@ -41,7 +44,9 @@ from redkit.jobs import (
     find_job_queues,
     list_queues,
     list_schedules,
+    list_workers,
 )
+from redkit.jobs.supervisor import Supervisor, parse_processes
 
 app = typer.Typer(
     name="jobs",
@@ -159,6 +164,48 @@ def stats(
             str(s.failed),
             str(s.cancelled),
             "yes" if s.paused else "",
+        )
+    console.print(table)
+
+
+@app.command("workers")
+def workers(
+    url: UrlOption = None,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One line per live worker process (each child of `redkit worker --processes N` has its
+    own): host, pid, supervisor, queues, jobs running and done, last heartbeat."""
+    found = connected(url, namespace, data_dir, list_workers)
+    if as_json:
+        echo_json([dataclasses.asdict(w) for w in found])
+        return
+    where = resolve_namespace(namespace)
+    if not found:
+        console.print(f"no live worker in namespace {where!r}")
+        return
+    table = Table(title=f"workers in {where!r}", title_justify="left")
+    columns = ("worker", "host", "pid", "supervisor:child", "queues")
+    for column in (*columns, "running", "completed", "failed", "up"):
+        table.add_column(column, justify="left" if column in columns else "right")
+    now = time.time()
+    for w in found:
+        child = "-"
+        if w.supervisor:
+            child = f"{w.supervisor}:{w.index}"
+            if w.restarts:
+                child += f" ({w.restarts} restart{'s' if w.restarts > 1 else ''})"
+        table.add_row(
+            w.id[:8],
+            w.host,
+            str(w.pid),
+            child,
+            ",".join(w.queues),
+            f"{w.running}/{w.concurrency}",
+            str(w.completed),
+            str(w.failed),
+            f"{max(0.0, now - w.started):.0f} s" if w.started else "?",
         )
     console.print(table)
 
@@ -434,6 +481,10 @@ async def load_schedules(target: str, rk: redkit.Redkit) -> list[Schedule]:
     return out
 
 
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def worker_command(
     target: Annotated[
         str,
@@ -471,6 +522,16 @@ def worker_command(
     keep_completed: Annotated[
         int, typer.Option(metavar="N", help="Completed jobs kept per queue (results readable).")
     ] = 1000,
+    processes: Annotated[
+        str,
+        typer.Option(
+            "--processes",
+            "-p",
+            metavar="N|auto",
+            help="Worker processes under one supervisor (auto: one per CPU); each has its "
+            "own event loop, connections and --concurrency; a crashed one is restarted.",
+        ),
+    ] = "1",
     url: UrlOption = None,
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
@@ -478,7 +539,33 @@ def worker_command(
     """Run jobs (and, with --schedules, cron schedules) until SIGTERM/SIGINT, then finish
     (or hand back) the running ones."""
     names = queue or ["default"]
+    # A SIGTERM before the worker is up (importing, connecting) means "stop" as much as one
+    # during its run: nothing is claimed yet, so exit cleanly (0), not killed by the signal.
+    # Worker.run (or the supervisor) installs its own handler once it runs.
+    signal.signal(signal.SIGTERM, _exit_before_start)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        n_processes = parse_processes(processes)
+    except InvalidInput as exc:
+        raise _fail(str(exc)) from None
+    if n_processes > 1:
+        argv = [sys.executable, "-m", "redkit.cli", "worker", target]
+        for name in names:
+            argv += ["--queue", name]
+        if schedules:
+            argv += ["--schedules", schedules]
+        argv += ["--concurrency", str(concurrency), "--lease", str(lease), "--grace", str(grace)]
+        argv += ["--keep-completed", str(keep_completed)]
+        if url is not None:
+            argv += ["--url", url]
+        if namespace is not None:
+            argv += ["--namespace", namespace]
+        if data_dir is not None:
+            argv += ["--data-dir", str(data_dir)]
+        err_console.print(
+            f"supervisor {os.getpid()}: {n_processes} worker processes", highlight=False
+        )
+        raise typer.Exit(Supervisor(argv, n_processes, grace).run())
 
     async def main() -> None:
         functions = load_functions(target)

@@ -12,7 +12,15 @@
 """
 
 from redkit.jobs.cron import CronExpression
-from redkit.jobs.queue import Job, JobSpec, Queue, QueueStats, find_job_queues, list_queues
+from redkit.jobs.presence import WorkerInfo, list_workers
+from redkit.jobs.queue import (
+    Job,
+    JobSpec,
+    Queue,
+    QueueStats,
+    find_job_queues,
+    list_queues,
+)
 from redkit.jobs.schedule import Schedule, ScheduleInfo, list_schedules
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, TRANSITIONS, JobState, Transition
 from redkit.jobs.worker import Worker
@@ -31,7 +39,9 @@ __all__ = [
     "ScheduleInfo",
     "Transition",
     "Worker",
+    "WorkerInfo",
     "find_job_queues",
     "list_queues",
     "list_schedules",
+    "list_workers",
 ]

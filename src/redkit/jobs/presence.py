@@ -37,6 +37,14 @@ class WorkerInfo:
     failed: int
     host: str
     pid: int
+    supervisor: int = 0
+    """The pid of the ``redkit worker --processes N`` supervisor (0: none)."""
+    index: int = 0
+    """This child's index under its supervisor."""
+    restarts: int = 0
+    """How many times the supervisor restarted this child."""
+    started: float = 0.0
+    """When this worker started (seconds since the epoch, its own clock)."""
 
 
 def workers_key(rk: Redkit) -> str:
@@ -73,6 +81,10 @@ async def list_workers(rk: Redkit) -> list[WorkerInfo]:
                     failed=int(info.get("failed", 0)),
                     host=str(info.get("host", "")),
                     pid=int(info.get("pid", 0)),
+                    supervisor=int(info.get("supervisor", 0)),
+                    index=int(info.get("index", 0)),
+                    restarts=int(info.get("restarts", 0)),
+                    started=float(info.get("started", 0)),
                 )
             )
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):

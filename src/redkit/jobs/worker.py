@@ -12,6 +12,14 @@ acknowledgement is in flight goes into the next one, so under load one ``complet
 carries many jobs. Claims and acknowledgements travel together through the client's automatic
 pipelining. So claim+complete costs at most 2 script calls per job, and far fewer under load.
 
+Prefetch. While jobs are short (a recent mean under 50 ms) the worker also holds up to
+``concurrency`` claimed jobs in hand, leased like running ones, so that a finished job's slot
+starts the next one at once instead of idling for a claim's round trip (with jobs that do one
+round trip of their own, that idle time is about as long as the job). Long jobs turn it off
+by themselves: a held job would wait a long job's time while idle workers elsewhere could run
+it. ``prefetch=N`` fixes the depth (0: never). Held jobs are renewed by the heartbeat, dropped
+when cancelled or lost, and handed back unstarted (attempt refunded) on shutdown.
+
 How it idles. When the queues are empty the worker blocks with ``BLPOP`` on the queues' wake
 lists, which every enqueue pushes to, so a new job is picked up within a round trip. The
 block lasts until the next delayed job is due or the next lease of the queue ends (so that
@@ -32,10 +40,12 @@ thread, so on timeout or shutdown its thread runs on, but its result is no longe
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
 import logging
+import os
 import random
 import secrets
 import signal
@@ -67,6 +77,10 @@ log = logging.getLogger("redkit.jobs")
 MAX_ERROR_CHARS = 2000
 MAX_TRACEBACK_CHARS = 16_000
 ACK_BATCH = 500
+PREFETCH_BELOW = 0.05
+"""Automatic prefetch holds jobs in hand only while the recent mean job takes less than this
+(seconds): a held job then waits about that long for a slot, not a long job's duration while
+idle workers elsewhere could have run it."""
 
 
 @dataclass
@@ -81,6 +95,7 @@ class _Running:
     queue: Queue
     job: Job
     task: asyncio.Task[None] | None = None
+    """None while the job waits in the prefetch buffer (claimed and leased, not started)."""
     cancel_reason: str | None = None
 
 
@@ -127,6 +142,8 @@ class Worker:
       worker's without a heartbeat. ``grace``: seconds running jobs get to finish on stop.
     - ``schedules``: :class:`~redkit.jobs.Schedule` objects this worker also runs (each
       tick is enqueued once however many workers run the same schedule).
+    - ``prefetch``: claimed jobs held beyond the running ones; ``None`` (default) holds up
+      to ``concurrency`` while jobs are short (mean under 50 ms), ``0`` never.
     """
 
     def __init__(
@@ -141,6 +158,7 @@ class Worker:
         weights: Mapping[str, float] | None = None,
         schedules: Sequence[Schedule] = (),
         handle_signals: bool = True,
+        prefetch: int | None = None,
     ) -> None:
         self.rk = rk
         if isinstance(queues, str | Queue):
@@ -161,6 +179,11 @@ class Worker:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidInput(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.concurrency = concurrency
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0
+        ):
+            raise InvalidInput(f"prefetch must be an int >= 0 or None, got {prefetch!r}")
+        self.prefetch = prefetch
         self.lease = seconds(lease, "lease")
         self.lease_ms = milliseconds(lease, "lease")
         self.grace = seconds(grace, "grace", allow_zero=True)
@@ -178,6 +201,14 @@ class Worker:
         """This worker's lease owner id (a secret-grade random token, fresh per Worker)."""
         self.stats = _Stats()
         self._running: dict[tuple[str, str], _Running] = {}
+        """Every job this worker holds a lease on: running, or waiting in ``_buffer``."""
+        self._buffer: collections.deque[_Running] = collections.deque()
+        """Claimed jobs waiting for a slot (at most the prefetch depth)."""
+        self._active = 0
+        self._began = 0.0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._mean_s: float | None = None
+        """Running mean of job durations (seconds), for the automatic prefetch."""
         self._acks: dict[str, list[tuple[str, int, bytes]]] = {}
         self._ack_wanted = asyncio.Event()
         self._ack_flush: asyncio.Future[None] | None = None
@@ -214,6 +245,7 @@ class Worker:
                     signals.append(sig)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signals on this platform
+        self._began = time.time()
         helpers = [
             loop.create_task(self._heartbeat(), name="redkit-worker-heartbeat"),
             loop.create_task(self._ack_loop(), name="redkit-worker-acks"),
@@ -240,9 +272,14 @@ class Worker:
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _shutdown(self) -> None:
+        self._stopping.set()  # also when the claim loop ended by an error: start no held job
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks and self.grace > 0:
             await asyncio.wait(tasks, timeout=self.grace)
+        held = list(self._buffer)  # never started: handed back with their attempt refunded
+        self._buffer.clear()
+        for running in held:
+            self._running.pop((running.queue.name, running.job.id), None)
         left = [r for r in self._running.values() if r.task is not None and not r.task.done()]
         for running in left:
             running.cancel_reason = "shutdown"
@@ -251,7 +288,7 @@ class Worker:
         if left:
             await asyncio.wait([r.task for r in left if r.task is not None])
         by_queue: dict[str, list[_Running]] = {}
-        for running in left:
+        for running in left + held:
             by_queue.setdefault(running.queue.name, []).append(running)
         for items in by_queue.values():
             queue = items[0].queue
@@ -279,10 +316,23 @@ class Worker:
         weights = self.weights
         return sorted(self.queues, key=lambda q: -(random.random() ** (1.0 / weights[q.name])))
 
+    def _depth(self) -> int:
+        """Jobs to hold in hand beyond the running ones. A held job's slot starts it the moment
+        another job ends, without waiting for a claim's round trip: with short jobs that round
+        trip would otherwise leave the slot idle for about as long as the job itself."""
+        if self.prefetch is not None:
+            return self.prefetch
+        if self._mean_s is None or self._mean_s >= PREFETCH_BELOW:
+            return 0
+        return self.concurrency
+
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0:
+            depth = self._depth()
+            free = self.concurrency + depth - len(self._running)
+            # Refill the buffer in batches (half its depth), not one claim per finished job;
+            # but never leave a slot idle for it.
+            if free <= 0 or (self._buffer and free < max(1, depth // 2)):
                 self._slot_freed.clear()
                 await self._until(self._slot_freed.wait())
                 # Let the other jobs that finish in this loop turn free their slots too:
@@ -404,11 +454,30 @@ class Worker:
             )
             running = _Running(queue, job)
             self._running[(queue.name, job_id)] = running
-            running.task = loop.create_task(self._execute(running))
+            self._buffer.append(running)
+        self._start_held()
         self.stats.claimed += count
         return count, int(reply[0])
 
     # -- running ---------------------------------------------------------------------------------
+
+    def _start_held(self) -> None:
+        """Start held jobs while slots are free (none once the worker is stopping: they are
+        handed back)."""
+        buffer = self._buffer
+        while buffer and self._active < self.concurrency and not self._stopping.is_set():
+            running = buffer.popleft()
+            if running.cancel_reason is not None:  # cancelled or lost while held
+                self._running.pop((running.queue.name, running.job.id), None)
+                if running.cancel_reason == "cancel":
+                    task = asyncio.get_running_loop().create_task(
+                        self._fail(running, "cancelled", "", retryable=False)
+                    )
+                    self._side_tasks.add(task)  # a strong reference until it ends
+                    task.add_done_callback(self._side_tasks.discard)
+                continue
+            self._active += 1
+            running.task = asyncio.get_running_loop().create_task(self._execute(running))
 
     async def _call(self, fn: _Function, job: Job) -> Any:
         args = (job.payload, job) if fn.takes_job else (job.payload,)
@@ -477,8 +546,13 @@ class Worker:
             self._ack_wanted.set()
             outcome = "completed"
         finally:
-            observe(queue.name, job.function, outcome, time.perf_counter() - began)
+            took = time.perf_counter() - began
+            observe(queue.name, job.function, outcome, took)
             self._running.pop(key, None)
+            self._active -= 1
+            mean = self._mean_s
+            self._mean_s = took if mean is None else mean + (took - mean) / 16
+            self._start_held()
             self._slot_freed.set()
 
     async def _fail(self, running: _Running, error: str, tb: str, retryable: bool) -> None:
@@ -573,9 +647,15 @@ class Worker:
             info = {
                 "queues": [q.name for q in self.queues],
                 "concurrency": self.concurrency,
-                "running": len(self._running),
+                "running": self._active,
+                "held": len(self._buffer),
                 "completed": self.stats.completed,
                 "failed": self.stats.failed,
+                "started": round(self._began, 3),
+                # Set by `redkit worker --processes N` for each of its children.
+                "supervisor": _env_int("REDKIT_SUPERVISOR_PID"),
+                "index": _env_int("REDKIT_WORKER_INDEX"),
+                "restarts": _env_int("REDKIT_WORKER_RESTARTS"),
             }
         try:
             await announce(self.rk, self.id, info, self.lease_ms + 5000)
@@ -603,13 +683,22 @@ class Worker:
             args += [running.job.id, running.job.attempts]
         reply = await self.rk.run(SCRIPTS["extend"], [queue.active_key], args)
         for running, status in zip(items, reply, strict=True):
-            if status == 1 or running.task is None or running.task.done():
+            if status == 1 or (running.task is not None and running.task.done()):
                 continue
             running.cancel_reason = "cancel" if status == 2 else "lost"
             if status == 0:
                 self.stats.lost += 1
                 log.warning("job %s lost its lease; stopping this run", running.job.id)
-            running.task.cancel()
+            if running.task is not None:
+                running.task.cancel()
+            # A held job (task None) is dropped when its turn comes (_start_held).
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "0") or 0)
+    except ValueError:
+        return 0
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
