@@ -121,11 +121,12 @@ def test_the_web_layer_imports_only_public_names_of_the_modules_below() -> None:
 
 
 def test_docstrings_speak_to_users_who_never_saw_a_brief() -> None:
-    # The platform and the dashboard are products of their own, and may name themselves.
+    # The platform and the dashboard are products of their own, and may name themselves; so
+    # may the platform's command (`redkit up`).
     own = ("platform", "dashboard")
     found = []
     for path in sorted(SRC.rglob("*.py")):
-        if path.relative_to(SRC).parts[0] in own:
+        if path.relative_to(SRC).parts[0] in own or path.relative_to(SRC) == Path("cli/up.py"):
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             lower = line.lower()
