@@ -19,22 +19,13 @@ from starlette.routing import Route
 
 import redkit
 from redkit.cache.middleware import CacheMiddleware, CacheRule
-from redkit.sessions import Session, SessionStore
+from redkit.sessions import SessionStore
 from redkit.sessions.middleware import SessionMiddleware, current_session
+from sessions.counting import CountingStore
 from uvicorn_server import serve_in_loop
 
 Order = Literal["cache-outside", "cache-inside"]
 ORDERS: tuple[Order, ...] = ("cache-outside", "cache-inside")
-
-
-class CountingStore(SessionStore):
-    """A real store that counts its reads (each one a round trip)."""
-
-    reads = 0
-
-    async def get(self, session_id: str) -> Session | None:
-        self.reads += 1
-        return await super().get(session_id)
 
 
 class Site:

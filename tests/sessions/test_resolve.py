@@ -17,29 +17,20 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import redkit
-from redkit.sessions import Session, SessionStore
+from redkit.sessions import SessionStore
 from redkit.sessions.middleware import (
     SessionMiddleware,
     current_session,
     find_session_middleware,
     resolve_session,
 )
+from sessions.counting import CountingStore
 from uvicorn_server import serve_in_loop
 
 with warnings.catch_warnings():
     # Starlette 1.x nudges TestClient users from httpx to httpx2; httpx works.
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-
-class CountingStore(SessionStore):
-    """A real store that counts its reads (each one is a round trip to the server)."""
-
-    reads = 0
-
-    async def get(self, session_id: str) -> Session | None:
-        self.reads += 1
-        return await super().get(session_id)
 
 
 class Outer:
