@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -28,7 +27,6 @@ from redkit.ratelimit.policy import (
     TierPolicy,
     client_ip,
 )
-from servers import TEST_CONFIG
 
 SMALL_TIERS = {"anonymous": [(3, 60)], "user": [(5, 60)], "premium": [(2, 1), (50, 3600)]}
 
@@ -166,14 +164,6 @@ async def test_a_policy_may_exempt_requests_and_charge_a_cost(rk: redkit.Redkit)
         await client.post("/x")
         response = await client.get("/x")
     assert response.headers["ratelimit"].startswith('"sliding_log:10/60s";r=1;')
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.resume()
-    server.stop()
 
 
 @pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 429)])
