@@ -13,10 +13,11 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import redkit
+from ratelimit.helpers import hello, identify
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.ratelimit.fastapi import rate_limit
 from redkit.ratelimit.middleware import RateLimitMiddleware
@@ -29,19 +30,6 @@ from redkit.ratelimit.policy import (
 )
 
 SMALL_TIERS = {"anonymous": [(3, 60)], "user": [(5, 60)], "premium": [(2, 1), (50, 3600)]}
-
-
-def identify(scope: Mapping[str, Any]) -> Identity | None:
-    """Test identities: an `X-User: tier:id` header (a real app reads its session)."""
-    for name, value in scope["headers"]:
-        if name == b"x-user":
-            tier, _, user = value.decode().partition(":")
-            return Identity(tier, user)
-    return None
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("hello")
 
 
 def make_app(policy: Any, **options: Any) -> Starlette:

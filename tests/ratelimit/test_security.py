@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -20,30 +20,17 @@ import orjson
 import pytest
 import websockets
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import redkit
+from ratelimit.helpers import hello, identify
 from redkit.ratelimit.middleware import RateLimitMiddleware
-from redkit.ratelimit.policy import Identity, TierPolicy, client_ip
+from redkit.ratelimit.policy import TierPolicy, client_ip
 from uvicorn_server import serve_in_loop
 
 TEN = {"anonymous": [(10, 60)], "user": [(5, 60)]}
 THREE = {"anonymous": [(3, 60)], "user": [(3, 60)], "premium": [(2, 1), (50, 3600)]}
-
-
-def identify(scope: Mapping[str, Any]) -> Identity | None:
-    for name, value in scope["headers"]:
-        if name == b"x-user":
-            tier, _, user = value.decode().partition(":")
-            return Identity(tier, user)
-    return None
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("hello")
 
 
 async def echo(websocket: WebSocket) -> None:
