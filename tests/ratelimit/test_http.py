@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +16,7 @@ from starlette.routing import Route
 
 import redkit
 from ratelimit.helpers import hello, identify
-from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.embedded import ValkeyProcess
 from redkit.ratelimit.fastapi import rate_limit
 from redkit.ratelimit.middleware import RateLimitMiddleware
 from redkit.ratelimit.policy import (
@@ -28,6 +26,7 @@ from redkit.ratelimit.policy import (
     TierPolicy,
     client_ip,
 )
+from uvicorn_server import serve_in_loop
 
 SMALL_TIERS = {"anonymous": [(3, 60)], "user": [(5, 60)], "premium": [(2, 1), (50, 3600)]}
 
@@ -198,14 +197,8 @@ async def live_server(rk: redkit.Redkit) -> AsyncIterator[str]:
 
     app = Starlette(routes=[Route("/", who)])
     app.add_middleware(RateLimitMiddleware, policy=TierPolicy(rk, identify, tiers=SMALL_TIERS))
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_in_loop(app, lifespan="off") as url:
+        yield url
 
 
 async def test_a_real_server_limits_real_connections(live_server: str) -> None:
