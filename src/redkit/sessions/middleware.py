@@ -524,12 +524,18 @@ def require_session(connection: HTTPConnection) -> Session:
     """FastAPI dependency: the live :class:`Session`, or ``401 Unauthorized``."""
     session = current_session(connection).session
     if session is None:
-        raise HTTPException(
-            status_code=401,
-            detail="sign in first: no live session",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise not_signed_in()
     return session
+
+
+def not_signed_in() -> HTTPException:
+    """The ``401 Unauthorized`` of a request without a live session (the same for every
+    dependency that needs one: :func:`require_session`, the web layer's ``require_login``)."""
+    return HTTPException(
+        status_code=401,
+        detail="sign in first: no live session",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware | None:
