@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import redkit
-from redkit.embedded import ValkeyProcess
-from servers import Cluster, start_standalone
+from redkit.embedded import ValkeyProcess, find_free_port
+from servers import TEST_CONFIG, Cluster, start_standalone
 
 EXTERNAL_URL = os.environ.get("REDIS_URL") or None
 _timings: dict[str, float] = {}
@@ -68,6 +68,16 @@ def redis_url(server_kind: str, request: pytest.FixtureRequest) -> str:
     if server_kind == "cluster":
         return str(request.getfixturevalue("cluster").url)
     return str(request.getfixturevalue("standalone_server").url)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
+    """A fresh standalone server for one test, which may kill, pause (SIGSTOP) and restart it;
+    resumed (a no-op unless paused) and stopped after."""
+    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
+    yield server
+    server.resume()
+    server.stop()
 
 
 @pytest.fixture

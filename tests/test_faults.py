@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,12 @@ from redis.asyncio.cluster import RedisCluster
 import redkit
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.scripts import ScriptSet
-from servers import TEST_CONFIG
 
 SCRIPTS = ScriptSet("luapkg")
 
 # Default bound is 2 s (REDKIT_COMMAND_TIMEOUT / REDKIT_CONNECT_TIMEOUT); allow scheduling noise.
 BOUND = 2.0
 SLACK = 1.0
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    """A server this test may kill, pause and restart on the same port."""
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.resume()
-    server.stop()
 
 
 async def _expect_lost(call: object) -> float:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import redkit
 from redkit import pipelining
-from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.embedded import ValkeyProcess
 from redkit.scripts import Script, ScriptSet
-from servers import TEST_CONFIG
 
 SCRIPTS = ScriptSet("luapkg")
 INCR = SCRIPTS["incr_by"]
@@ -81,13 +78,6 @@ async def test_a_call_cancelled_before_its_batch_is_sent_never_runs(rk: redkit.R
         await queued
     await asyncio.sleep(0.05)
     assert await rk.redis.get(counter) is None
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.stop()
 
 
 async def test_a_server_that_dies_mid_batch_fails_every_caller(own_server: ValkeyProcess) -> None:

@@ -319,6 +319,17 @@ class _ServerState:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def client(self) -> redis.Redis:
+        """A short-lived administrative client to the recorded server (no retries: it may
+        have just gone away)."""
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=_no_retry(),
+        )
+
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": self.pid, "host": self.host, "port": self.port}))
@@ -459,13 +470,7 @@ class EmbeddedValkey:
     def _reusable(self, state: _ServerState) -> bool:
         if not _pid_alive(state.pid):
             return False
-        client = redis.Redis(
-            host=state.host,
-            port=state.port,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            retry=_no_retry(),
-        )
+        client = state.client()
         try:
             answer = client.config_get("dir")
         except redis_errors.RedisError:
@@ -548,13 +553,7 @@ class EmbeddedValkey:
             return None
         users: list[int] = []
         clients = 0
-        client = redis.Redis(
-            host=state.host,
-            port=state.port,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            retry=_no_retry(),
-        )
+        client = state.client()
         try:
             entries = client.client_list()
         except redis_errors.RedisError:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,8 @@ from redis.asyncio.cluster import RedisCluster
 import redkit
 from redkit.cache import Cache
 from redkit.cache.core import _shard_idents
-from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.embedded import ValkeyProcess
 from redkit.keys import Keyspace
-from servers import TEST_CONFIG
 
 
 @pytest.fixture
@@ -386,13 +384,6 @@ async def test_a_cancelled_caller_does_not_strand_the_others(rk: redkit.Redkit) 
     await asyncio.sleep(0.02)
     gate.set()
     assert await second == "done"
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.stop()
 
 
 async def test_the_decorator_fails_open_when_the_server_is_gone(own_server: ValkeyProcess) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -21,6 +20,7 @@ from redkit.cache import Cache
 from redkit.cache.middleware import CacheMiddleware, CacheRule
 from redkit.embedded import ValkeyProcess, find_free_port
 from servers import TEST_CONFIG
+from uvicorn_server import serve_in_loop
 
 
 class Backend:
@@ -324,13 +324,8 @@ def test_rules_match_parameters_and_prefixes() -> None:
 async def test_a_real_uvicorn_server_serves_hits(rk: redkit.Redkit) -> None:
     backend = Backend()
     app: Any = CacheMiddleware(backend.app, cache=rk.cache(name="http"), rules=RULES)
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+    async with serve_in_loop(app, lifespan="off") as url:
+        async with httpx.AsyncClient(base_url=url) as client:
             first = await client.get("/users/5?x=1&y=2")
             second = await client.get("/users/5?y=2&x=1")
             not_modified = await client.get(
@@ -341,9 +336,6 @@ async def test_a_real_uvicorn_server_serves_hits(rk: redkit.Redkit) -> None:
         assert second.json() == first.json()
         assert not_modified.status_code == 304
         assert backend.calls["user"] == 1
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_the_middleware_fails_open_when_the_server_is_gone(tmp_path: Path) -> None:

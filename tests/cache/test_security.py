@@ -4,15 +4,13 @@ declared credentials, the response's own freshness, and why a request bypassed t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,22 +19,13 @@ from starlette.routing import Route
 
 import redkit
 from redkit.cache.middleware import CacheMiddleware, CacheRule
-from redkit.embedded import find_free_port
-from redkit.sessions import Session, SessionStore
+from redkit.sessions import SessionStore
 from redkit.sessions.middleware import SessionMiddleware, current_session
+from sessions.counting import CountingStore
+from uvicorn_server import serve_in_loop
 
 Order = Literal["cache-outside", "cache-inside"]
 ORDERS: tuple[Order, ...] = ("cache-outside", "cache-inside")
-
-
-class CountingStore(SessionStore):
-    """A real store that counts its reads (each one a round trip)."""
-
-    reads = 0
-
-    async def get(self, session_id: str) -> Session | None:
-        self.reads += 1
-        return await super().get(session_id)
 
 
 class Site:
@@ -134,24 +123,8 @@ def build(
     return site, Starlette(routes=site.routes(), middleware=layers)
 
 
-@asynccontextmanager
-async def serving(app: Any, lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
-    port = find_free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):  # bounded: 10 s
-            if server.started:
-                break
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+def serving(app: Any, lifespan: Literal["on", "off"] = "on") -> AbstractAsyncContextManager[str]:
+    return serve_in_loop(app, lifespan=lifespan)
 
 
 @asynccontextmanager

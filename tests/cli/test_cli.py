@@ -67,24 +67,8 @@ def test_info_with_a_bad_url_is_a_clear_error() -> None:
 @pytest.mark.usefixtures("no_redis_url")
 def test_server_runs_in_the_foreground_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "redkit.cli", "server", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**env, "COLUMNS": "120"},
-    )
+    proc, url = _start_foreground_server(data_dir)
     try:
-        assert proc.stdout is not None
-        url = ""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().strip()
-            if line.startswith("redis://"):
-                url = line
-                break
-        assert url, "no URL line printed"
         client = redis.Redis.from_url(url)
         assert client.ping()
         pid = json.loads((data_dir / "server.json").read_text())["pid"]

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount
 
 import redkit
 from redkit.dashboard import Role, Viewer, dashboard_app
-from redkit.embedded import find_free_port
+from uvicorn_server import serve_in_loop
 
 PREFIX = "/redkit"
 ROLES: dict[str, Role | Viewer] = {
@@ -38,24 +36,5 @@ def make_app(rk: redkit.Redkit, **options: Any) -> Starlette:
 @asynccontextmanager
 async def serve(app: Starlette) -> AsyncIterator[str]:
     """``app`` on a real uvicorn server on a free port; yields the dashboard's URL."""
-    port = find_free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started:
-            break
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}{PREFIX}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_in_loop(app, lifespan="off", timeout_graceful_shutdown=1) as url:
+        yield f"{url}{PREFIX}"

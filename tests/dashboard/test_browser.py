@@ -22,8 +22,9 @@ import pytest
 
 import redkit
 from dashboard.helpers import make_app, serve
+from jobs.helpers import running
 from redkit.dashboard import MASK
-from redkit.jobs import JobState, Worker
+from redkit.jobs import JobState
 
 try:
     from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
@@ -107,16 +108,6 @@ async def tab(
         yield t
     finally:
         await context.close()
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 async def decline(payload: dict[str, Any]) -> None:

@@ -375,6 +375,24 @@ async def test_an_auth_callback_answering_nonsense_lets_nobody_in(rk: redkit.Red
         assert "return a Role, a Viewer or None" in refused.json()["error"]
 
 
+async def test_every_page_asks_the_auth_callback_once(rk: redkit.Redkit) -> None:
+    asked: list[str] = []
+
+    def counting(conn: Any) -> Role:
+        asked.append(conn.url.path)
+        return Role.ADMIN
+
+    await rk.queue("mail").enqueue("send", {"to": "a@b.c"})
+    store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    app = make_app(rk, auth=counting, sessions=store)
+    async with serve(app) as base, await client(base, None) as c:
+        for path in [*PAGES, "/limits?key=ip:1", "/sessions?user=u1", "/jobs/search?q=x"]:
+            asked.clear()
+            page = await c.get(path)
+            assert page.status_code == 200, path
+            assert len(asked) == 1, path
+
+
 async def test_an_open_stream_ends_once_its_viewer_loses_access(rk: redkit.Redkit) -> None:
     allowed = {"admin"}
 

@@ -1,13 +1,14 @@
-"""Shared test helpers: claim like a (dead) worker would, wait for a condition."""
+"""Shared test helpers: claim like a (dead) worker would, wait for a condition, run a worker."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import redkit
-from redkit.jobs import Queue
+from redkit.jobs import Queue, Worker
 from redkit.jobs.queue import SCRIPTS
 
 FAKE_WORKER = "f" * 32
@@ -73,3 +74,14 @@ async def evalsha_calls(rk: redkit.Redkit) -> int:
     return sum(
         int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
     )
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """``worker`` running in this loop for the block; stopped (and awaited, 10 s at most) after."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)

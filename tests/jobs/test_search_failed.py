@@ -4,25 +4,14 @@ KEYS/SCAN), and the dashboard's job actions: delete, retry all failed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 import redkit
+from jobs.helpers import running
 from redkit.errors import InvalidInput
-from redkit.jobs import JobState, Worker
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
+from redkit.jobs import JobState
 
 
 async def boom(payload: dict[str, Any]) -> None:

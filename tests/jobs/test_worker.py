@@ -6,25 +6,14 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import redkit
-from jobs.helpers import claim, complete, evalsha_calls, eventually
+from jobs.helpers import claim, complete, evalsha_calls, eventually, running
 from redkit.jobs import Job, JobSpec, JobState, Queue, Worker
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.cluster

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 
 import redkit
 from notify.helpers import command_stats, eventually, kill_pubsub_connections, pubsub_clients
-from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.embedded import ValkeyProcess
 from redkit.notify import Event, Subscription
 from redkit.notify import hub as hub_module
 from redkit.notify.hub import Link
-from servers import TEST_CONFIG
 
 
 async def drain(sub: Subscription, n: int, timeout: float = 10.0) -> list[Event]:
@@ -121,13 +118,6 @@ async def test_client_kill_with_pattern_subscription_refills_seen_channels(
             await bus.publish("deployment:p1", i)
         events = await drain(sub, 19)
     assert [e.data for e in events] == list(range(1, 20))
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.stop()
 
 
 async def test_a_server_restart_beyond_history_shows_a_gap_then_delivery_goes_on(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
@@ -20,9 +19,9 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import redkit
-from redkit.embedded import find_free_port
 from redkit.notify import NotificationBus, encode_cursor
 from redkit.notify.web import allow_all, notification_routes, pattern_prefix
+from uvicorn_server import serve_in_loop
 
 with warnings.catch_warnings():
     # Starlette 1.x nudges TestClient users from httpx to httpx2; httpx works.
@@ -30,28 +29,9 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 
-@asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
+def serve(app: Starlette) -> AbstractAsyncContextManager[str]:
     """``app`` on a real uvicorn server on a free port, in this event loop."""
-    port = find_free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-        assert not task.done(), "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    return serve_in_loop(app, lifespan="off", timeout_graceful_shutdown=1)
 
 
 class SSE:

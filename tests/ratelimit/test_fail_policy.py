@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,19 +28,9 @@ from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.ratelimit import CircuitBreaker, Decision, FailPolicy, RateLimiter
 from redkit.ratelimit.middleware import RateLimitMiddleware
 from redkit.ratelimit.policy import Identity, TierPolicy
-from servers import TEST_CONFIG
 
 # The command timeout stays at its default (2 s); a decision must not wait for it.
 HANG_BOUND = 1.0
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    """A fresh server this test may pause (SIGSTOP) and resume."""
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.resume()
-    server.stop()
 
 
 def never_trips() -> CircuitBreaker:

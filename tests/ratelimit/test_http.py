@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import redkit
-from redkit.embedded import ValkeyProcess, find_free_port
+from ratelimit.helpers import hello, identify
+from redkit.embedded import ValkeyProcess
 from redkit.ratelimit.fastapi import rate_limit
 from redkit.ratelimit.middleware import RateLimitMiddleware
 from redkit.ratelimit.policy import (
@@ -28,22 +26,9 @@ from redkit.ratelimit.policy import (
     TierPolicy,
     client_ip,
 )
-from servers import TEST_CONFIG
+from uvicorn_server import serve_in_loop
 
 SMALL_TIERS = {"anonymous": [(3, 60)], "user": [(5, 60)], "premium": [(2, 1), (50, 3600)]}
-
-
-def identify(scope: Mapping[str, Any]) -> Identity | None:
-    """Test identities: an `X-User: tier:id` header (a real app reads its session)."""
-    for name, value in scope["headers"]:
-        if name == b"x-user":
-            tier, _, user = value.decode().partition(":")
-            return Identity(tier, user)
-    return None
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("hello")
 
 
 def make_app(policy: Any, **options: Any) -> Starlette:
@@ -168,14 +153,6 @@ async def test_a_policy_may_exempt_requests_and_charge_a_cost(rk: redkit.Redkit)
     assert response.headers["ratelimit"].startswith('"sliding_log:10/60s";r=1;')
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.resume()
-    server.stop()
-
-
 @pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 429)])
 async def test_redis_down_is_never_a_500(own_server: ValkeyProcess, fail: str, status: int) -> None:
     async with redkit.connect(own_server.url, "rlhttp") as rk:
@@ -220,14 +197,8 @@ async def live_server(rk: redkit.Redkit) -> AsyncIterator[str]:
 
     app = Starlette(routes=[Route("/", who)])
     app.add_middleware(RateLimitMiddleware, policy=TierPolicy(rk, identify, tiers=SMALL_TIERS))
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_in_loop(app, lifespan="off") as url:
+        yield url
 
 
 async def test_a_real_server_limits_real_connections(live_server: str) -> None:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
 import redkit
-from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.embedded import ValkeyProcess
 from redkit.ratelimit import Algorithm, CircuitBreaker, FailPolicy
-from servers import TEST_CONFIG
 
 ALGORITHMS = [a.value for a in Algorithm]
 
@@ -243,14 +240,6 @@ def test_decision_raises_rate_limited_with_the_wait() -> None:
 
 
 # -- a dead or hung server: the fail policy answers within the timeout ---------------------
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ValkeyProcess]:
-    server = ValkeyProcess(tmp_path, port=find_free_port(), config=TEST_CONFIG).start()
-    yield server
-    server.resume()
-    server.stop()
 
 
 @pytest.mark.parametrize("fail", ["open", "closed"])

@@ -8,44 +8,29 @@ proxy, so that the middleware's reading of X-Forwarded-For is what is tested.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import MutableMapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 import websockets
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import redkit
-from redkit.embedded import find_free_port
+from ratelimit.helpers import hello, identify
 from redkit.ratelimit.middleware import RateLimitMiddleware
-from redkit.ratelimit.policy import Identity, TierPolicy, client_ip
+from redkit.ratelimit.policy import TierPolicy, client_ip
+from uvicorn_server import serve_in_loop
 
 TEN = {"anonymous": [(10, 60)], "user": [(5, 60)]}
 THREE = {"anonymous": [(3, 60)], "user": [(3, 60)], "premium": [(2, 1), (50, 3600)]}
-
-
-def identify(scope: Mapping[str, Any]) -> Identity | None:
-    for name, value in scope["headers"]:
-        if name == b"x-user":
-            tier, _, user = value.decode().partition(":")
-            return Identity(tier, user)
-    return None
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("hello")
 
 
 async def echo(websocket: WebSocket) -> None:
@@ -60,34 +45,11 @@ def make_app(policy: Any, **options: Any) -> Starlette:
     return app
 
 
-@asynccontextmanager
-async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
+def serve(app: Any, **config: Any) -> AbstractAsyncContextManager[str]:
     """``app`` on a real uvicorn server in this loop; yields its base URL (or socket path)."""
-    uds = config.get("uds")
-    if uds is None:
-        config["port"] = port = find_free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            log_level="warning",
-            lifespan="off",
-            ws="websockets-sansio",
-            timeout_graceful_shutdown=1,
-            **config,
-        )
+    return serve_in_loop(
+        app, lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=1, **config
     )
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):  # bounded: 10 s
-        if server.started:
-            break
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield uds if uds is not None else f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def asgi_client(app: Any, peer: str) -> httpx.AsyncClient:

@@ -1,4 +1,4 @@
-"""Counting server commands with INFO commandstats."""
+"""Counting server commands with INFO commandstats, and a session store's reads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 import redkit
+from redkit.sessions import Session, SessionStore
+
+
+class CountingStore(SessionStore):
+    """A real store that counts its reads (each one is a round trip to the server)."""
+
+    reads = 0
+
+    async def get(self, session_id: str) -> Session | None:
+        self.reads += 1
+        return await super().get(session_id)
 
 
 class CommandCounter:

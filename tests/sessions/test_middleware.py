@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 
 import redkit
-from redkit.embedded import find_free_port
 from redkit.sessions import Session, SessionStore
 from redkit.sessions.middleware import (
     RequestSession,
@@ -22,6 +18,7 @@ from redkit.sessions.middleware import (
     current_session,
     require_session,
 )
+from uvicorn_server import serve_in_loop
 
 Current = Annotated[RequestSession, Depends(current_session)]
 Required = Annotated[Session, Depends(require_session)]
@@ -209,19 +206,8 @@ async def test_without_the_middleware_the_dependency_says_what_to_do(
             await http.get("/")
 
 
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+def serving(app: FastAPI) -> AbstractAsyncContextManager[str]:
+    return serve_in_loop(app)
 
 
 @pytest.mark.cluster

@@ -3,15 +3,12 @@ the middleware order, with one store read per request (over uvicorn and TestClie
 
 from __future__ import annotations
 
-import asyncio
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -20,29 +17,20 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import redkit
-from redkit.embedded import find_free_port
-from redkit.sessions import Session, SessionStore
+from redkit.sessions import SessionStore
 from redkit.sessions.middleware import (
     SessionMiddleware,
     current_session,
     find_session_middleware,
     resolve_session,
 )
+from sessions.counting import CountingStore
+from uvicorn_server import serve_in_loop
 
 with warnings.catch_warnings():
     # Starlette 1.x nudges TestClient users from httpx to httpx2; httpx works.
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-
-class CountingStore(SessionStore):
-    """A real store that counts its reads (each one is a round trip to the server)."""
-
-    reads = 0
-
-    async def get(self, session_id: str) -> Session | None:
-        self.reads += 1
-        return await super().get(session_id)
 
 
 class Outer:
@@ -98,24 +86,8 @@ def store(rk: redkit.Redkit) -> CountingStore:
     return CountingStore(rk, idle_ttl=60, absolute_ttl=3600)
 
 
-@asynccontextmanager
-async def serving(app: Any, lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
-    port = find_free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):  # bounded: 10 s
-            if server.started:
-                break
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+def serving(app: Any, lifespan: Literal["on", "off"] = "on") -> AbstractAsyncContextManager[str]:
+    return serve_in_loop(app, lifespan=lifespan)
 
 
 @pytest.mark.cluster

@@ -341,9 +341,19 @@ class _Dashboard:
         return str(request.scope.get("root_path", "")).rstrip("/")
 
     async def page(
-        self, request: Request, name: str, active: str, live: dict[str, Topic], **ctx: Any
+        self,
+        request: Request,
+        name: str,
+        active: str,
+        live: dict[str, Topic],
+        *,
+        viewer: Viewer | None = None,
+        **ctx: Any,
     ) -> Response:
-        viewer = await self.viewer(request)
+        # A handler that had to know the viewer first passes it: the auth callback (often a
+        # session read, a round trip) then runs once per page, not twice.
+        if viewer is None:
+            viewer = await self.viewer(request)
         if viewer is None:
             return _refused(request)
         token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
@@ -462,6 +472,7 @@ class _Dashboard:
             "search.html",
             "jobs",
             {},
+            viewer=viewer,
             q=query,
             queue=wanted,
             queue_names=names if not wanted else [wanted],
@@ -495,7 +506,13 @@ class _Dashboard:
                     }
                 )
         return await self.page(
-            request, "limits.html", "limits", {"limits": ("limits",)}, key=key, peeked=peeked
+            request,
+            "limits.html",
+            "limits",
+            {"limits": ("limits",)},
+            viewer=viewer,
+            key=key,
+            peeked=peeked,
         )
 
     async def sessions_page(self, request: Request) -> Response:
@@ -511,6 +528,7 @@ class _Dashboard:
             "sessions.html",
             "sessions",
             {},
+            viewer=viewer,
             user=user,
             found=found,
             configured=self.sessions is not None,
@@ -539,6 +557,7 @@ class _Dashboard:
             "notifications.html",
             "notifications",
             {},
+            viewer=viewer,
             channel=channel,
             history=history,
             no_patterns=self.bus.sharded and not self.bus.cluster_patterns,

@@ -382,32 +382,18 @@ class SessionMiddleware:
             return
         via = handle.via
         stale_cookie = handle._stale_cookie
-        started = connected = False
-
-        async def receive_watched() -> Message:
-            nonlocal connected
-            message = await receive()
-            connected = connected or message["type"] == "websocket.connect"
-            return message
 
         async def send_with_cookie(message: Message) -> None:
-            nonlocal started
-            started = True
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
                 header = self._set_cookie(handle, stale_cookie, scope)
                 if header:
                     MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
-        try:
-            await self.app(scope, receive_watched, send_with_cookie)
-        except ConnectionLost as exc:
-            if started:
-                raise  # part of the response is out: nothing else can be said
-            log.warning("Redis unreachable during %s; answering 503: %s", scope["path"], exc)
-            await send_unavailable(
-                scope, receive, send_with_cookie, self.retry_after, connected=connected
-            )
+        # The 503 goes through send_with_cookie too: a rotated or cleared cookie still lands.
+        await unavailable_on_connection_lost(
+            self.app, scope, receive, send_with_cookie, self.retry_after
+        )
 
     def _set_cookie(self, handle: RequestSession, stale_cookie: bool, scope: Scope) -> str | None:
         if handle._cookie is None and not stale_cookie:
@@ -417,6 +403,35 @@ class SessionMiddleware:
         if handle._cookie == "set" and handle.session is not None:
             return f"{self.cookie_name}={self._sign(handle.session.id)}; {set_tail}"
         return clear
+
+
+async def unavailable_on_connection_lost(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, retry_after: int = 2
+) -> None:
+    """Run ``app``; a :class:`~redkit.errors.ConnectionLost` it raises before the response
+    started is answered ``503`` through ``send`` (:func:`send_unavailable`), one raised after
+    is re-raised (part of the response is out: nothing else can be said). Serves the session
+    middleware and the apps that have no session middleware alike."""
+    started = connected = False
+
+    async def receive_watched() -> Message:
+        nonlocal connected
+        message = await receive()
+        connected = connected or message["type"] == "websocket.connect"
+        return message
+
+    async def send_watched(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        await app(scope, receive_watched, send_watched)
+    except ConnectionLost as exc:
+        if started:
+            raise
+        log.warning("Redis unreachable during %s; answering 503: %s", scope.get("path"), exc)
+        await send_unavailable(scope, receive, send, retry_after, connected=connected)
 
 
 async def send_unavailable(
@@ -509,12 +524,18 @@ def require_session(connection: HTTPConnection) -> Session:
     """FastAPI dependency: the live :class:`Session`, or ``401 Unauthorized``."""
     session = current_session(connection).session
     if session is None:
-        raise HTTPException(
-            status_code=401,
-            detail="sign in first: no live session",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise not_signed_in()
     return session
+
+
+def not_signed_in() -> HTTPException:
+    """The ``401 Unauthorized`` of a request without a live session (the same for every
+    dependency that needs one: :func:`require_session`, the web layer's ``require_login``)."""
+    return HTTPException(
+        status_code=401,
+        detail="sign in first: no live session",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def find_session_middleware(scope: Scope, app: Any = None) -> SessionMiddleware | None:

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import redkit
 from redkit.client import connect_settings
 from redkit.codec import seconds
-from redkit.errors import ConfigurationError, ConnectionLost, InvalidInput, RedkitError
+from redkit.errors import ConfigurationError, InvalidInput, RedkitError
 from redkit.ratelimit.limiter import Decision, RateLimiter
 from redkit.ratelimit.policy import Admission, TierPolicy, TrustedProxies, client_ip
 from redkit.sessions.middleware import (
@@ -51,7 +51,7 @@ from redkit.sessions.middleware import (
     SCOPE_KEY,
     RequestSession,
     SessionMiddleware,
-    send_unavailable,
+    unavailable_on_connection_lost,
 )
 from redkit.web.config import CacheConfig, RateLimitConfig, SessionConfig
 from redkit.web.identity import session_identity
@@ -280,33 +280,6 @@ def _exempting(policy: TierPolicy, exempt: Sequence[str]) -> Any:
     return exempting
 
 
-async def _unavailable_on_connection_lost(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """``app``, with a :class:`~redkit.errors.ConnectionLost` raised before the response
-    started answered ``503`` (what the session middleware does, for apps without sessions)."""
-    started = connected = False
-
-    async def receive_watched() -> Message:
-        nonlocal connected
-        message = await receive()
-        connected = connected or message["type"] == "websocket.connect"
-        return message
-
-    async def send_watched(message: Message) -> None:
-        nonlocal started
-        started = True
-        await send(message)
-
-    try:
-        await app(scope, receive_watched, send_watched)
-    except ConnectionLost as exc:
-        if started:
-            raise
-        log.warning("Redis unreachable during %s; answering 503: %s", scope.get("path"), exc)
-        await send_unavailable(scope, receive, send, connected=connected)
-
-
 class RedkitMiddleware:
     """The middleware :class:`RedkitWeb` installs (pure ASGI): it hands each request to the
     session, rate-limit and cache middleware built when the app started.
@@ -353,7 +326,7 @@ class RedkitMiddleware:
         if isinstance(chain, SessionMiddleware):
             await chain(scope, receive, send)  # it answers 503 itself when Redis is away
             return
-        await _unavailable_on_connection_lost(chain, scope, receive, send)
+        await unavailable_on_connection_lost(chain, scope, receive, send)
 
 
 class RedkitWeb:

@@ -19,13 +19,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends
-from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 import redkit
 from redkit.cache import Cache
 from redkit.notify import NotificationBus
-from redkit.sessions.middleware import SCOPE_KEY, RequestSession
+from redkit.sessions.middleware import SCOPE_KEY, RequestSession, not_signed_in
 from redkit.sessions.store import Session
 from redkit.web.app import RedkitWeb, web_of
 
@@ -47,14 +46,6 @@ __all__ = [
 ]
 
 _USER_KEY = "redkit.web.user"
-
-
-def _unauthorized() -> HTTPException:
-    return HTTPException(
-        status_code=401,
-        detail="sign in first: no live session",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
 
 
 def get_web(conn: HTTPConnection) -> RedkitWeb:
@@ -83,7 +74,7 @@ def require_login(conn: HTTPConnection) -> Session:
     """The live :class:`~redkit.sessions.Session`, or ``401 Unauthorized``."""
     session = get_session(conn).session
     if session is None:
-        raise _unauthorized()
+        raise not_signed_in()
     return session
 
 
@@ -105,7 +96,7 @@ async def require_user(conn: HTTPConnection) -> Any:
     """Like :func:`current_user`, but ``401 Unauthorized`` without a user."""
     user = await current_user(conn)
     if user is None:
-        raise _unauthorized()
+        raise not_signed_in()
     return user
 
 
