@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -79,3 +80,22 @@ def test_show_prints_each_limiters_decision(redis_url: str, namespace: str) -> N
     custom = {s["limiter"]: s for s in json.loads(given.stdout)}["custom"]["decision"]
     assert custom["limit"] == 5
     assert custom["remaining"] == 4
+
+
+def test_show_and_reset_read_the_namespace_from_a_dot_env_file(
+    redis_url: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def use() -> None:
+        async with redkit.connect(redis_url, namespace) as rk:
+            await rk.rate_limiter(10, 60, "fixed_window").hit("user:env", cost=4)
+
+    asyncio.run(use())
+    monkeypatch.delenv("REDKIT_NAMESPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"REDIS_URL={redis_url}\nREDKIT_NAMESPACE={namespace}\n")
+    shown = runner.invoke(app, ["show", "user:env", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [s["state"]["n"] for s in json.loads(shown.stdout)] == ["4"]
+    reset = runner.invoke(app, ["reset", "user:env"])
+    assert reset.exit_code == 0, reset.output
+    assert "reset 1" in reset.stdout

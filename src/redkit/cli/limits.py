@@ -144,8 +144,8 @@ async def _states(rk: redkit.Redkit, key: str) -> list[dict[str, Any]]:
 def show(
     key: KeyArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = redkit.Settings.model_fields["data_dir"].default,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
     limit: Annotated[
         int | None, typer.Option(help="The limit of limiters whose name does not say it.")
     ] = None,
@@ -207,8 +207,8 @@ def _window_text(window: float) -> str:
 def reset(
     key: KeyArgument,
     url: UrlOption = None,
-    namespace: NamespaceOption = "rk",
-    data_dir: DataDirOption = redkit.Settings.model_fields["data_dir"].default,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Forget KEY's usage for every limiter (the next request starts fresh)."""
 
