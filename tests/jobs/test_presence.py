@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import redkit
 from redkit.jobs.presence import announce, list_workers, workers_key
 
@@ -46,3 +48,16 @@ async def test_a_worker_that_stopped_beating_is_dropped_and_the_hash_expires(
     assert [w.id for w in await list_workers(rk)] == ["alive"]
     assert 0 < await rk.redis.pttl(key) <= 60_000
     assert await announce(rk, "alive", None, 30_000) == 0
+
+
+@pytest.mark.cluster
+async def test_a_worker_killed_without_a_goodbye_is_not_listed_once_its_window_passed(
+    rk: redkit.Redkit,
+) -> None:
+    # SIGKILL sends no "leaving" beat, and no other worker may beat to drop the line: the
+    # listing itself judges each line by the alive window it was written with.
+    assert await announce(rk, "killed", {"queues": ["x"]}, 100) == 1
+    assert await announce(rk, "alive", {"queues": ["x"]}, 30_000) == 2  # keeps the hash
+    assert sorted(w.id for w in await list_workers(rk)) == ["alive", "killed"]
+    await asyncio.sleep(0.3)
+    assert [w.id for w in await list_workers(rk)] == ["alive"]

@@ -53,7 +53,13 @@ def workers_key(rk: Redkit) -> str:
 
 async def announce(rk: Redkit, worker_id: str, info: dict[str, Any] | None, alive_ms: int) -> int:
     """Record a beat of ``worker_id`` (``info=None``: it leaves); one round trip."""
-    description = b"" if info is None else orjson.dumps({**info, "host": _HOST, "pid": _PID})
+    description = (
+        b""
+        if info is None
+        # The alive window travels with the beat, so a reader can tell a dead worker's line
+        # (SIGKILL: no goodbye) from a live one before any other worker's beat drops it.
+        else orjson.dumps({**info, "host": _HOST, "pid": _PID, "alive_ms": alive_ms})
+    )
     result = await rk.run(
         SCRIPTS["presence"], [workers_key(rk)], [worker_id, description, alive_ms]
     )
@@ -61,15 +67,21 @@ async def announce(rk: Redkit, worker_id: str, info: dict[str, Any] | None, aliv
 
 
 async def list_workers(rk: Redkit) -> list[WorkerInfo]:
-    """Workers that beat within their alive window, by host and pid (one round trip)."""
+    """Workers that beat within their alive window, by host and pid (two round trips: the
+    hash, and the server's clock to judge each line by its own alive window)."""
     with translate_redis_errors("list workers"):
         raw = await rk.redis.hgetall(workers_key(rk))
+        seconds, micros = await rk.redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     out = []
     for key, value in raw.items():
         text = value.decode() if isinstance(value, bytes) else str(value)
         seen, _, body = text.partition("|")
         try:
             info = orjson.loads(body)
+            alive_ms = info.get("alive_ms")
+            if alive_ms is not None and int(seen) < now_ms - int(alive_ms):
+                continue  # it stopped beating: the next beat of any worker drops the line
             out.append(
                 WorkerInfo(
                     id=key.decode() if isinstance(key, bytes) else str(key),
