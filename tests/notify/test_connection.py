@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import AsyncExitStack
 
 import pytest
@@ -174,3 +175,30 @@ async def test_a_link_that_stops_answering_is_replaced_and_misses_nothing(
 
 async def _reconnected(link: Link) -> bool:
     return link.reconnects >= 1
+
+
+async def test_a_link_the_server_refuses_at_once_backs_off_instead_of_spinning(
+    rk: redkit.Redkit,
+) -> None:
+    # An ACL user may connect but not subscribe: every link comes up and is refused at
+    # once (NOPERM). It must back off as from an unreachable server, not reconnect in a
+    # tight loop (thousands of connections a second against the server).
+    user, password = f"nosub{rk.namespace}", "secret-" + rk.namespace
+    await rk.redis.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all",
+        "-subscribe", "-psubscribe", "-ssubscribe",
+    )  # fmt: skip
+    url = rk.url.replace("redis://", f"redis://{user}:{password}@", 1)
+    try:
+        async with redkit.connect(url, rk.namespace) as refused:
+            bus = refused.notifications()
+            entering = asyncio.create_task(bus.subscribe("alerts").__aenter__())
+            await asyncio.sleep(1.5)
+            link = bus._hub.links["main"]
+            # Backing off from 50 ms, doubling: about 6 attempts in 1.5 s, never hundreds.
+            assert 1 <= link.reconnects <= 12
+            entering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, redkit.RedkitError):
+                await entering
+    finally:
+        await rk.redis.execute_command("ACL", "DELUSER", user)

@@ -65,6 +65,8 @@ _HUBS: weakref.WeakKeyDictionary[Redkit, dict[bool, Hub]] = weakref.WeakKeyDicti
 # Silence on a link for this long -> PING; no answer within the command timeout -> reconnect.
 PING_EVERY = 5.0
 MAX_BACKOFF = 2.0
+# A link that stayed up this long (seconds) was healthy: its drop is retried at once.
+STABLE_AFTER = 1.0
 
 MAX_PATTERN_CHANNELS = 10_000
 """Channels seen through patterns whose last id a hub keeps (for dedupe and refill). A
@@ -575,9 +577,11 @@ class Link:
             log.debug("notify link %s: send failed: %s", self.name, exc)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while not self.closing():
             conn: Any = None
+            began: float | None = None
             try:
                 async with self._lock:
                     conn = self._make()
@@ -585,7 +589,7 @@ class Link:
                     self._confirmed.clear()
                     await self._send(conn, list(self.wanted.items()), _SUBSCRIBE)
                     self._conn = conn
-                failures = 0
+                began = loop.time()
                 await self._read(conn)
             except asyncio.CancelledError:
                 raise
@@ -601,6 +605,11 @@ class Link:
             if self.closing():
                 return
             self.reconnects += 1
+            # Only a link that lived a while counts as healthy: one the server connects and
+            # then refuses at once (a NOPERM subscription, an ACL user without the right)
+            # backs off like an unreachable server instead of reconnecting in a tight loop.
+            if began is not None and loop.time() - began >= STABLE_AFTER:
+                failures = 0
             # At once after a drop (a killed connection, a restart), then back off while the
             # server stays unreachable.
             if failures:
