@@ -322,7 +322,8 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_is_still_woken(
     released = time.perf_counter()
     await holder.release()
     write = await asyncio.wait_for(second, 2)
-    assert time.perf_counter() - released < 0.2
+    # woken by the release, not by the end of the reader's lease (seconds away)
+    assert time.perf_counter() - released < 1.0
     await write.release()
     for part in ("queue", "wqueue", "deadlines"):
         assert await rk.redis.exists(_key(rk, "cancel", part)) == 0

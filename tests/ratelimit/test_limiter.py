@@ -272,7 +272,8 @@ async def test_a_dead_server_trips_the_breaker_so_requests_stop_waiting(
         assert breaker.state == "open"
         began = time.perf_counter()
         decision = await limiter.hit("x")
-        assert time.perf_counter() - began < 0.05  # the open circuit answers at once
+        # the open circuit answers without the server: well inside the 0.2 s a call would wait
+        assert time.perf_counter() - began < 0.15
         assert decision.degraded
         assert decision.allowed
         own_server.resume()
