@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from platform_.harness import base, http, up  # noqa: F401  (fixtures of every platform test)
 from redkit.platform.db import Database
 from redkit.platform.postgres import EmbeddedPostgres, ensure_database
 

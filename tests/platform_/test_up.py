@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,151 +20,28 @@ from redis.asyncio import Redis
 from typer.testing import CliRunner
 
 import redkit
+from platform_.harness import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Up,
+    admin_redis_url,
+    alive,
+    database_count,
+    descendants,
+    finished,
+    log_of,
+    login,
+    new_email,
+    port_open,
+    register,
+    signed_in,
+    start_deployment,
+    start_up,
+    stop_up,
+)
 from redkit.cli import app
-from redkit.embedded import find_free_port
 from redkit.platform.identity import Identity, sign_identity
 from redkit.platform.mail import received
-
-START_TIMEOUT = 120.0
-PASSWORD = "correct horse battery"
-
-
-@dataclass
-class Up:
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    gateway: str
-    state: dict[str, Any]
-    output: Path
-
-    def part(self, name: str) -> dict[str, Any]:
-        return next(p for p in self.state["parts"] if p["name"] == name)
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tasks:
-        try:
-            kids += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-        except OSError:
-            continue
-    return kids
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo and len(found) < 1000:
-        for kid in _children(todo.pop()):
-            if kid not in found:
-                found.add(kid)
-                todo.append(kid)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-ADMIN_EMAIL = "root@example.com"
-ADMIN_PASSWORD = "admin password for tests"
-
-
-def _start(base: Path) -> Up:
-    port = find_free_port()
-    data_dir = base / ".redkit"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "DATABASE_URL", "REDKIT_SMTP_URL", "REDKIT_PLATFORM_DIR")
-    }
-    env.update(REDKIT_ADMIN_EMAIL=ADMIN_EMAIL, REDKIT_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    output = base / "up.out"
-    with open(output, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "redkit.cli", "up", "--port", str(port),
-             "--data-dir", str(data_dir)],
-            cwd=base, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    gateway = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"redkit up exited early:\n{output.read_text()[-3000:]}")
-        state_file = data_dir / "up.json"
-        if state_file.exists():
-            try:
-                if httpx.get(f"{gateway}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(
-                f"redkit up was not healthy in time:\n{output.read_text()[-3000:]}"
-            )
-        time.sleep(0.2)
-    state = json.loads((data_dir / "up.json").read_text())
-    return Up(process, data_dir, gateway, state, output)
-
-
-def _stop(up: Up, timeout: float = 60) -> int:
-    if up.process.poll() is None:
-        up.process.send_signal(signal.SIGTERM)
-        try:
-            up.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            up.process.kill()
-            up.process.wait(10)
-            raise
-    return up.process.returncode
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    # Not tmp_path (0700): as root, PostgreSQL runs as an unprivileged user that must enter it.
-    path = Path(tempfile.mkdtemp(prefix="redkit-up-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    """A client with a loopback address of its own (127.x.y.z): anonymous requests are limited
-    per client IP, and each test must be a client of its own, as on a real network."""
-    address = (
-        f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
-    )
-    transport = httpx.HTTPTransport(local_address=address)
-    # No cookie jar: each test says which cookies it sends.
-    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    with httpx.Client(transport=transport, timeout=30, cookies=jar) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def up() -> Iterator[Up]:
-    path = Path(tempfile.mkdtemp(prefix="redkit-up-"))
-    path.chmod(0o755)
-    started = _start(path)
-    yield started
-    _stop(started)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_the_gateway_health_is_200_naming_every_part(up: Up) -> None:
@@ -219,21 +87,21 @@ def test_a_hung_service_turns_the_health_503_naming_it_until_it_answers_again(up
 
 
 def test_sigterm_stops_every_part_and_leaves_no_process_or_port(base: Path) -> None:
-    up = _start(base)
+    up = start_up(base)
     try:
-        processes = _descendants(up.process.pid)
+        processes = descendants(up.process.pid)
         ports = [urlsplit(p["url"]).port for p in up.state["parts"] if "://" in p["url"]]
         assert None not in ports
         # valkey, postgres (and its own children), auth, projects, worker, gateway
         assert len(processes) >= 6
     finally:
-        code = _stop(up)  # whatever failed above, the platform does not outlive the test
+        code = stop_up(up)  # whatever failed above, the platform does not outlive the test
     assert code == 0
     deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in processes) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [pid for pid in processes if _alive(pid)] == []
-    assert [port for port in ports if port and _port_open(port)] == []
+    assert [pid for pid in processes if alive(pid)] == []
+    assert [port for port in ports if port and port_open(port)] == []
     assert not (up.data_dir / "up.json").exists()
     assert "stopped" in up.output.read_text()
 
@@ -253,42 +121,15 @@ def test_a_role_without_its_environment_says_what_is_missing(
 # -- auth through the gateway ---------------------------------------------------------------
 
 
-def _log(up: Up, name: str) -> str:
-    return (up.data_dir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-
-
-def _admin_redis_url(up: Up) -> str:
-    password = (up.data_dir / "valkey.password").read_text().strip()
-    host = up.part("valkey")["url"].rpartition("@")[2]
-    return f"redis://redkit:{password}@{host}"
-
-
-def _email() -> str:
-    return f"ada-{secrets.token_hex(4)}@example.com"
-
-
-def _register(up: Up, http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
-    return http.post(
-        f"{up.gateway}/auth/register",
-        json={"email": email, "password": password, "name": "Ada"},
-    )
-
-
-def _login(up: Up, http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
-    return http.post(
-        f"{up.gateway}/auth/login", json={"email": email, "password": password}, timeout=30
-    )
-
-
 async def test_register_queues_a_welcome_email_that_reaches_the_sink(
     up: Up, http: httpx.Client
 ) -> None:
-    email = _email()
-    response = _register(up, http, email)
+    email = new_email()
+    response = register(up, http, email)
     assert response.status_code == 201, response.text
     assert response.json()["email"] == email
     assert "password" not in response.text
-    async with redkit.connect(_admin_redis_url(up), namespace="platform") as rk:
+    async with redkit.connect(admin_redis_url(up), namespace="platform") as rk:
         deadline = time.monotonic() + 30
         while True:
             mails = [m for m in await received(rk, count=100) if m["to"] == [email]]
@@ -317,7 +158,7 @@ def test_a_bad_registration_is_a_4xx_json_and_writes_nothing(
     assert response.headers["content-type"].startswith("application/json")
     # Nothing was written: the address is still free.
     if isinstance(body.get("email"), str) and "@" in body["email"]:
-        assert _login(up, http, body["email"]).status_code == 401
+        assert login(up, http, body["email"]).status_code == 401
 
 
 def test_bad_json_and_huge_bodies_are_4xx_json(up: Up, http: httpx.Client) -> None:
@@ -335,15 +176,15 @@ def test_bad_json_and_huge_bodies_are_4xx_json(up: Up, http: httpx.Client) -> No
 
 
 def test_a_duplicate_registration_is_409(up: Up, http: httpx.Client) -> None:
-    email = _email()
-    assert _register(up, http, email).status_code == 201
-    assert _register(up, http, email.upper()).status_code == 409
+    email = new_email()
+    assert register(up, http, email).status_code == 201
+    assert register(up, http, email.upper()).status_code == 409
 
 
 def test_login_gives_a_token_and_a_cookie_and_both_reach_me(up: Up, http: httpx.Client) -> None:
-    email = _email()
-    _register(up, http, email)
-    response = _login(up, http, email)
+    email = new_email()
+    register(up, http, email)
+    response = login(up, http, email)
     assert response.status_code == 200
     token = response.json()["token"]
     assert "session" in response.cookies
@@ -355,7 +196,7 @@ def test_login_gives_a_token_and_a_cookie_and_both_reach_me(up: Up, http: httpx.
     cookie = f"session={response.cookies['session']}"
     by_cookie = http.get(f"{up.gateway}/api/me", headers={"cookie": cookie}, timeout=30)
     assert by_cookie.json()["email"] == email
-    assert _login(up, http, email, "wrong password!!").status_code == 401
+    assert login(up, http, email, "wrong password!!").status_code == 401
 
 
 def test_a_client_sent_identity_header_is_worth_nothing(up: Up, http: httpx.Client) -> None:
@@ -365,9 +206,9 @@ def test_a_client_sent_identity_header_is_worth_nothing(up: Up, http: httpx.Clie
 
 
 def test_logout_all_ends_every_session_of_the_user_at_once(up: Up, http: httpx.Client) -> None:
-    email = _email()
-    _register(up, http, email)
-    tokens = [_login(up, http, email).json()["token"] for _ in range(3)]
+    email = new_email()
+    register(up, http, email)
+    tokens = [login(up, http, email).json()["token"] for _ in range(3)]
     listed = http.get(
         f"{up.gateway}/auth/sessions", headers={"authorization": f"Bearer {tokens[0]}"}, timeout=30
     ).json()["sessions"]
@@ -386,12 +227,12 @@ def test_logout_all_ends_every_session_of_the_user_at_once(up: Up, http: httpx.C
 
 
 def test_login_attempts_are_limited_per_account(up: Up, http: httpx.Client) -> None:
-    email = _email()
-    _register(up, http, email)
-    statuses = [_login(up, http, email, f"wrong password {n}").status_code for n in range(7)]
+    email = new_email()
+    register(up, http, email)
+    statuses = [login(up, http, email, f"wrong password {n}").status_code for n in range(7)]
     assert statuses[:5] == [401] * 5
     assert statuses[5] == 429
-    limited = _login(up, http, email)
+    limited = login(up, http, email)
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
 
@@ -405,7 +246,7 @@ def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up, http: htt
     assert response.json()["service"] == "auth"
     # The supervisor starts it again (same port). Poll /healthz: it is not rate limited.
     while http.get(f"{up.gateway}/healthz", timeout=30).status_code != 200:
-        assert time.monotonic() < deadline, f"auth did not come back:\n{_log(up, 'auth')}"
+        assert time.monotonic() < deadline, f"auth did not come back:\n{log_of(up, 'auth')}"
         time.sleep(0.3)
     assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
 
@@ -413,9 +254,9 @@ def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up, http: htt
 def test_one_users_login_never_lends_its_cookie_to_the_next_caller(
     up: Up, http: httpx.Client
 ) -> None:
-    email = _email()
-    _register(up, http, email)
-    assert _login(up, http, email).status_code == 200
+    email = new_email()
+    register(up, http, email)
+    assert login(up, http, email).status_code == 200
     # The gateway's own HTTP client must not have kept the Set-Cookie of that login.
     assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
 
@@ -439,9 +280,9 @@ def test_the_eleventh_anonymous_request_in_a_minute_is_a_json_429(
 
 
 def test_a_signed_in_user_gets_the_user_tier(up: Up, http: httpx.Client) -> None:
-    email = _email()
-    _register(up, http, email)
-    token = _login(up, http, email).json()["token"]
+    email = new_email()
+    register(up, http, email)
+    token = login(up, http, email).json()["token"]
     me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"})
     assert me.status_code == 200
     assert me.headers["x-ratelimit-limit"] == "100"
@@ -450,10 +291,10 @@ def test_a_signed_in_user_gets_the_user_tier(up: Up, http: httpx.Client) -> None
 def test_an_admin_changes_a_users_type_and_the_user_signs_in_again(
     up: Up, http: httpx.Client
 ) -> None:
-    admin = _login(up, http, ADMIN_EMAIL, ADMIN_PASSWORD).json()["token"]
-    email = _email()
-    user_id = _register(up, http, email).json()["id"]
-    user = _login(up, http, email).json()["token"]
+    admin = login(up, http, ADMIN_EMAIL, ADMIN_PASSWORD).json()["token"]
+    email = new_email()
+    user_id = register(up, http, email).json()["id"]
+    user = login(up, http, email).json()["token"]
 
     def patch(token: str, kind: object) -> httpx.Response:
         return http.patch(
@@ -470,7 +311,7 @@ def test_an_admin_changes_a_users_type_and_the_user_signs_in_again(
     # The old session (type "user") is gone; a new one is premium.
     me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {user}"})
     assert me.status_code == 401
-    again = _login(up, http, email).json()["token"]
+    again = login(up, http, email).json()["token"]
     me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {again}"})
     assert me.json()["type"] == "premium"
     assert me.headers["x-ratelimit-limit"] == "1000"
@@ -479,31 +320,10 @@ def test_an_admin_changes_a_users_type_and_the_user_signs_in_again(
 # -- projects ------------------------------------------------------------------------------
 
 
-def _signed_in(up: Up, http: httpx.Client) -> dict[str, str]:
-    email = _email()
-    _register(up, http, email)
-    return {"authorization": f"Bearer {_login(up, http, email).json()['token']}"}
-
-
-def _database_count(up: Up, name: str) -> int:
-    async def count() -> int:
-        password = (up.data_dir / "postgres.password").read_text().strip()
-        host = up.part("postgres")["url"].rpartition("@")[2].split("/")[0]
-        conn = await asyncpg.connect(f"postgresql://postgres:{password}@{host}/postgres")
-        try:
-            return int(
-                await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
-            )
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
-
-
 def test_a_project_gets_its_own_database_and_valkey_user_shown_once(
     up: Up, http: httpx.Client
 ) -> None:
-    owner = _signed_in(up, http)
+    owner = signed_in(up, http)
     name = "p" + secrets.token_hex(4)
     created = http.post(f"{up.gateway}/api/projects", json={"name": name}, headers=owner)
     assert created.status_code == 201, created.text
@@ -531,7 +351,7 @@ def test_a_project_gets_its_own_database_and_valkey_user_shown_once(
     assert ":" not in mine["redis_url"].split("@")[0].removeprefix("redis://")
     assert ":" not in mine["database_url"].split("@")[0].removeprefix("postgresql://")
     # Another user neither lists nor reads it.
-    stranger = _signed_in(up, http)
+    stranger = signed_in(up, http)
     assert name not in str(http.get(f"{up.gateway}/api/projects", headers=stranger).json())
     assert http.get(f"{up.gateway}/api/projects/{body['id']}", headers=stranger).status_code == 404
     assert (
@@ -539,13 +359,13 @@ def test_a_project_gets_its_own_database_and_valkey_user_shown_once(
     )
     gone = http.delete(f"{up.gateway}/api/projects/{body['id']}", headers=owner)
     assert gone.status_code == 204
-    assert _database_count(up, f"p_{name}") == 0
+    assert database_count(up, f"p_{name}") == 0
 
 
 def test_two_concurrent_creates_through_the_gateway_make_one_database(
     up: Up, http: httpx.Client
 ) -> None:
-    owner = _signed_in(up, http)
+    owner = signed_in(up, http)
     name = "c" + secrets.token_hex(4)
 
     def create() -> int:
@@ -556,7 +376,7 @@ def test_two_concurrent_creates_through_the_gateway_make_one_database(
     with ThreadPoolExecutor(2) as pool:
         statuses = sorted(pool.map(lambda _: create(), range(2)))
     assert statuses == [201, 409]
-    assert _database_count(up, f"p_{name}") == 1
+    assert database_count(up, f"p_{name}") == 1
 
 
 @pytest.mark.parametrize(
@@ -566,10 +386,10 @@ def test_two_concurrent_creates_through_the_gateway_make_one_database(
 def test_a_bad_project_is_a_422_and_creates_nothing(
     up: Up, http: httpx.Client, body: dict[str, Any]
 ) -> None:
-    owner = _signed_in(up, http)
+    owner = signed_in(up, http)
     response = http.post(f"{up.gateway}/api/projects", json=body, headers=owner)
     assert response.status_code == 422
-    assert _database_count(up, "p_ok_name") == 0
+    assert database_count(up, "p_ok_name") == 0
 
 
 def test_projects_need_a_signed_in_caller(up: Up, http: httpx.Client) -> None:
@@ -584,13 +404,13 @@ def test_projects_need_a_signed_in_caller(up: Up, http: httpx.Client) -> None:
 def test_a_member_added_by_the_owner_sees_the_project_and_a_viewer_adds_no_one(
     up: Up, http: httpx.Client
 ) -> None:
-    owner = _signed_in(up, http)
+    owner = signed_in(up, http)
     project = http.post(
         f"{up.gateway}/api/projects", json={"name": "m" + secrets.token_hex(4)}, headers=owner
     ).json()
-    viewer_email = _email()
-    _register(up, http, viewer_email)
-    viewer = {"authorization": f"Bearer {_login(up, http, viewer_email).json()['token']}"}
+    viewer_email = new_email()
+    register(up, http, viewer_email)
+    viewer = {"authorization": f"Bearer {login(up, http, viewer_email).json()['token']}"}
     members = f"{up.gateway}/api/projects/{project['id']}/members"
     assert http.get(f"{up.gateway}/api/projects/{project['id']}", headers=viewer).status_code == 404
     added = http.post(members, json={"email": viewer_email, "role": "viewer"}, headers=owner)
@@ -615,38 +435,12 @@ def test_a_member_added_by_the_owner_sees_the_project_and_a_viewer_adds_no_one(
 # -- deployments ---------------------------------------------------------------------------
 
 
-def _deployment(up: Up, http: httpx.Client, headers: dict[str, str], steps: list[str]) -> str:
-    project = http.post(
-        f"{up.gateway}/api/projects",
-        json={"name": "d" + secrets.token_hex(4), "steps": steps},
-        headers=headers,
-    ).json()
-    started = http.post(
-        f"{up.gateway}/api/projects/{project['id']}/deployments", json={}, headers=headers
-    )
-    assert started.status_code == 202, started.text
-    body = started.json()
-    assert body["status"] == "queued"
-    assert body["job_id"]
-    return str(body["id"])
-
-
-def _finished(up: Up, http: httpx.Client, headers: dict[str, str], deployment: str) -> Any:
-    deadline = time.monotonic() + 90
-    while True:
-        shown = http.get(f"{up.gateway}/api/deployments/{deployment}", headers=headers).json()
-        if shown["status"] in ("success", "failed"):
-            return shown
-        assert time.monotonic() < deadline, shown
-        time.sleep(0.3)
-
-
 def test_a_deployment_runs_its_steps_and_succeeds(up: Up, http: httpx.Client) -> None:
-    owner = _signed_in(up, http)
-    deployment = _deployment(
+    owner = signed_in(up, http)
+    deployment = start_deployment(
         up, http, owner, ["echo building $REDKIT_REF", 'test -z "$REDIS_URL" && echo clean']
     )
-    shown = _finished(up, http, owner, deployment)
+    shown = finished(up, http, owner, deployment)
     assert shown["status"] == "success"
     assert shown["attempts"] == 1
     assert "building main" in shown["log"]
@@ -656,9 +450,9 @@ def test_a_deployment_runs_its_steps_and_succeeds(up: Up, http: httpx.Client) ->
 def test_a_failing_step_fails_the_deployment_after_three_attempts(
     up: Up, http: httpx.Client
 ) -> None:
-    owner = _signed_in(up, http)
-    deployment = _deployment(up, http, owner, ["echo trying", "exit 3"])
-    shown = _finished(up, http, owner, deployment)
+    owner = signed_in(up, http)
+    deployment = start_deployment(up, http, owner, ["echo trying", "exit 3"])
+    shown = finished(up, http, owner, deployment)
     assert shown["status"] == "failed"
     assert shown["attempts"] == 3
     assert shown["log"].count("--- attempt") == 3
