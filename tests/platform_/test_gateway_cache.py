@@ -337,3 +337,24 @@ def test_who_may_remove_a_member(up: Up, http: httpx.Client) -> None:
         f"{up.gateway}/api/projects/{project}/members/{'0' * 32}", headers=owner.auth
     )
     assert gone.status_code == 404
+
+
+def test_a_removed_member_loses_the_projects_deployments_at_once(
+    up: Up, http: httpx.Client
+) -> None:
+    owner, member = User(up), User(up)
+    project = new_project(http, up, owner.auth)
+    started = http.post(
+        f"{up.gateway}/api/projects/{project['id']}/deployments", json={}, headers=owner.auth
+    )
+    assert started.status_code == 202, started.text
+    deployment = f"/api/deployments/{started.json()['id']}"
+    assert get(http, up, deployment, member.auth).status_code == 404
+    add_member(http, up, owner.auth, project["id"], member.email)
+    for _ in range(2):
+        assert get(http, up, deployment, member.auth).status_code == 200
+    removed = http.delete(
+        f"{up.gateway}/api/projects/{project['id']}/members/{member.id}", headers=owner.auth
+    )
+    assert removed.status_code == 204
+    assert get(http, up, deployment, member.auth).status_code == 404
