@@ -31,6 +31,7 @@ from sqlalchemy import text
 import redkit
 from redkit import Redkit, RedkitError
 from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
+from redkit.platform.caching import gateway_cache_middleware
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
@@ -204,6 +205,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
     if role == "gateway":
+        # Innermost: a cache hit still counts against the caller's tier (see .caching).
+        app.add_middleware(LateMiddleware, build=gateway_cache_middleware)
         # Added inner first: the session is resolved before the rate limit reads its tier.
         app.add_middleware(LateMiddleware, build=tier_limits)
     if role in ("gateway", "auth"):
