@@ -49,6 +49,8 @@ PEERS = (
     "pottery",
     "broadcaster",
     "starsessions",
+    "slowapi",
+    "fastapi_cache",
     "taskiq_redis",
     "dramatiq",
     "huey",
