@@ -79,8 +79,8 @@ class Load:
 
     url: str
     namespace: str
-    durability: str | None = None
-    """Passed to the queue (``None``: the queue's default)."""
+    durability: str = "async"
+    """The queue's durability level (its enqueues wait for the replica when replicated)."""
     clients: list[redkit.Redkit] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     workers: list[Any] = field(default_factory=list)
@@ -119,8 +119,7 @@ class Load:
         self.tasks.append(asyncio.create_task(self._publisher()))
 
     def queue(self, rk: redkit.Redkit) -> Any:
-        options = {} if self.durability is None else {"durability": self.durability}
-        return rk.queue(QUEUE, **options)
+        return rk.queue(QUEUE, durability=self.durability)
 
     async def _producer(self) -> None:
         rk = await self._client()
