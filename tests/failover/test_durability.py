@@ -163,3 +163,33 @@ async def test_a_durability_level_is_checked(
             rk.lock("l", durability="replicated", durability_timeout=1)
         with pytest.raises(redkit.ConfigurationError, match="replicas"):
             rk.queue("q", durability="replicated", replicas=0)
+
+
+async def test_a_subscriber_gets_a_gap_marker_exactly_for_the_events_a_failover_lost(
+    sentinel_group: SentinelGroup, namespace: str
+) -> None:
+    async with redkit.connect(sentinel_group.url, namespace) as rk:
+        bus = rk.notifications()
+        barrier = rk.queue("barrier", durability="replicated")  # its WAIT covers all before
+        async with bus.subscribe("feed") as sub:
+
+            async def next_event() -> redkit.Event:
+                event = await sub.get(timeout=30)
+                assert event is not None, "no event within 30 s"
+                return event
+
+            kept = await bus.publish("feed", {"n": 1})
+            await barrier.enqueue("sync", {})
+            assert (await next_event()).id == kept
+
+            _cut_off_the_replica(sentinel_group)
+            lost = await bus.publish("feed", {"n": 2})
+            assert (await next_event()).id == lost  # delivered live, never replicated
+
+            await _fail_over(sentinel_group)
+            after = await _until_ok(lambda: bus.publish("feed", {"n": 3}))
+            gap = await next_event()
+            assert gap.is_gap
+            assert gap.data["after"] == lost
+            assert (await next_event()).id == after
+            assert [e.id for e in await bus.history("feed")] == [kept, after]

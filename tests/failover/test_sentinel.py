@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import redkit
@@ -41,3 +43,12 @@ async def test_every_primitive_works_through_a_sentinel_url_even_with_one_sentin
         assert master is sentinel_group.master
         info = await rk.redis.info("replication")
         assert info["role"] == "master"
+
+
+async def test_five_hundred_concurrent_calls_through_sentinel_queue_for_connections(
+    sentinel_group: SentinelGroup, namespace: str
+) -> None:
+    async with redkit.connect(sentinel_group.url, namespace, max_connections=8) as rk:
+        key = rk.keys.key("n")
+        results = await asyncio.gather(*(rk.redis.incr(key) for _ in range(500)))
+        assert sorted(results) == list(range(1, 501))
