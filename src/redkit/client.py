@@ -18,10 +18,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
+from redkit.durability import Replication
 from redkit.embedded import EmbeddedValkey, follow_embedded
 from redkit.errors import (
     ConfigurationError,
     InvalidInput,
+    NotReplicated,
     connection_lost,
     translate_redis_errors,
 )
@@ -211,6 +213,39 @@ class Redkit:
                 return await script(self.redis, keys, args)
         except TimeoutError as exc:
             raise connection_lost(f"script {script.name}", exc) from exc
+
+    async def run_replicated(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        replication: Replication,
+    ) -> Any:
+        """Run ``script``, then ``WAIT`` for ``replication.replicas`` replicas on the same
+        connection (see :mod:`redkit.durability`); return the script's reply.
+
+        Raises :class:`~redkit.errors.NotReplicated` when fewer replicas confirmed the
+        write within ``replication.timeout`` (the write stays done on the master)."""
+        wait = ("WAIT", replication.replicas, replication.timeout_ms)
+        if self.pipeline is not None:
+            reply, confirmed = await self.pipeline.run(script, keys, args, then=[wait])
+        else:
+            # No pipeline (auto_pipeline=False, standalone or Sentinel): a redis-py pipeline
+            # keeps both commands on one connection; EVAL needs no NOSCRIPT round.
+            with translate_redis_errors(f"script {script.name}"):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("EVAL", script.source, len(keys), *keys, *args)
+                    pipe.execute_command(*wait)
+                    reply, confirmed = await pipe.execute()
+        if int(confirmed) < replication.replicas:
+            raise NotReplicated(
+                f"script {script.name}: done on the master, but {int(confirmed)} of "
+                f"{replication.replicas} replica(s) confirmed it within "
+                f"{replication.timeout:g} s; a failover now may lose it",
+                confirmed=int(confirmed),
+                wanted=replication.replicas,
+            )
+        return reply
 
     async def ping(self) -> float:
         """Seconds for one ``PING`` round trip; raises ConnectionLost if there is no answer."""

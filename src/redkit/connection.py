@@ -17,9 +17,10 @@ Every client gets the same bounds: ``connect_timeout`` to open a connection,
 ``command_timeout`` to wait for a reply, and at most one immediate retry, on a dropped
 connection only (a pooled connection that died with a server restart), never on a timeout,
 so that a dead or hung server surfaces as :class:`~redkit.errors.ConnectionLost` within
-about the command timeout instead of after a chain of back-offs. Standalone and Cluster
-clients queue callers beyond ``max_connections`` for a free connection instead of failing;
-standalone connections also pack commands with hiredis and send without a Task per write.
+about the command timeout instead of after a chain of back-offs. Standalone, Sentinel and
+Cluster clients queue callers beyond ``max_connections`` for a free connection instead of
+failing; standalone connections also pack commands with hiredis and send without a Task
+per write.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hiredis import pack_command as _hiredis_pack
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.credentials import StreamingCredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -61,6 +62,7 @@ __all__ = [
     "ParsedURL",
     "QueueingConnectionPool",
     "QueueingRedisCluster",
+    "QueueingSentinelConnectionPool",
     "create_client",
     "parse_url",
     "redact_url",
@@ -401,6 +403,42 @@ class QueueingConnectionPool(ConnectionPool):
                 self._slots.release()
 
 
+class QueueingSentinelConnectionPool(SentinelConnectionPool):
+    """The master's pool of a Sentinel client, where callers beyond ``max_connections``
+    wait their turn (as in :class:`QueueingConnectionPool`) instead of failing with "Too
+    many connections". Each new connection still asks the Sentinels where the master is."""
+
+    def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.pool_timeout = pool_timeout
+        self._slots = asyncio.Semaphore(self.max_connections)
+        self._holding: set[Any] = set()
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[no-untyped-call]
+        if hasattr(self, "_slots"):
+            self._slots = asyncio.Semaphore(self.max_connections)
+            self._holding = set()
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        await _take_slot(self._slots, self.pool_timeout, self.max_connections)
+        try:
+            connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._slots.release()
+            raise
+        self._holding.add(connection)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            if connection in self._holding:
+                self._holding.discard(connection)
+                self._slots.release()
+
+
 class QueueingRedisCluster(RedisCluster):
     """A Cluster client whose callers queue for a connection instead of failing.
 
@@ -497,5 +535,10 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         **extra,
     )
     assert parsed.service is not None
-    master = sentinel.master_for(parsed.service, max_connections=options.max_connections)
+    master = sentinel.master_for(
+        parsed.service,
+        connection_pool_class=QueueingSentinelConnectionPool,
+        max_connections=options.max_connections,
+        pool_timeout=options.pool_timeout,
+    )
     return master, "sentinel"

@@ -22,6 +22,7 @@ __all__ = [
     "JobTimeout",
     "LockLost",
     "LockNotAcquired",
+    "NotReplicated",
     "RateLimited",
     "RedkitError",
     "ScriptError",
@@ -41,6 +42,20 @@ class ConnectionLost(RedkitError):
 
     redkit reconnects by itself: the next call after the server is back succeeds.
     """
+
+
+class NotReplicated(ConnectionLost):
+    """A write asked for ``durability="replicated"`` ran on the master, but fewer replicas
+    than asked confirmed it (``WAIT``) within the time allowed.
+
+    The write is not undone: it may survive or be lost in a failover, as any write whose
+    answer was lost. ``confirmed`` replicas had it, ``wanted`` were asked for.
+    """
+
+    def __init__(self, message: str, confirmed: int, wanted: int) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.wanted = wanted
 
 
 class InvalidInput(RedkitError, ValueError):

@@ -174,7 +174,17 @@ _REDIRECTS = (redis_errors.AskError, redis_errors.TryAgainError)
 class _Call:
     """One caller's request: a script call, or plain commands, and where its answer goes."""
 
-    __slots__ = ("args", "commands", "future", "keys", "lead", "limit", "reloaded", "script")
+    __slots__ = (
+        "args",
+        "commands",
+        "future",
+        "keys",
+        "lead",
+        "limit",
+        "reloaded",
+        "script",
+        "tail",
+    )
 
     def __init__(
         self,
@@ -183,10 +193,16 @@ class _Call:
         args: Sequence[ScriptArg],
         commands: list[Command],
         asking: bool = False,
+        then: Sequence[Command] = (),
     ) -> None:
         self.script = script
         self.keys = keys
         self.args = args
+        self.tail = len(then)
+        """Commands sent right after a script on the same connection (``WAIT``), whose
+        replies come back with the script's."""
+        if then:
+            commands = [*commands, *then]
         self.lead = 0
         """Commands sent before the caller's own (``ASKING``), whose replies are not its."""
         if asking:
@@ -221,7 +237,12 @@ class _Call:
         self.commands = [
             *self.commands[: self.lead],
             ("EVAL", self.script.source, len(self.keys), *self.keys, *self.args),
+            *self.commands[len(self.commands) - self.tail :],
         ]
+
+    def script_reply(self, replies: list[Any]) -> Any:
+        """The script's own reply among the call's (after ``ASKING``, before the tail)."""
+        return replies[self.lead]
 
     def result(self, replies: list[Any]) -> Any:
         """The caller's answer from its replies (errors in place), or the error to raise."""
@@ -235,7 +256,14 @@ class _Call:
                 raise _Redirected(self.what, reply)
             if isinstance(reply, redis_errors.ResponseError):
                 raise ScriptError(f"script {self.script.name} failed in the server: {reply}")
-            return reply
+            if not self.tail:
+                return reply
+            for command, after in zip(self.commands[-self.tail :], replies[1:], strict=True):
+                if isinstance(after, LOST_ERRORS):
+                    raise connection_lost(self.what, after)
+                if isinstance(after, redis_errors.ResponseError):
+                    raise ServerError(f"{command[0]} failed in the server: {after}")
+            return [reply, *replies[1:]]
         for reply in replies:
             if isinstance(reply, _REDIRECTS):
                 raise _Redirected(self.what, reply)  # none of them ran: all go again
@@ -328,8 +356,13 @@ class AutoPipeline:
         keys: Sequence[str],
         args: Sequence[ScriptArg] = (),
         time_limit: float | None = None,
+        then: Sequence[Command] = (),
     ) -> Any:
         """Run ``script`` like ``script(client, keys, args)``, sharing a round trip if busy.
+
+        ``then``: commands sent right after the script on the same connection (``WAIT``,
+        which counts the replicas that have this connection's writes); the call then
+        returns ``[script reply, *their replies]``.
 
         ``time_limit`` (seconds) bounds the server's silence: past it without a word from
         the server while the call waits (queued behind exchanges in flight, or sent), the
@@ -343,7 +376,7 @@ class AutoPipeline:
         """
         script.check_keys(keys)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._call(_Call(script, keys, args, [command]), time_limit)
+        return await self._call(_Call(script, keys, args, [command], then=then), time_limit)
 
     async def execute(self, commands: list[Command], time_limit: float | None = None) -> list[Any]:
         """Send plain ``commands`` in one round trip, shared like a script call; return their
@@ -426,7 +459,7 @@ class AutoPipeline:
                 assert future is not None
                 if (
                     call.script is not None
-                    and isinstance(replies[-1], redis_errors.NoScriptError)
+                    and isinstance(call.script_reply(replies), redis_errors.NoScriptError)
                     and not future.done()
                 ):
                     # Not run: sent again once the script is back (its limit still runs).
@@ -479,12 +512,14 @@ class AutoPipeline:
         try:
             loads = self._loads
             replies = await self._exchange_retried(call.commands, time_limit)
-            if script is not None and isinstance(replies[-1], redis_errors.NoScriptError):
+            if script is not None and isinstance(
+                call.script_reply(replies), redis_errors.NoScriptError
+            ):
                 # The server does not know the script (yet, or any more): load it once for
                 # every caller that met the same, then send the call again by SHA.
                 await self._reload(script, loads, time_limit)
                 replies = await self._exchange_retried(call.commands, time_limit)
-                if isinstance(replies[-1], redis_errors.NoScriptError):  # flushed again
+                if isinstance(call.script_reply(replies), redis_errors.NoScriptError):
                     call.send_source()
                     replies = await self._exchange_retried(call.commands, time_limit)
         except LOST_ERRORS as exc:
@@ -878,14 +913,15 @@ class ClusterAutoPipeline:
         keys: Sequence[str],
         args: Sequence[ScriptArg] = (),
         time_limit: float | None = None,
+        then: Sequence[Command] = (),
     ) -> Any:
         """Run ``script`` on the node of its keys' slot, sharing a round trip with the
-        calls for that node (see :meth:`AutoPipeline.run`)."""
+        calls for that node (see :meth:`AutoPipeline.run`, and for ``then``)."""
         script.check_keys(keys)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
 
         def make(asking: bool) -> _Call:
-            return _Call(script, keys, args, [command], asking)
+            return _Call(script, keys, args, [command], asking, then)
 
         return await self._routed(keys[0] if keys else None, make, time_limit)
 

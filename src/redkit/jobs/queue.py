@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
+from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
 from redkit.keys import QUEUE_NAME
@@ -313,6 +314,14 @@ class Queue:
     ones, kept apart; ``events``: the
     lifecycle stream's length (10000, ``0`` to write none). ``max_payload_bytes`` caps a
     payload (and a result) as JSON.
+
+    ``durability``: ``"async"`` (the default): an enqueue that returned may still be lost if
+    the master dies before its replica has it (a failover promotes a replica that is a few
+    writes behind). ``"replicated"``: an enqueue returns only once ``replicas`` replicas
+    confirmed it (``WAIT``, within ``durability_timeout``), else it raises
+    :class:`~redkit.errors.NotReplicated`; one that returned survives the failover of one
+    master (see :mod:`redkit.durability`). Only the enqueue waits; claims and results do
+    not (a lost claim or result makes the job run again: at-least-once).
     """
 
     def __init__(
@@ -330,9 +339,14 @@ class Queue:
         failed_ttl: float | timedelta = timedelta(days=7),
         events: int = 10_000,
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
+        durability: Durability = "async",
+        replicas: int = 1,
+        durability_timeout: float | timedelta | None = None,
     ) -> None:
         self.rk = rk
         self.name = QUEUE_NAME.check(name, "queue name")
+        self.durability = durability
+        self._replication = replication(rk, durability, replicas, durability_timeout)
         self.max_attempts = _check_attempts(max_attempts)
         self.backoff_ms = milliseconds(backoff, "backoff", allow_zero=True)
         self.max_backoff_ms = milliseconds(max_backoff, "max_backoff", allow_zero=True)
@@ -445,6 +459,11 @@ class Queue:
             86_400_000,
             count,
         ]
+        if self._replication is not None:
+            durable: list[Any] = await self.rk.run_replicated(
+                SCRIPTS["enqueue"], self._enqueue_keys, head + args, self._replication
+            )
+            return durable
         result: list[Any] = await self.rk.run(SCRIPTS["enqueue"], self._enqueue_keys, head + args)
         return result
 

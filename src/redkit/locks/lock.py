@@ -22,6 +22,7 @@ to a waiter that died, timed out or was cancelled from staying stranded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import secrets
@@ -30,7 +31,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from redkit.codec import seconds
-from redkit.errors import InvalidInput, LockLost, translate_redis_errors
+from redkit.durability import Durability, replication
+from redkit.errors import InvalidInput, LockLost, RedkitError, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
     Lease,
@@ -87,6 +89,13 @@ class Lock(Lease):
     - ``on_lost``: called with the lock when the watchdog finds the lease gone (a function or
       a coroutine function); :attr:`lost_event` is set too, and leaving the ``async with``
       block raises :class:`~redkit.errors.LockLost`.
+    - ``durability``: ``"async"`` (the default): after a failover to a replica that had not
+      yet received the last acquisition, the lock may be free again and its fencing token
+      handed out once more. ``"replicated"``: :meth:`acquire` returns only once
+      ``replicas`` replicas have the acquisition and its fencing token (``WAIT``, within
+      ``durability_timeout``), else it lets the lock go and raises
+      :class:`~redkit.errors.NotReplicated`; so a token a holder was given is never given
+      again by a replica promoted after it (see :mod:`redkit.durability`).
     """
 
     def __init__(
@@ -99,8 +108,13 @@ class Lock(Lease):
         auto_renew: bool = True,
         fair: bool = False,
         on_lost: LostCallback | None = None,
+        durability: Durability = "async",
+        replicas: int = 1,
+        durability_timeout: float | timedelta | None = None,
     ) -> None:
         self.rk = rk
+        self.durability = durability
+        self._replication = replication(rk, durability, replicas, durability_timeout)
         self.name, self.ttl, self._ttl_ms, self.timeout = lease_options(name, "lock", ttl, timeout)
         self.auto_renew = bool(auto_renew)
         self.fair = bool(fair)
@@ -189,6 +203,8 @@ class Lock(Lease):
         )
         self._token = token
         self.fencing_token = fence
+        if self._replication is not None:
+            await self._replicate(token)
         self._lost.reset()
         if self.auto_renew:
             # The lease started at the earliest when the last attempt was sent: acquired by
@@ -227,6 +243,26 @@ class Lock(Lease):
         await self._extend_or_raise(ttl_s, "it had expired or been taken over at extend")
 
     # -- internals ---------------------------------------------------------------------------
+
+    async def _replicate(self, token: str) -> None:
+        """Wait until the replicas have this acquisition (and every write before it: the
+        fence counter's too, whoever incremented it), or give the lock up. The lease is
+        renewed on the way: a write of this connection, which ``WAIT`` then waits for."""
+        assert self._replication is not None
+        try:
+            held = await self.rk.run_replicated(
+                SCRIPTS["lock_extend"], [self._owner], [token, self._ttl_ms], self._replication
+            )
+        except RedkitError:
+            with contextlib.suppress(RedkitError):  # else its lease ends it
+                await self.rk.run(
+                    SCRIPTS["lock_release"], keys=self._keys, args=[token, self._lease_ms]
+                )
+            self._token = None
+            raise
+        if not held:
+            self._token = None
+            raise LockLost(f"lock {self.name!r} was lost before its replicas confirmed it")
 
     async def _extend(self, ttl_ms: int) -> bool:
         assert self._token is not None

@@ -16,7 +16,8 @@ event it handed out. Every live message carries its id (``<id>\n<data>``), so:
   order: nothing can go missing in between;
 - when a link's connection drops (a server restart, ``CLIENT KILL``, a network cut; a
   watchdog PINGs a silent link and ends one that does not answer), the link reconnects by
-  itself with back-off and subscribes again; when the server confirms a channel that had
+  itself with back-off and subscribes again (on a Cluster, to the node the re-read slot map
+  names: after a failover, the promoted replica); when the server confirms a channel that had
   been confirmed before, the hub reads what was published after the last id from history
   (``XRANGE``) and hands it out first, in order. Events that arrive live afterwards and
   were already read are dropped by id. A channel that had no live event yet fills from where
@@ -50,6 +51,7 @@ from redis.backoff import NoBackoff
 
 from redkit.codec import loads
 from redkit.errors import ConnectionLost, RedkitError, translate_redis_errors
+from redkit.keys import key_slot
 from redkit.notify.events import Event, id_key, id_time
 
 if TYPE_CHECKING:
@@ -286,6 +288,39 @@ class Hub:
                 self._pattern_link = self._main_link()
         return self._pattern_link
 
+    def _node_now(self, link: Link, node: Any) -> Any:
+        """The node ``link`` should connect to now, from the Cluster's slot map as it stands.
+
+        A link was opened to the node that served its channels' slots; after a failover a
+        replica serves them (the slots of one node move together), and a pattern link may
+        use any primary. ``node`` (the link's first node) while the map still names it."""
+        cluster: Any = self.rk.redis
+        manager = cluster.nodes_manager
+        sharded = [name for name, kind in link.wanted.items() if kind == "s"]
+        try:
+            if sharded:
+                return manager.get_node_from_slot(key_slot(sharded[0]))
+            primaries = cluster.get_primaries()
+        except redis_errors.RedisError:
+            return node
+        if not primaries or any(p.name == node.name for p in primaries):
+            return node
+        return primaries[0]
+
+    async def relocate(self) -> None:
+        """Re-read the Cluster's slot map (bounded), after a link lost its node: a failover
+        may have given its slots to a replica, which the next connection must go to. A
+        no-op on a standalone or Sentinel server (Sentinel clients find the master
+        themselves on each connect)."""
+        if not isinstance(self.rk.redis, RedisCluster):
+            return
+        bound = self.rk.settings.connect_timeout + self.rk.settings.command_timeout
+        try:
+            async with asyncio.timeout(bound):
+                await self.rk.redis.nodes_manager.initialize()
+        except (TimeoutError, redis_errors.RedisError, OSError) as exc:
+            log.debug("notify: the Cluster's slot map could not be re-read: %s", exc)
+
     def _main_link(self) -> Link:
         link = self.links.get("main")
         if link is None:
@@ -304,12 +339,19 @@ class Hub:
     def _node_link(self, node: Any) -> Link:
         link = self.links.get(node.name)
         if link is None:
+            made: list[Link] = []
 
             def make() -> Any:
-                kwargs = {**node.connection_kwargs, **_LINK_KWARGS, "retry": Retry(NoBackoff(), 0)}
-                return node.connection_class(**kwargs)
+                target = self._node_now(made[0], node)
+                kwargs = {
+                    **target.connection_kwargs,
+                    **_LINK_KWARGS,
+                    "retry": Retry(NoBackoff(), 0),
+                }
+                return target.connection_class(**kwargs)
 
             link = self.links[node.name] = Link(self, node.name, make)
+            made.append(link)
         return link
 
     # -- history -----------------------------------------------------------------------------
@@ -615,6 +657,9 @@ class Link:
             if failures:
                 await asyncio.sleep(min(MAX_BACKOFF, 0.05 * 2 ** (failures - 1)))
             failures += 1
+            # On a Cluster the node may be gone for good (a failover promoted its replica):
+            # the next connection goes where the slot map says the channels are now.
+            await self.hub.relocate()
 
     async def _read(self, conn: Any) -> None:
         # No timeout per read (a timer set and cancelled for every message): a watchdog
