@@ -109,12 +109,15 @@ def test_an_anonymous_browser_gets_the_sign_in_page_with_a_post_form(
     assert "application/json" in script.text
     for path in ("/platform", "/jobs", "/audit"):
         assert http.get(f"{up.gateway}{path}", headers=HTML).status_code == 401, path
+    plain = http.get(f"{up.gateway}/")  # curl's Accept: */* gets the page too
+    assert plain.status_code == 401
+    assert '<form id="signin"' in plain.text
 
 
 def test_an_anonymous_api_client_gets_json_401_and_no_dashboard_action(
     up: Up, http: httpx.Client
 ) -> None:
-    answer = http.get(f"{up.gateway}/platform")
+    answer = http.get(f"{up.gateway}/platform", headers={"accept": "application/json"})
     assert answer.status_code == 401
     assert answer.json()["detail"].startswith("sign in first")
     acted = http.post(f"{up.gateway}/actions/platform.revoke_all", json={"user": "x"})
@@ -133,7 +136,7 @@ def test_a_signed_in_user_who_is_not_an_admin_gets_a_403_page_saying_why(
     assert email in page.text
     assert "administrators only" in page.text
     assert 'id="signout"' in page.text
-    platform = http.get(f"{up.gateway}/platform", headers=headers)
+    platform = http.get(f"{up.gateway}/platform", headers={**headers, "accept": "application/json"})
     assert platform.status_code == 403
     assert platform.json() == {"error": "not allowed: no dashboard access"}
     acted = http.post(

@@ -5,7 +5,8 @@
   is ``admin``. A browser that is not signed in gets a sign-in page (a form whose script posts
   JSON to ``/auth/login``, same origin, then reloads: no credentials in any URL, no redirect
   target to abuse, and a JSON login cannot be forged by another site's form); a signed-in
-  user who is not an admin gets a 403 page saying so. API clients get JSON (401 / 403).
+  user who is not an admin gets a 403 page saying so. Clients that ask for something else
+  than HTML (``Accept: application/json``, an event stream, a POST) get JSON (401 / 403).
 - **Routing.** The dashboard answers only its own first path segments (``/``, ``/jobs``,
   ``/platform``, ``/static``, ...: :data:`redkit.dashboard.views.RESERVED` and the views'
   keys); every other path (``/healthz``, ``/auth/...``, ``/api/...``, ``/events``) keeps its
@@ -147,8 +148,9 @@ SIGNIN_JS = """"use strict";
 
 
 def _wants_html(scope: Scope) -> bool:
-    accept = HTTPConnection(scope).headers.get("accept", "")
-    return scope.get("method") == "GET" and "text/html" in accept
+    """A page, not data: a browser's navigation, or a client that takes anything (curl)."""
+    accept = HTTPConnection(scope).headers.get("accept", "").strip()
+    return scope.get("method") == "GET" and ("text/html" in accept or accept in ("", "*/*"))
 
 
 class _Gate:
