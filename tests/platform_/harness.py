@@ -86,7 +86,7 @@ ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin password for tests"
 
 
-def start_up(base: Path) -> Up:
+def start_up(base: Path, extra_env: dict[str, str] | None = None) -> Up:
     port = find_free_port()
     data_dir = base / ".redkit"
     env = {
@@ -95,6 +95,7 @@ def start_up(base: Path) -> Up:
         if k not in ("REDIS_URL", "DATABASE_URL", "REDKIT_SMTP_URL", "REDKIT_PLATFORM_DIR")
     }
     env.update(REDKIT_ADMIN_EMAIL=ADMIN_EMAIL, REDKIT_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env.update(extra_env or {})
     output = base / "up.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(

@@ -10,5 +10,14 @@ Needs the ``web`` extra (Starlette, Jinja2). See :mod:`redkit.dashboard.app`.
 
 from redkit.dashboard.app import dashboard_app
 from redkit.dashboard.security import DEFAULT_SENSITIVE_FIELDS, MASK, Role, Viewer
+from redkit.dashboard.views import View, ViewContext
 
-__all__ = ["DEFAULT_SENSITIVE_FIELDS", "MASK", "Role", "Viewer", "dashboard_app"]
+__all__ = [
+    "DEFAULT_SENSITIVE_FIELDS",
+    "MASK",
+    "Role",
+    "View",
+    "ViewContext",
+    "Viewer",
+    "dashboard_app",
+]

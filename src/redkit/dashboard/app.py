@@ -51,6 +51,7 @@ from redkit.dashboard.security import (
     new_csrf_token,
     resolve_viewer,
 )
+from redkit.dashboard.views import View, ViewAction, ViewContext, check_views
 from redkit.errors import InvalidInput, RedkitError
 from redkit.jobs.presence import list_workers
 from redkit.jobs.queue import MAX_JOB_ID_LENGTH, check_name
@@ -136,6 +137,7 @@ class _Dashboard:
         limiters: Mapping[str, RateLimiter | RateLimits],
         sessions: SessionStore | None,
         title: str,
+        views: tuple[View, ...] = (),
     ) -> None:
         self.rk = rk
         self.auth = auth
@@ -146,6 +148,11 @@ class _Dashboard:
         self.limiters = dict(limiters)
         self.sessions = sessions
         self.title = title
+        self.views = views
+        self.nav = (*NAV, *((v.key, v.key, v.label) for v in views))
+        self.view_actions: dict[str, ViewAction] = {
+            f"{v.key}.{name}": handler for v in views for name, handler in v.actions.items()
+        }
         self.env = Environment(
             loader=PackageLoader("redkit.dashboard", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -381,7 +388,7 @@ class _Dashboard:
         body = self.template(
             name,
             title=self.title,
-            nav=NAV,
+            nav=self.nav,
             active=active,
             base=base,
             viewer=viewer,
@@ -534,6 +541,21 @@ class _Dashboard:
             configured=self.sessions is not None,
         )
 
+    def view_page(self, view: View) -> Callable[[Request], Awaitable[Response]]:
+        """The page of an application's :class:`View`, inside the layout."""
+
+        async def endpoint(request: Request) -> Response:
+            viewer = await self.viewer(request)
+            if viewer is None:
+                return _refused(request)
+            ctx = ViewContext(request, viewer, viewer.role is Role.ADMIN, self.base(request))
+            body = Markup(await view.render(ctx))  # noqa: S704 (the view escapes what it writes)
+            return await self.page(
+                request, "view.html", view.key, {}, viewer=viewer, label=view.label, body=body
+            )
+
+        return endpoint
+
     async def audit(self, request: Request) -> Response:
         return await self.page(request, "audit.html", "audit", {"audit": ("audit",)})
 
@@ -664,7 +686,8 @@ class _Dashboard:
             return JSONResponse({"error": "read-only access: this role cannot act"}, 403)
         name = request.path_params["name"]
         handler = self.actions.get(name)
-        if handler is None:
+        extra = self.view_actions.get(name)
+        if handler is None and extra is None:
             return JSONResponse({"error": f"unknown action {name!r}"}, 404)
         raw = await request.body()
         if len(raw) > MAX_BODY:
@@ -677,7 +700,11 @@ class _Dashboard:
             return JSONResponse({"error": "the body must be a JSON object"}, 400)
         target = ""
         try:
-            target, message = await handler(body)
+            if handler is not None:
+                target, message = await handler(body)
+            else:
+                assert extra is not None
+                target, message = await extra(body, viewer)
         except (InvalidInput, HTTPException) as exc:
             status = exc.status_code if isinstance(exc, HTTPException) else 400
             text = exc.detail if isinstance(exc, HTTPException) else str(exc)
@@ -835,7 +862,7 @@ _SECURITY_HEADERS = {
 
 
 def _target_of(body: dict[str, Any]) -> str:
-    keys = ("queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user")
+    keys = ("queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user", "session")
     parts = [str(body.get(k)) for k in keys if body.get(k)]
     return "/".join(parts)[:300]
 
@@ -888,6 +915,7 @@ def dashboard_app(
     limiters: Mapping[str, RateLimiter | RateLimits] | None = None,
     sessions: SessionStore | None = None,
     title: str = "redkit",
+    views: Iterable[View] | None = None,
 ) -> Starlette:
     """The live dashboard of ``rk``'s namespace as an ASGI app to mount.
 
@@ -902,8 +930,12 @@ def dashboard_app(
       ``rk.notifications()``); ``caches``: name -> Cache whose hit ratios to show (and
       whose tags may be invalidated); ``limiters``: name -> RateLimiter whose keys may be
       peeked and reset; ``sessions``: the SessionStore whose users' sessions to list.
+    - ``views``: the application's own pages (:class:`redkit.dashboard.View`), each with a
+      nav entry, behind the same ``auth``, with actions audited like the built-in ones
+      (:mod:`redkit.dashboard.views`).
     """
     checked = check_auth(auth)
+    extra_views = check_views(views)
     if (
         isinstance(interval, bool)
         or not isinstance(interval, int | float)
@@ -921,6 +953,7 @@ def dashboard_app(
         limiters or {},
         sessions,
         title,
+        extra_views,
     )
     routes = [
         Route("/", dash.overview),
@@ -937,6 +970,7 @@ def dashboard_app(
         Route("/stream", dash.stream),
         Route("/feed", dash.feed),
         Route("/actions/{name}", dash.action, methods=["POST"]),
+        *(Route(f"/{view.key}", dash.view_page(view)) for view in extra_views),
         Mount("/static", StaticFiles(packages=[("redkit.dashboard", "static")]), name="static"),
     ]
     app = Starlette(

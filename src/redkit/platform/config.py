@@ -13,6 +13,8 @@ The same names serve ``redkit up --role NAME`` on another machine: set them by h
 ``REDKIT_WORKER_URLS``      the workers' health endpoints, comma-separated
 ``REDKIT_PROJECT_REDIS_URL``  the Valkey URL given to projects (host and port, no credentials)
 ``REDKIT_SECURE_COOKIES``   ``1``: session cookies marked Secure (HTTPS in front of the gateway)
+``REDKIT_METRICS_TOKEN``    a bearer token that may read the gateway's ``/metrics`` (a scraper's;
+                            admins' sessions may always); unset: admins only
 ==========================  ===================================================================
 """
 
@@ -41,6 +43,8 @@ class PlatformConfig:
     # Secure cookies need HTTPS, except on loopback where browsers allow them over HTTP but
     # curl may not: off for a loopback gateway, on for any other (REDKIT_SECURE_COOKIES).
     secure_cookies: bool = False
+    # The scraper's bearer token for the gateway's /metrics (None: admins' sessions only).
+    metrics_token: str | None = None
 
     def __repr__(self) -> str:
         # Never the secret or the passwords in the URLs.
@@ -60,6 +64,12 @@ class PlatformConfig:
         secret = env["REDKIT_PLATFORM_SECRET"]
         if len(secret) < 32:
             raise ConfigurationError("REDKIT_PLATFORM_SECRET must be at least 32 characters")
+        metrics_token = env.get("REDKIT_METRICS_TOKEN") or None
+        if metrics_token is not None and len(metrics_token.strip()) < 24:
+            raise ConfigurationError(
+                "REDKIT_METRICS_TOKEN must be at least 24 characters (it guards /metrics on the "
+                "public port): e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            )
         workers = tuple(u for u in env.get("REDKIT_WORKER_URLS", "").split(",") if u)
         return cls(
             redis_url=env["REDIS_URL"],
@@ -72,6 +82,7 @@ class PlatformConfig:
             worker_urls=workers,
             project_redis_url=env.get("REDKIT_PROJECT_REDIS_URL") or None,
             secure_cookies=env.get("REDKIT_SECURE_COOKIES", "") in ("1", "true", "yes"),
+            metrics_token=metrics_token.strip() if metrics_token else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -88,6 +99,7 @@ class PlatformConfig:
             "REDKIT_AUTH_URL": self.auth_url,
             "REDKIT_PROJECTS_URL": self.projects_url,
             "REDKIT_PROJECT_REDIS_URL": self.project_redis_url,
+            "REDKIT_METRICS_TOKEN": self.metrics_token,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

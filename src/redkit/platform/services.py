@@ -1,7 +1,8 @@
 """The platform's processes: one FastAPI app per role, each under uvicorn on its own port.
 
-- ``gateway``: the only public port. Here: ``/healthz`` (200 only when every part answers,
-  else 503 naming the parts that do not) and a plain page at ``/`` listing the parts.
+- ``gateway``: the only public port: ``/healthz`` (200 only when every part answers,
+  else 503 naming the parts that do not), the dashboard at ``/`` (admins) and ``/metrics``
+  (:mod:`.console`), and the proxy to the services (:mod:`.gateway`).
 - ``auth`` and ``projects``: ``/healthz`` (their own Valkey and PostgreSQL).
 - ``worker``: runs the queues ``deployment`` (first) and ``email``; its ``/healthz`` says
   whether the worker loop still runs.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,15 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import redkit
 from redkit import Redkit, RedkitError
+from redkit.platform.admin import install_admin
 from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
 from redkit.platform.caching import gateway_cache_middleware
 from redkit.platform.config import PlatformConfig
+from redkit.platform.console import GatewayMetrics, install_console
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
 from redkit.platform.gateway import install_proxy, tier_limits
@@ -237,6 +239,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
         app.add_middleware(
             LateMiddleware, build=session_middleware(config.secure_cookies, config.secret)
         )
+    if role == "gateway":
+        app.add_middleware(GatewayMetrics)  # outermost: counts 429s and 503s too
 
     if role == "gateway":
 
@@ -265,17 +269,7 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
             }
             return JSONResponse(body, status_code=200 if not down else 503)
 
-        @app.get("/", response_class=HTMLResponse)
-        async def dashboard() -> str:
-            rows = "".join(
-                f"<li>{html.escape(name)}: <code>{html.escape(url)}</code></li>"
-                for name, url in _parts(config).items()
-            )
-            return (
-                "<!doctype html><meta charset=utf-8><title>redkit platform</title>"
-                "<h1>redkit platform</h1><p><a href=/healthz>/healthz</a></p>"
-                f"<ul>{rows}</ul>"
-            )
+        install_console(app, config)  # the dashboard at / (admins) and /metrics
 
         install_proxy(
             app,
@@ -298,6 +292,7 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
         if role == "projects":
             install_projects(app)
             install_deployments(app, caller)
+            install_admin(app, caller)
 
     return app
 

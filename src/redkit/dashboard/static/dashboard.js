@@ -97,7 +97,7 @@
     const confirmText = button.dataset.confirm;
     if (confirmText && !window.confirm(confirmText)) return;
     const body = {};
-    for (const name of ["queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user"]) {
+    for (const name of ["queue", "job", "name", "channel", "cache", "tag", "limiter", "key", "user", "session"]) {
       if (button.dataset[name] !== undefined) body[name] = button.dataset[name];
     }
     button.disabled = true;
