@@ -131,4 +131,9 @@ def _print_table(parts: list[object]) -> None:
     out.print(table)
     gateway = next((p for p in parts if getattr(p, "name", "") == "gateway"), None)
     if gateway is not None:
-        console.print(f"Open [bold]{getattr(gateway, 'url', '')}[/bold]. Ctrl-C stops everything.")
+        url = str(getattr(gateway, "url", "")).rstrip("/")
+        console.print(
+            f"Open [bold]{url}/[/bold] (the dashboard: sign in as the admin), the API under "
+            f"{url}/api and {url}/auth, live events at {url}/events. Ctrl-C stops everything.",
+            highlight=False,
+        )
