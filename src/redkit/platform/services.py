@@ -151,7 +151,11 @@ def _lifespan(
             cookies=CookieJar(policy=_NoCookies()),
         )
         # The brief: a 7-day session lifetime, renewed by activity (absolute cap 30 days).
-        state.session_store = state.rk.sessions(idle_ttl=timedelta(days=7))
+        # "My sessions" shows when each was last seen: record a touch once a minute (one
+        # write per active session per minute), not the default idle/10 (~17 hours).
+        state.session_store = state.rk.sessions(
+            idle_ttl=timedelta(days=7), touch_every=timedelta(minutes=1)
+        )
         if role == "projects":
             public_redis = config.project_redis_url or _without_credentials(config.redis_url)
             state.provisioner = Provisioner(state.rk, config.database_url, public_redis)
