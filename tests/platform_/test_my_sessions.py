@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from platform_.harness import Up, login, new_email, register
+from platform_.harness import Up, login, new_email, random_loopback, register
 from redkit.sessions import MIN_PREFIX_LENGTH
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
@@ -18,10 +17,6 @@ IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
 )
-
-
-def random_loopback() -> str:
-    return f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from redkit.platform.auth import LateMiddleware, install_auth, session_middlewar
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
-from redkit.platform.gateway import install_proxy, tier_limits
+from redkit.platform.gateway import install_openapi, install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
 from redkit.platform.projects import caller, install_projects
 from redkit.platform.provision import Provisioner
@@ -206,7 +206,15 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     """The FastAPI app of ``role``."""
     if role not in ROLES:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-    app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
+    # The gateway serves the services' public API description (install_openapi), not its own.
+    own_docs = role != "gateway"
+    app = FastAPI(
+        title=f"redkit platform: {role}",
+        lifespan=_lifespan(config, role),
+        openapi_url="/openapi.json" if own_docs else None,
+        docs_url="/docs" if own_docs else None,
+        redoc_url="/redoc" if own_docs else None,
+    )
     if role == "gateway":
         # Added inner first: the session is resolved before the rate limit reads its tier.
         app.add_middleware(LateMiddleware, build=tier_limits)
@@ -254,6 +262,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
                 f"<ul>{rows}</ul>"
             )
 
+        services = {"auth": config.auth_url or "", "projects": config.projects_url or ""}
+        install_openapi(app, services)
         install_proxy(
             app,
             {"auth": config.auth_url or "", "projects": config.projects_url or ""},
