@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from redkit.errors import AmbiguousSessionPrefix, InvalidInput, SessionNotFound
-from redkit.platform.db import Database, User, UserType
+from redkit.platform.db import Database, StoredText, User, UserType, row_id
 from redkit.sessions.middleware import RequestSession, SessionMiddleware, current_session
 from redkit.sessions.store import SessionInfo
 
@@ -157,14 +157,14 @@ CurrentSession = Annotated[RequestSession, Depends(current_session)]
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=254)
-    password: str = Field(max_length=1024)
-    name: str = Field(min_length=1, max_length=200)
+    email: StoredText = Field(max_length=254)
+    password: str = Field(max_length=1024)  # hashed, never stored as given
+    name: StoredText = Field(min_length=1, max_length=200)
 
 
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=254)
+    email: StoredText = Field(max_length=254)
     password: str = Field(max_length=1024)
 
 
@@ -314,7 +314,7 @@ def install_auth(app: FastAPI) -> None:
             caller = await tx.get(User, rs.session.user_id)
             if caller is None or caller.type is not UserType.admin:
                 raise HTTPException(403, detail="admins only")
-            user = await tx.get(User, user_id[:32])
+            user = await tx.get(User, row_id(user_id))
             if user is None:
                 raise HTTPException(404, detail="no such user")
             changed = user.type is not body.type

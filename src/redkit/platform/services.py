@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +25,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 
 import redkit
@@ -202,6 +205,25 @@ def _parts(config: PlatformConfig) -> dict[str, str]:
     return parts
 
 
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """The 422 of a request that fails validation, as FastAPI's, but ASCII-escaped: its errors
+    echo the input, and a lone surrogate (``"\\ud800"`` is valid JSON, refused by pydantic)
+    made FastAPI's own handler fail to encode its answer, a 500."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    try:
+        detail = jsonable_encoder(errors)
+    except ValueError:  # an input that is bytes, not text: say what failed, not what it held
+        detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in errors]
+    body = json.dumps({"detail": detail}, ensure_ascii=True, default=repr)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Last resort: a bug is logged with its traceback, and the client gets JSON, not text."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
 def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     """The FastAPI app of ``role``."""
     if role not in ROLES:
@@ -214,7 +236,12 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
         openapi_url="/openapi.json" if own_docs else None,
         docs_url="/docs" if own_docs else None,
         redoc_url="/redoc" if own_docs else None,
+        # "/api/me/" is not "/api/me": a slash redirect would send the client to the
+        # service's own address (its Host), which is not public.
+        redirect_slashes=False,
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _internal_error)
     if role == "gateway":
         # Added inner first: the session is resolved before the rate limit reads its tier.
         app.add_middleware(LateMiddleware, build=tier_limits)
