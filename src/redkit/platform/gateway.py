@@ -249,6 +249,8 @@ def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
         headers.append((HEADER.encode(), sign_identity(identity, secret).encode()))
         if ip:
             headers.append((b"x-forwarded-for", ip.encode()))
+        # The scheme the client used (the gateway's own, never a client's claim of it).
+        headers.append((b"x-forwarded-proto", str(request.scope.get("scheme", "http")).encode()))
         client: httpx.AsyncClient = request.app.state.platform.http
         upstream = client.build_request(
             request.method,
