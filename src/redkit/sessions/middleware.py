@@ -24,9 +24,9 @@ Starlette's ``TestClient``), so a local plain-HTTP run keeps its cookie and a de
 sends one in the clear; ``secure=True`` or ``False`` fixes it either way.
 
 A request authenticated by bearer token never gets cookies back. A response that sets the
-cookie itself (an app behind a proxy that runs this middleware too, such as the platform's
-gateway in front of its auth service) keeps its own ``Set-Cookie``: the middleware then adds
-none, so a stale cookie's clearing never lands after a fresh sign-in. Changes are written when
+cookie itself (a service behind a gateway that runs this middleware too, and signs the user
+in) keeps its own ``Set-Cookie``: the middleware then adds none, so a stale cookie's clearing
+never lands after a fresh sign-in. Changes are written when
 they are made (``login``, ``update``, ...), not at the end of the response: a read-only
 request costs one round trip and usually no write.
 
