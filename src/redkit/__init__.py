@@ -13,6 +13,7 @@ from redkit.cache import Cache, CacheStats
 from redkit.client import Redkit, ServerInfo, connect
 from redkit.embedded import EmbeddedValkey
 from redkit.errors import (
+    AmbiguousSessionPrefix,
     ConfigurationError,
     ConnectionLost,
     CrossSlotKeys,
@@ -39,6 +40,7 @@ from redkit.settings import Settings
 
 __all__ = [
     "Algorithm",
+    "AmbiguousSessionPrefix",
     "Cache",
     "CacheStats",
     "CircuitBreaker",

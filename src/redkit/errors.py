@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import redis.exceptions as redis_errors
 
 __all__ = [
+    "AmbiguousSessionPrefix",
     "ConfigurationError",
     "ConnectionLost",
     "CrossSlotKeys",
@@ -107,6 +108,18 @@ class SessionNotFound(RedkitError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; a message reads better plain.
         return str(self.args[0]) if self.args else "session not found"
+
+
+class AmbiguousSessionPrefix(InvalidInput):
+    """An ID prefix names more than one live session of the user; nothing was ended.
+
+    ``matches`` says how many it names: ask for a longer prefix (``list()`` shows 8
+    characters).
+    """
+
+    def __init__(self, message: str, matches: int) -> None:
+        super().__init__(message)
+        self.matches = matches
 
 
 class JobFailed(RedkitError):

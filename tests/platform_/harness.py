@@ -146,13 +146,16 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def random_loopback() -> str:
+    """A loopback address (127.x.y.z) few others use: a client of its own, as on a network."""
+    return f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+
+
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
     """A client with a loopback address of its own (127.x.y.z): anonymous requests are limited
     per client IP, and each test must be a client of its own, as on a real network."""
-    address = (
-        f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
-    )
+    address = random_loopback()
     transport = httpx.HTTPTransport(local_address=address)
     # No cookie jar: each test says which cookies it sends.
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))

@@ -1,4 +1,4 @@
-"""``redkit sessions list USER`` and ``redkit sessions revoke-all USER``."""
+"""``redkit sessions list USER``, ``revoke USER PREFIX`` and ``revoke-all USER``."""
 
 from __future__ import annotations
 
@@ -99,3 +99,22 @@ def test_a_bad_store_name_is_one_clear_line(redis_url: str) -> None:
     assert result.exit_code == 1
     assert "session store name" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.cluster
+def test_revoke_ends_the_one_session_its_prefix_names(redis_url: str, namespace: str) -> None:
+    first, second = _create(redis_url, namespace, "dora", 2)
+    base = ["--url", redis_url, "-n", namespace]
+    ended = runner.invoke(app, ["revoke", "dora", first.id_prefix, *base, "--json"])
+    assert ended.exit_code == 0, ended.output
+    body = json.loads(ended.stdout)
+    assert (body["store"], body["revoked"]["id_prefix"]) == ("default", first.id_prefix)
+    listed = runner.invoke(app, ["list", "dora", *base, "--json"])
+    assert [r["id_prefix"] for r in json.loads(listed.stdout)] == [second.id_prefix]
+    shown = runner.invoke(app, ["revoke", "dora", second.id[:6], *base])
+    assert shown.exit_code == 0, shown.output
+    assert f"revoked session {second.id_prefix}" in shown.stdout
+    for prefix in (first.id_prefix, "ab", "a*cd"):
+        refused = runner.invoke(app, ["revoke", "dora", prefix, *base])
+        assert refused.exit_code == 1, (prefix, refused.output)
+        assert "Traceback" not in refused.output

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 
 import redkit
 from redkit.sessions import Session, SessionStore
@@ -124,6 +124,29 @@ async def test_a_dead_or_forged_cookie_is_cleared(store: SessionStore) -> None:
         response = await http.get("/whoami")
         assert response.json() == {"user": None, "via": "cookie"}
         assert response.headers["set-cookie"].startswith("session=; Max-Age=0")
+
+
+async def test_a_cookie_the_app_sets_itself_is_not_cleared_after_it(store: SessionStore) -> None:
+    # A gateway in front of the service that signs users in: the request came with a stale
+    # cookie, which the gateway's middleware clears, but the response (from the service)
+    # sets a fresh one, and the clearing must not land after it.
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, store=store, secure=False)
+    fresh = await store.create("carol", {})
+
+    @app.post("/proxied-login")
+    async def proxied_login() -> Response:
+        response = Response(b"{}", media_type="application/json")
+        response.headers.append("set-cookie", f"session={fresh.id}; Path=/; HttpOnly")
+        return response
+
+    stale = {"cookie": "session=expired-long-ago"}
+    async with client(app) as http:
+        response = await http.post("/proxied-login", headers=stale)
+        assert response.headers.get_list("set-cookie") == [f"session={fresh.id}; Path=/; HttpOnly"]
+        # Without a cookie of the app's own, the stale one is still cleared.
+        cleared = await http.post("/nowhere", headers=stale)
+        assert cleared.headers.get_list("set-cookie")[0].startswith("session=; Max-Age=0")
 
 
 async def test_bearer_tokens_for_apis_never_get_cookies(store: SessionStore) -> None:

@@ -1,4 +1,4 @@
-"""``redkit sessions``: see a user's live sessions, end them all."""
+"""``redkit sessions``: see a user's live sessions, end one of them, end them all."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from redkit.sessions import SessionInfo
 
 app = typer.Typer(
     name="sessions",
-    help="Sessions: list a user's live sessions, sign a user out everywhere.",
+    help="Sessions: list a user's live sessions, end one, sign a user out everywhere.",
     no_args_is_help=True,
 )
 
@@ -68,6 +68,39 @@ def list_sessions(
             _when(info.expires_at),
         )
     console.print(table)
+
+
+@app.command("revoke")
+def revoke(
+    user: UserArgument,
+    prefix: Annotated[
+        str,
+        typer.Argument(
+            help="The session's ID prefix as `list` shows it (4 to 8 characters).",
+            show_default=False,
+        ),
+    ],
+    url: UrlOption = None,
+    namespace: NamespaceOption = None,
+    data_dir: DataDirOption = None,
+    store: StoreOption = "default",
+    as_json: JsonOption = False,
+) -> None:
+    """End the one session of USER whose ID starts with PREFIX (only USER's sessions are
+    searched; a prefix that names several ends none)."""
+
+    async def end(rk: redkit.Redkit) -> SessionInfo:
+        return await rk.sessions(name=store).revoke_prefix(user, prefix)
+
+    info = connected(url, namespace, data_dir, end)
+    if as_json:
+        typer.echo(orjson.dumps({"store": store, "revoked": info.as_dict()}).decode())
+        return
+    where = "" if store == "default" else f" in store {store!r}"
+    console.print(
+        f"revoked session {info.id_prefix}… of {user}{where} "
+        f"({info.user_agent or 'unknown agent'}, {info.ip or 'no IP'})"
+    )
 
 
 @app.command("revoke-all")

@@ -1,5 +1,11 @@
 """The auth service: register, login, logout, logout everywhere, my sessions, ``/api/me``.
 
+``GET /auth/sessions`` lists the caller's live sessions (device, IP, created, last seen, the
+ID prefix); ``DELETE /auth/sessions/{id-prefix}`` ends one of them (the caller's own only: a
+prefix of another user's session is unknown, 404; one that names several is 409; a malformed
+or too short one 400), through :meth:`SessionStore.revoke_prefix`, one atomic script, so the
+session is dead for every service and the gateway at once.
+
 Sessions are redkit's (``rk.sessions()``, shared by every process through Valkey): the service
 runs :class:`redkit.sessions.middleware.SessionMiddleware` itself, so login sets the cookie
 (always a new session ID) and logout-all ends every session of the user at once, for every
@@ -17,6 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import ua_parser
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -26,9 +33,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from redkit.errors import AmbiguousSessionPrefix, InvalidInput, SessionNotFound
 from redkit.platform.caching import invalidate, projects_tag, user_tag
-from redkit.platform.db import Database, User, UserType
+from redkit.platform.db import Database, StoredText, User, UserType, row_id
 from redkit.sessions.middleware import RequestSession, SessionMiddleware, current_session
+from redkit.sessions.store import SessionInfo
 
 __all__ = [
     "LateMiddleware",
@@ -166,20 +175,43 @@ CurrentSession = Annotated[RequestSession, Depends(current_session)]
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=254)
-    password: str = Field(max_length=1024)
-    name: str = Field(min_length=1, max_length=200)
+    email: StoredText = Field(max_length=254)
+    password: str = Field(max_length=1024)  # hashed, never stored as given
+    name: StoredText = Field(min_length=1, max_length=200)
 
 
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=254)
+    email: StoredText = Field(max_length=254)
     password: str = Field(max_length=1024)
 
 
 class UserTypeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: UserType
+
+
+def device_of(user_agent: str | None) -> str:
+    """A short name of the client a session was made from: "Firefox 120 on Linux"; the user
+    agent as sent (cut) when ua-parser knows nothing of it. The store caps user agents at 512
+    characters, which also bounds the parser's work on an attacker's string."""
+    if not user_agent:
+        return "unknown device"
+    parsed = ua_parser.parse(user_agent)
+    parts: list[str] = []
+    if parsed.user_agent is not None:
+        browser = parsed.user_agent
+        parts.append(f"{browser.family} {browser.major}" if browser.major else browser.family)
+    if parsed.os is not None and parsed.os.family != "Other":
+        parts.append(f"on {parsed.os.family}")
+    if parsed.device is not None and parsed.device.family not in ("Other", "Spider"):
+        parts.append(f"({parsed.device.family})")
+    return " ".join(parts) if parts else user_agent[:80]
+
+
+def session_json(info: SessionInfo, current: bool) -> dict[str, Any]:
+    """One session as ``GET /auth/sessions`` shows it: what a user needs to recognise it."""
+    return {**info.as_dict(), "device": device_of(info.user_agent), "current": current}
 
 
 def _too_many(retry_after: float) -> JSONResponse:
@@ -257,10 +289,27 @@ def install_auth(app: FastAPI) -> None:
         infos = await state(request).session_store.list(rs.session.user_id)
         return {
             "sessions": [
-                {**info.as_dict(), "current": rs.session.id.startswith(info.id_prefix)}
-                for info in infos
+                session_json(info, info.id_prefix == rs.session.id_prefix) for info in infos
             ]
         }
+
+    @router.delete("/auth/sessions/{prefix}")
+    async def end_session(prefix: str, request: Request, rs: CurrentSession) -> dict[str, Any]:
+        if rs.session is None:
+            raise HTTPException(401, detail="sign in first: no live session")
+        try:
+            # Searched among the caller's own sessions only: another user's prefix is a 404.
+            info = await state(request).session_store.revoke_prefix(rs.session.user_id, prefix)
+        except AmbiguousSessionPrefix as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        except InvalidInput as exc:
+            raise HTTPException(400, detail=str(exc)) from None
+        except SessionNotFound:
+            raise HTTPException(404, detail="you have no live session with that ID") from None
+        current = info.id_prefix == rs.session.id_prefix
+        if current:
+            await rs.logout()  # already ended: this clears the cookie of the request
+        return {"ended": session_json(info, current)}
 
     @router.get("/api/me")
     async def me(request: Request, rs: CurrentSession) -> dict[str, Any]:
@@ -299,7 +348,7 @@ def install_auth(app: FastAPI) -> None:
             caller = await tx.get(User, rs.session.user_id)
             if caller is None or caller.type is not UserType.admin:
                 raise HTTPException(403, detail="admins only")
-            user = await tx.get(User, user_id[:32])
+            user = await tx.get(User, row_id(user_id))
             if user is None:
                 raise HTTPException(404, detail="no such user")
             changed = user.type is not body.type

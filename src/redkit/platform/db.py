@@ -9,12 +9,14 @@ half-way writes nothing.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -45,8 +47,10 @@ __all__ = [
     "Membership",
     "Project",
     "Role",
+    "StoredText",
     "User",
     "UserType",
+    "row_id",
 ]
 
 
@@ -56,6 +60,27 @@ _SCHEMA_LOCK = 0x7265646B6974
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+_ROW_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def row_id(value: str) -> str:
+    """A row ID from a URL as the tables hold them (32 hex digits), or ``""``, which names no
+    row: anything else (a NUL, which PostgreSQL text refuses outright, say) is simply not
+    found, without a query that could fail."""
+    return value if _ROW_ID.fullmatch(value) else ""
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text cannot hold NUL characters")
+    return value
+
+
+StoredText = Annotated[str, AfterValidator(_storable)]
+"""A request's text that goes into PostgreSQL: refused (422) with a NUL in it, which
+PostgreSQL's text types cannot hold (the query would fail: a 500)."""
 
 
 class UserType(enum.StrEnum):

@@ -27,7 +27,15 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from redkit import Job
-from redkit.platform.db import Database, Deployment, DeploymentStatus, Membership, Project, Role
+from redkit.platform.db import (
+    Database,
+    Deployment,
+    DeploymentStatus,
+    Membership,
+    Project,
+    Role,
+    row_id,
+)
 from redkit.platform.projects import role_of
 
 __all__ = ["STEP_TIMEOUT", "deploy_job", "install_deployments"]
@@ -160,8 +168,8 @@ def install_deployments(app: FastAPI, caller: Any) -> None:
         st = request.app.state.platform
         body = body or DeploymentIn()
         async with st.db.transaction() as tx:
-            project = await tx.get(Project, project_id[:32])
-            member = await tx.get(Membership, (project_id[:32], who.user_id)) if project else None
+            project = await tx.get(Project, row_id(project_id))
+            member = await tx.get(Membership, (project.id, who.user_id)) if project else None
             if project is None or (member is None and who.type != "admin"):
                 raise HTTPException(404, detail="no such project")
             if who.type != "admin" and member is not None and member.role is Role.viewer:
@@ -183,7 +191,7 @@ def install_deployments(app: FastAPI, caller: Any) -> None:
         who = caller(request)
         st = request.app.state.platform
         async with st.db.reading() as session:
-            row = await session.get(Deployment, deployment_id[:32])
+            row = await session.get(Deployment, row_id(deployment_id))
         if row is None:
             raise HTTPException(404, detail="no such deployment")
         # A read: the role comes from the permission cache (a write above reads the table).

@@ -3,20 +3,30 @@
 Per request: the session (cookie or bearer) is resolved by the gateway's SessionMiddleware;
 the request goes to the service that owns the path with a fresh signed
 ``X-Redkit-Identity`` (:mod:`.identity`) in place of any the client sent, and
-``X-Forwarded-For`` set (not appended) to the client's address. The request body is read up to
+``X-Forwarded-For`` set (not appended) to the client's address. The path and query go on
+exactly as the client sent them (still percent-encoded), so the service decodes and routes
+the very path the gateway routed; a path with a ``.`` or ``..`` segment (sent or encoded)
+is refused with a 400, since the two sides could resolve it differently. Header names and
+values travel as bytes, never re-encoded. The request body is read up to
 :data:`MAX_BODY` bytes (413 past it); the response streams back. A service that refuses the
 connection gives a JSON 503, one that fails mid-way or answers too slowly a JSON 502, both
 within bounded time (connect 2 s, the whole answer :data:`READ_TIMEOUT`).
+
+``GET /openapi.json`` on the gateway is the public API: the services' own OpenAPI documents,
+each path taken from the service that answers it (:func:`public_openapi`), with the session's
+two ways in (bearer token, cookie) as security schemes; ``/docs`` shows it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
 
@@ -26,7 +36,15 @@ from redkit.ratelimit.policy import DEFAULT_TIERS, Admission, TierPolicy
 from redkit.ratelimit.policy import Identity as TierIdentity
 from redkit.sessions.middleware import RequestSession, current_session
 
-__all__ = ["MAX_BODY", "ROUTES", "install_proxy", "route_for", "tier_limits"]
+__all__ = [
+    "MAX_BODY",
+    "ROUTES",
+    "install_openapi",
+    "install_proxy",
+    "public_openapi",
+    "route_for",
+    "tier_limits",
+]
 
 MAX_BODY = 1024 * 1024
 READ_TIMEOUT = 30.0
@@ -39,16 +57,24 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/users/", "auth"),
     ("/api/", "projects"),
 )
-# Hop-by-hop headers (RFC 9110 7.6.1) and what the proxy sets itself.
-_REQUEST_DROP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", HEADER, "x-forwarded-for",
-    "forwarded", "x-real-ip",
-}  # fmt: skip
-_RESPONSE_DROP = {
-    "connection", "keep-alive", "proxy-authenticate", "te", "trailer", "transfer-encoding",
-    "upgrade", "content-length", "server", "date",
-}  # fmt: skip
+# Hop-by-hop headers (RFC 9110 7.6.1) and what the proxy sets itself; the edge's client
+# says nothing a service may trust about addresses, schemes or hosts it came through.
+_REQUEST_DROP = frozenset(
+    name.encode()
+    for name in (
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", HEADER,
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+        "x-forwarded-prefix", "forwarded", "x-real-ip",
+    )
+)  # fmt: skip
+_RESPONSE_DROP = frozenset(
+    name.encode()
+    for name in (
+        "connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer",
+        "transfer-encoding", "upgrade", "content-length", "server", "date",
+    )
+)  # fmt: skip
 
 
 def route_for(path: str) -> str | None:
@@ -57,6 +83,74 @@ def route_for(path: str) -> str | None:
         if path == prefix.rstrip("/") or path.startswith(prefix):
             return service
     return None
+
+
+def public_openapi(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One OpenAPI document of the gateway's public paths from the services' own
+    (``{"auth": {...}, "projects": {...}}``): a path comes from the service :func:`route_for`
+    sends it to, so the document shows exactly what the gateway serves (no service's
+    ``/healthz``). Component schemas are shared by name; two services that define one name
+    differently cannot be merged without renaming, and are refused (ValueError)."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    version = "3.1.0"
+    for service, document in documents.items():
+        version = str(document.get("openapi", version))
+        for path, operations in (document.get("paths") or {}).items():
+            if route_for(path) == service:
+                paths[path] = operations
+        for name, schema in ((document.get("components") or {}).get("schemas") or {}).items():
+            if schemas.setdefault(name, schema) != schema:
+                raise ValueError(f"two services define the schema {name!r} differently")
+    return {
+        "openapi": version,
+        "info": {
+            "title": "redkit platform",
+            "version": "1",
+            "description": "The public API, served by the gateway (auth and projects services).",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "session"},
+            },
+        },
+        # Every path takes a session either way, and most answer an anonymous caller too.
+        "security": [{"bearer": []}, {"cookie": []}, {}],
+    }
+
+
+def install_openapi(app: FastAPI, services: dict[str, str]) -> None:
+    """``GET /openapi.json`` (:func:`public_openapi` of the services' documents, read when
+    asked, so it never goes stale) and ``/docs`` (Swagger UI over it) on the gateway."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        client: httpx.AsyncClient = request.app.state.platform.http
+        names = [name for name, base in services.items() if base]
+
+        async def fetch(name: str) -> Any:
+            answer = await client.get(services[name].rstrip("/") + "/openapi.json", timeout=5.0)
+            answer.raise_for_status()
+            return answer.json()
+
+        results = await asyncio.gather(*(fetch(n) for n in names), return_exceptions=True)
+        documents: dict[str, Any] = {}
+        down: list[str] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                down.append(name)
+            else:
+                documents[name] = result
+        if down:
+            return _error(503, "a service did not give its API description", services=down)
+        return JSONResponse(public_openapi(documents))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="redkit platform API")
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -95,15 +189,53 @@ def _tier_of(scope: Mapping[str, Any]) -> TierIdentity | None:
     return TierIdentity(tier if tier in DEFAULT_TIERS else "user", session.user_id)
 
 
+def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """The header names the ``Connection`` header(s) list: hop-by-hop, never forwarded."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(part.strip().lower() for part in value.split(b","))
+    return named
+
+
+def _forwarded_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Any:
+    """The client's headers a service may see, as bytes: what the gateway sets itself and
+    the hop-by-hop ones are gone, whatever their case, and so are ``_`` spellings of them
+    (``X_Redkit_Identity``), which CGI-style servers read as the ``-`` name."""
+    also = _hop_by_hop(headers)
+    kept = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in drop or lowered in also or lowered.replace(b"_", b"-") in drop:
+            continue
+        kept.append((lowered, value))
+    return kept
+
+
+def _has_dot_segment(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
 def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
     """Route every path of ROUTES to ``services[name]`` (a base URL)."""
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
     async def proxy(path: str, request: Request) -> Response:
-        service = route_for(request.url.path)
+        decoded: str = request.scope["path"]
+        service = route_for(decoded)
         base = services.get(service or "")
         if service is None or base is None:
             return _error(404, "no such path")
+        if _has_dot_segment(decoded):
+            return _error(400, "a path with '.' or '..' segments is not served")
+        raw_path = request.scope.get("raw_path") or decoded.encode()
+        query = request.scope.get("query_string") or b""
+        try:
+            # As sent: re-encoding the decoded path would turn %2F into a new segment and
+            # %3F into a query, and the service would route another path than the gateway.
+            target = httpx.URL(base).copy_with(raw_path=raw_path + (b"?" + query if query else b""))
+        except (httpx.InvalidURL, ValueError):
+            return _error(400, "the request target is not a valid URL")
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
             return _error(413, f"the request body is limited to {MAX_BODY} bytes")
@@ -113,17 +245,18 @@ def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
             if len(body) > MAX_BODY:
                 return _error(413, f"the request body is limited to {MAX_BODY} bytes")
         ip = request.client.host if request.client else None
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP]
+        headers = _forwarded_headers(request.scope["headers"], _REQUEST_DROP)
         identity = identity_of(current_session(request), ip)
-        headers.append((HEADER, sign_identity(identity, secret)))
+        headers.append((HEADER.encode(), sign_identity(identity, secret).encode()))
         if ip:
-            headers.append(("x-forwarded-for", ip))
+            headers.append((b"x-forwarded-for", ip.encode()))
+        # The scheme the client used (the gateway's own, never a client's claim of it).
+        headers.append((b"x-forwarded-proto", str(request.scope.get("scheme", "http")).encode()))
         client: httpx.AsyncClient = request.app.state.platform.http
         try:
             upstream = client.build_request(
                 request.method,
-                base.rstrip("/") + request.url.path,
-                params=request.url.query,
+                target,
                 headers=headers,
                 content=bytes(body),
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=2.0),
@@ -136,9 +269,7 @@ def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
             return _error(503, f"the {service} service is unavailable", service=service)
         except httpx.HTTPError:
             return _error(502, f"the {service} service failed to answer", service=service)
-        response_headers = [
-            (k, v) for k, v in answer.headers.multi_items() if k.lower() not in _RESPONSE_DROP
-        ]
+        response_headers = _forwarded_headers(list(answer.headers.raw), _RESPONSE_DROP)
         declared = answer.headers.get("content-length")
         if (
             declared is not None
@@ -157,10 +288,7 @@ def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
             finally:
                 await answer.aclose()
             whole = Response(content, status_code=answer.status_code)
-            whole.raw_headers = [
-                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers),
-                (b"content-length", str(len(content)).encode()),
-            ]
+            whole.raw_headers = [*response_headers, (b"content-length", str(len(content)).encode())]
             return whole
 
         async def relay() -> Any:
@@ -174,7 +302,5 @@ def install_proxy(app: FastAPI, services: dict[str, str], secret: str) -> None:
             relay(), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
         )
         # Set-Cookie and other repeated headers survive: raw list, not a dict.
-        response.raw_headers = [
-            (k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers
-        ]
+        response.raw_headers = response_headers
         return response

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from redkit.errors import InvalidInput
 from redkit.platform.caching import ADMIN_LISTS, invalidate, projects_tag
-from redkit.platform.db import Membership, Project, Role, User
+from redkit.platform.db import Membership, Project, Role, StoredText, User, row_id
 from redkit.platform.identity import HEADER, Identity, verify_identity
 from redkit.platform.provision import (
     ProjectBusy,
@@ -58,15 +58,15 @@ Caller = Annotated[Identity, Depends(caller)]
 
 class ProjectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=40)
-    steps: list[Annotated[str, Field(min_length=1, max_length=1000)]] | None = Field(
+    name: StoredText = Field(max_length=40)
+    steps: list[Annotated[StoredText, Field(min_length=1, max_length=1000)]] | None = Field(
         default=None, max_length=MAX_STEPS
     )
 
 
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=254)
+    email: StoredText = Field(max_length=254)
     role: Role
 
 
@@ -179,7 +179,7 @@ def install_projects(app: FastAPI) -> None:
     async def visible(request: Request, who: Identity, project_id: str) -> Project:
         st = state(request)
         async with st.db.reading() as session:
-            project: Project | None = await session.get(Project, project_id[:32])
+            project: Project | None = await session.get(Project, row_id(project_id))
             if project is None:
                 raise HTTPException(404, detail="no such project")
         if who.type != "admin" and await role_of(st, str(who.user_id), project.id) is None:

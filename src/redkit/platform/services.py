@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -38,7 +41,7 @@ from redkit.platform.config import PlatformConfig
 from redkit.platform.console import GatewayMetrics, install_console
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
-from redkit.platform.gateway import install_proxy, tier_limits
+from redkit.platform.gateway import install_openapi, install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
 from redkit.platform.projects import caller, install_projects
 from redkit.platform.provision import Provisioner
@@ -155,7 +158,11 @@ def _lifespan(
             cookies=CookieJar(policy=_NoCookies()),
         )
         # The brief: a 7-day session lifetime, renewed by activity (absolute cap 30 days).
-        state.session_store = state.rk.sessions(idle_ttl=timedelta(days=7))
+        # "My sessions" shows when each was last seen: record a touch once a minute (one
+        # write per active session per minute), not the default idle/10 (~17 hours).
+        state.session_store = state.rk.sessions(
+            idle_ttl=timedelta(days=7), touch_every=timedelta(minutes=1)
+        )
         if role == "projects":
             public_redis = config.project_redis_url or _without_credentials(config.redis_url)
             state.provisioner = Provisioner(state.rk, config.database_url, public_redis)
@@ -224,11 +231,43 @@ def _answer_outages_with_503(app: FastAPI, role: Role) -> None:
         app.add_exception_handler(kind, outage)
 
 
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """The 422 of a request that fails validation, as FastAPI's, but ASCII-escaped: its errors
+    echo the input, and a lone surrogate (``"\\ud800"`` is valid JSON, refused by pydantic)
+    made FastAPI's own handler fail to encode its answer, a 500."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    try:
+        detail = jsonable_encoder(errors)
+    except ValueError:  # an input that is bytes, not text: say what failed, not what it held
+        detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in errors]
+    body = json.dumps({"detail": detail}, ensure_ascii=True, default=repr)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Last resort: a bug is logged with its traceback, and the client gets JSON, not text."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
 def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     """The FastAPI app of ``role``."""
     if role not in ROLES:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-    app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
+    # The gateway serves the services' public API description (install_openapi), not its own.
+    own_docs = role != "gateway"
+    app = FastAPI(
+        title=f"redkit platform: {role}",
+        lifespan=_lifespan(config, role),
+        openapi_url="/openapi.json" if own_docs else None,
+        docs_url="/docs" if own_docs else None,
+        redoc_url="/redoc" if own_docs else None,
+        # "/api/me/" is not "/api/me": a slash redirect would send the client to the
+        # service's own address (its Host), which is not public.
+        redirect_slashes=False,
+    )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _internal_error)
     _answer_outages_with_503(app, role)
     if role == "gateway":
         # Innermost: a cache hit still counts against the caller's tier (see .caching).
@@ -271,6 +310,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
 
         install_console(app, config)  # the dashboard at / (admins) and /metrics
 
+        services = {"auth": config.auth_url or "", "projects": config.projects_url or ""}
+        install_openapi(app, services)
         install_proxy(
             app,
             {"auth": config.auth_url or "", "projects": config.projects_url or ""},

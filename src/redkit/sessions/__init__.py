@@ -5,9 +5,10 @@ middleware and FastAPI dependencies live in :mod:`redkit.sessions.middleware` (t
 here that imports Starlette).
 """
 
-from redkit.errors import SessionNotFound
+from redkit.errors import AmbiguousSessionPrefix, SessionNotFound
 from redkit.sessions.store import (
     DEFAULT_MAX_BYTES,
+    MIN_PREFIX_LENGTH,
     Permissions,
     Session,
     SessionInfo,
@@ -16,6 +17,8 @@ from redkit.sessions.store import (
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "MIN_PREFIX_LENGTH",
+    "AmbiguousSessionPrefix",
     "Permissions",
     "Session",
     "SessionInfo",

@@ -23,7 +23,10 @@ loopback name (``localhost``, ``*.localhost``, ``127.0.0.0/8``, ``::1``, and ``t
 Starlette's ``TestClient``), so a local plain-HTTP run keeps its cookie and a deployment never
 sends one in the clear; ``secure=True`` or ``False`` fixes it either way.
 
-A request authenticated by bearer token never gets cookies back. Changes are written when
+A request authenticated by bearer token never gets cookies back. A response that sets the
+cookie itself (a service behind a gateway that runs this middleware too, and signs the user
+in) keeps its own ``Set-Cookie``: the middleware then adds none, so a stale cookie's clearing
+never lands after a fresh sign-in. Changes are written when
 they are made (``login``, ``update``, ...), not at the end of the response: a read-only
 request costs one round trip and usually no write.
 
@@ -386,14 +389,22 @@ class SessionMiddleware:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and self.cookies and via != "bearer":
                 header = self._set_cookie(handle, stale_cookie, scope)
-                if header:
-                    MutableHeaders(scope=message).append("set-cookie", header)
+                headers = MutableHeaders(scope=message)
+                # The app's own word on this cookie wins: a gateway in front of the service
+                # that signed the user in must not clear (after it) the cookie just set.
+                if header and not self._sets_cookie(headers):
+                    headers.append("set-cookie", header)
             await send(message)
 
         # The 503 goes through send_with_cookie too: a rotated or cleared cookie still lands.
         await unavailable_on_connection_lost(
             self.app, scope, receive, send_with_cookie, self.retry_after
         )
+
+    def _sets_cookie(self, headers: MutableHeaders) -> bool:
+        """Whether the response already sets (or clears) this middleware's cookie."""
+        prefix = self.cookie_name.lower() + "="
+        return any(v.lstrip().lower().startswith(prefix) for v in headers.getlist("set-cookie"))
 
     def _set_cookie(self, handle: RequestSession, stale_cookie: bool, scope: Scope) -> str | None:
         if handle._cookie is None and not stale_cookie:

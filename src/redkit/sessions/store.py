@@ -1,4 +1,5 @@
-"""The session store: create, get (one round trip), update, rotate, revoke, revoke_all, list.
+"""The session store: create, get (one round trip), update, rotate, revoke, revoke_prefix,
+revoke_all, list.
 
 Keys (all of one user under one hash tag, ``{sess:<bucket>}``, see :mod:`.tokens`), below the
 store's *base*: ``<ns>:{sess:<b>}`` for the store named ``default``, and
@@ -44,6 +45,7 @@ one ``EVALSHA`` that usually writes nothing. The cost: a session may end as earl
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -52,7 +54,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from redkit.codec import dumps, loads, milliseconds, seconds
-from redkit.errors import InvalidInput, SessionNotFound, translate_redis_errors
+from redkit.errors import (
+    AmbiguousSessionPrefix,
+    InvalidInput,
+    SessionNotFound,
+    translate_redis_errors,
+)
 from redkit.keys import SESSION_STORE_NAME, KeyGroup
 from redkit.scripts import ScriptSet
 from redkit.sessions.tokens import PREFIX_LENGTH, bucket_of, hash_token, new_token, parse_bucket
@@ -60,7 +67,14 @@ from redkit.sessions.tokens import PREFIX_LENGTH, bucket_of, hash_token, new_tok
 if TYPE_CHECKING:
     from redkit.client import Redkit
 
-__all__ = ["DEFAULT_MAX_BYTES", "Permissions", "Session", "SessionInfo", "SessionStore"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MIN_PREFIX_LENGTH",
+    "Permissions",
+    "Session",
+    "SessionInfo",
+    "SessionStore",
+]
 
 SCRIPTS = ScriptSet(__package__)
 
@@ -74,6 +88,11 @@ MAX_IP = 64
 MAX_USER_AGENT = 512
 """Longer user agents are cut to this length (clients choose them; refusing a login for one
 would be worse)."""
+
+MIN_PREFIX_LENGTH = 4
+"""Shortest prefix :meth:`SessionStore.revoke_prefix` takes (24 random bits): shorter ones
+would too easily name a session the user did not mean; ``list()`` shows ``PREFIX_LENGTH``."""
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+")
 
 _NOT_FOUND = (
     "no live session has this ID: it never existed, expired or was revoked; "
@@ -465,23 +484,60 @@ class SessionStore:
         user_id = _check_user_id(user_id)
         group = self._group(bucket_of(user_id))
         reply = await self.rk.run(SCRIPTS["list"], keys=[group.key(), group.key("u", user_id)])
-        out = []
-        for prefix, meta, created, seen, deadline in reply[1:]:
-            _user, ip, agent = loads(meta)
-            out.append(
-                SessionInfo(
-                    id_prefix=prefix.decode(),
-                    user_id=user_id,
-                    ip=ip,
-                    user_agent=agent,
-                    created_at=int(created) / 1000,
-                    last_seen_at=int(seen) / 1000,
-                    expires_at=min(int(seen) + self._idle_ms, int(deadline)) / 1000,
-                    absolute_expires_at=int(deadline) / 1000,
-                )
-            )
+        out = [self._info(user_id, row) for row in reply[1:]]
         out.sort(key=lambda info: info.created_at)
         return out
+
+    async def revoke_prefix(self, user_id: str | int, prefix: str) -> SessionInfo:
+        """End the one live session of ``user_id`` whose ID starts with ``prefix`` (as
+        ``list()`` shows it, or its first ``MIN_PREFIX_LENGTH`` characters or more), and
+        return what it was. One round trip, atomic; only this user's sessions are searched,
+        so a prefix of someone else's session is simply unknown.
+
+        Raises :class:`InvalidInput` for a prefix that is not ID characters, shorter than
+        ``MIN_PREFIX_LENGTH`` or longer than ``PREFIX_LENGTH``;
+        :class:`AmbiguousSessionPrefix` (an ``InvalidInput``) when it names several sessions,
+        and then none is ended; :class:`SessionNotFound` when it names none.
+        """
+        user_id = _check_user_id(user_id)
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            raise InvalidInput(
+                f"a session ID prefix is letters, digits, '-' and '_', got {prefix!r:.80}"
+            )
+        if not MIN_PREFIX_LENGTH <= len(prefix) <= PREFIX_LENGTH:
+            raise InvalidInput(
+                f"a session ID prefix has {MIN_PREFIX_LENGTH} to {PREFIX_LENGTH} characters "
+                f"(as list() shows it), got {len(prefix)}"
+            )
+        group = self._group(bucket_of(user_id))
+        reply = await self.rk.run(
+            SCRIPTS["revoke_prefix"], keys=[group.key(), group.key("u", user_id)], args=[prefix]
+        )
+        matches = int(reply[0])
+        if matches == 0:
+            raise SessionNotFound(f"no live session of this user has an ID starting {prefix!r}")
+        if matches > 1:
+            raise AmbiguousSessionPrefix(
+                f"{matches} live sessions have an ID starting {prefix!r}; none was ended: "
+                f"give more of it (list() shows {PREFIX_LENGTH} characters)",
+                matches,
+            )
+        return self._info(user_id, reply[1])
+
+    def _info(self, user_id: str, row: Sequence[Any]) -> SessionInfo:
+        """A SessionInfo from ``{id prefix, meta, created, last seen, absolute deadline}``."""
+        prefix, meta, created, seen, deadline = row
+        _user, ip, agent = loads(meta)
+        return SessionInfo(
+            id_prefix=prefix.decode() if isinstance(prefix, bytes) else str(prefix),
+            user_id=user_id,
+            ip=ip,
+            user_agent=agent,
+            created_at=int(created) / 1000,
+            last_seen_at=int(seen) / 1000,
+            expires_at=min(int(seen) + self._idle_ms, int(deadline)) / 1000,
+            absolute_expires_at=int(deadline) / 1000,
+        )
 
     # -- the permission cache --------------------------------------------------------------
 
