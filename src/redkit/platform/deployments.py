@@ -2,8 +2,12 @@
 
 ``POST /api/projects/{id}/deployments`` (owners and maintainers) writes a ``queued`` row and
 enqueues ``deploy`` with priority 100, 3 attempts and exponential backoff (1 s, 2 s, ...).
-One deployment of a project runs at a time: the job holds ``rk.lock("deploy:<project id>")``
-while it runs, so a second request is accepted (202) and waits behind the first.
+**One deployment of a project at a time; a second one is queued, never refused.** The job
+holds ``rk.lock("deploy:<project id>")`` (auto-renewed) while it runs, so a deployment
+requested while another of the same project runs is accepted (202, ``queued``) and stays
+``queued`` until the first ends (success or failed), then goes building -> ... in its turn.
+Its job waits for the lock at most an hour; past that it fails and retries like a failing
+step. Deployments of different projects run side by side (up to the worker's concurrency).
 
 The job runs the project's ``steps``: each is a shell command (``/bin/sh -c``), as in any CI,
 so only owners and admins may set them. Each runs in a fresh temporary directory, with a clean
@@ -11,7 +15,9 @@ environment (``PATH``, ``HOME`` = that directory, ``REDKIT_PROJECT``, ``REDKIT_R
 ``REDKIT_DEPLOYMENT``), in a process group of its own, killed after :data:`STEP_TIMEOUT`. The
 output is kept (the last :data:`MAX_LOG_CHARS` characters). Status goes building -> deploying
 (the last step) -> success, or back to queued while attempts remain, then failed; each change
-is published on ``deployment:status`` with the project's id (for the gateway's events).
+is published on the project's channel ``project:<project id>:deployments`` as
+``{deployment_id, project_id, status, attempts}``, which the gateway's ``/events`` and ``/ws``
+deliver to the project's members and to admins only (:mod:`.events`).
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from redkit import Job
 from redkit.platform.db import Database, Deployment, DeploymentStatus, Membership, Project, Role
+from redkit.platform.events import deployment_channel, platform_bus
 
 __all__ = ["STEP_TIMEOUT", "deploy_job", "install_deployments"]
 
 STEP_TIMEOUT = 60.0
 MAX_LOG_CHARS = 32_000
 PRIORITY = 100  # above e-mail (0): a worker serving both takes deployments first
-CHANNEL = "deployment:status"
 
 
 class StepFailed(Exception):
@@ -66,7 +72,7 @@ async def _run_step(command: str, env: dict[str, str], cwd: str, limit: float) -
 
 def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any:
     """The ``deploy`` job function for a worker (payload ``{deployment_id}``)."""
-    bus = rk.notifications()
+    bus = platform_bus(rk)
 
     async def record(deployment_id: str, project_id: str, **changes: Any) -> None:
         async with db.transaction() as tx:
@@ -78,7 +84,7 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
         if "status" in changes:
             status = changes["status"]
             await bus.publish(
-                CHANNEL,
+                deployment_channel(project_id),
                 {
                     "deployment_id": deployment_id,
                     "project_id": project_id,

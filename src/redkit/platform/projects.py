@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from redkit.errors import InvalidInput
 from redkit.platform.db import Membership, Project, Role, User
+from redkit.platform.events import PROJECT_CREATED, platform_bus
 from redkit.platform.identity import HEADER, Identity, verify_identity
 from redkit.platform.provision import (
     ProjectBusy,
@@ -122,8 +123,8 @@ def install_projects(app: FastAPI) -> None:
         except ProvisioningError as exc:
             raise HTTPException(503, detail="the project could not be created; retry") from exc
         project = row["project"]
-        await st.rk.notifications().publish(
-            "project:created",
+        await platform_bus(st.rk).publish(
+            PROJECT_CREATED,
             {"id": project.id, "name": project.name, "by": who.user_id},
         )
         return {

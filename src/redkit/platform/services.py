@@ -34,6 +34,7 @@ from redkit.platform.auth import LateMiddleware, install_auth, session_middlewar
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
+from redkit.platform.events import install_events, platform_bus
 from redkit.platform.gateway import install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
 from redkit.platform.projects import caller, install_projects
@@ -250,6 +251,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
                 f"<ul>{rows}</ul>"
             )
 
+        # Before the proxy: its catch-all route would take /events and /api/admin/alerts.
+        install_events(app, lambda state: platform_bus(state.rk))
         install_proxy(
             app,
             {"auth": config.auth_url or "", "projects": config.projects_url or ""},
