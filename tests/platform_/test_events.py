@@ -29,6 +29,8 @@ from platform_.harness import (
     register,
     signed_in,
 )
+from redkit.notify import encode_cursor
+from redkit.platform.events import Grants
 
 WAIT = 60.0  # the most any test waits for one expected event (a deployment runs in seconds)
 Headers = dict[str, str]
@@ -251,7 +253,9 @@ def test_a_second_deployment_while_one_runs_is_queued_behind_it(up: Up, http: ht
 # -- who sees what --------------------------------------------------------------------------
 
 
-def test_a_viewer_of_project_a_never_receives_project_b_events(up: Up, http: httpx.Client) -> None:
+def test_a_viewer_of_project_a_never_receives_project_b_events(
+    up: Up, http: httpx.Client, admin: Headers
+) -> None:
     _, owner_a = user(up, http)
     _, owner_b = user(up, http)
     viewer_email, viewer = user(up, http)
@@ -305,6 +309,15 @@ def test_a_viewer_of_project_a_never_receives_project_b_events(up: Up, http: htt
             stream.events_until(ended("success", in_a))
             for stream in (everything, asked, by_pattern)
         ]
+    # A made-up resume cursor naming B's channel replays A's history, never B's.
+    cursor = encode_cursor({channel_of(b): "0-0", channel_of(a): "0-0"})
+    marker = f"after the replay {secrets.token_hex(4)}"
+    with events(up, http, viewer, last_event_id=cursor) as replay:
+        posted = http.post(
+            f"{up.gateway}/api/admin/alerts", json={"message": marker}, headers=admin
+        )
+        assert posted.status_code == 201
+        seen.append(replay.events_until(lambda e: e["data"] == {"message": marker}))
     for found in seen:
         assert statuses(found, in_a) == ["building", "deploying", "success"]
         assert all(e["channel"] != channel_of(b) for e in found)
@@ -493,10 +506,12 @@ async def test_a_websocket_is_refused_another_projects_channel_and_anonymous_cal
         )
         assert made.status_code == 201, made.text
         project = made.json()["id"]
+    evil = {**owner, "origin": "http://evil.example"}  # another site's page, the owner's token
     for query, headers, status in (
         (f"channel={channel_of(project)}", stranger, 403),
         ("pattern=project:*", stranger, 403),
         ("", {}, 401),
+        ("", evil, 403),
     ):
         with pytest.raises(InvalidStatus) as refused:
             async with ws_connect(ws_url(up, query), additional_headers=headers):
@@ -539,3 +554,74 @@ async def test_logout_everywhere_ends_open_streams_and_sockets(up: Up) -> None:
                 await drained(socket)
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 1008
+
+
+def test_a_member_whose_project_is_deleted_has_its_stream_ended(up: Up, http: httpx.Client) -> None:
+    owner = signed_in(up, http)
+    project = new_project(up, http, owner)
+    with events(up, http, owner, [("channel", channel_of(project))]) as stream:
+        gone = http.delete(f"{up.gateway}/api/projects/{project}", headers=owner)
+        assert gone.status_code == 204
+        # Rechecked every 10 s (the heartbeat): the end comes well within the bound.
+        frame = stream.frame(time.monotonic() + WAIT)
+        assert frame is not None
+        assert frame.get("event") == "end"
+        assert orjson.loads(frame["data"])["error"] == "ended"
+        assert stream.frame(time.monotonic() + WAIT) is None  # and the stream is over
+
+
+# -- the grants themselves (no server: what authorize decides) -------------------------------
+
+A = "a" * 32
+B = "b" * 32
+
+
+@pytest.mark.parametrize(
+    ("pattern", "granted"),
+    [
+        (f"project:{A}:*", True),
+        (f"project:{A}:deploy?ents", True),
+        (f"project:{A}:deployments", True),  # no wildcard: the one channel
+        (f"project:{A}\\:deployments", True),  # escapes resolved: still that channel
+        (f"project:{A}*", False),  # would match project:<A>0..., another id's channels
+        (f"project:{A}?deployments", False),
+        (f"project:{B}:*", False),
+        ("project:*", False),
+        ("project:[ab]*", False),
+        ("*", False),
+        ("system:alert", True),
+        ("system:*", False),
+        ("project:created", False),
+    ],
+)
+def test_a_member_is_granted_a_pattern_only_inside_its_own_projects(
+    pattern: str, granted: bool
+) -> None:
+    grants = Grants("u1", admin=False, projects=frozenset({A}))
+    assert grants.pattern(pattern) is granted
+
+
+@pytest.mark.parametrize(
+    ("pattern", "granted"),
+    [("project:*", True), (f"project:{B}:*", True), ("project:created", True), ("*", False),
+     ("mail:*", False), ("system:*", False), ("system:alert", True)],
+)  # fmt: skip
+def test_an_admin_is_granted_every_project_pattern_and_nothing_else(
+    pattern: str, granted: bool
+) -> None:
+    assert Grants("root", admin=True, projects=frozenset()).pattern(pattern) is granted
+
+
+def test_channels_are_granted_by_exact_name() -> None:
+    member = Grants("u1", admin=False, projects=frozenset({A}))
+    assert member.channel(f"project:{A}:deployments")
+    assert not member.channel(f"project:{B}:deployments")
+    assert not member.channel(f"project:{A}:deployments:x")
+    assert not member.channel(f"project:{A}:*")
+    assert not member.channel("project:created")
+    assert not member.channel("mail:received")
+    assert member.channel("system:alert")
+    assert member.everything() == (["system:alert", f"project:{A}:deployments"], [])
+    admin = Grants("root", admin=True, projects=frozenset())
+    assert admin.channel("project:created")
+    assert admin.everything() == (["system:alert", "project:created"], ["project:*"])
