@@ -23,6 +23,11 @@ caller gets those it is granted (403 if none). Patterns are granted by their lit
 (:func:`~redkit.notify.pattern_prefix`): ``project:<id>:*`` to a member of that project,
 ``project:*`` and narrower to admins; ``*`` to no one.
 
+Refusals are JSON ``{"error", "message"}`` (the WebSocket's are the handshake's HTTP
+status): 401 without a live session, 403 when nothing asked for is granted, 413 when the
+default subscription would name more than 256 channels (a member of more than 255 projects
+names the ones it wants), 503 when the database cannot be read.
+
 **Membership is checked when the stream opens**, from the platform's PostgreSQL (the source
 of truth, one query), and again every :data:`RECHECK` seconds while it is open: a member
 removed from a project (or whose project is deleted), or whose session ended (logout,
@@ -47,6 +52,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -221,7 +227,11 @@ async def _prepared(conn: HTTPConnection) -> dict[str, Any] | Response:
     request names none), or the refusal to send instead."""
     if current_session(conn).session is None:
         return _refusal(401, "unauthorized", "sign in first: events are for signed-in users")
-    grants = await _grants(conn)
+    try:
+        grants = await _grants(conn)
+    except (SQLAlchemyError, OSError):
+        log.warning("events: the platform database is unreachable", exc_info=True)
+        return _refusal(503, "unavailable", "the platform database is unreachable; retry")
     if grants is None:
         return _refusal(401, "unauthorized", "this account no longer exists")
     # A copy: the notify endpoint gets the default query string; the hooks' notes of what
@@ -362,8 +372,13 @@ def install_events(app: FastAPI, bus_of: Callable[[Any], NotificationBus]) -> No
         if session is None:
             return JSONResponse({"detail": "sign in first: no live session"}, status_code=401)
         platform = request.app.state.platform
-        async with platform.db.reading() as db:
-            user = await db.get(User, session.user_id)
+        try:
+            async with platform.db.reading() as db:
+                user = await db.get(User, session.user_id)
+        except (SQLAlchemyError, OSError):
+            log.warning("alerts: the platform database is unreachable", exc_info=True)
+            detail = "the platform database is unreachable; retry"
+            return JSONResponse({"detail": detail}, status_code=503)
         if user is None or user.type is not UserType.admin:
             return JSONResponse({"detail": "admins only"}, status_code=403)
         body = bytearray()
