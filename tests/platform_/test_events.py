@@ -185,6 +185,29 @@ def test_a_member_sees_its_deployment_go_building_deploying_success_in_order(
     assert len(mine) == 3
     assert all(e["data"]["project_id"] == project for e in mine)
     assert all(e["cursor"] for e in mine)  # every event carries where to resume from
+    # Each event carries the output since the one before: together, the whole log.
+    assert [e["data"]["log"] for e in mine] == [
+        "--- attempt 1 ---\n",
+        "$ echo building\nbuilding\n",
+        "$ echo deploying\ndeploying\n",
+    ]
+
+
+def test_a_failing_deployment_is_seen_retrying_then_failed_with_its_output(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = signed_in(up, http)
+    project = new_project(up, http, owner, ["echo trying", "exit 3"])
+    with events(up, http, owner, [("channel", channel_of(project))]) as stream:
+        deployment = deploy(up, http, owner, project)
+        found = stream.events_until(ended("failed", deployment))
+    assert statuses(found, deployment) == ["building", "deploying", "queued"] * 2 + [
+        "building",
+        "deploying",
+        "failed",
+    ]
+    assert [e["data"]["attempts"] for e in found if e["data"]["status"] == "building"] == [1, 2, 3]
+    assert found[-1]["data"]["log"] == "$ exit 3\n(exit 3)\n"
 
 
 def test_a_stream_resumes_with_last_event_id_and_gets_exactly_the_missed_events(

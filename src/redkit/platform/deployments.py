@@ -16,8 +16,9 @@ environment (``PATH``, ``HOME`` = that directory, ``REDKIT_PROJECT``, ``REDKIT_R
 output is kept (the last :data:`MAX_LOG_CHARS` characters). Status goes building -> deploying
 (the last step) -> success, or back to queued while attempts remain, then failed; each change
 is published on the project's channel ``project:<project id>:deployments`` as
-``{deployment_id, project_id, status, attempts}``, which the gateway's ``/events`` and ``/ws``
-deliver to the project's members and to admins only (:mod:`.events`).
+``{deployment_id, project_id, status, attempts, log}`` (``log``: the output since the
+previous event, its last :data:`MAX_EVENT_LOG` characters), which the gateway's ``/events``
+and ``/ws`` deliver to the project's members and to admins only (:mod:`.events`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = ["STEP_TIMEOUT", "deploy_job", "install_deployments"]
 
 STEP_TIMEOUT = 60.0
 MAX_LOG_CHARS = 32_000
+MAX_EVENT_LOG = 8_000  # of new output per event: far below the bus's 64 KiB per event
 PRIORITY = 100  # above e-mail (0): a worker serving both takes deployments first
 
 
@@ -74,7 +76,7 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
     """The ``deploy`` job function for a worker (payload ``{deployment_id}``)."""
     bus = platform_bus(rk)
 
-    async def record(deployment_id: str, project_id: str, **changes: Any) -> None:
+    async def record(deployment_id: str, project_id: str, lines: str = "", **changes: Any) -> None:
         async with db.transaction() as tx:
             row = await tx.get(Deployment, deployment_id)
             if row is None:
@@ -90,6 +92,8 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
                     "project_id": project_id,
                     "status": str(status.value if hasattr(status, "value") else status),
                     "attempts": changes.get("attempts"),
+                    # The output since the previous event (the whole log: GET the deployment).
+                    "log": lines[-MAX_EVENT_LOG:],
                 },
             )
 
@@ -103,9 +107,16 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
         steps = list(project.steps or [])
         log = deployment.log
         async with rk.lock(f"deploy:{project.id}", ttl=60, timeout=3600):
+            fresh = f"--- attempt {job.attempts} ---\n"
+            log += fresh
             await record(
-                deployment_id, project.id, status=DeploymentStatus.building, attempts=job.attempts
+                deployment_id,
+                project.id,
+                fresh,
+                status=DeploymentStatus.building,
+                attempts=job.attempts,
             )
+            fresh = ""
             with tempfile.TemporaryDirectory(prefix="redkit-deploy-") as workdir:
                 env = {
                     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -115,22 +126,26 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
                     "REDKIT_REF": deployment.ref,
                     "REDKIT_DEPLOYMENT": deployment_id,
                 }
-                log += f"--- attempt {job.attempts} ---\n"
                 for n, step in enumerate(steps, 1):
                     if n == len(steps) and n > 1:
-                        await record(deployment_id, project.id, status=DeploymentStatus.deploying)
+                        await record(
+                            deployment_id, project.id, fresh, status=DeploymentStatus.deploying
+                        )
+                        fresh = ""
                     code, output = await _run_step(step, env, workdir, step_timeout)
+                    fresh = (fresh + f"$ {step}\n{output}")[-MAX_EVENT_LOG:]
                     log = (log + f"$ {step}\n{output}")[-MAX_LOG_CHARS:]
                     if code != 0:
                         last = job.attempts >= job.max_attempts
                         await record(
                             deployment_id,
                             project.id,
+                            fresh + f"(exit {code})\n",
                             status=DeploymentStatus.failed if last else DeploymentStatus.queued,
                             log=(log + f"(exit {code})\n")[-MAX_LOG_CHARS:],
                         )
                         raise StepFailed(f"step {n} exited with {code}")
-            await record(deployment_id, project.id, status=DeploymentStatus.success, log=log)
+            await record(deployment_id, project.id, fresh, status=DeploymentStatus.success, log=log)
         return {"deployment_id": deployment_id, "status": "success"}
 
     return deploy
