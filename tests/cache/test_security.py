@@ -538,3 +538,68 @@ def test_credential_names_are_checked(rk: redkit.Redkit) -> None:
             CacheMiddleware(app, cache=cache, rules=RULES, **options)
     middleware = CacheMiddleware(app, cache=cache, rules=RULES, credential_headers=["X-Api-Key"])
     assert middleware.credential_headers == ("x-api-key",)
+
+
+# -- session_tags: a write about a user reaches that user's entries in every session --------
+
+
+def _user_tags(session: redkit.Session) -> list[str]:
+    return [f"user:{session.user_id}"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("order", ORDERS)
+async def test_session_tags_invalidate_one_users_pages_in_every_session_and_no_one_elses(
+    rk: redkit.Redkit, store: SessionStore, order: Order
+) -> None:
+    rules = [CacheRule("/me", ttl=60, per_user=True, session_tags=_user_tags)]
+    site, app = build(rk, store, order, rules=rules)
+    tokens = [(await store.create(user)).id for user in ("ivy", "ivy", "jon")]
+    async with browsing(app) as http:
+
+        async def labels() -> list[str]:
+            answers = [
+                await http.get("/me", headers={"authorization": f"Bearer {t}"}) for t in tokens
+            ]
+            return [a.headers["x-cache"] for a in answers]
+
+        assert await labels() == ["MISS", "MISS", "MISS"]
+        assert await labels() == ["HIT", "HIT", "HIT"]
+        cache = rk.cache(name="http")
+        assert await cache.invalidate("user:ivy") == 2  # both of ivy's sessions
+        assert await labels() == ["MISS", "MISS", "HIT"]
+    assert site.calls["me"] == 5
+
+
+async def test_session_tags_come_beside_the_paths_own_tags(
+    rk: redkit.Redkit, store: SessionStore
+) -> None:
+    rules = [CacheRule("/me", ttl=60, tags=["me"], per_user=True, session_tags=_user_tags)]
+    _site, app = build(rk, store, rules=rules)
+    token = (await store.create("kim")).id
+    async with browsing(app) as http:
+        auth = {"authorization": f"Bearer {token}"}
+        assert (await http.get("/me", headers=auth)).headers["x-cache"] == "MISS"
+        assert await rk.cache(name="http").invalidate("me") == 1
+        assert (await http.get("/me", headers=auth)).headers["x-cache"] == "MISS"
+        assert await rk.cache(name="http").invalidate("user:kim") == 1
+
+
+async def test_a_session_tagged_rule_bypasses_credentials_that_are_not_a_session(
+    rk: redkit.Redkit, store: SessionStore
+) -> None:
+    rules = [CacheRule("/key", ttl=60, per_user=True, session_tags=_user_tags)]
+    site, app = build(rk, store, rules=rules, credential_headers=["x-api-key"])
+    async with browsing(app) as http:
+        for _ in range(2):
+            keyed = await http.get("/key", headers={"x-api-key": "k1"})
+            assert keyed.headers["x-cache"] == "BYPASS"  # its entry could carry no user tag
+        assert (await http.get("/key")).headers["x-cache"] == "MISS"  # anonymous: path tags
+    assert site.calls["key"] == 3
+
+
+def test_session_tags_need_a_per_user_rule() -> None:
+    with pytest.raises(redkit.InvalidInput, match="per_user"):
+        CacheRule("/x", session_tags=_user_tags)
+    with pytest.raises(redkit.InvalidInput, match="callable"):
+        CacheRule("/x", per_user=True, session_tags=["user"])  # type: ignore[arg-type]

@@ -251,6 +251,33 @@ def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up, http: htt
     assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
 
 
+def test_valkey_out_of_reach_mid_request_is_a_json_503_from_the_service_too(
+    up: Up, http: httpx.Client
+) -> None:
+    # Reached directly (as a gateway on another machine would), with a valid signed identity:
+    # the projects service's own Redis call (the role cache) finds the server silent.
+    owner = signed_in(up, http)
+    me = http.get(f"{up.gateway}/api/me", headers=owner).json()
+    project = http.post(
+        f"{up.gateway}/api/projects", json={"name": "o" + secrets.token_hex(4)}, headers=owner
+    ).json()
+    secret = (up.data_dir / "platform.secret").read_text().strip()
+    identity = sign_identity(Identity(me["id"], "user"), secret)
+    valkey = up.part("valkey")["pid"]
+    os.kill(valkey, signal.SIGSTOP)
+    try:
+        response = http.get(
+            f"{up.part('projects')['url']}/api/projects/{project['id']}",
+            headers={"x-redkit-identity": identity},
+            timeout=60,
+        )
+    finally:
+        os.kill(valkey, signal.SIGCONT)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"
+    assert response.headers["retry-after"] == "2"
+
+
 def test_one_users_login_never_lends_its_cookie_to_the_next_caller(
     up: Up, http: httpx.Client
 ) -> None:

@@ -35,6 +35,8 @@ What is cached, and what never is:
   <redkit.sessions.middleware.resolve_session>`), and stored no longer than the session's
   expiry. ``shared``: the request is answered from the entry anonymous requests made, and
   what it is sent itself is never stored.
+  ``session_tags`` tags a per-user entry from its session (``user:<id>``), so one
+  ``invalidate`` reaches that user's entries in all their sessions.
 * A request whose ``Host`` is not in ``allowed_hosts`` (when given) bypasses the cache.
 * A request with ``Cache-Control: no-cache`` skips the lookup and refreshes the entry;
   ``no-store`` bypasses the cache.
@@ -89,11 +91,13 @@ from redkit.cache.core import (
     EntryKeys,
     Lookup,
     Policy,
+    _tag_list,
     pack,
     unpack,
 )
 from redkit.errors import ConnectionLost, InvalidInput
 from redkit.sessions.middleware import SessionMiddleware, find_session_middleware
+from redkit.sessions.store import Session
 
 __all__ = ["CacheMiddleware", "CacheRule"]
 
@@ -155,6 +159,13 @@ class CacheRule:
     from the entry anonymous requests made (it never writes one: what a signed-in user was
     sent is never stored for others). A rule that is neither lets requests with credentials
     bypass the cache (``X-Cache: BYPASS``).
+
+    ``session_tags`` (``per_user`` rules only): more tags for an entry, from the redkit
+    :class:`~redkit.sessions.store.Session` it is made for, e.g.
+    ``lambda s: [f"projects-of:{s.user_id}"]``, so that a write about one user invalidates
+    that user's pages in every session at once. A request with credentials that are not a
+    redkit session bypasses such a rule: its entry could not carry the tags. Anonymous
+    requests get the path's tags only.
     """
 
     path: str
@@ -165,6 +176,7 @@ class CacheRule:
     shared: bool = False
     stale_while_revalidate: float | timedelta | None = None
     stale_if_error: float | timedelta | None = None
+    session_tags: Callable[[Session], Iterable[str]] | None = None
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +186,14 @@ class CacheRule:
             raise InvalidInput(
                 f"rule {self.path!r}: a page is per_user (one entry per session) or shared "
                 "(one entry for everyone), not both"
+            )
+        if self.session_tags is not None and not self.per_user:
+            raise InvalidInput(
+                f"rule {self.path!r}: session_tags tag per-user entries; the rule needs per_user"
+            )
+        if self.session_tags is not None and not callable(self.session_tags):
+            raise InvalidInput(
+                f"rule {self.path!r}: session_tags must be a callable Session -> tags"
             )
         prefix = self.path.endswith("*")
         text = self.path[:-1] if prefix else self.path
@@ -471,7 +491,10 @@ class CacheMiddleware:
         user = await self._user(rule, scope, headers)
         if isinstance(user, str):
             return user
-        name, writes, session_ends = user
+        name, writes, session = user
+        tags = rule.tags_for(params)
+        if session is not None and rule.session_tags is not None:
+            tags += _tag_list(rule.session_tags(session))
         path: str = scope["path"]
         # JSON keeps the parts apart: no header value can forge another part of the key.
         ident = orjson.dumps(
@@ -492,9 +515,9 @@ class CacheMiddleware:
             rule,
             self._policies[id(rule)],
             self.cache.keys_for(key),
-            rule.tags_for(params),
+            tags,
             writes,
-            session_ends,
+            session.expires_at if session is not None else None,
         )
 
     def _credentials(self, headers: Headers, layer: SessionMiddleware | None) -> list[str]:
@@ -520,9 +543,9 @@ class CacheMiddleware:
 
     async def _user(
         self, rule: CacheRule, scope: Scope, headers: Headers
-    ) -> tuple[str, bool, float | None] | str:
-        """(the user part of the key, whether the request may write the entry, when the
-        session ends), or why the request must bypass the cache."""
+    ) -> tuple[str, bool, Session | None] | str:
+        """(the user part of the key, whether the request may write the entry, the live
+        session it is made for), or why the request must bypass the cache."""
         layer = find_session_middleware(scope, self._session_layer or self.app)
         if layer is not None:
             self._session_layer = layer
@@ -537,7 +560,7 @@ class CacheMiddleware:
                 "the request carries credentials (Authorization, a session cookie or a "
                 "declared credential) and the rule is neither per_user nor shared"
             )
-        session_ends: float | None = None
+        session: Session | None = None
         if layer is not None and personal:
             # Whatever the middleware order, ask the session layer: an entry made for a
             # session is never served once the session has ended (revoked, logged out,
@@ -549,16 +572,21 @@ class CacheMiddleware:
             if handle.via != "none":
                 if handle.session is None:
                     return "no live session has these credentials (ended, revoked, forged)"
-                session_ends = handle.session.expires_at
+                session = handle.session
+        if personal and session is None and rule.session_tags is not None:
+            return (
+                "the rule has session_tags and the request's credentials are not a redkit "
+                "session: its entry could not carry them"
+            )
         if callable(rule.per_user):
             name = rule.per_user(scope)
             if name:
-                return "u:" + name, True, session_ends
+                return "u:" + name, True, session
             if personal:
                 return "the rule's per_user named no user for a request with credentials"
             return "", True, None
         digest = hashlib.blake2b(orjson.dumps(credentials), digest_size=16).hexdigest()
-        return "u" + digest, True, session_ends
+        return "u" + digest, True, session
 
     async def _get(
         self, scope: Scope, receive: Receive, send: Send, route: _Route, inm: str | None

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from redkit.platform.caching import invalidate, projects_tag, user_tag
 from redkit.platform.db import Database, User, UserType
 from redkit.sessions.middleware import RequestSession, SessionMiddleware, current_session
 
@@ -101,6 +102,23 @@ async def create_user(
         tx.add(user)
         await tx.flush()
     return user
+
+
+# User IDs are uuid4 hex (db._new_id); anything else names no user, without a query. Exact, not
+# cut to length: the gateway tags the cached page with the ID as sent, so two spellings of one
+# user would be two entries, and a write would invalidate one of them only.
+_USER_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def public_user_json(user: User) -> dict[str, Any]:
+    """What any signed-in user may see of another: the gateway shares this page between
+    every caller, so no e-mail, nothing private."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "type": user.type.value,
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -254,6 +272,22 @@ def install_auth(app: FastAPI) -> None:
             raise HTTPException(401, detail="this account no longer exists")
         return user_json(user)
 
+    @router.get("/api/users/{user_id}")
+    async def public_user(user_id: str, request: Request, rs: CurrentSession) -> dict[str, Any]:
+        # Signed-in callers only: the platform is no public directory of its users' names
+        # (IDs travel in member lists, URLs and logs, so an ID is no secret), and an anonymous
+        # caller could otherwise probe which IDs exist. The page is the same for every
+        # signed-in caller, so the gateway shares one cached entry among them.
+        if rs.session is None:
+            raise HTTPException(401, detail="sign in first: no live session")
+        if not _USER_ID.fullmatch(user_id):
+            raise HTTPException(404, detail="no such user")
+        async with state(request).db.reading() as session:
+            user = await session.get(User, user_id)
+        if user is None:
+            raise HTTPException(404, detail="no such user")
+        return public_user_json(user)
+
     @router.patch("/api/admin/users/{user_id}")
     async def set_user_type(
         user_id: str, body: UserTypeIn, request: Request, rs: CurrentSession
@@ -274,6 +308,9 @@ def install_auth(app: FastAPI) -> None:
             # Sessions carry the type the gateway limits by: the user signs in again to get the
             # new one (and a demoted admin keeps no admin session).
             await st.session_store.revoke_all(user.id)
+            # Its public page shows the type; its project lists change when it becomes or
+            # stops being an admin (admins list every project).
+            await invalidate(st.rk, user_tag(user.id), projects_tag(user.id))
         return user_json(user)
 
     app.include_router(router)

@@ -7,8 +7,11 @@ without a valid one is anonymous, whatever it claims. A create runs
 the same locked step, so a failure anywhere undoes all of it. The 201 body is the only place
 the passwords appear; later reads show the URLs without them.
 
-Not here yet (see the issue): deployments, ``GET /api/users/{id}``, permissions
-through ``store.permissions``, the gateway's cache of ``GET /api/projects``.
+A caller's role in a project is read through the session store's permission cache
+(``store.permissions(user, project)``, 1 hour, :func:`role_of`), and dropped whenever the
+membership changes (member added, removed, role changed, project deleted); logout-all drops
+all of a user's (``revoke_all`` does). Each write also invalidates the gateway's cached pages
+it makes stale (:mod:`.caching`), after it has committed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from redkit.errors import InvalidInput
+from redkit.platform.caching import ADMIN_LISTS, invalidate, projects_tag
 from redkit.platform.db import Membership, Project, Role, User
 from redkit.platform.events import PROJECT_CREATED, platform_bus
 from redkit.platform.identity import HEADER, Identity, verify_identity
@@ -34,7 +38,7 @@ from redkit.platform.provision import (
     project_identifiers,
 )
 
-__all__ = ["DEFAULT_STEPS", "install_projects"]
+__all__ = ["DEFAULT_STEPS", "install_projects", "role_of"]
 
 DEFAULT_STEPS = ["echo building", "echo deploying"]
 MAX_STEPS = 20
@@ -65,6 +69,43 @@ class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(max_length=254)
     role: Role
+
+
+async def _member_role(st: Any, user_id: str, project_id: str) -> Role | None:
+    # A session of its own each time: a second read in one session would be answered from
+    # its identity map, not from the database.
+    async with st.db.reading() as session:
+        member = await session.get(Membership, (project_id, user_id))
+        return member.role if member is not None else None
+
+
+async def role_of(st: Any, user_id: str, project_id: str) -> Role | None:
+    """``user_id``'s role in ``project_id`` (None: not a member), through the permission
+    cache: one Valkey round trip while it is cached (``permission_ttl``, 1 hour).
+
+    A miss reads the database, stores the answer, then reads the database once more: a
+    membership change that committed while the answer was on its way, and whose
+    invalidation ran before it was stored, is then seen and the entry dropped. So a removed
+    member never keeps a cached role (the write's invalidation runs after its commit: either
+    it drops what was stored, or the second read sees the commit).
+    """
+    permissions = st.session_store.permissions(user_id, project_id)
+    cached = await permissions.get()
+    if isinstance(cached, dict) and "role" in cached:
+        return Role(cached["role"]) if cached["role"] else None
+    role = await _member_role(st, user_id, project_id)
+    # Non-members are cached too ({"role": null}): probing a project costs no query either.
+    await permissions.set({"role": role.value if role is not None else None})
+    again = await _member_role(st, user_id, project_id)
+    if again is not role:
+        await permissions.invalidate()
+    return again
+
+
+async def forget_roles(st: Any, project_id: str, user_ids: list[str]) -> None:
+    """Drop the cached roles of ``user_ids`` in ``project_id`` (after the change committed)."""
+    for user_id in user_ids:
+        await st.session_store.permissions(user_id, project_id).invalidate()
 
 
 def project_json(project: Project, public: dict[str, str] | None = None) -> dict[str, Any]:
@@ -123,6 +164,8 @@ def install_projects(app: FastAPI) -> None:
         except ProvisioningError as exc:
             raise HTTPException(503, detail="the project could not be created; retry") from exc
         project = row["project"]
+        # The creator's lists and every admin's (admins list every project) are stale.
+        await invalidate(st.rk, projects_tag(str(who.user_id)), ADMIN_LISTS)
         await platform_bus(st.rk).publish(
             PROJECT_CREATED,
             {"id": project.id, "name": project.name, "by": who.user_id},
@@ -140,11 +183,9 @@ def install_projects(app: FastAPI) -> None:
             project: Project | None = await session.get(Project, project_id[:32])
             if project is None:
                 raise HTTPException(404, detail="no such project")
-            if who.type != "admin":
-                member = await session.get(Membership, (project.id, who.user_id))
-                if member is None:
-                    raise HTTPException(404, detail="no such project")  # not even its name
-            return project
+        if who.type != "admin" and await role_of(st, str(who.user_id), project.id) is None:
+            raise HTTPException(404, detail="no such project")  # not even its name
+        return project
 
     @router.get("/api/projects")
     async def list_projects(request: Request, who: Caller) -> dict[str, Any]:
@@ -165,16 +206,23 @@ def install_projects(app: FastAPI) -> None:
     async def delete_project(project_id: str, request: Request, who: Caller) -> Response:
         st = state(request)
         project = await visible(request, who, project_id)
-        if who.type != "admin":
-            async with st.db.reading() as session:
-                member = await session.get(Membership, (project.id, who.user_id))
-            if member is None or member.role is not Role.owner:
-                raise HTTPException(403, detail="only the project's owners delete it")
+        if (
+            who.type != "admin"
+            and await role_of(st, str(who.user_id), project.id) is not Role.owner
+        ):
+            raise HTTPException(403, detail="only the project's owners delete it")
+        members: list[str] = []
 
         async def drop_row() -> None:
             async with st.db.transaction() as tx:
                 stored = await tx.get(Project, project.id)
                 if stored is not None:
+                    # Read in the deleting transaction: exactly the members it removes.
+                    members.extend(
+                        await tx.scalars(
+                            select(Membership.user_id).where(Membership.project_id == project.id)
+                        )
+                    )
                     await tx.delete(stored)
 
         try:
@@ -183,6 +231,8 @@ def install_projects(app: FastAPI) -> None:
             await drop_row()  # resources already gone: the row follows
         except ProjectBusy as exc:
             raise HTTPException(409, detail="the project is busy; retry") from exc
+        await forget_roles(st, project.id, members)
+        await invalidate(st.rk, *(projects_tag(m) for m in members), ADMIN_LISTS)
         return Response(status_code=204)
 
     @router.get("/api/projects/{project_id}/members")
@@ -222,11 +272,54 @@ def install_projects(app: FastAPI) -> None:
             if user is None:
                 raise HTTPException(404, detail="no user with that e-mail")
             member = await tx.get(Membership, (project.id, user.id))
+            joined = member is None
             if member is None:
                 tx.add(Membership(project_id=project.id, user_id=user.id, role=body.role))
             else:
                 member.role = body.role
+        await forget_roles(st, project.id, [user.id])
+        if joined:  # a role change shows on no cached page; a new member's list changes
+            await invalidate(st.rk, projects_tag(user.id))
         return {"user_id": user.id, "email": user.email, "role": body.role.value}
+
+    @router.delete("/api/projects/{project_id}/members/{user_id}", status_code=204)
+    async def remove_member(
+        project_id: str, user_id: str, request: Request, who: Caller
+    ) -> Response:
+        """Owners remove anyone, maintainers remove viewers, anyone removes themselves; the
+        last owner stays (a project always has one)."""
+        st = state(request)
+        project = await visible(request, who, project_id)
+        async with st.db.transaction() as tx:
+            # The project's row, locked: its membership changes one at a time, so two owners
+            # removing each other cannot both pass the last-owner check.
+            if await tx.get(Project, project.id, with_for_update=True) is None:
+                raise HTTPException(404, detail="no such project")
+            member = await tx.get(Membership, (project.id, user_id[:32]))
+            if member is None:
+                raise HTTPException(404, detail="no such member")
+            if who.type != "admin" and member.user_id != who.user_id:
+                mine = await tx.get(Membership, (project.id, who.user_id))
+                allowed = mine is not None and (
+                    mine.role is Role.owner
+                    or (mine.role is Role.maintainer and member.role is Role.viewer)
+                )
+                if not allowed:
+                    raise HTTPException(403, detail="owners remove members; maintainers, viewers")
+            if member.role is Role.owner:
+                owners = await tx.scalars(
+                    select(Membership.user_id).where(
+                        Membership.project_id == project.id, Membership.role == Role.owner
+                    )
+                )
+                if len(owners.all()) <= 1:
+                    raise HTTPException(409, detail="a project keeps at least one owner")
+            removed = member.user_id
+            await tx.delete(member)
+        # Committed: the removed member loses access now, not when the cached role expires.
+        await forget_roles(st, project.id, [removed])
+        await invalidate(st.rk, projects_tag(removed))
+        return Response(status_code=204)
 
     app.include_router(router)
 

@@ -24,13 +24,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 import redkit
 from redkit import Redkit, RedkitError
 from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
+from redkit.platform.caching import gateway_cache_middleware
 from redkit.platform.config import PlatformConfig
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
@@ -199,12 +201,37 @@ def _parts(config: PlatformConfig) -> dict[str, str]:
     return parts
 
 
+_OUTAGE_BODY = {
+    "error": "unavailable",
+    "detail": "the service cannot reach its data store; try again shortly",
+}
+
+
+def _answer_outages_with_503(app: FastAPI, role: Role) -> None:
+    """Valkey or PostgreSQL out of reach in the middle of a request: a JSON 503 with
+    Retry-After, never Starlette's plain-text 500 (the gateway's own layers already answer so;
+    this covers what a service's handlers call, reached through the gateway or directly)."""
+
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s: %s %s: data store unavailable: %s", role, request.method,
+                    request.url.path, exc)  # fmt: skip
+        return JSONResponse(_OUTAGE_BODY, status_code=503, headers={"retry-after": "2"})
+
+    # A server that refused or dropped the connection; not a query's own error (those are bugs
+    # or bad input, and must stay visible as such).
+    for kind in (redkit.ConnectionLost, OperationalError, InterfaceError, OSError):
+        app.add_exception_handler(kind, outage)
+
+
 def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     """The FastAPI app of ``role``."""
     if role not in ROLES:
         raise redkit.InvalidInput(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     app = FastAPI(title=f"redkit platform: {role}", lifespan=_lifespan(config, role))
+    _answer_outages_with_503(app, role)
     if role == "gateway":
+        # Innermost: a cache hit still counts against the caller's tier (see .caching).
+        app.add_middleware(LateMiddleware, build=gateway_cache_middleware)
         # Added inner first: the session is resolved before the rate limit reads its tier.
         app.add_middleware(LateMiddleware, build=tier_limits)
     if role in ("gateway", "auth"):
