@@ -593,6 +593,33 @@ def test_a_member_whose_project_is_deleted_has_its_stream_ended(up: Up, http: ht
         assert stream.frame(time.monotonic() + WAIT) is None  # and the stream is over
 
 
+def test_a_member_removed_while_subscribed_has_its_stream_ended(up: Up, http: httpx.Client) -> None:
+    owner = signed_in(up, http)
+    project = new_project(up, http, owner)
+    viewer_email, viewer = user(up, http)
+    added = http.post(
+        f"{up.gateway}/api/projects/{project}/members",
+        json={"email": viewer_email, "role": "viewer"},
+        headers=owner,
+    )
+    assert added.status_code == 201, added.text
+    with events(up, http, viewer) as stream:  # everything it may see: the alerts and the project
+        removed = http.delete(
+            f"{up.gateway}/api/projects/{project}/members/{added.json()['user_id']}",
+            headers=owner,
+        )
+        assert removed.status_code == 204, removed.text
+        frame = stream.frame(time.monotonic() + WAIT)
+        assert frame is not None
+        assert frame.get("event") == "end"
+        assert stream.frame(time.monotonic() + WAIT) is None
+    # Reconnecting gets the alerts only: the project is no longer among what it may see.
+    refused = http.get(
+        f"{up.gateway}/events", params=[("channel", channel_of(project))], headers=viewer
+    )
+    assert refused.status_code == 403
+
+
 # -- the grants themselves (no server: what authorize decides) -------------------------------
 
 A = "a" * 32
