@@ -2,8 +2,12 @@
 
 ``POST /api/projects/{id}/deployments`` (owners and maintainers) writes a ``queued`` row and
 enqueues ``deploy`` with priority 100, 3 attempts and exponential backoff (1 s, 2 s, ...).
-One deployment of a project runs at a time: the job holds ``rk.lock("deploy:<project id>")``
-while it runs, so a second request is accepted (202) and waits behind the first.
+**One deployment of a project at a time; a second one is queued, never refused.** The job
+holds ``rk.lock("deploy:<project id>")`` (auto-renewed) while it runs, so a deployment
+requested while another of the same project runs is accepted (202, ``queued``) and stays
+``queued`` until the first ends (success or failed), then goes building -> ... in its turn.
+Its job waits for the lock at most an hour; past that it fails and retries like a failing
+step. Deployments of different projects run side by side (up to the worker's concurrency).
 
 The job runs the project's ``steps``: each is a shell command (``/bin/sh -c``), as in any CI,
 so only owners and admins may set them. Each runs in a fresh temporary directory, with a clean
@@ -11,7 +15,10 @@ environment (``PATH``, ``HOME`` = that directory, ``REDKIT_PROJECT``, ``REDKIT_R
 ``REDKIT_DEPLOYMENT``), in a process group of its own, killed after :data:`STEP_TIMEOUT`. The
 output is kept (the last :data:`MAX_LOG_CHARS` characters). Status goes building -> deploying
 (the last step) -> success, or back to queued while attempts remain, then failed; each change
-is published on ``deployment:status`` with the project's id (for the gateway's events).
+is published on the project's channel ``project:<project id>:deployments`` as
+``{deployment_id, project_id, status, attempts, log}`` (``log``: the output since the
+previous event, its last :data:`MAX_EVENT_LOG` characters), which the gateway's ``/events``
+and ``/ws`` deliver to the project's members and to admins only (:mod:`.events`).
 """
 
 from __future__ import annotations
@@ -36,14 +43,15 @@ from redkit.platform.db import (
     Role,
     row_id,
 )
+from redkit.platform.events import deployment_channel, platform_bus
 from redkit.platform.projects import role_of
 
 __all__ = ["STEP_TIMEOUT", "deploy_job", "install_deployments"]
 
 STEP_TIMEOUT = 60.0
 MAX_LOG_CHARS = 32_000
+MAX_EVENT_LOG = 8_000  # of new output per event: far below the bus's 64 KiB per event
 PRIORITY = 100  # above e-mail (0): a worker serving both takes deployments first
-CHANNEL = "deployment:status"
 
 
 class StepFailed(Exception):
@@ -75,9 +83,9 @@ async def _run_step(command: str, env: dict[str, str], cwd: str, limit: float) -
 
 def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any:
     """The ``deploy`` job function for a worker (payload ``{deployment_id}``)."""
-    bus = rk.notifications()
+    bus = platform_bus(rk)
 
-    async def record(deployment_id: str, project_id: str, **changes: Any) -> None:
+    async def record(deployment_id: str, project_id: str, lines: str = "", **changes: Any) -> None:
         async with db.transaction() as tx:
             row = await tx.get(Deployment, deployment_id)
             if row is None:
@@ -87,12 +95,14 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
         if "status" in changes:
             status = changes["status"]
             await bus.publish(
-                CHANNEL,
+                deployment_channel(project_id),
                 {
                     "deployment_id": deployment_id,
                     "project_id": project_id,
                     "status": str(status.value if hasattr(status, "value") else status),
                     "attempts": changes.get("attempts"),
+                    # The output since the previous event (the whole log: GET the deployment).
+                    "log": lines[-MAX_EVENT_LOG:],
                 },
             )
 
@@ -106,9 +116,16 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
         steps = list(project.steps or [])
         log = deployment.log
         async with rk.lock(f"deploy:{project.id}", ttl=60, timeout=3600):
+            fresh = f"--- attempt {job.attempts} ---\n"
+            log += fresh
             await record(
-                deployment_id, project.id, status=DeploymentStatus.building, attempts=job.attempts
+                deployment_id,
+                project.id,
+                fresh,
+                status=DeploymentStatus.building,
+                attempts=job.attempts,
             )
+            fresh = ""
             with tempfile.TemporaryDirectory(prefix="redkit-deploy-") as workdir:
                 env = {
                     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -118,22 +135,26 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
                     "REDKIT_REF": deployment.ref,
                     "REDKIT_DEPLOYMENT": deployment_id,
                 }
-                log += f"--- attempt {job.attempts} ---\n"
                 for n, step in enumerate(steps, 1):
                     if n == len(steps) and n > 1:
-                        await record(deployment_id, project.id, status=DeploymentStatus.deploying)
+                        await record(
+                            deployment_id, project.id, fresh, status=DeploymentStatus.deploying
+                        )
+                        fresh = ""
                     code, output = await _run_step(step, env, workdir, step_timeout)
+                    fresh = (fresh + f"$ {step}\n{output}")[-MAX_EVENT_LOG:]
                     log = (log + f"$ {step}\n{output}")[-MAX_LOG_CHARS:]
                     if code != 0:
                         last = job.attempts >= job.max_attempts
                         await record(
                             deployment_id,
                             project.id,
+                            fresh + f"(exit {code})\n",
                             status=DeploymentStatus.failed if last else DeploymentStatus.queued,
                             log=(log + f"(exit {code})\n")[-MAX_LOG_CHARS:],
                         )
                         raise StepFailed(f"step {n} exited with {code}")
-            await record(deployment_id, project.id, status=DeploymentStatus.success, log=log)
+            await record(deployment_id, project.id, fresh, status=DeploymentStatus.success, log=log)
         return {"deployment_id": deployment_id, "status": "success"}
 
     return deploy

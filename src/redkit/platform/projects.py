@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from redkit.errors import InvalidInput
 from redkit.platform.caching import ADMIN_LISTS, invalidate, projects_tag
 from redkit.platform.db import Membership, Project, Role, StoredText, User, row_id
+from redkit.platform.events import PROJECT_CREATED, platform_bus
 from redkit.platform.identity import HEADER, Identity, verify_identity
 from redkit.platform.provision import (
     ProjectBusy,
@@ -165,8 +166,8 @@ def install_projects(app: FastAPI) -> None:
         project = row["project"]
         # The creator's lists and every admin's (admins list every project) are stale.
         await invalidate(st.rk, projects_tag(str(who.user_id)), ADMIN_LISTS)
-        await st.rk.notifications().publish(
-            "project:created",
+        await platform_bus(st.rk).publish(
+            PROJECT_CREATED,
             {"id": project.id, "name": project.name, "by": who.user_id},
         )
         return {

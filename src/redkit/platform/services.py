@@ -41,6 +41,7 @@ from redkit.platform.config import PlatformConfig
 from redkit.platform.console import GatewayMetrics, install_console
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
+from redkit.platform.events import install_events, platform_bus
 from redkit.platform.gateway import install_openapi, install_proxy, tier_limits
 from redkit.platform.mail import SmtpTarget, email_job
 from redkit.platform.projects import caller, install_projects
@@ -312,6 +313,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
 
         services = {"auth": config.auth_url or "", "projects": config.projects_url or ""}
         install_openapi(app, services)
+        # Before the proxy: its catch-all route would take /events and /api/admin/alerts.
+        install_events(app, lambda state: platform_bus(state.rk))
         install_proxy(
             app,
             {"auth": config.auth_url or "", "projects": config.projects_url or ""},
