@@ -89,7 +89,7 @@ def public_openapi(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     """One OpenAPI document of the gateway's public paths from the services' own
     (``{"auth": {...}, "projects": {...}}``): a path comes from the service :func:`route_for`
     sends it to, so the document shows exactly what the gateway serves (no service's
-    ``/healthz``). Component schemas are shared by name; two services that define one name
+    ``/healthz``), and every path of ``"gateway"``'s own document. Component schemas are shared by name; two services that define one name
     differently cannot be merged without renaming, and are refused (ValueError)."""
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
@@ -97,7 +97,8 @@ def public_openapi(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     for service, document in documents.items():
         version = str(document.get("openapi", version))
         for path, operations in (document.get("paths") or {}).items():
-            if route_for(path) == service:
+            # The gateway's own paths (alerts, /healthz) are served before the proxy routes.
+            if service == "gateway" or route_for(path) == service:
                 paths[path] = operations
         for name, schema in ((document.get("components") or {}).get("schemas") or {}).items():
             if schemas.setdefault(name, schema) != schema:
@@ -146,6 +147,7 @@ def install_openapi(app: FastAPI, services: dict[str, str]) -> None:
                 documents[name] = result
         if down:
             return _error(503, "a service did not give its API description", services=down)
+        documents["gateway"] = app.openapi()
         return JSONResponse(public_openapi(documents))
 
     @app.get("/docs", include_in_schema=False)
