@@ -31,7 +31,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 from hiredis import pack_command as _hiredis_pack
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -40,6 +40,7 @@ from redis.credentials import StreamingCredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.errors import ConfigurationError
 
 try:
@@ -203,6 +204,7 @@ def parse_url(url: str) -> ParsedURL:
     )
 
 
+@async_only
 class _FastConnectionMixin:
     """Pack commands in C and send them without a Task per write.
 
@@ -262,6 +264,7 @@ class _FastConnectionMixin:
 _FAST_CLASSES: dict[type, type] = {}
 
 
+@async_only
 def _fast_connection(connection_class: type) -> type:
     """``connection_class`` with :class:`_FastConnectionMixin` in front (one per class)."""
     if issubclass(connection_class, _FastConnectionMixin):
@@ -273,6 +276,7 @@ def _fast_connection(connection_class: type) -> type:
     return made
 
 
+@async_only
 async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float, size: int) -> None:
     """Take one of ``size`` connection slots, waiting at most ``pool_timeout`` seconds.
 
@@ -291,6 +295,7 @@ async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float, size: int) -
         ) from None
 
 
+@async_only
 class QueueingConnectionPool(ConnectionPool):
     """A pool of at most ``max_connections`` where further callers wait their turn.
 
@@ -401,6 +406,7 @@ class QueueingConnectionPool(ConnectionPool):
                 self._slots.release()
 
 
+@async_only
 class QueueingRedisCluster(RedisCluster):
     """A Cluster client whose callers queue for a connection instead of failing.
 
@@ -454,24 +460,39 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         "client_name": options.client_name,
     }
     if parsed.mode == "standalone":
-        pool = QueueingConnectionPool.from_url(
-            parsed.url,
-            max_connections=options.max_connections,
-            pool_timeout=options.pool_timeout,
-            retry=_retry(),
-            **common,
-        )
+        if IS_ASYNC:
+            pool: ConnectionPool = QueueingConnectionPool.from_url(
+                parsed.url,
+                max_connections=options.max_connections,
+                pool_timeout=options.pool_timeout,
+                retry=_retry(),
+                **common,
+            )
+        else:
+            # Sync: redis-py's own blocking pool queues the threads beyond max_connections
+            # (the asyncio one above is redkit's, for its speed on an event loop).
+            pool = BlockingConnectionPool.from_url(
+                parsed.url,
+                max_connections=options.max_connections,
+                timeout=options.pool_timeout,
+                retry=_retry(),
+                **common,
+            )
         return Redis.from_pool(pool), "standalone"
 
     extra: dict[str, Any] = dict(parsed.query)
     if parsed.mode == "cluster":
-        client = QueueingRedisCluster(
+        # Sync: redis-py's RedisCluster; its per-node pools hold max_connections each (a
+        # thread beyond that gets an error, not a wait: size it to the threads).
+        if IS_ASYNC:
+            extra["pool_timeout"] = options.pool_timeout
+        cluster = QueueingRedisCluster if IS_ASYNC else RedisCluster
+        client = cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
             username=parsed.username,
             password=parsed.password,
             ssl=parsed.tls,
             max_connections=options.max_connections,
-            pool_timeout=options.pool_timeout,
             # No cluster-level retry: it would retry a timeout too and double the bound; a
             # dropped connection makes the client re-read the topology for the next call.
             retry=_no_retry(),

@@ -1,0 +1,62 @@
+"""The sync API: the same primitives on redis-py's sync client, for code without an event loop.
+
+::
+
+    import redkit.sync
+
+    with redkit.sync.connect() as rk:         # embedded Valkey unless REDIS_URL is set
+        store = rk.sessions(idle_ttl=3600)
+        session = store.create("alice", {"theme": "dark"})
+
+Every call is one plain round trip on the calling thread: no event loop, no thread hop, and
+redis-py's pid check makes a forked process open its own connections. The modules behind
+it (``redkit._sync``) are generated from the async source by ``tools/async_to_sync.py``, so
+the two APIs share their scripts, keys, checks and reply parsing; the values they return
+(``Session``, ``Decision``, ...) are the same classes as the async API's.
+"""
+
+from redkit._sync.client import Redkit, ServerInfo, connect
+from redkit._sync.ratelimit.limiter import RateLimiter, RateLimits
+from redkit._sync.sessions.store import Permissions, SessionStore
+from redkit.errors import (
+    ConfigurationError,
+    ConnectionLost,
+    CrossSlotKeys,
+    InvalidInput,
+    LockLost,
+    LockNotAcquired,
+    RateLimited,
+    RedkitError,
+    ScriptError,
+    ServerError,
+    SessionNotFound,
+)
+from redkit.ratelimit.limiter import Algorithm, CircuitBreaker, Decision, FailPolicy
+from redkit.sessions.store import Session, SessionInfo
+
+__all__ = [
+    "Algorithm",
+    "CircuitBreaker",
+    "ConfigurationError",
+    "ConnectionLost",
+    "CrossSlotKeys",
+    "Decision",
+    "FailPolicy",
+    "InvalidInput",
+    "LockLost",
+    "LockNotAcquired",
+    "Permissions",
+    "RateLimited",
+    "RateLimiter",
+    "RateLimits",
+    "Redkit",
+    "RedkitError",
+    "ScriptError",
+    "ServerError",
+    "ServerInfo",
+    "Session",
+    "SessionInfo",
+    "SessionNotFound",
+    "SessionStore",
+    "connect",
+]
