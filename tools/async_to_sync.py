@@ -12,9 +12,12 @@ What the rewrite does, to each module of UNITS:
   ``redkit._sync.client``, ...); ``import asyncio`` becomes the compat module
   ``redkit._sync._compat`` and ``asyncio.X`` its threading twin ``_compat.X`` (ASYNCIO lists
   the twins; any other ``asyncio.X`` is an error: mark that code instead);
+  ``asyncio.shield(f())`` is ``f()``;
 - identifiers follow NAMES (``__aenter__`` -> ``__enter__``, ``aclose`` -> ``close``, ...);
+  ``Awaitable[T]`` and ``Coroutine[Any, Any, T]`` become ``T``;
 - the markers of :mod:`redkit._codegen`: ``if IS_ASYNC: a else: b`` keeps ``b``
-  (``if not IS_ASYNC: a`` keeps ``a``, ``if IS_ASYNC and c: a else: b`` keeps ``b``,
+  (``if not IS_ASYNC: a`` keeps ``a``, and when ``a`` ends in ``return`` drops the rest of
+  the block: an early sync exit; ``if IS_ASYNC and c: a else: b`` keeps ``b``;
   ``x if IS_ASYNC else y`` is ``y``), and a definition
   decorated ``@async_only`` is dropped;
 - in library modules, a top-level definition that the rewrite leaves as it was, and that
@@ -84,8 +87,10 @@ UNITS = [
     Unit("src/redkit/client.py", "src/redkit/_sync/client.py"),
     Unit("src/redkit/sessions/store.py", "src/redkit/_sync/sessions/store.py"),
     Unit("src/redkit/ratelimit/limiter.py", "src/redkit/_sync/ratelimit/limiter.py"),
+    Unit("src/redkit/cache/core.py", "src/redkit/_sync/cache/core.py"),
     Unit("tests/sessions/test_store.py", "tests/sync/sessions/test_store.py", library=False),
     Unit("tests/ratelimit/test_limiter.py", "tests/sync/ratelimit/test_limiter.py", library=False),
+    Unit("tests/cache/test_cache.py", "tests/sync/cache/test_cache.py", library=False),
 ]
 
 GENERATED_DIRS = ["src/redkit/_sync", "tests/sync"]
@@ -95,10 +100,13 @@ HAND_WRITTEN = {
     "src/redkit/_sync/_compat.py",
     "src/redkit/_sync/sessions/__init__.py",
     "src/redkit/_sync/ratelimit/__init__.py",
+    "src/redkit/_sync/cache/__init__.py",
     "tests/sync/__init__.py",
     "tests/sync/conftest.py",
+    "tests/sync/test_threads.py",
     "tests/sync/sessions/__init__.py",
     "tests/sync/ratelimit/__init__.py",
+    "tests/sync/cache/__init__.py",
 }
 
 MODULES = {
@@ -112,6 +120,7 @@ MODULES = {
     "redkit.client": "redkit._sync.client",
     "redkit.sessions": "redkit.sync",
     "redkit.ratelimit": "redkit.sync",
+    "redkit.cache": "redkit.sync",
 }
 """Imports: an async module -> its sync counterpart (exact names, not prefixes)."""
 
@@ -119,6 +128,7 @@ NAMES = {
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "aclose": "close",
+    "AsyncIterator": "Iterator",
     "_Connecting": "Redkit",
 }
 """Identifiers (names, attributes, definitions, parameters, imported names)."""
@@ -159,8 +169,21 @@ class Rules:
 
     def unused(self) -> list[str]:
         rules = [f"module {m}" for m in MODULES] + [f"name {n}" for n in NAMES]
-        rules += [f"asyncio.{a}" for a in ASYNCIO]
+        rules += [f"asyncio.{a}" for a in ASYNCIO] + ["asyncio.shield()"]
+        rules += ["type Awaitable", "type Coroutine"]
         return [rule for rule in rules if not self.used[rule]]
+
+
+def _exits(body: list[ast.stmt]) -> bool:
+    """Does ``body`` always end in ``return`` or ``raise``?"""
+    last = body[-1]
+    if isinstance(last, ast.Return | ast.Raise):
+        return True
+    if isinstance(last, ast.With | ast.AsyncWith):
+        return _exits(last.body)
+    if isinstance(last, ast.If):
+        return bool(last.orelse) and _exits(last.body) and _exits(last.orelse)
+    return False
 
 
 def _is_marker(node: ast.expr, name: str) -> bool:
@@ -226,6 +249,8 @@ class ToSync(ast.NodeTransformer):
                 and _is_marker(stmt.test.operand, "IS_ASYNC")
             ):
                 out.extend(self.statements(stmt.body))
+                if _exits(stmt.body):
+                    break  # an early sync exit: what follows is the async version
                 continue
             if isinstance(stmt, ast.ImportFrom) and stmt.module == MARKERS_MODULE:
                 continue  # the markers are gone
@@ -260,6 +285,31 @@ class ToSync(ast.NodeTransformer):
     def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
         if _is_marker(node.test, "IS_ASYNC"):
             return self.visit(node.orelse)
+        return self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        # Awaitable[T] and Coroutine[Any, Any, T] are T in the sync API.
+        for name, position in (("Awaitable", None), ("Coroutine", 2)):
+            if isinstance(node.value, ast.Name) and node.value.id == name:
+                self.rules.used[f"type {name}"] += 1
+                inner = node.slice
+                if position is not None:
+                    assert isinstance(inner, ast.Tuple), ast.dump(node)
+                    inner = inner.elts[position]
+                return self.visit(inner)
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "asyncio"
+            and func.attr == "shield"
+        ):
+            # asyncio.shield(call()) is call(): a thread is not cancelled at a call.
+            self.rules.used["asyncio.shield()"] += 1
+            return self.visit(node.args[0])
         return self.generic_visit(node)
 
     def visit_Await(self, node: ast.Await) -> ast.AST:
@@ -551,7 +601,9 @@ def _ruff(args: list[str], text: str, path: str) -> str:
     return done.stdout
 
 
-_PRAGMA = re.compile(r"#\s*(type:\s*ignore\S*|noqa\S*)")
+_PRAGMA = re.compile(
+    r"#\s*(type:\s*ignore(?:\[[^\]]*\])?|noqa(?::\s*[A-Z0-9]+(?:,\s*[A-Z0-9]+)*)?)"
+)
 
 
 def _pragmas(source: str) -> dict[int, str]:

@@ -2,7 +2,9 @@
 source and the sync API it generates (``redkit._sync``) must differ.
 
 ``if IS_ASYNC: <async code> else: <sync code>``
-    The generator keeps the ``else`` branch (``if not IS_ASYNC:`` keeps the body). At run time
+    The generator keeps the ``else`` branch (``if not IS_ASYNC:`` keeps the body; when that
+    body ends in ``return``, it is an early sync exit and the rest of the block, the async
+    version, is dropped). At run time
     ``IS_ASYNC`` is True here, so the async source runs its branch; mypy is told that the
     name is always true (``always_true`` in pyproject.toml), so it checks the sync branch
     only where it matters, in the generated module.

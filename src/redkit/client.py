@@ -328,7 +328,6 @@ class Redkit:
             **options,
         )
 
-    @async_only  # not in the sync API yet
     def cache(self, default_ttl: float | timedelta = 300, **options: Any) -> Cache:
         """A response/value cache (see :class:`redkit.cache.Cache`)."""
         from redkit.cache import Cache

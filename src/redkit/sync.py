@@ -15,9 +15,11 @@ the two APIs share their scripts, keys, checks and reply parsing; the values the
 (``Session``, ``Decision``, ...) are the same classes as the async API's.
 """
 
+from redkit._sync.cache.core import Cache
 from redkit._sync.client import Redkit, ServerInfo, connect
 from redkit._sync.ratelimit.limiter import RateLimiter, RateLimits
 from redkit._sync.sessions.store import Permissions, SessionStore
+from redkit.cache.core import CacheStats
 from redkit.errors import (
     ConfigurationError,
     ConnectionLost,
@@ -36,6 +38,8 @@ from redkit.sessions.store import Session, SessionInfo
 
 __all__ = [
     "Algorithm",
+    "Cache",
+    "CacheStats",
     "CircuitBreaker",
     "ConfigurationError",
     "ConnectionLost",

@@ -25,7 +25,7 @@ from redkit.scripts import Script, ScriptArg
 from redkit.settings import Settings
 
 if TYPE_CHECKING:
-    from redkit.sync import Algorithm, RateLimiter, RateLimits, SessionStore
+    from redkit.sync import Algorithm, Cache, RateLimiter, RateLimits, SessionStore
 __all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect", "connect_settings"]
 from redkit.client import MIN_REDIS as MIN_REDIS
 from redkit.client import MIN_VALKEY as MIN_VALKEY
@@ -191,6 +191,12 @@ class Redkit:
             touch_every=touch_every,
             **options,
         )
+
+    def cache(self, default_ttl: float | timedelta = 300, **options: Any) -> Cache:
+        """A response/value cache (see :class:`redkit.cache.Cache`)."""
+        from redkit.sync import Cache
+
+        return Cache(self, default_ttl=default_ttl, **options)
 
     def rate_limiter(
         self,

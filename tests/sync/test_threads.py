@@ -1,0 +1,90 @@
+"""The sync API under threads: what the generated tests (one caller at a time) cannot show.
+
+Hand-written (tools/async_to_sync.py lists it in HAND_WRITTEN): the async versions of these
+tests use tasks and events, which have no place in a sync test.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import redkit.sync
+
+
+@pytest.mark.cluster
+def test_threads_that_miss_one_key_at_once_compute_it_once(rk: redkit.sync.Redkit) -> None:
+    cache = rk.cache()
+    runs = 0
+    started = threading.Barrier(16, timeout=10)
+
+    def compute() -> str:
+        nonlocal runs
+        runs += 1
+        time.sleep(0.2)  # long enough for every other thread to find the lock taken
+        return "value"
+
+    def call() -> str:
+        started.wait()
+        return str(cache.get_or_set("cold", compute, ttl=60))
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: call(), range(16)))
+    assert results == ["value"] * 16
+    assert runs == 1
+
+
+def test_stale_while_revalidate_answers_at_once_and_refreshes_in_a_thread(
+    rk: redkit.sync.Redkit,
+) -> None:
+    cache = rk.cache(stale_while_revalidate=30, beta=0)
+    runs = 0
+    refresh_started, refresh_may_finish = threading.Event(), threading.Event()
+
+    def compute() -> int:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            refresh_started.set()
+            assert refresh_may_finish.wait(10)
+        return runs
+
+    assert cache.get_or_set("swr", compute, ttl=0.1) == 1
+    time.sleep(0.15)  # stale now, inside the revalidation window
+    # The old value comes back while the refresh is held: it runs in a thread of its own.
+    assert cache.get_or_set("swr", compute, ttl=0.1) == 1
+    assert refresh_started.wait(10)
+    refresh_may_finish.set()
+    cache.drain()
+    assert cache.get("swr") == 2
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "sliding_log", "gcra"])
+def test_threads_hitting_one_limit_get_exactly_the_limit(
+    rk: redkit.sync.Redkit, algorithm: str
+) -> None:
+    limiter = rk.rate_limiter(50, 3600, algorithm, timeout=10)
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(pool.map(lambda _: limiter.hit("shared"), range(200)))
+    assert sum(d.allowed for d in decisions) == 50
+
+
+def test_the_sync_api_returns_the_async_apis_value_classes(rk: redkit.sync.Redkit) -> None:
+    import redkit as async_redkit
+
+    session = rk.sessions().create("alice", {"a": 1})
+    assert type(session) is async_redkit.Session
+    assert type(rk.rate_limiter(5, 60).hit("k")) is async_redkit.Decision
+    assert redkit.sync.SessionNotFound is async_redkit.SessionNotFound
+
+
+def test_threads_queue_for_a_connection_instead_of_failing(redis_url: str, namespace: str) -> None:
+    with redkit.sync.connect(redis_url, namespace, max_connections=2) as rk:
+        store = rk.sessions()
+        with ThreadPoolExecutor(12) as pool:
+            sessions = list(pool.map(lambda i: store.create(f"u{i}", {}), range(60)))
+        assert len({s.id for s in sessions}) == 60
