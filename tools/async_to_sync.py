@@ -12,7 +12,8 @@ What the rewrite does, to each module of UNITS:
   ``redkit._sync.client``, ...); ``import asyncio`` becomes the compat module
   ``redkit._sync._compat`` and ``asyncio.X`` its threading twin ``_compat.X`` (ASYNCIO lists
   the twins; any other ``asyncio.X`` is an error: mark that code instead);
-  ``asyncio.shield(f())`` is ``f()``;
+  ``asyncio.shield(f())`` is ``f()``; in a test, ``asyncio.gather(*(f(x) for x in xs))``
+  becomes ``_compat.gather_threads(lambda x: f(x), xs)``: the calls run at once, on threads;
 - identifiers follow NAMES (``__aenter__`` -> ``__enter__``, ``aclose`` -> ``close``, ...);
   ``Awaitable[T]`` and ``Coroutine[Any, Any, T]`` become ``T``;
 - the markers of :mod:`redkit._codegen`: ``if IS_ASYNC: a else: b`` keeps ``b``
@@ -88,9 +89,16 @@ UNITS = [
     Unit("src/redkit/sessions/store.py", "src/redkit/_sync/sessions/store.py"),
     Unit("src/redkit/ratelimit/limiter.py", "src/redkit/_sync/ratelimit/limiter.py"),
     Unit("src/redkit/cache/core.py", "src/redkit/_sync/cache/core.py"),
+    Unit("src/redkit/locks/_common.py", "src/redkit/_sync/locks/_common.py"),
+    Unit("src/redkit/locks/lock.py", "src/redkit/_sync/locks/lock.py"),
+    Unit("src/redkit/locks/semaphore.py", "src/redkit/_sync/locks/semaphore.py"),
+    Unit("src/redkit/locks/rwlock.py", "src/redkit/_sync/locks/rwlock.py"),
+    Unit("src/redkit/locks/admin.py", "src/redkit/_sync/locks/admin.py"),
     Unit("tests/sessions/test_store.py", "tests/sync/sessions/test_store.py", library=False),
     Unit("tests/ratelimit/test_limiter.py", "tests/sync/ratelimit/test_limiter.py", library=False),
     Unit("tests/cache/test_cache.py", "tests/sync/cache/test_cache.py", library=False),
+    Unit("tests/locks/test_lock.py", "tests/sync/locks/test_lock.py", library=False),
+    Unit("tests/locks/test_semaphore.py", "tests/sync/locks/test_semaphore.py", library=False),
 ]
 
 GENERATED_DIRS = ["src/redkit/_sync", "tests/sync"]
@@ -101,12 +109,14 @@ HAND_WRITTEN = {
     "src/redkit/_sync/sessions/__init__.py",
     "src/redkit/_sync/ratelimit/__init__.py",
     "src/redkit/_sync/cache/__init__.py",
+    "src/redkit/_sync/locks/__init__.py",
     "tests/sync/__init__.py",
     "tests/sync/conftest.py",
     "tests/sync/test_threads.py",
     "tests/sync/sessions/__init__.py",
     "tests/sync/ratelimit/__init__.py",
     "tests/sync/cache/__init__.py",
+    "tests/sync/locks/__init__.py",
 }
 
 MODULES = {
@@ -121,6 +131,10 @@ MODULES = {
     "redkit.sessions": "redkit.sync",
     "redkit.ratelimit": "redkit.sync",
     "redkit.cache": "redkit.sync",
+    "redkit.locks": "redkit.sync",
+    "redkit.locks._common": "redkit._sync.locks._common",
+    "redkit.locks.admin": "redkit._sync.locks.admin",
+    "redkit.locks.rwlock": "redkit._sync.locks.rwlock",
 }
 """Imports: an async module -> its sync counterpart (exact names, not prefixes)."""
 
@@ -133,7 +147,16 @@ NAMES = {
 }
 """Identifiers (names, attributes, definitions, parameters, imported names)."""
 
-ASYNCIO = {"gather", "sleep", "to_thread"}
+ASYNCIO = {
+    "Event",
+    "Semaphore",
+    "TimerHandle",
+    "current_task",
+    "gather",
+    "get_running_loop",
+    "sleep",
+    "to_thread",
+}
 """``asyncio.X`` that ``redkit._sync._compat`` has a twin of."""
 
 COMPAT_MODULE = "redkit._sync._compat"
@@ -170,6 +193,7 @@ class Rules:
     def unused(self) -> list[str]:
         rules = [f"module {m}" for m in MODULES] + [f"name {n}" for n in NAMES]
         rules += [f"asyncio.{a}" for a in ASYNCIO] + ["asyncio.shield()"]
+        rules += ["asyncio.gather(*genexp) in tests"]
         rules += ["type Awaitable", "type Coroutine"]
         return [rule for rule in rules if not self.used[rule]]
 
@@ -200,9 +224,10 @@ def _async_only(node: ast.stmt) -> bool:
 class ToSync(ast.NodeTransformer):
     """The rewrite of one module (see the module's docstring)."""
 
-    def __init__(self, rules: Rules, where: str) -> None:
+    def __init__(self, rules: Rules, where: str, *, threads: bool = False) -> None:
         self.rules = rules
         self.where = where
+        self.threads = threads
 
     def fail(self, node: ast.AST, message: str) -> GenerationError:
         return GenerationError(f"{self.where}:{getattr(node, 'lineno', '?')}: {message}")
@@ -310,6 +335,33 @@ class ToSync(ast.NodeTransformer):
             # asyncio.shield(call()) is call(): a thread is not cancelled at a call.
             self.rules.used["asyncio.shield()"] += 1
             return self.visit(node.args[0])
+        if (
+            self.threads
+            and isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "asyncio"
+            and func.attr == "gather"
+            and not node.keywords
+            and len(node.args) == 1
+            and isinstance(node.args[0], ast.Starred)
+            and isinstance(node.args[0].value, ast.GeneratorExp)
+            and len(node.args[0].value.generators) == 1
+            and not node.args[0].value.generators[0].ifs
+            and isinstance(node.args[0].value.generators[0].target, ast.Name)
+        ):
+            # In a test, asyncio.gather(*(f(x) for x in xs)) runs the calls at once, so it
+            # is run with threads: _compat.gather_threads(lambda x: f(x), xs).
+            self.rules.used["asyncio.gather(*genexp) in tests"] += 1
+            genexp = node.args[0].value
+            loop = genexp.generators[0]
+            assert isinstance(loop.target, ast.Name)
+            params = ast.arguments([], [ast.arg(loop.target.id)], None, [], [], None, [])
+            call = ast.Call(
+                ast.Attribute(ast.Name("_compat", ast.Load()), "gather_threads", ast.Load()),
+                [ast.Lambda(params, genexp.elt), loop.iter],
+                [],
+            )
+            return self.generic_visit(ast.copy_location(call, node))
         return self.generic_visit(node)
 
     def visit_Await(self, node: ast.Await) -> ast.AST:
@@ -503,7 +555,7 @@ def convert(
     """The sync module of ``unit`` and the names it shares with the async one."""
     tree = ast.parse(source, filename=unit.source)
     pairs: list[tuple[ast.stmt, list[ast.stmt]]] = []
-    transformer = ToSync(rules, unit.source)
+    transformer = ToSync(rules, unit.source, threads=not unit.library)
     for stmt in tree.body:
         pairs.append((stmt, transformer.statements([copy.deepcopy(stmt)])))
 

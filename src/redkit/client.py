@@ -271,7 +271,6 @@ class Redkit:
 
     # -- the primitives: each is a small object over this client and keyspace ---------------
 
-    @async_only  # not in the sync API yet
     def lock(
         self,
         name: str,
@@ -285,7 +284,6 @@ class Redkit:
 
         return Lock(self, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew, **options)
 
-    @async_only  # not in the sync API yet
     def semaphore(
         self, name: str, limit: int, ttl: float | timedelta = 30, **options: Any
     ) -> Semaphore:
@@ -294,7 +292,6 @@ class Redkit:
 
         return Semaphore(self, name, limit=limit, ttl=ttl, **options)
 
-    @async_only  # not in the sync API yet
     def read_write_lock(
         self,
         name: str,

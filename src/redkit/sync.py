@@ -17,6 +17,9 @@ the two APIs share their scripts, keys, checks and reply parsing; the values the
 
 from redkit._sync.cache.core import Cache
 from redkit._sync.client import Redkit, ServerInfo, connect
+from redkit._sync.locks.lock import Lock
+from redkit._sync.locks.rwlock import LeaseContext, ReadWriteLease, ReadWriteLock
+from redkit._sync.locks.semaphore import Permit, Semaphore
 from redkit._sync.ratelimit.limiter import RateLimiter, RateLimits
 from redkit._sync.sessions.store import Permissions, SessionStore
 from redkit.cache.core import CacheStats
@@ -47,15 +50,21 @@ __all__ = [
     "Decision",
     "FailPolicy",
     "InvalidInput",
+    "LeaseContext",
+    "Lock",
     "LockLost",
     "LockNotAcquired",
     "Permissions",
+    "Permit",
     "RateLimited",
     "RateLimiter",
     "RateLimits",
+    "ReadWriteLease",
+    "ReadWriteLock",
     "Redkit",
     "RedkitError",
     "ScriptError",
+    "Semaphore",
     "ServerError",
     "ServerInfo",
     "Session",

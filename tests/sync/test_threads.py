@@ -88,3 +88,74 @@ def test_threads_queue_for_a_connection_instead_of_failing(redis_url: str, names
         with ThreadPoolExecutor(12) as pool:
             sessions = list(pool.map(lambda i: store.create(f"u{i}", {}), range(60)))
         assert len({s.id for s in sessions}) == 60
+
+
+@pytest.mark.cluster
+def test_a_waiting_thread_takes_the_lock_when_it_is_released(rk: redkit.sync.Redkit) -> None:
+    holder = rk.lock("handover", ttl=30)
+    holder.acquire()
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(rk.lock("handover").acquire(timeout=10)))
+    waiter.start()
+    queue = rk.keys.group("lock", "handover").key("queue")
+    for _ in range(1000):  # until the waiter queued on the server (~5 s at most)
+        if rk.redis.zcard(queue) == 1:
+            break
+        time.sleep(0.005)
+    assert not got
+    holder.release()
+    waiter.join(10)
+    assert holder.fencing_token is not None
+    assert got == [holder.fencing_token + 1]  # handed over: the next fencing token
+
+
+@pytest.mark.cluster
+def test_the_watchdog_thread_renews_and_reports_a_lost_lock(rk: redkit.sync.Redkit) -> None:
+    from redkit._sync.locks.admin import force_release
+
+    told: list[object] = []
+    lock = rk.lock("watched", ttl=0.3, on_lost=told.append)
+
+    def work() -> None:
+        with lock:
+            time.sleep(0.5)  # past the ttl: only the watchdog keeps it
+            assert lock.owned()
+            assert force_release(rk, "watched")
+            assert lock.lost_event.wait(timeout=2)  # the next renewal finds it gone
+            assert told == [lock]
+            assert not lock.held
+
+    with pytest.raises(redkit.sync.LockLost, match="watchdog"):
+        work()
+
+
+def test_a_released_lease_leaves_no_watchdog_thread_behind(rk: redkit.sync.Redkit) -> None:
+    for _ in range(3):
+        with rk.lock("short", ttl=0.15):
+            time.sleep(0.1)  # the first renewal is due at ttl / 3: its thread starts
+        with rk.semaphore("sem", limit=2, ttl=0.15):
+            time.sleep(0.1)
+    watchdogs = [t for t in threading.enumerate() if t.name == "redkit-lease-watchdog"]
+    assert watchdogs == []
+
+
+@pytest.mark.cluster
+def test_readers_share_a_read_write_lock_and_a_writer_waits_for_them(
+    rk: redkit.sync.Redkit,
+) -> None:
+    rw = rk.read_write_lock("doc", ttl=10)
+    all_in = threading.Barrier(4, timeout=10)
+
+    def read() -> int:
+        with rw.read() as lease:
+            all_in.wait()  # four readers inside at once
+            return lease.fencing_token
+
+    with ThreadPoolExecutor(4) as pool:
+        tokens = list(pool.map(lambda _: read(), range(4)))
+    assert len(set(tokens)) == 1
+    with rw.write() as write:
+        assert rw.readers() == 0
+        assert write.fencing_token > tokens[0]
+        with pytest.raises(redkit.sync.LockNotAcquired):
+            rw.acquire_read(timeout=0)

@@ -25,7 +25,16 @@ from redkit.scripts import Script, ScriptArg
 from redkit.settings import Settings
 
 if TYPE_CHECKING:
-    from redkit.sync import Algorithm, Cache, RateLimiter, RateLimits, SessionStore
+    from redkit.sync import (
+        Algorithm,
+        Cache,
+        Lock,
+        RateLimiter,
+        RateLimits,
+        ReadWriteLock,
+        Semaphore,
+        SessionStore,
+    )
 __all__ = ["MIN_REDIS", "MIN_VALKEY", "Redkit", "ServerInfo", "connect", "connect_settings"]
 from redkit.client import MIN_REDIS as MIN_REDIS
 from redkit.client import MIN_VALKEY as MIN_VALKEY
@@ -171,6 +180,40 @@ class Redkit:
             embedded=self.embedded is not None,
             data_dir=str(self.embedded.data_dir) if self.embedded else None,
         )
+
+    def lock(
+        self,
+        name: str,
+        ttl: float | timedelta = 30,
+        timeout: float | timedelta | None = None,
+        auto_renew: bool = True,
+        **options: Any,
+    ) -> Lock:
+        """A distributed lock (see :class:`redkit.locks.Lock`)."""
+        from redkit.sync import Lock
+
+        return Lock(self, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew, **options)
+
+    def semaphore(
+        self, name: str, limit: int, ttl: float | timedelta = 30, **options: Any
+    ) -> Semaphore:
+        """At most ``limit`` holders at once (see :class:`redkit.locks.Semaphore`)."""
+        from redkit.sync import Semaphore
+
+        return Semaphore(self, name, limit=limit, ttl=ttl, **options)
+
+    def read_write_lock(
+        self,
+        name: str,
+        ttl: float | timedelta = 30,
+        timeout: float | timedelta | None = None,
+        auto_renew: bool = True,
+        **options: Any,
+    ) -> ReadWriteLock:
+        """Many readers or one writer (see :class:`redkit.locks.ReadWriteLock`)."""
+        from redkit.sync import ReadWriteLock
+
+        return ReadWriteLock(self, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew, **options)
 
     def sessions(
         self,

@@ -168,7 +168,7 @@ def test_200_concurrent_callers_on_a_cold_key_compute_once(
         return "value"
 
     fns = [c.cached(ttl=60, key="cold")(compute) for c in caches]
-    results = _compat.gather(*(fns[i % 4]() for i in range(200)))
+    results = _compat.gather_threads(lambda i: fns[i % 4](), range(200))
     assert runs == 1
     assert results == ["value"] * 200
     for cache in caches:

@@ -78,7 +78,7 @@ def test_values_survive_merges_exactly(store: SessionStore) -> None:
 @pytest.mark.cluster
 def test_concurrent_updates_of_different_fields_all_survive(store: SessionStore) -> None:
     s = store.create("carol", {"base": True})
-    _compat.gather(*(store.update(s.id, {f"field{i}": i}) for i in range(50)))
+    _compat.gather_threads(lambda i: store.update(s.id, {f"field{i}": i}), range(50))
     got = store.get(s.id)
     assert got is not None
     assert got.data == {"base": True, **{f"field{i}": i for i in range(50)}}
