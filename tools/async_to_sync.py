@@ -94,11 +94,14 @@ UNITS = [
     Unit("src/redkit/locks/semaphore.py", "src/redkit/_sync/locks/semaphore.py"),
     Unit("src/redkit/locks/rwlock.py", "src/redkit/_sync/locks/rwlock.py"),
     Unit("src/redkit/locks/admin.py", "src/redkit/_sync/locks/admin.py"),
+    Unit("src/redkit/jobs/queue.py", "src/redkit/_sync/jobs/queue.py"),
     Unit("tests/sessions/test_store.py", "tests/sync/sessions/test_store.py", library=False),
     Unit("tests/ratelimit/test_limiter.py", "tests/sync/ratelimit/test_limiter.py", library=False),
     Unit("tests/cache/test_cache.py", "tests/sync/cache/test_cache.py", library=False),
     Unit("tests/locks/test_lock.py", "tests/sync/locks/test_lock.py", library=False),
     Unit("tests/locks/test_semaphore.py", "tests/sync/locks/test_semaphore.py", library=False),
+    Unit("tests/jobs/helpers.py", "tests/sync/jobs/helpers.py", library=False),
+    Unit("tests/jobs/test_queue.py", "tests/sync/jobs/test_queue.py", library=False),
 ]
 
 GENERATED_DIRS = ["src/redkit/_sync", "tests/sync"]
@@ -110,6 +113,7 @@ HAND_WRITTEN = {
     "src/redkit/_sync/ratelimit/__init__.py",
     "src/redkit/_sync/cache/__init__.py",
     "src/redkit/_sync/locks/__init__.py",
+    "src/redkit/_sync/jobs/__init__.py",
     "tests/sync/__init__.py",
     "tests/sync/conftest.py",
     "tests/sync/test_threads.py",
@@ -117,6 +121,7 @@ HAND_WRITTEN = {
     "tests/sync/ratelimit/__init__.py",
     "tests/sync/cache/__init__.py",
     "tests/sync/locks/__init__.py",
+    "tests/sync/jobs/__init__.py",
 }
 
 MODULES = {
@@ -135,6 +140,9 @@ MODULES = {
     "redkit.locks._common": "redkit._sync.locks._common",
     "redkit.locks.admin": "redkit._sync.locks.admin",
     "redkit.locks.rwlock": "redkit._sync.locks.rwlock",
+    "redkit.jobs": "redkit.sync",
+    "redkit.jobs.queue": "redkit._sync.jobs.queue",
+    "jobs.helpers": "sync.jobs.helpers",
 }
 """Imports: an async module -> its sync counterpart (exact names, not prefixes)."""
 

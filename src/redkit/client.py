@@ -357,14 +357,13 @@ class Redkit:
 
         return NotificationBus(self, history=history, **options)
 
-    @async_only  # not in the sync API yet
     def queue(self, name: str, **options: Any) -> Queue:
         """A job queue (see :class:`redkit.jobs.Queue`)."""
         from redkit.jobs import Queue
 
         return Queue(self, name, **options)
 
-    @async_only  # not in the sync API yet
+    @async_only  # the worker is async: a plain `def` job runs in its threads
     def worker(
         self,
         queues: Sequence[str | Queue] | str,
@@ -377,7 +376,7 @@ class Redkit:
 
         return Worker(self, queues=queues, functions=functions, concurrency=concurrency, **options)
 
-    @async_only  # not in the sync API yet
+    @async_only  # schedules are created beside the worker that runs them
     def schedule(self, cron: str, function: str, payload: Any = None, **options: Any) -> Schedule:
         """A cron entry, each tick enqueued exactly once (see :class:`redkit.jobs.Schedule`)."""
         from redkit.jobs import Schedule

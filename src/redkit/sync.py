@@ -17,6 +17,7 @@ the two APIs share their scripts, keys, checks and reply parsing; the values the
 
 from redkit._sync.cache.core import Cache
 from redkit._sync.client import Redkit, ServerInfo, connect
+from redkit._sync.jobs.queue import Job, Queue
 from redkit._sync.locks.lock import Lock
 from redkit._sync.locks.rwlock import LeaseContext, ReadWriteLease, ReadWriteLock
 from redkit._sync.locks.semaphore import Permit, Semaphore
@@ -28,6 +29,8 @@ from redkit.errors import (
     ConnectionLost,
     CrossSlotKeys,
     InvalidInput,
+    JobFailed,
+    JobTimeout,
     LockLost,
     LockNotAcquired,
     RateLimited,
@@ -36,10 +39,14 @@ from redkit.errors import (
     ServerError,
     SessionNotFound,
 )
+from redkit.jobs.queue import JobSpec, QueueStats
+from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
 from redkit.ratelimit.limiter import Algorithm, CircuitBreaker, Decision, FailPolicy
 from redkit.sessions.store import Session, SessionInfo
 
 __all__ = [
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "Algorithm",
     "Cache",
     "CacheStats",
@@ -50,12 +57,19 @@ __all__ = [
     "Decision",
     "FailPolicy",
     "InvalidInput",
+    "Job",
+    "JobFailed",
+    "JobSpec",
+    "JobState",
+    "JobTimeout",
     "LeaseContext",
     "Lock",
     "LockLost",
     "LockNotAcquired",
     "Permissions",
     "Permit",
+    "Queue",
+    "QueueStats",
     "RateLimited",
     "RateLimiter",
     "RateLimits",

@@ -159,3 +159,41 @@ def test_readers_share_a_read_write_lock_and_a_writer_waits_for_them(
         assert write.fencing_token > tokens[0]
         with pytest.raises(redkit.sync.LockNotAcquired):
             rw.acquire_read(timeout=0)
+
+
+@pytest.mark.cluster
+def test_a_job_enqueued_by_sync_code_runs_on_the_async_worker(
+    rk: redkit.sync.Redkit, redis_url: str, namespace: str
+) -> None:
+    import asyncio
+
+    import redkit as async_redkit
+
+    def double(payload: dict[str, int]) -> int:  # a plain def: the worker's thread pool runs it
+        return payload["n"] * 2
+
+    stop = threading.Event()
+
+    async def run_worker() -> None:
+        async with async_redkit.connect(redis_url, namespace) as ark:
+            worker = ark.worker(queues=["sync"], functions={"double": double}, concurrency=2)
+            task = asyncio.create_task(worker.run())
+            for _ in range(1000):  # bounded: ~20 s at most
+                if stop.is_set():
+                    break
+                await asyncio.sleep(0.02)
+            worker.stop()
+            await task
+
+    thread = threading.Thread(target=asyncio.run, args=(run_worker(),))
+    thread.start()
+    try:
+        job = rk.queue("sync").enqueue("double", {"n": 21})
+        assert job.result(timeout=10) == 42
+        assert job.status() is redkit.sync.JobState.COMPLETED
+        again = rk.queue("sync").get(job.id)
+        assert again is not None
+        assert again.return_value == 42
+    finally:
+        stop.set()
+        thread.join(30)

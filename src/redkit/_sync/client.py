@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Algorithm,
         Cache,
         Lock,
+        Queue,
         RateLimiter,
         RateLimits,
         ReadWriteLock,
@@ -259,6 +260,12 @@ class Redkit:
         from redkit.sync import RateLimits
 
         return RateLimits(self, limiters, **options)
+
+    def queue(self, name: str, **options: Any) -> Queue:
+        """A job queue (see :class:`redkit.jobs.Queue`)."""
+        from redkit.sync import Queue
+
+        return Queue(self, name, **options)
 
     def _check_server(self) -> None:
         with translate_redis_errors("connect"):
