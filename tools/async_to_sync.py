@@ -95,6 +95,7 @@ UNITS = [
     Unit("src/redkit/locks/rwlock.py", "src/redkit/_sync/locks/rwlock.py"),
     Unit("src/redkit/locks/admin.py", "src/redkit/_sync/locks/admin.py"),
     Unit("src/redkit/jobs/queue.py", "src/redkit/_sync/jobs/queue.py"),
+    Unit("src/redkit/notify/bus.py", "src/redkit/_sync/notify/bus.py"),
     Unit("tests/sessions/test_store.py", "tests/sync/sessions/test_store.py", library=False),
     Unit("tests/ratelimit/test_limiter.py", "tests/sync/ratelimit/test_limiter.py", library=False),
     Unit("tests/cache/test_cache.py", "tests/sync/cache/test_cache.py", library=False),
@@ -114,8 +115,10 @@ HAND_WRITTEN = {
     "src/redkit/_sync/cache/__init__.py",
     "src/redkit/_sync/locks/__init__.py",
     "src/redkit/_sync/jobs/__init__.py",
+    "src/redkit/_sync/notify/__init__.py",
     "tests/sync/__init__.py",
     "tests/sync/conftest.py",
+    "tests/sync/test_notifications.py",
     "tests/sync/test_threads.py",
     "tests/sync/sessions/__init__.py",
     "tests/sync/ratelimit/__init__.py",
@@ -143,6 +146,7 @@ MODULES = {
     "redkit.jobs": "redkit.sync",
     "redkit.jobs.queue": "redkit._sync.jobs.queue",
     "jobs.helpers": "sync.jobs.helpers",
+    "redkit.notify": "redkit.sync",
 }
 """Imports: an async module -> its sync counterpart (exact names, not prefixes)."""
 

@@ -350,7 +350,6 @@ class Redkit:
 
         return RateLimits(self, limiters, **options)
 
-    @async_only  # not in the sync API yet
     def notifications(self, history: int = 100, **options: Any) -> NotificationBus:
         """Pub/sub with history and resume (see :class:`redkit.notify.NotificationBus`)."""
         from redkit.notify import NotificationBus

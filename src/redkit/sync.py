@@ -21,6 +21,7 @@ from redkit._sync.jobs.queue import Job, Queue
 from redkit._sync.locks.lock import Lock
 from redkit._sync.locks.rwlock import LeaseContext, ReadWriteLease, ReadWriteLock
 from redkit._sync.locks.semaphore import Permit, Semaphore
+from redkit._sync.notify.bus import NotificationBus
 from redkit._sync.ratelimit.limiter import RateLimiter, RateLimits
 from redkit._sync.sessions.store import Permissions, SessionStore
 from redkit.cache.core import CacheStats
@@ -41,6 +42,7 @@ from redkit.errors import (
 )
 from redkit.jobs.queue import JobSpec, QueueStats
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
+from redkit.notify.events import Event
 from redkit.ratelimit.limiter import Algorithm, CircuitBreaker, Decision, FailPolicy
 from redkit.sessions.store import Session, SessionInfo
 
@@ -55,6 +57,7 @@ __all__ = [
     "ConnectionLost",
     "CrossSlotKeys",
     "Decision",
+    "Event",
     "FailPolicy",
     "InvalidInput",
     "Job",
@@ -66,6 +69,7 @@ __all__ = [
     "Lock",
     "LockLost",
     "LockNotAcquired",
+    "NotificationBus",
     "Permissions",
     "Permit",
     "Queue",

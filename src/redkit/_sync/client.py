@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Algorithm,
         Cache,
         Lock,
+        NotificationBus,
         Queue,
         RateLimiter,
         RateLimits,
@@ -260,6 +261,12 @@ class Redkit:
         from redkit.sync import RateLimits
 
         return RateLimits(self, limiters, **options)
+
+    def notifications(self, history: int = 100, **options: Any) -> NotificationBus:
+        """Pub/sub with history and resume (see :class:`redkit.notify.NotificationBus`)."""
+        from redkit.sync import NotificationBus
+
+        return NotificationBus(self, history=history, **options)
 
     def queue(self, name: str, **options: Any) -> Queue:
         """A job queue (see :class:`redkit.jobs.Queue`)."""
