@@ -46,6 +46,7 @@ import sys
 import tokenize
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,9 +320,13 @@ class ToSync(ast.NodeTransformer):
         sync = ast.For(node.target, node.iter, node.body, node.orelse)
         return self.generic_visit(ast.copy_location(sync, node))
 
+    def _expr(self, node: ast.expr) -> ast.AST:
+        new: ast.AST = self.visit(node)
+        return new
+
     def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
         if _is_marker(node.test, "IS_ASYNC"):
-            return self.visit(node.orelse)
+            return self._expr(node.orelse)
         return self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
@@ -333,7 +338,7 @@ class ToSync(ast.NodeTransformer):
                 if position is not None:
                     assert isinstance(inner, ast.Tuple), ast.dump(node)
                     inner = inner.elts[position]
-                return self.visit(inner)
+                return self._expr(inner)
         return self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
@@ -346,7 +351,7 @@ class ToSync(ast.NodeTransformer):
         ):
             # asyncio.shield(call()) is call(): a thread is not cancelled at a call.
             self.rules.used["asyncio.shield()"] += 1
-            return self.visit(node.args[0])
+            return self._expr(node.args[0])
         if (
             self.threads
             and isinstance(func, ast.Attribute)
@@ -377,7 +382,7 @@ class ToSync(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_Await(self, node: ast.Await) -> ast.AST:
-        return self.visit(node.value)
+        return self._expr(node.value)
 
     def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
         node.is_async = 0
@@ -437,7 +442,7 @@ class ToSync(ast.NodeTransformer):
                 out.append(ast.ImportFrom("redkit._sync", [ast.alias("_compat")], 0))
                 continue
             new = self.rules.module(alias.name)
-            if new != alias.name:
+            if new is not None and new != alias.name:
                 # `import redkit` -> `import redkit.sync as redkit`: the code keeps its names.
                 out.append(ast.Import([ast.alias(new, alias.asname or alias.name)]))
             else:
@@ -727,17 +732,23 @@ def generate() -> dict[str, str]:
     rules = Rules()
     shared: dict[str, set[str]] = {}
     out: dict[str, str] = {}
+    converted = []
     for unit in UNITS:
         source = (ROOT / unit.source).read_text(encoding="utf-8")
         module, sharing = convert(unit, source, rules, shared)
         shared[unit.target_module] = sharing
-        out[unit.target] = render(unit, module, source)
+        converted.append((unit, module, source))
     unused = rules.unused()
     if unused:
         raise GenerationError(
             "rename rules used by no module (remove them, or the rewrite they stood for "
             f"stopped happening): {', '.join(unused)}"
         )
+    # ruff runs twice per module, in a process of its own: a few at once.
+    with ThreadPoolExecutor(4) as pool:
+        texts = pool.map(lambda item: render(*item), converted)
+        for (unit, _module, _source), text in zip(converted, texts, strict=True):
+            out[unit.target] = text
     return out
 
 
