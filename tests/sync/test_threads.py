@@ -6,9 +6,11 @@ tests use tasks and events, which have no place in a sync test.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +199,33 @@ def test_a_job_enqueued_by_sync_code_runs_on_the_async_worker(
     finally:
         stop.set()
         thread.join(30)
+
+
+def test_connect_without_a_url_starts_the_embedded_server(
+    no_redis_url: None, data_dir: Path
+) -> None:
+    with redkit.sync.connect(data_dir=data_dir) as rk:
+        assert rk.embedded is not None
+        try:
+            assert rk.ping() > 0
+            assert rk.sessions().create("alice").user_id == "alice"
+            assert rk.server_info().embedded
+        finally:
+            rk.embedded.release()
+
+
+def test_a_forked_child_opens_its_own_connections(rk: redkit.sync.Redkit) -> None:
+    store = rk.sessions()
+    before = store.create("parent")  # the parent's pool now holds a connection
+    pid = os.fork()
+    if pid == 0:  # the child: redis-py sees the new pid and connects afresh
+        code = 1
+        try:
+            if store.get(before.id) is not None and store.create("child").user_id == "child":
+                code = 0
+        finally:
+            os._exit(code)  # never back into pytest, whatever happened
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get(before.id) is not None  # and the parent's connections still work
+    assert [s.user_id for s in store.list("child")] == ["child"]
