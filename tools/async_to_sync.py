@@ -14,6 +14,7 @@ What the rewrite does, to each module of UNITS:
   the twins; any other ``asyncio.X`` is an error: mark that code instead);
   ``asyncio.shield(f())`` is ``f()``; in a test, ``asyncio.gather(*(f(x) for x in xs))``
   becomes ``_compat.gather_threads(lambda x: f(x), xs)``: the calls run at once, on threads;
+- docstrings follow DOCSTRINGS (``await rk.x()`` in an example reads ``rk.x()``);
 - identifiers follow NAMES (``__aenter__`` -> ``__enter__``, ``aclose`` -> ``close``, ...);
   ``Awaitable[T]`` and ``Coroutine[Any, Any, T]`` become ``T``;
 - the markers of :mod:`redkit._codegen`: ``if IS_ASYNC: a else: b`` keeps ``b``
@@ -160,6 +161,14 @@ NAMES = {
 }
 """Identifiers (names, attributes, definitions, parameters, imported names)."""
 
+DOCSTRINGS = {
+    r"\bawait\s+": "",
+    r"\basync (with|for)\b": r"\1",
+    r"redis-py asyncio client": "redis-py sync client",
+}
+"""Docstrings (and attribute docstrings), as regular expressions: an example of the async
+API (``await rk.x()``) reads as the sync call (``rk.x()``)."""
+
 ASYNCIO = {
     "Event",
     "Semaphore",
@@ -208,6 +217,7 @@ class Rules:
         rules += [f"asyncio.{a}" for a in ASYNCIO] + ["asyncio.shield()"]
         rules += ["asyncio.gather(*genexp) in tests"]
         rules += ["type Awaitable", "type Coroutine"]
+        rules += [f"docstring {text!r}" for text in DOCSTRINGS]
         return [rule for rule in rules if not self.used[rule]]
 
 
@@ -297,6 +307,19 @@ class ToSync(ast.NodeTransformer):
                 continue
             out.extend(new if isinstance(new, list) else [new])
         return out
+
+    # -- docstrings --------------------------------------------------------------------------
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        value = node.value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            text = value.value
+            for pattern, replacement in DOCSTRINGS.items():
+                text, count = re.subn(pattern, replacement, text)
+                self.rules.used[f"docstring {pattern!r}"] += count
+            node.value = ast.copy_location(ast.Constant(text), value)
+            return node
+        return self.generic_visit(node)
 
     # -- async syntax ----------------------------------------------------------------------
 

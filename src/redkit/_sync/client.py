@@ -64,7 +64,7 @@ class Redkit:
         embedded: EmbeddedValkey | None = None,
     ) -> None:
         self.redis = client
-        "The redis-py asyncio client underneath (``Redis`` or ``RedisCluster``)."
+        "The redis-py sync client underneath (``Redis`` or ``RedisCluster``)."
         self.mode: Mode = mode
         self.server_kind = "valkey"
         "``redis`` or ``valkey``, as the server said when redkit connected."
@@ -329,7 +329,7 @@ def connect(
 ) -> Redkit:
     """Connect to Redis/Valkey and return a :class:`Redkit` bound to ``namespace``.
 
-    ``rk = await redkit.connect()`` or ``async with redkit.connect() as rk: ...``
+    ``rk = redkit.connect()`` or ``with redkit.connect() as rk: ...``
 
     With no ``url`` and no ``REDIS_URL`` in the environment, redkit starts (or reuses) the
     embedded Valkey server of ``data_dir`` (default ``./.redkit/data``, or

@@ -332,7 +332,7 @@ class Cache:
         ttl: float | timedelta | None = None,
         tags: Iterable[str] | None = None,
     ) -> Any:
-        """The fresh value under ``key``, or else ``await compute()``'s result, stored under
+        """The fresh value under ``key``, or else ``compute()``'s result, stored under
         ``key`` for ``ttl`` seconds under ``tags``.
 
         Stampede-protected like ``@cached``: of the callers that miss at once, in every

@@ -86,8 +86,7 @@ from redkit.jobs.queue import check_name as check_name
 @dataclass(eq=False)
 class Job:
     """A job as last read from (or written to) the server. Times: seconds since the epoch
-    (server clock). ``return_value`` holds the result of a completed job; ``await
-    job.result()`` waits for it."""
+    (server clock). ``return_value`` holds the result of a completed job; ``job.result()`` waits for it."""
 
     id: str
     queue: str

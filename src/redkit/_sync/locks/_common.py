@@ -262,7 +262,7 @@ class LostSignal:
 class Lease:
     """What a lock, a permit and a Redlock share: a token while held and a loss signal.
 
-    Leaving an ``async with`` block releases; a lease found lost raises :class:`LockLost`
+    Leaving an ``with`` block releases; a lease found lost raises :class:`LockLost`
     there, or, when the block already failed, is added as a note to the block's own error.
     """
 
@@ -282,7 +282,7 @@ class Lease:
 
     @property
     def lost_event(self) -> _compat.Event:
-        """Set when the lease is found lost while held; ``await x.lost_event.wait()``."""
+        """Set when the lease is found lost while held; ``x.lost_event.wait()``."""
         return self._lost.event
 
     def release(self) -> None:

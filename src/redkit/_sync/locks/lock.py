@@ -4,8 +4,8 @@
 
 ::
 
-    async with rk.lock("db:p1", ttl=30, timeout=10) as lock:
-        await create_database(fence=lock.fencing_token)
+    with rk.lock("db:p1", ttl=30, timeout=10) as lock:
+        create_database(fence=lock.fencing_token)
 
 **Fencing tokens.** Each successful acquire gets the next value of a per-name counter (1, 2,
 3, ...). A holder that paused (GC, swap, a slow network) may still believe it holds an expired
@@ -76,7 +76,7 @@ class Lock(Lease):
 
     - ``ttl``: the lease. Without renewal the lock frees itself this long after acquire (or
       the last :meth:`extend`), so a crashed holder blocks others for at most ``ttl``.
-    - ``timeout``: how long :meth:`acquire` (and ``async with``) waits; ``None`` waits
+    - ``timeout``: how long :meth:`acquire` (and ``with``) waits; ``None`` waits
       forever, ``0`` tries once. Raises :class:`~redkit.errors.LockNotAcquired`.
     - ``auto_renew``: a watchdog task extends the lease every ``ttl / 3`` while held.
     - ``fair``: first come, first served also when the lock comes free without a release
@@ -84,7 +84,7 @@ class Lock(Lease):
       newcomer then queues behind the waiters. Without it, such a free lock goes to
       whoever asks first. A release always hands the lock to the longest-waiting live waiter.
     - ``on_lost``: called with the lock when the watchdog finds the lease gone (a function or
-      a coroutine function); :attr:`lost_event` is set too, and leaving the ``async with``
+      a coroutine function); :attr:`lost_event` is set too, and leaving the ``with``
       block raises :class:`~redkit.errors.LockLost`.
     """
 

@@ -5,10 +5,10 @@
 ::
 
     catalog = rk.read_write_lock("catalog", ttl=30)
-    async with catalog.read() as lease:      # beside any number of other readers
+    with catalog.read() as lease:      # beside any number of other readers
         ...
-    async with catalog.write() as lease:     # alone: no reader, no other writer
-        await publish(fence=lease.fencing_token)
+    with catalog.write() as lease:     # alone: no reader, no other writer
+        publish(fence=lease.fencing_token)
 
 **Fairness.** Waiters queue in arrival order, and a writer is not starved by readers that keep
 coming: a reader that arrives while a writer is queued waits behind that writer, even while
@@ -74,7 +74,7 @@ class ReadWriteLock:
     acquire returns its own :class:`ReadWriteLease`. ``ttl``, ``timeout``, ``auto_renew`` and
     ``on_lost`` mean what they mean for a lock (``on_lost`` receives the lease).
 
-    - :meth:`read` / :meth:`write`: ``async with rw.read() as lease:``.
+    - :meth:`read` / :meth:`write`: ``with rw.read() as lease:``.
     - :meth:`acquire_read` / :meth:`acquire_write`: the lease, to release yourself.
     """
 
@@ -139,11 +139,11 @@ class ReadWriteLock:
         return self._acquire("write", timeout)
 
     def read(self, timeout: float | timedelta | None = DEFAULT) -> LeaseContext:
-        """``async with rw.read() as lease:`` holds a read lease for the block."""
+        """``with rw.read() as lease:`` holds a read lease for the block."""
         return LeaseContext(lambda: self._acquire("read", timeout))
 
     def write(self, timeout: float | timedelta | None = DEFAULT) -> LeaseContext:
-        """``async with rw.write() as lease:`` holds the write lease for the block."""
+        """``with rw.write() as lease:`` holds the write lease for the block."""
         return LeaseContext(lambda: self._acquire("write", timeout))
 
     def _acquire(self, mode: Mode, timeout: float | timedelta | None) -> ReadWriteLease:
@@ -180,7 +180,7 @@ class ReadWriteLock:
 
 class LeaseContext:
     """What :meth:`ReadWriteLock.read` and :meth:`ReadWriteLock.write` return: acquires on
-    entering the ``async with`` block, releases on leaving it. One block at a time: to hold
+    entering the ``with`` block, releases on leaving it. One block at a time: to hold
     several leases, call ``read()`` / ``write()`` once per block."""
 
     __slots__ = ("_acquire", "_entered", "_lease")

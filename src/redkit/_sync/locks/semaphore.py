@@ -5,7 +5,7 @@
 ::
 
     deploys = rk.semaphore("deploys", limit=3, ttl=60)
-    async with deploys as permit:        # one of at most 3 deployments running
+    with deploys as permit:        # one of at most 3 deployments running
         ...
 
 Permits live in one sorted set, scored by the end of their lease; every script prunes ended
@@ -45,7 +45,7 @@ class Semaphore:
     """At most ``limit`` permits of ``name`` held at once. Make it with ``rk.semaphore(...)``.
 
     Unlike a :class:`~redkit.locks.Lock`, one ``Semaphore`` object can be shared by many
-    tasks: each :meth:`acquire` returns its own :class:`Permit`, and ``async with sem:``
+    tasks: each :meth:`acquire` returns its own :class:`Permit`, and ``with sem:``
     keeps the permit of each task apart. Every user of one name must pass the same
     ``limit``. ``ttl``, ``timeout``, ``auto_renew``, ``fair`` and ``on_lost`` mean what they
     mean for a lock (``on_lost`` receives the :class:`Permit`).

@@ -5,10 +5,10 @@
 ::
 
     bus = rk.notifications(history=100)
-    event_id = await bus.publish("deployment:status", {"status": "building"})
-    await bus.history("deployment:status", count=10)           # -> list[Event], oldest first
-    async with bus.subscribe("system:alert", patterns=["deployment:*"]) as sub:
-        async for event in sub:                                # Event(id, channel, data, time)
+    event_id = bus.publish("deployment:status", {"status": "building"})
+    bus.history("deployment:status", count=10)           # -> list[Event], oldest first
+    with bus.subscribe("system:alert", patterns=["deployment:*"]) as sub:
+        for event in sub:                                # Event(id, channel, data, time)
             ...
 
 **Publish** is one script, one round trip: it appends the event to the channel's history
