@@ -13,6 +13,20 @@ redis-py's pid check makes a forked process open its own connections. The module
 it (``redkit._sync``) are generated from the async source by ``tools/async_to_sync.py``, so
 the two APIs share their scripts, keys, checks and reply parsing; the values they return
 (``Session``, ``Decision``, ...) are the same classes as the async API's.
+
+What it has: ``sessions``, ``cache`` (``get_or_set`` and ``@cached`` take plain functions),
+``rate_limiter`` / ``rate_limits``, ``lock``, ``semaphore``, ``read_write_lock``, ``queue``
+(enqueue, get, ``job.result()``, stats, cancel, retry, ...) and ``notifications`` (publish and
+history). What stays async: the worker and schedules (``redkit worker`` runs plain ``def``
+job functions in its threads), subscriptions, ``Redlock`` and the web middleware.
+
+Where the two differ (each place is marked ``IS_ASYNC`` in the async source): no automatic
+pipeline (a sync call is one plain round trip on a pooled connection; threads beyond
+``max_connections`` wait for one), ``rk.run(..., time_limit=)`` is not applied (a call is
+bounded by the command timeout, so a rate limiter's fail policy answers within that rather
+than its own ``timeout``), a lease's watchdog is a timer on one shared thread and then a
+thread of its own while it renews, and the client does not follow an embedded server that
+restarted on another port. One :class:`Redkit` may be shared by every thread.
 """
 
 from redkit._sync.cache.core import Cache
