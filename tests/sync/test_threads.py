@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import redkit.sync
+from redkit.embedded import ValkeyProcess
+from redkit.sync import FailPolicy
 
 
 @pytest.mark.cluster
@@ -229,3 +231,18 @@ def test_a_forked_child_opens_its_own_connections(rk: redkit.sync.Redkit) -> Non
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.get(before.id) is not None  # and the parent's connections still work
     assert [s.user_id for s in store.list("child")] == ["child"]
+
+
+@pytest.mark.parametrize("fail", ["open", "closed"])
+def test_a_hung_server_gets_the_fail_policy_within_the_command_timeout(
+    own_server: ValkeyProcess, fail: FailPolicy
+) -> None:
+    # The sync API bounds a call by the command timeout (the limiter's own timeout needs
+    # the async API's per-call deadline): a short command timeout gives a prompt answer.
+    with redkit.sync.connect(own_server.url, "rlfail", command_timeout=0.3) as rk:
+        limiter = rk.rate_limiter(5, 60, fail=fail)
+        assert limiter.hit("x").allowed
+        own_server.pause()
+        decision = limiter.hit("x")
+        assert decision.degraded
+        assert decision.allowed is (fail == "open")
