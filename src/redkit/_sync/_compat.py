@@ -81,15 +81,18 @@ def current_task() -> threading.Thread:
 class TimerHandle:
     """A callback due at a time, on the timer thread; :meth:`cancel` stops it if not run."""
 
-    __slots__ = ("_callback", "cancelled", "when")
+    __slots__ = ("_callback", "_loop", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+    def __init__(self, when: float, callback: Callable[[], object], loop: _Loop) -> None:
         self.when = when
         self._callback = callback
+        self._loop = loop
         self.cancelled = False
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            self._loop._cancelled += 1  # approximate (no lock): it only triggers a cleanup
 
     def _run(self) -> None:
         if not self.cancelled:
@@ -102,6 +105,10 @@ class _Loop:
     Timers run on one daemon thread per process (started at the first timer, started again
     in a forked child), so a lease's watchdog costs a heap entry, not a thread, until its
     first renewal is due. A callback must be short: it runs on the one timer thread.
+
+    Bounded: a cancelled timer (a lease released before its first renewal: the usual case)
+    stays in the heap until it is due or until cancelled ones are half of the heap, when
+    they are swept out; so the heap holds at most about twice the live timers.
     """
 
     def __init__(self) -> None:
@@ -109,26 +116,36 @@ class _Loop:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._cancelled = 0
         os.register_at_fork(after_in_child=self._forked)
 
     def _forked(self) -> None:
         self._cond = threading.Condition()
         self._heap = []
         self._thread = None
+        self._cancelled = 0
 
     def time(self) -> float:
         return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
-        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback)
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, self)
         with self._cond:
-            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+            heap = self._heap
+            if self._cancelled > 64 and self._cancelled * 2 > len(heap):
+                heap[:] = [entry for entry in heap if not entry[2].cancelled]
+                heapq.heapify(heap)
+                self._cancelled = 0
+            heapq.heappush(heap, (handle.when, next(self._seq), handle))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._serve, name="redkit-timers", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif heap[0][2] is handle:
+                # Wake the timer thread only for a new earliest timer: it sleeps until the
+                # earliest one, and most timers come after it (every lease has the same ttl).
+                self._cond.notify()
         return handle
 
     def _serve(self) -> None:
@@ -140,6 +157,9 @@ class _Loop:
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
                 _, _, handle = heapq.heappop(self._heap)
+                if handle.cancelled:
+                    self._cancelled = max(0, self._cancelled - 1)
+                    continue
             try:
                 handle._run()
             except Exception:  # a callback's error must not stop every other timer
