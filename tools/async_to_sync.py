@@ -120,6 +120,7 @@ HAND_WRITTEN = {
     "src/redkit/_sync/notify/__init__.py",
     "tests/sync/__init__.py",
     "tests/sync/conftest.py",
+    "tests/sync/test_compat.py",
     "tests/sync/test_notifications.py",
     "tests/sync/test_threads.py",
     "tests/sync/sessions/__init__.py",
