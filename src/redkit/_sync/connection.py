@@ -26,9 +26,10 @@ standalone connections also pack commands with hiredis and send without a Task p
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from redis import BlockingConnectionPool, Redis
+from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -58,6 +59,45 @@ from redkit.connection import parse_url as parse_url
 from redkit.connection import redact_url as redact_url
 
 
+class ThreadQueueingConnectionPool(ConnectionPool):
+    """A pool of at most ``max_connections`` where further threads wait their turn
+    (at most ``pool_timeout``) instead of failing with "Too many connections"."""
+
+    def __init__(self, *, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool_timeout = pool_timeout
+        self._slots = threading.Semaphore(self.max_connections)
+        self._holding: set[Any] = set()
+
+    def reset(self) -> None:
+        super().reset()
+        if hasattr(self, "_slots"):
+            self._slots = threading.Semaphore(self.max_connections)
+            self._holding = set()
+
+    def get_connection(self, *args: Any, **options: Any) -> Any:
+        slots = self._slots
+        if not slots.acquire(blocking=False) and (not slots.acquire(timeout=self.pool_timeout)):
+            raise RedisConnectionError(
+                f"no free connection within {self.pool_timeout}s: all {self.max_connections} are busy (raise REDKIT_MAX_CONNECTIONS or REDKIT_POOL_TIMEOUT)"
+            )
+        try:
+            connection = super().get_connection(*args, **options)
+        except BaseException:
+            slots.release()
+            raise
+        self._holding.add(connection)
+        return connection
+
+    def release(self, connection: Any) -> None:
+        try:
+            super().release(connection)
+        finally:
+            if connection in self._holding:
+                self._holding.discard(connection)
+                self._slots.release()
+
+
 def _retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
@@ -75,10 +115,10 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         "client_name": options.client_name,
     }
     if parsed.mode == "standalone":
-        pool = BlockingConnectionPool.from_url(
+        pool = ThreadQueueingConnectionPool.from_url(
             parsed.url,
             max_connections=options.max_connections,
-            timeout=options.pool_timeout,
+            pool_timeout=options.pool_timeout,
             retry=_retry(),
             **common,
         )
