@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: run server test test-matrix lint typecheck pytest bench bench-node docs dist clean
+.PHONY: run server test test-matrix lint typecheck pytest sync bench bench-node docs dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,15 @@ run: $(STAMP)
 server: $(STAMP)
 	$(BIN)/redkit server
 
+# The sync API (src/redkit/_sync, tests/sync) is generated from the async source: `make sync`
+# regenerates it; lint fails when the committed files differ from what the source gives.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench docs
-	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/ruff check src tests bench docs tools
+	$(BIN)/ruff format --check src tests bench docs tools
+	$(BIN)/python tools/async_to_sync.py --check
+
+sync: $(STAMP)
+	$(BIN)/python tools/async_to_sync.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import seconds
 from redkit.connection import ConnectionOptions, Mode, create_client, redact_url
 from redkit.durability import Replication
@@ -27,6 +28,7 @@ from redkit.errors import (
     connection_lost,
     translate_redis_errors,
 )
+from redkit.evalsha import call_script
 from redkit.keys import Keyspace
 from redkit.pipelining import AutoPipeline, ClusterAutoPipeline
 from redkit.scripts import Script, ScriptArg
@@ -136,13 +138,18 @@ class Redkit:
         self.keys = Keyspace(settings.namespace)
         self.embedded = embedded
         self._closed = False
-        self.pipeline: AutoPipeline | ClusterAutoPipeline | None = None
-        """The automatic pipeline script calls go through (None with ``auto_pipeline=False``).
-        On a Cluster, one per primary node, fed by the slot of each call's keys."""
-        if settings.auto_pipeline and isinstance(client, RedisCluster):
-            self.pipeline = ClusterAutoPipeline(client, spin_wait=settings.spin_wait)
-        elif settings.auto_pipeline and isinstance(client, Redis):
-            self.pipeline = AutoPipeline(client, spin_wait=settings.spin_wait)
+        if IS_ASYNC:
+            # Sync: no automatic pipeline. A sync call holds its connection for one plain
+            # round trip and returns; there are no callers waiting on the same connection
+            # whose calls could travel together (threads each take a pooled connection).
+            self.pipeline: AutoPipeline | ClusterAutoPipeline | None = None
+            """The automatic pipeline script calls go through (None with
+            ``auto_pipeline=False``). On a Cluster, one per primary node, fed by the slot of
+            each call's keys."""
+            if settings.auto_pipeline and isinstance(client, RedisCluster):
+                self.pipeline = ClusterAutoPipeline(client, spin_wait=settings.spin_wait)
+            elif settings.auto_pipeline and isinstance(client, Redis):
+                self.pipeline = AutoPipeline(client, spin_wait=settings.spin_wait)
 
     def _embedded_moved(self, handle: EmbeddedValkey) -> None:
         """The embedded server was replaced; the client follows it (see follow_embedded)."""
@@ -183,7 +190,7 @@ class Redkit:
         if self._closed:
             return
         self._closed = True
-        if self.pipeline is not None:
+        if IS_ASYNC and self.pipeline is not None:
             await self.pipeline.aclose()
         await self.redis.aclose()
 
@@ -204,15 +211,19 @@ class Redkit:
         server's silence (a reply that came while the event loop was busy counts, however
         late it is read); without it (``auto_pipeline=False``) it bounds the whole call.
         """
-        if self.pipeline is not None:
-            return await self.pipeline.run(script, keys, args, time_limit)
-        if time_limit is None:
-            return await script(self.redis, keys, args)
-        try:
-            async with asyncio.timeout(time_limit):
-                return await script(self.redis, keys, args)
-        except TimeoutError as exc:
-            raise connection_lost(f"script {script.name}", exc) from exc
+        if IS_ASYNC:
+            # Sync: one plain round trip, and ``time_limit`` is not applied: the call is
+            # bounded by the client's command timeout (redis-py's sync client has no
+            # per-call deadline to give it).
+            if self.pipeline is not None:
+                return await self.pipeline.run(script, keys, args, time_limit)
+            if time_limit is not None:
+                try:
+                    async with asyncio.timeout(time_limit):
+                        return await call_script(script, self.redis, keys, args)
+                except TimeoutError as exc:
+                    raise connection_lost(f"script {script.name}", exc) from exc
+        return await call_script(script, self.redis, keys, args)
 
     async def run_replicated(
         self,
@@ -227,7 +238,7 @@ class Redkit:
         Raises :class:`~redkit.errors.NotReplicated` when fewer replicas confirmed the
         write within ``replication.timeout`` (the write stays done on the master)."""
         wait = ("WAIT", replication.replicas, replication.timeout_ms)
-        if self.pipeline is not None:
+        if IS_ASYNC and self.pipeline is not None:
             reply, confirmed = await self.pipeline.run(script, keys, args, then=[wait])
         else:
             # No pipeline (auto_pipeline=False, standalone or Sentinel): a redis-py pipeline
@@ -386,6 +397,7 @@ class Redkit:
 
         return Queue(self, name, **options)
 
+    @async_only  # the worker is async: a plain `def` job runs in its threads
     def worker(
         self,
         queues: Sequence[str | Queue] | str,
@@ -398,6 +410,7 @@ class Redkit:
 
         return Worker(self, queues=queues, functions=functions, concurrency=concurrency, **options)
 
+    @async_only  # schedules are created beside the worker that runs them
     def schedule(self, cron: str, function: str, payload: Any = None, **options: Any) -> Schedule:
         """A cron entry, each tick enqueued exactly once (see :class:`redkit.jobs.Schedule`)."""
         from redkit.jobs import Schedule
@@ -406,7 +419,8 @@ class Redkit:
 
     async def _check_server(self) -> None:
         with translate_redis_errors("connect"):
-            if isinstance(self.redis, RedisCluster):
+            # Sync: redis-py's sync RedisCluster reads the topology in its constructor.
+            if IS_ASYNC and isinstance(self.redis, RedisCluster):
                 await self.redis.initialize()
             try:
                 info = (await self._infos("server"))[0]
@@ -483,7 +497,9 @@ async def _connect(settings: Settings) -> Redkit:
         ),
     )
     rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
-    if embedded is not None:
+    # Sync: the client stays on the embedded server's port it started with (following a
+    # replaced server hooks redis-py's asyncio connection).
+    if IS_ASYNC and embedded is not None:
         # The directory's server may be replaced (redkit server --stop, a crash) on a new
         # port: the client then reconnects to the current one instead of the dead port.
         follow_embedded(client, embedded, rk._embedded_moved)
@@ -495,6 +511,7 @@ async def _connect(settings: Settings) -> Redkit:
     return rk
 
 
+@async_only
 class _Connecting(Coroutine[Any, Any, Redkit]):
     """What :func:`connect` returns: a coroutine (``await`` it, ``asyncio.run`` it) that is
     also an async context manager (``async with connect() as rk``), which closes the client."""
@@ -556,14 +573,17 @@ def connect(
     connect timeout and :class:`~redkit.errors.ConfigurationError` for a bad URL or setting.
     ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
     """
-    return _Connecting(
-        connect_settings(
-            url,
-            namespace,
-            data_dir,
-            connect_timeout,
-            command_timeout,
-            max_connections,
-            auto_pipeline,
-        )
+    settings = connect_settings(
+        url,
+        namespace,
+        data_dir,
+        connect_timeout,
+        command_timeout,
+        max_connections,
+        auto_pipeline,
     )
+    if IS_ASYNC:
+        # Sync: connect() connects and returns the Redkit, itself a context manager.
+        return _Connecting(settings)
+    else:  # noqa: RET505 (the marker's sync branch)
+        return _connect(settings)

@@ -26,6 +26,7 @@ per write.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from redis.credentials import StreamingCredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.errors import ConfigurationError
 
 try:
@@ -205,6 +207,7 @@ def parse_url(url: str) -> ParsedURL:
     )
 
 
+@async_only
 class _FastConnectionMixin:
     """Pack commands in C and send them without a Task per write.
 
@@ -264,6 +267,7 @@ class _FastConnectionMixin:
 _FAST_CLASSES: dict[type, type] = {}
 
 
+@async_only
 def _fast_connection(connection_class: type) -> type:
     """``connection_class`` with :class:`_FastConnectionMixin` in front (one per class)."""
     if issubclass(connection_class, _FastConnectionMixin):
@@ -275,6 +279,7 @@ def _fast_connection(connection_class: type) -> type:
     return made
 
 
+@async_only
 async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float, size: int) -> None:
     """Take one of ``size`` connection slots, waiting at most ``pool_timeout`` seconds.
 
@@ -293,6 +298,7 @@ async def _take_slot(slots: asyncio.Semaphore, pool_timeout: float, size: int) -
         ) from None
 
 
+@async_only
 class QueueingConnectionPool(ConnectionPool):
     """A pool of at most ``max_connections`` where further callers wait their turn.
 
@@ -403,6 +409,7 @@ class QueueingConnectionPool(ConnectionPool):
                 self._slots.release()
 
 
+@async_only
 class QueueingSentinelConnectionPool(SentinelConnectionPool):
     """The master's pool of a Sentinel client, where callers beyond ``max_connections``
     wait their turn (as in :class:`QueueingConnectionPool`) instead of failing with "Too
@@ -439,6 +446,7 @@ class QueueingSentinelConnectionPool(SentinelConnectionPool):
                 self._slots.release()
 
 
+@async_only
 class QueueingRedisCluster(RedisCluster):
     """A Cluster client whose callers queue for a connection instead of failing.
 
@@ -470,6 +478,54 @@ class QueueingRedisCluster(RedisCluster):
             self._slots.release()
 
 
+if not IS_ASYNC:
+    # Sync: the threads beyond max_connections queue here. redis-py's BlockingConnectionPool
+    # queues them too, but through a queue and a condition on every checkout (about a fifth
+    # of a lock pair's client time); a semaphore in front of the plain pool costs one
+    # uncontended acquire while a connection is free.
+
+    class ThreadQueueingConnectionPool(ConnectionPool):
+        """A pool of at most ``max_connections`` where further threads wait their turn
+        (at most ``pool_timeout``) instead of failing with "Too many connections"."""
+
+        def __init__(self, *, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.pool_timeout = pool_timeout
+            self._slots = threading.Semaphore(self.max_connections)
+            # Connections that hold a slot: a slot is given back once, by its connection.
+            self._holding: set[Any] = set()
+
+        def reset(self) -> None:
+            super().reset()
+            if hasattr(self, "_slots"):  # a forked child starts with every slot free
+                self._slots = threading.Semaphore(self.max_connections)
+                self._holding = set()
+
+        def get_connection(self, *args: Any, **options: Any) -> Any:
+            slots = self._slots
+            if not slots.acquire(blocking=False) and not slots.acquire(timeout=self.pool_timeout):
+                raise RedisConnectionError(
+                    f"no free connection within {self.pool_timeout}s: all "
+                    f"{self.max_connections} are busy (raise REDKIT_MAX_CONNECTIONS or "
+                    "REDKIT_POOL_TIMEOUT)"
+                )
+            try:
+                connection = super().get_connection(*args, **options)
+            except BaseException:
+                slots.release()
+                raise
+            self._holding.add(connection)
+            return connection
+
+        def release(self, connection: Any) -> None:
+            try:
+                super().release(connection)
+            finally:
+                if connection in self._holding:
+                    self._holding.discard(connection)
+                    self._slots.release()
+
+
 def _retry() -> Retry:
     # One immediate retry, on a dropped connection only: it heals a pooled connection that
     # died with a server restart before the event loop noticed (the command then never ran).
@@ -492,24 +548,37 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         "client_name": options.client_name,
     }
     if parsed.mode == "standalone":
-        pool = QueueingConnectionPool.from_url(
-            parsed.url,
-            max_connections=options.max_connections,
-            pool_timeout=options.pool_timeout,
-            retry=_retry(),
-            **common,
-        )
+        if IS_ASYNC:
+            pool: ConnectionPool = QueueingConnectionPool.from_url(
+                parsed.url,
+                max_connections=options.max_connections,
+                pool_timeout=options.pool_timeout,
+                retry=_retry(),
+                **common,
+            )
+        else:
+            pool = ThreadQueueingConnectionPool.from_url(
+                parsed.url,
+                max_connections=options.max_connections,
+                pool_timeout=options.pool_timeout,
+                retry=_retry(),
+                **common,
+            )
         return Redis.from_pool(pool), "standalone"
 
     extra: dict[str, Any] = dict(parsed.query)
     if parsed.mode == "cluster":
-        client = QueueingRedisCluster(
+        # Sync: redis-py's RedisCluster; its per-node pools hold max_connections each (a
+        # thread beyond that gets an error, not a wait: size it to the threads).
+        if IS_ASYNC:
+            extra["pool_timeout"] = options.pool_timeout
+        cluster = QueueingRedisCluster if IS_ASYNC else RedisCluster
+        client = cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
             username=parsed.username,
             password=parsed.password,
             ssl=parsed.tls,
             max_connections=options.max_connections,
-            pool_timeout=options.pool_timeout,
             # No cluster-level retry: it would retry a timeout too and double the bound; a
             # dropped connection makes the client re-read the topology for the next call.
             retry=_no_retry(),
@@ -535,10 +604,14 @@ def create_client(url: str, options: ConnectionOptions) -> tuple[Redis | RedisCl
         **extra,
     )
     assert parsed.service is not None
+    # Sync: redis-py's own Sentinel pool (threads beyond max_connections fail, as on a sync
+    # Cluster); async callers queue for the master's connections.
     master = sentinel.master_for(
         parsed.service,
-        connection_pool_class=QueueingSentinelConnectionPool,
+        connection_pool_class=QueueingSentinelConnectionPool
+        if IS_ASYNC
+        else SentinelConnectionPool,
         max_connections=options.max_connections,
-        pool_timeout=options.pool_timeout,
+        **({"pool_timeout": options.pool_timeout} if IS_ASYNC else {}),  # type: ignore[arg-type]
     )
     return master, "sentinel"

@@ -24,13 +24,13 @@ ask for as many replicas as may be promoted.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from redkit.codec import seconds
 from redkit.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from redkit.client import Redkit
+    from redkit.settings import Settings
 
 __all__ = ["Durability", "Replication", "replication"]
 
@@ -52,8 +52,18 @@ class Replication:
         return f"<Replication replicas={self.replicas} timeout={self.timeout:g}s>"
 
 
+class _Client(Protocol):
+    """What :func:`replication` reads of a client (the async one or the generated sync one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def is_cluster(self) -> bool: ...
+
+
 def replication(
-    rk: Redkit,
+    rk: _Client,
     durability: str,
     replicas: int = 1,
     timeout: float | timedelta | None = None,
@@ -76,9 +86,10 @@ def replication(
             f"durability_timeout ({wait:g} s) must be shorter than the command timeout "
             f"({command_timeout:g} s)"
         )
-    if rk.is_cluster and rk.pipeline is None:
+    # The sync client has no automatic pipeline at all.
+    if rk.is_cluster and getattr(rk, "pipeline", None) is None:
         raise ConfigurationError(
-            "durability='replicated' on a Cluster needs automatic pipelining (the default): "
-            "WAIT must follow the write on the node's connection"
+            "durability='replicated' on a Cluster needs the async client's automatic "
+            "pipelining (the default): WAIT must follow the write on the node's connection"
         )
     return Replication(replicas, wait)

@@ -28,11 +28,11 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any, TypeAlias
 
-import redis.exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from redkit.errors import LOST_ERRORS, InvalidInput, ScriptError, connection_lost
+from redkit.errors import InvalidInput
+from redkit.evalsha import call_script
 from redkit.keys import check_same_slot
 
 __all__ = ["AnyRedis", "Script", "ScriptSet", "check_header"]
@@ -86,46 +86,10 @@ class Script:
         """Run the script atomically on the node that owns ``keys``; one round trip.
 
         ``keys`` must share a hash slot (see :mod:`redkit.keys`); a script needs at least one
-        key so that a Cluster knows where to run it.
+        key so that a Cluster knows where to run it. (The sync API runs scripts with
+        ``redkit._sync.evalsha.call_script``, generated from :mod:`redkit.evalsha`.)
         """
-        self.check_keys(keys)
-        sent = self._sent
-        # try/except rather than a context manager: this is every primitive's hot path.
-        try:
-            try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
-                return await self._after_noscript(client, keys, args, sent)
-        except LOST_ERRORS as exc:
-            raise connection_lost(f"script {self.name}", exc) from exc
-        except redis_errors.ResponseError as exc:
-            raise ScriptError(f"script {self.name} failed in the server: {exc}") from exc
-
-    async def _after_noscript(
-        self, client: AnyRedis, keys: Sequence[str], args: Sequence[ScriptArg], sent: int
-    ) -> Any:
-        """The server did not know the script when the ``EVALSHA`` sent after ``sent``
-        source sends ran: one caller per client sends the source (``EVAL`` both runs it and
-        caches it on that node for the next ``EVALSHA``); the callers that meet NOSCRIPT
-        meanwhile, or whose NOSCRIPT predates a send that has ended, retry by SHA."""
-        if self._sent == sent:
-            sending = self._sending.get(client)
-            if sending is None:
-                sending = asyncio.get_running_loop().create_future()
-                self._sending[client] = sending
-                try:
-                    return await client.eval(self.source, len(keys), *keys, *args)
-                finally:
-                    self._sent += 1
-                    if self._sending.get(client) is sending:
-                        del self._sending[client]
-                    sending.set_result(None)
-            await sending
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            # Flushed again, or (on a Cluster) another node's keys: send the source.
-            return await client.eval(self.source, len(keys), *keys, *args)
+        return await call_script(self, client, keys, args)
 
 
 def check_header(name: str, source: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 import redkit
+from redkit._codegen import async_only
 from redkit.cache import Cache
 from redkit.cache.core import _shard_idents
 from redkit.embedded import ValkeyProcess
@@ -132,8 +133,32 @@ async def test_key_and_tag_templates_use_the_arguments_by_name(rk: redkit.Redkit
     assert await cache.get("project:a") == "p-a"
     assert await cache.invalidate("projects") == 1
     assert await cache.get("project:a") is None
+
+
+@pytest.mark.cluster
+async def test_get_or_set_computes_once_and_stores_under_its_tags(rk: redkit.Redkit) -> None:
+    cache = rk.cache()
+    runs = 0
+
+    async def compute() -> dict[str, int]:
+        nonlocal runs
+        runs += 1
+        return {"n": runs}
+
+    assert await cache.get_or_set("k", compute, ttl=60, tags=["t"]) == {"n": 1}
+    assert await cache.get_or_set("k", compute) == {"n": 1}
+    assert runs == 1
+    assert await cache.get("k") == {"n": 1}
+    assert await cache.invalidate("t") == 1
+    assert await cache.get_or_set("k", compute) == {"n": 2}
+    with pytest.raises(redkit.InvalidInput, match="callable"):
+        await cache.get_or_set("k", 42)  # type: ignore[arg-type]
+
+
+@async_only  # the sync API's @cached takes a plain function
+def test_the_async_decorator_refuses_a_plain_function(rk: redkit.Redkit) -> None:
     with pytest.raises(redkit.InvalidInput, match="async"):
-        cache.cached()(lambda: 1)  # type: ignore[arg-type, return-value]
+        rk.cache().cached()(lambda: 1)  # type: ignore[arg-type, return-value]
 
 
 @pytest.mark.cluster
@@ -183,6 +208,8 @@ def crashing_holder(redis_url: str, namespace: str) -> Iterator[subprocess.Popen
     proc.wait()
 
 
+# Async only: its waiters are tasks in flight while the holder is killed.
+@async_only
 @pytest.mark.cluster
 async def test_waiters_recover_when_the_single_flight_holder_crashes(
     rk: redkit.Redkit, rk2: redkit.Redkit, crashing_holder: subprocess.Popen[str]
@@ -208,6 +235,8 @@ async def test_waiters_recover_when_the_single_flight_holder_crashes(
     assert runs == 1
 
 
+# Async only: its three loaders run concurrently for three seconds.
+@async_only
 @pytest.mark.cluster
 async def test_xfetch_refreshes_a_hot_key_before_it_expires(
     rk: redkit.Redkit, rk2: redkit.Redkit
@@ -272,6 +301,8 @@ async def test_tag_sets_are_trimmed_and_expire_with_their_entries(rk: redkit.Red
     assert await cache.invalidate("t") == 1
 
 
+# Async only (tasks and events); sync: tests/sync/test_threads.py.
+@async_only
 @pytest.mark.cluster
 async def test_a_value_computed_before_an_invalidation_is_not_stored(rk: redkit.Redkit) -> None:
     cache = rk.cache()
@@ -295,6 +326,8 @@ async def test_a_value_computed_before_an_invalidation_is_not_stored(rk: redkit.
     assert await report() == 2
 
 
+# Async only (tasks and events); sync: tests/sync/test_threads.py.
+@async_only
 async def test_stale_while_revalidate_serves_the_old_value_and_refreshes(
     rk: redkit.Redkit,
 ) -> None:
@@ -353,6 +386,8 @@ async def test_stale_if_error_serves_the_old_value_when_the_recompute_fails(
     assert await plain() == "good"
 
 
+# Async only: an error is shared between the tasks of one process.
+@async_only
 async def test_an_error_is_shared_and_the_lock_is_released(rk: redkit.Redkit) -> None:
     cache = rk.cache()
     attempts = 0
@@ -372,6 +407,8 @@ async def test_an_error_is_shared_and_the_lock_is_released(rk: redkit.Redkit) ->
     assert await flaky() == 2
 
 
+# Async only: a thread is not cancelled.
+@async_only
 async def test_a_cancelled_caller_does_not_strand_the_others(rk: redkit.Redkit) -> None:
     cache = rk.cache()
     gate = asyncio.Event()
@@ -422,6 +459,8 @@ async def test_entries_spread_over_the_cluster_masters(rk: redkit.Redkit) -> Non
     assert len(nodes) == 3
 
 
+# Async only: the plain hit reads through the automatic pipeline.
+@async_only
 async def test_a_fresh_hit_is_one_round_trip_without_a_script(rk: redkit.Redkit) -> None:
     if rk.pipeline is None:
         pytest.skip("without the automatic pipeline (auto_pipeline=False) hits run the script")

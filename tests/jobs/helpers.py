@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import redkit
+from redkit._codegen import async_only
 from redkit.jobs import Queue, Worker
 from redkit.jobs.queue import SCRIPTS
 
@@ -76,6 +77,8 @@ async def evalsha_calls(rk: redkit.Redkit) -> int:
     )
 
 
+# Async only: it runs a worker.
+@async_only
 @asynccontextmanager
 async def running(worker: Worker) -> AsyncIterator[Worker]:
     """``worker`` running in this loop for the block; stopped (and awaited, 10 s at most) after."""

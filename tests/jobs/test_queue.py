@@ -10,6 +10,7 @@ import pytest
 
 import redkit
 from jobs.helpers import claim, evalsha_calls, eventually
+from redkit._codegen import async_only
 from redkit.jobs import PRIORITY_MAX, Job, JobSpec, JobState, Worker
 
 
@@ -121,6 +122,8 @@ async def test_cancel_pending_jobs_and_retry_them(rk: redkit.Redkit) -> None:
         await q.retry("missing")
 
 
+# Async only: it runs a worker (the worker is async; sync: tests/sync/test_threads.py).
+@async_only
 @pytest.mark.cluster
 async def test_cancelled_jobs_are_listed_and_counted_apart_from_failed_ones(
     rk: redkit.Redkit,
@@ -248,6 +251,8 @@ async def test_bad_input_is_refused_before_anything_is_written(rk: redkit.Redkit
     assert (await q.stats()).waiting == 0
 
 
+# Async only: it runs a worker.
+@async_only
 @pytest.mark.cluster
 async def test_completed_and_failed_jobs_are_kept_within_their_bounds(rk: redkit.Redkit) -> None:
     q = rk.queue("bounded", keep_completed=5, completed_ttl=60)
@@ -273,10 +278,14 @@ async def test_completed_and_failed_jobs_are_kept_within_their_bounds(rk: redkit
             assert await q.get(job.id) is None
 
 
+# Async only: the worker's.
+@async_only
 async def _ok(payload: object) -> object:
     return payload
 
 
+# Async only: the worker's.
+@async_only
 async def _completed(worker: Worker, n: int) -> bool:
     return worker.stats.completed >= n
 

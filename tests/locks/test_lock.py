@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 import redkit
+from redkit._codegen import async_only
 from redkit.embedded import ValkeyProcess, find_free_port
-from redkit.locks import Lock, force_release
+from redkit.locks import Lock
+from redkit.locks.admin import force_release
 
 
 @pytest.mark.cluster
@@ -133,6 +135,8 @@ async def test_auto_renew_keeps_a_short_lock_through_long_work(rk: redkit.Redkit
     assert not await rk.lock("long").locked()
 
 
+# Async only (it waits with asyncio.wait_for); sync: tests/sync/test_threads.py.
+@async_only
 @pytest.mark.cluster
 async def test_the_watchdog_tells_the_holder_when_the_lock_is_lost(rk: redkit.Redkit) -> None:
     told: list[Lock] = []
@@ -149,6 +153,8 @@ async def test_the_watchdog_tells_the_holder_when_the_lock_is_lost(rk: redkit.Re
         await work()
 
 
+# Async only: it drives the holder's process with asyncio's subprocesses.
+@async_only
 async def test_a_killed_holders_lock_passes_to_a_waiter_when_its_ttl_ends(
     redis_url: str, namespace: str
 ) -> None:
@@ -183,6 +189,8 @@ async def test_a_killed_holders_lock_passes_to_a_waiter_when_its_ttl_ends(
         await holder.wait()
 
 
+# Async only (a task waits); sync: tests/sync/test_threads.py.
+@async_only
 @pytest.mark.cluster
 async def test_a_waiter_takes_the_lock_right_after_release(rk: redkit.Redkit) -> None:
     latencies = []
@@ -202,6 +210,8 @@ async def test_a_waiter_takes_the_lock_right_after_release(rk: redkit.Redkit) ->
     assert statistics.median(latencies) < 0.025, latencies
 
 
+# Async only: its waiters are tasks.
+@async_only
 @pytest.mark.cluster
 async def test_a_fair_lock_serves_waiters_in_arrival_order(rk: redkit.Redkit) -> None:
     order: list[int] = []

@@ -9,6 +9,7 @@ import pytest
 
 import redkit
 from locks._waiting import queued
+from redkit._codegen import async_only
 from redkit.locks import Permit
 
 
@@ -47,6 +48,8 @@ async def test_a_dead_holders_permit_returns_after_its_lease(rk: redkit.Redkit) 
     await permit.release()
 
 
+# Async only: its waiter is a task.
+@async_only
 @pytest.mark.cluster
 async def test_a_released_permit_wakes_a_waiter_at_once(rk: redkit.Redkit) -> None:
     sem = rk.semaphore("two", limit=2, ttl=30)
@@ -62,6 +65,8 @@ async def test_a_released_permit_wakes_a_waiter_at_once(rk: redkit.Redkit) -> No
     await third.release()
 
 
+# Async only (it waits with asyncio.wait_for); sync: tests/sync/test_threads.py.
+@async_only
 @pytest.mark.cluster
 async def test_auto_renew_keeps_permits_and_a_lost_one_is_reported(rk: redkit.Redkit) -> None:
     lost: list[Permit] = []
@@ -80,6 +85,8 @@ async def test_auto_renew_keeps_permits_and_a_lost_one_is_reported(rk: redkit.Re
         await permit.release()
 
 
+# Async only: its waiters are tasks.
+@async_only
 @pytest.mark.cluster
 async def test_a_fair_semaphore_serves_waiters_in_arrival_order(rk: redkit.Redkit) -> None:
     sem = rk.semaphore("fifo", limit=1, fair=True, timeout=10)
@@ -100,6 +107,8 @@ async def test_a_fair_semaphore_serves_waiters_in_arrival_order(rk: redkit.Redki
     assert order == [0, 1, 2, 3]
 
 
+# Async only: its waiters are tasks.
+@async_only
 async def test_a_fair_semaphore_keeps_arrival_order_within_one_millisecond(
     rk: redkit.Redkit,
 ) -> None:

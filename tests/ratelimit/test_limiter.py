@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 import redkit
+from redkit._codegen import async_only
 from redkit.embedded import ValkeyProcess
 from redkit.ratelimit import Algorithm, CircuitBreaker, FailPolicy
 
@@ -173,6 +174,7 @@ async def test_state_keys_expire_and_the_log_is_bounded(rk: redkit.Redkit, algor
         assert await rk.redis.zcard(key) == 5
 
 
+@async_only  # it runs its own event loop; the sync tests' rk covers the same
 def test_names_and_repr_describe_the_limit(redis_url: str) -> None:
     async def go() -> None:
         async with redkit.connect(redis_url) as rk:
@@ -245,6 +247,8 @@ def test_decision_raises_rate_limited_with_the_wait() -> None:
 # -- a dead or hung server: the fail policy answers within the timeout ---------------------
 
 
+# Async only: the sync API bounds a call by the command timeout, not the limiter's timeout.
+@async_only
 @pytest.mark.parametrize("fail", ["open", "closed"])
 async def test_a_hung_server_gets_a_fail_policy_answer_within_the_timeout(
     own_server: ValkeyProcess, fail: FailPolicy
@@ -262,6 +266,7 @@ async def test_a_hung_server_gets_a_fail_policy_answer_within_the_timeout(
             assert decision.retry_after >= 1
 
 
+@async_only  # as above: its bounds are the limiter's timeout
 async def test_a_dead_server_trips_the_breaker_so_requests_stop_waiting(
     own_server: ValkeyProcess,
 ) -> None:

@@ -62,6 +62,7 @@ import math
 import random
 import re
 import secrets
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -71,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 
 import orjson
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, refuse_non_finite, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
 from redkit.keys import CACHE_NAME, Keyspace
@@ -351,14 +353,21 @@ class Cache:
         self._names_key = cache_names_key(rk)
         self._stats_interval = seconds(stats_interval, "stats_interval")
         self._pending: dict[str, int] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._inflight: dict[str, list[asyncio.Future[Any]]] = {}
         # Lock tokens: a 128-bit secret per cache and a counter (unique, and cheaper per
         # lookup than a fresh token from the OS).
         self._token_prefix = secrets.token_hex(16) + "."
         self._token_counter = itertools.count()
-        self._waits: dict[str, asyncio.Future[bool]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        if IS_ASYNC:
+            # Sync: no in-process sharing of lookups and waits (each thread is a caller of
+            # its own; the server's lock still lets one of them compute), and the stats are
+            # written by the call that finds them due, not by a timer.
+            self._flush_handle: asyncio.TimerHandle | None = None
+            self._inflight: dict[str, list[asyncio.Future[Any]]] = {}
+            self._waits: dict[str, asyncio.Future[bool]] = {}
+            self._tasks: set[asyncio.Task[Any]] = set()
+        else:
+            self._flush_due = time.monotonic() + self._stats_interval
+            self._threads: set[threading.Thread] = set()
 
     def __repr__(self) -> str:
         return (
@@ -399,7 +408,7 @@ class Cache:
         """One round trip: a plain read for a fresh hit, else ``get.lua``."""
         # XFetch's random part is drawn here (randomness, not time: the clock is the server's).
         gap = -beta * math.log(1.0 - random.random()) if beta else 0
-        if self.rk.pipeline is not None:
+        if IS_ASYNC and self.rk.pipeline is not None:
             hit = await self._plain_hit(keys, mode, gap)
             if hit is not None:
                 return hit
@@ -413,6 +422,7 @@ class Cache:
             self.count("early")
         return Lookup(status, raw or None, age / 1000, pttl / 1000, now)
 
+    @async_only  # it reads through the automatic pipeline
     async def _plain_hit(self, keys: EntryKeys, mode: str, gap: float) -> Lookup | None:
         """A fresh hit (or a peek's miss) from ``GET`` + ``TIME``, or None: ask the script.
 
@@ -484,8 +494,13 @@ class Cache:
     async def wait(self, keys: EntryKeys, lock_ttl: float) -> bool:
         """Block (no polling) until the holder stores or gives up, or its lock expires.
 
-        Returns True if woken by the holder. Waiters of one process share one ``BLPOP``.
+        Returns True if woken by the holder. Waiters of one process share one ``BLPOP``
+        (in the sync API, each thread waits with its own).
         """
+        timeout = max(0.01, min(lock_ttl + 0.02, self._wait_chunk))
+        if not IS_ASYNC:
+            with translate_redis_errors("cache wait"):
+                return self.rk.redis.blpop([keys.notify], timeout=timeout) is not None
         shared = self._waits.get(keys.notify)
         if shared is not None:
             return await asyncio.shield(shared)
@@ -493,7 +508,6 @@ class Cache:
         self._waits[keys.notify] = fut
         woken = False
         try:
-            timeout = max(0.01, min(lock_ttl + 0.02, self._wait_chunk))
             with translate_redis_errors("cache wait"):
                 woken = await self.rk.redis.blpop([keys.notify], timeout=timeout) is not None
         finally:
@@ -505,6 +519,7 @@ class Cache:
         """A lock token unique to this lookup."""
         return self._token_prefix + str(next(self._token_counter))
 
+    @async_only
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background refresh, keeping a reference so it is not garbage-collected."""
         task = asyncio.ensure_future(coro)
@@ -514,8 +529,12 @@ class Cache:
     async def drain(self) -> None:
         """Wait for the background refreshes in flight and write the pending stats (for tests
         and clean shutdowns)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if IS_ASYNC:
+            while self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        else:
+            for thread in list(self._threads):
+                thread.join()
         await self.flush_stats()
 
     # -- stats --------------------------------------------------------------------------------
@@ -523,11 +542,15 @@ class Cache:
     def count(self, field: str, n: int = 1) -> None:
         """Add to a counter; written to the server within ``stats_interval``."""
         self._pending[field] = self._pending.get(field, 0) + n
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(
-                self._stats_interval, self._flush_later
-            )
+        if IS_ASYNC:
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    self._stats_interval, self._flush_later
+                )
+        elif time.monotonic() >= self._flush_due:
+            self.flush_stats()
 
+    @async_only
     def _flush_later(self) -> None:
         self._flush_handle = None
         self.spawn(self.flush_stats())
@@ -535,9 +558,12 @@ class Cache:
     async def flush_stats(self) -> None:
         """Add this process's pending counts to the shared stats hash now (one round trip)."""
         pending, self._pending = self._pending, {}
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if IS_ASYNC:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        else:
+            self._flush_due = time.monotonic() + self._stats_interval
         if not pending:
             return
         try:
@@ -571,6 +597,33 @@ class Cache:
             policy = self._policy(ttl, policy.swr_ms / 1000, policy.sie_ms / 1000, policy.beta)
         payload = encode(value, max_bytes=self.max_bytes, compress_above=self.compress_above)
         await self.store(self.keys_for(key), payload, policy, tags=_tag_list(tags))
+
+    async def get_or_set(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float | timedelta | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Any:
+        """The fresh value under ``key``, or else ``await compute()``'s result, stored under
+        ``key`` for ``ttl`` seconds under ``tags``.
+
+        Stampede-protected like ``@cached``: of the callers that miss at once, in every
+        process, one computes and the others wait for its value (no polling); the cache's
+        stale windows and early refresh apply. ``compute`` takes no arguments (a lambda or
+        ``functools.partial``); in the sync API it is a plain function.
+        """
+        policy = self.policy
+        if ttl is not None:
+            policy = self._policy(ttl, policy.swr_ms / 1000, policy.sie_ms / 1000, policy.beta)
+        if not callable(compute):
+            raise InvalidInput(f"compute must be a callable, got {compute!r}")
+        tag_list = _tag_list(tags)
+        while True:
+            try:
+                return await self._shared(key, compute, (), {}, policy, tag_list)
+            except _Retry:
+                continue
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``'s entry; True if there was one."""
@@ -648,7 +701,8 @@ class Cache:
         )
 
         def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-            if not inspect.iscoroutinefunction(fn):
+            # Sync: @cached takes a plain function.
+            if IS_ASYNC and not inspect.iscoroutinefunction(fn):
                 raise InvalidInput(f"@cached needs an async function; {fn!r} is not")
             make_key = _key_maker(fn, key)
             make_tags = _tags_maker(fn, tags)
@@ -680,6 +734,8 @@ class Cache:
     ) -> Any:
         """Callers with the same key in this process share one lookup (and computation)."""
         keys = self.keys_for(key)
+        if not IS_ASYNC:
+            return self._resolve(keys, fn, args, kwargs, policy, tags)
         followers = self._inflight.get(keys.entry)
         if followers is not None:
             # Each follower has its own future: cancelling one leaves the others waiting.
@@ -728,7 +784,14 @@ class Cache:
                 return decode(found.raw)
             if status in (HIT_REFRESH, STALE_REFRESH):
                 assert found.raw is not None
-                self.spawn(self._refresh(keys, fn, args, kwargs, policy, tags, token, found.now_us))
+                refresh = (keys, fn, args, kwargs, policy, tags, token, found.now_us)
+                if IS_ASYNC:
+                    self.spawn(self._refresh(*refresh))
+                else:
+                    # Sync: the refresh runs in a thread of its own, the caller gets the value.
+                    thread = threading.Thread(target=self._refresh, args=refresh, daemon=True)
+                    self._threads.add(thread)
+                    thread.start()
                 return decode(found.raw)
             if status == MISS_LOCKED:
                 return await self._compute(
@@ -807,6 +870,9 @@ class Cache:
             await self._compute(keys, fn, args, kwargs, policy, tags, token, started_us, None)
         except Exception:
             log.exception("background refresh of %s failed", keys.entry)
+        finally:
+            if not IS_ASYNC:
+                self._threads.discard(threading.current_thread())
 
 
 KeyMaker = Callable[[tuple[Any, ...], dict[str, Any]], str]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
@@ -178,8 +179,10 @@ class Job:
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
     """The id of the worker running this attempt, on the Job a worker hands its function."""
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    """The worker's event loop, for reports from a plain ``def`` job's thread."""
+    if IS_ASYNC:
+        # Sync: a sync Job is never a worker's (the worker is async), so it has no loop.
+        _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+        """The worker's event loop, for reports from a plain ``def`` job's thread."""
 
     def __repr__(self) -> str:
         return (
@@ -234,6 +237,7 @@ class Job:
             self.progress = loads(data)
         return bool(recorded)
 
+    @async_only
     def set_progress_sync(self, progress: Any, timeout: float = 10.0) -> bool:
         """:meth:`set_progress` for a plain ``def`` job, which runs in the worker's threads.
 

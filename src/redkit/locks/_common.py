@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as redis_errors
 from redis.asyncio import Redis
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import milliseconds, seconds
 from redkit.errors import (
     LockLost,
@@ -110,6 +112,7 @@ def _slots(rk: Redkit) -> asyncio.Semaphore:
     return slots
 
 
+@async_only  # redis-py's sync connection has no asyncio layers to skip
 async def _blpop(client: Redis, wake_key: str, block: str) -> Any:
     """``BLPOP`` on a pooled connection, without redis-py's per-command layers.
 
@@ -147,7 +150,7 @@ async def _block(rk: Redkit, wake_key: str, block: float) -> int | None:
     client = rk.redis
     async with _slots(rk):
         with translate_redis_errors("lock wait (BLPOP)"):
-            if isinstance(client, Redis):
+            if IS_ASYNC and isinstance(client, Redis):
                 popped = await _blpop(client, wake_key, seconds_text)
             else:  # a Cluster client routes the key to its node itself
                 popped = await client.blpop([wake_key], timeout=float(seconds_text))
@@ -265,7 +268,14 @@ class Renewer:
         self._on_lost = on_lost
         self.valid_until = valid_until
         self._loop = asyncio.get_running_loop()
-        self._task: asyncio.Task[None] | None = None
+        if IS_ASYNC:
+            self._task: asyncio.Task[None] | None = None
+        else:
+            # Sync: the renewals run in a daemon thread of their own, started when the first
+            # one is due (until then the watchdog is a timer on the shared timer thread); it
+            # sleeps on an event that stop() sets.
+            self._thread: threading.Thread | None = None
+            self._stopped = threading.Event()
         # A timer, not a task, until the first renewal is due: most locks are released
         # before ttl / 3, and then the watchdog costs one cancelled timer, not a task. Due
         # when a third of the lease is used up, counted from the lease's conservative end
@@ -275,15 +285,24 @@ class Renewer:
 
     def _start(self) -> None:
         self._timer = None
-        self._task = self._loop.create_task(self._run())
+        if IS_ASYNC:
+            self._task = self._loop.create_task(self._run())
+        elif not self._stopped.is_set():
+            self._thread = threading.Thread(
+                target=self._run, name="redkit-lease-watchdog", daemon=True
+            )
+            self._thread.start()
 
     async def _run(self) -> None:
         loop = self._loop
         interval = self._ttl / 3
         delay = 0.0
         while True:
-            if delay:
-                await asyncio.sleep(delay)
+            if IS_ASYNC:
+                if delay:
+                    await asyncio.sleep(delay)
+            elif self._stopped.wait(delay):
+                return
             sent = loop.time()
             try:
                 renewed: bool | None = await self._extend()
@@ -306,6 +325,13 @@ class Renewer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not IS_ASYNC:
+            self._stopped.set()
+            thread, self._thread = self._thread, None
+            # Not from inside the watchdog (an on_lost callback releasing): it ends by itself.
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()  # at most one renewal in flight, bounded by the command timeout
+            return
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -326,7 +352,8 @@ class LostSignal:
         self.callback = callback
         self.event = asyncio.Event()
         self.reason: str | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        if IS_ASYNC:
+            self._tasks: set[asyncio.Task[Any]] = set()
 
     def fire(self, holder: object, reason: str) -> None:
         if self.event.is_set():
@@ -334,6 +361,10 @@ class LostSignal:
         self.reason = reason
         self.event.set()
         if self.callback is None:
+            return
+        if not IS_ASYNC:
+            # Sync: the callback is a plain function, called on the watchdog's thread.
+            self.callback(holder)
             return
         result = self.callback(holder)
         if inspect.isawaitable(result):

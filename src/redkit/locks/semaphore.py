@@ -80,7 +80,8 @@ class Semaphore:
         self._deadlines = group.key("deadlines")
         self._wake = group.key("wake")
         self._lease_ms = waiter_lease_ms(rk)
-        self._entered: dict[asyncio.Task[object] | None, list[Permit]] = {}
+        # Per task (per thread in the sync API): the permits its `async with` blocks hold.
+        self._entered: dict[object, list[Permit]] = {}
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.name!r} limit={self.limit} ttl={self.ttl:g}s>"

@@ -66,6 +66,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import dumps, milliseconds
 from redkit.errors import InvalidInput, translate_redis_errors
 from redkit.notify.events import (
@@ -167,7 +168,10 @@ class NotificationBus:
             sharded = rk.is_cluster and rk.has_sharded_pubsub
         self.sharded = bool(sharded)
         self.cluster_patterns = bool(cluster_patterns)
-        self._hub = hub_for(rk, self.sharded)
+        if IS_ASYNC:
+            # Sync: publish and history only. Subscribing needs the hub's reader, a task on
+            # the event loop; sync code subscribes through the async API (or the web layer).
+            self._hub = hub_for(rk, self.sharded)
         also_classic = self.sharded and self.cluster_patterns
         self._publish_args = (
             self.history_size,
@@ -179,9 +183,10 @@ class NotificationBus:
 
     def __repr__(self) -> str:
         flavour = " sharded" if self.sharded else ""
+        subscribers = f" subscribers={self._hub.subscriber_count()}" if IS_ASYNC else ""
         return (
             f"<NotificationBus{flavour} namespace={self.rk.namespace!r} "
-            f"history={self.history_size} subscribers={self._hub.subscriber_count()}>"
+            f"history={self.history_size}{subscribers}>"
         )
 
     # -- publishing --------------------------------------------------------------------------
@@ -227,7 +232,7 @@ class NotificationBus:
             isinstance(count, bool) or not isinstance(count, int) or count < 1
         ):
             raise InvalidInput(f"count must be a whole number >= 1 or None, got {count!r}")
-        key = self._hub.stream_key(channel)
+        key = (self._channels.get(channel) or self._channel_keys(channel))[0][0]
         client: Any = self.rk.redis
         if after is not None:
             check_event_id(after, "after")
@@ -241,6 +246,7 @@ class NotificationBus:
 
     # -- subscribing -------------------------------------------------------------------------
 
+    @async_only
     def subscribe(
         self,
         *channels: str,
@@ -263,6 +269,7 @@ class NotificationBus:
             self.slow_consumer if slow_consumer is None else _check_policy(slow_consumer),
         )
 
+    @async_only
     async def close(self) -> None:
         """End every subscription of this process's shared hub and close its connections."""
         hub = self._hub
@@ -292,11 +299,13 @@ def _check_policy(value: object) -> SlowConsumerPolicy:
 _TIMED_OUT = object()
 
 
+@async_only
 def _expire(waiter: asyncio.Future[object]) -> None:
     if not waiter.done():
         waiter.set_result(_TIMED_OUT)
 
 
+@async_only
 class Subscription:
     """Events of some channels and patterns, in order per channel. From ``bus.subscribe()``.
 

@@ -89,7 +89,8 @@ def public_openapi(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     """One OpenAPI document of the gateway's public paths from the services' own
     (``{"auth": {...}, "projects": {...}}``): a path comes from the service :func:`route_for`
     sends it to, so the document shows exactly what the gateway serves (no service's
-    ``/healthz``), and every path of ``"gateway"``'s own document. Component schemas are shared by name; two services that define one name
+    ``/healthz``), and every path of ``"gateway"``'s own document. Component schemas are
+    shared by name; two services that define one name
     differently cannot be merged without renaming, and are refused (ValueError)."""
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from redkit._codegen import IS_ASYNC
 from redkit.codec import dumps, loads, milliseconds, seconds
 from redkit.errors import (
     AmbiguousSessionPrefix,
@@ -367,21 +368,24 @@ class SessionStore:
         if where is None:
             return None
         _group, key, _digest = where
-        pipeline = self.rk.pipeline
-        if pipeline is not None and self._touch_ms > 0:
-            # The usual read writes nothing, so it needs no script: HMGET and the server's
-            # TIME in one round trip cost the server a fraction of a Lua call. Only a read
-            # that must touch runs the script, which decides again, atomically.
-            fields, now_us = await pipeline.read_at_server_time(
-                ("HMGET", key, "l", "a", "c", "m", "d")
-            )
-            if fields[0] is None or fields[1] is None:
-                return None
-            now = now_us // 1000
-            if now >= int(fields[1]):
-                return None  # at its absolute deadline: the key expires this instant
-            if now - int(fields[0]) < self._touch_ms:
-                return self._session(session_id, fields)
+        if IS_ASYNC:
+            # Sync: always the script (one round trip too; the HMGET + TIME read below rides
+            # on the automatic pipeline, which the sync API does not have).
+            pipeline = self.rk.pipeline
+            if pipeline is not None and self._touch_ms > 0:
+                # The usual read writes nothing, so it needs no script: HMGET and the server's
+                # TIME in one round trip cost the server a fraction of a Lua call. Only a read
+                # that must touch runs the script, which decides again, atomically.
+                fields, now_us = await pipeline.read_at_server_time(
+                    ("HMGET", key, "l", "a", "c", "m", "d")
+                )
+                if fields[0] is None or fields[1] is None:
+                    return None
+                now = now_us // 1000
+                if now >= int(fields[1]):
+                    return None  # at its absolute deadline: the key expires this instant
+                if now - int(fields[0]) < self._touch_ms:
+                    return self._session(session_id, fields)
         reply = await self.rk.run(SCRIPTS["get"], keys=[key], args=[self._touch_ms, self._idle_ms])
         if reply is None:
             return None

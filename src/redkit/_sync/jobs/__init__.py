@@ -1,0 +1,1 @@
+"""Generated: see :mod:`redkit._sync`."""
