@@ -132,7 +132,7 @@ def _print_table(parts: list[object]) -> None:
     gateway = next((p for p in parts if getattr(p, "name", "") == "gateway"), None)
     if gateway is not None:
         url = str(getattr(gateway, "url", "")).rstrip("/")
-        console.print(
+        out.print(
             f"Open [bold]{url}/[/bold] (the dashboard: sign in as the admin), the API under "
             f"{url}/api and {url}/auth, live events at {url}/events. Ctrl-C stops everything.",
             highlight=False,
