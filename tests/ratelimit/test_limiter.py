@@ -67,6 +67,13 @@ async def test_retry_after_is_the_real_wait_and_the_limit_comes_back(
     rk: redkit.Redkit, algorithm: str
 ) -> None:
     limiter = rk.rate_limiter(5, 0.5, algorithm)
+    if algorithm == "fixed_window":
+        # Start the burst early in a window: one that ends between the hits (a loaded machine
+        # can take 100 ms for six) opens a fresh window, and the sixth hit is rightly allowed.
+        probe = await limiter.hit("w")
+        if probe.reset_after < 0.35:
+            await asyncio.sleep(probe.reset_after + 0.01)
+        await limiter.reset("w")
     for _ in range(5):
         assert (await limiter.hit("w")).allowed
     rejected = await limiter.hit("w")
