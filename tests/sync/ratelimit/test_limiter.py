@@ -67,6 +67,11 @@ def test_retry_after_is_the_real_wait_and_the_limit_comes_back(
     rk: redkit.Redkit, algorithm: str
 ) -> None:
     limiter = rk.rate_limiter(5, 0.5, algorithm)
+    if algorithm == "fixed_window":
+        probe = limiter.hit("w")
+        if probe.reset_after < 0.35:
+            _compat.sleep(probe.reset_after + 0.01)
+        limiter.reset("w")
     for _ in range(5):
         assert limiter.hit("w").allowed
     rejected = limiter.hit("w")
