@@ -184,6 +184,7 @@ def test_a_member_sees_its_deployment_go_building_deploying_success_in_order(
     mine = [e for e in found if e["channel"] == channel_of(project)]
     assert len(mine) == 3
     assert all(e["data"]["project_id"] == project for e in mine)
+    assert [e["data"]["attempts"] for e in mine] == [1, 1, 1]  # each says which attempt
     assert all(e["cursor"] for e in mine)  # every event carries where to resume from
     # Each event carries the output since the one before: together, the whole log.
     assert [e["data"]["log"] for e in mine] == [

@@ -92,6 +92,7 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
                 return
             for name, value in changes.items():
                 setattr(row, name, value)
+            attempts = row.attempts  # every event says which attempt it belongs to
         if "status" in changes:
             status = changes["status"]
             await bus.publish(
@@ -100,7 +101,7 @@ def deploy_job(rk: Any, db: Database, step_timeout: float = STEP_TIMEOUT) -> Any
                     "deployment_id": deployment_id,
                     "project_id": project_id,
                     "status": str(status.value if hasattr(status, "value") else status),
-                    "attempts": changes.get("attempts"),
+                    "attempts": attempts,
                     # The output since the previous event (the whole log: GET the deployment).
                     "log": lines[-MAX_EVENT_LOG:],
                 },
