@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -249,6 +250,35 @@ def test_a_service_down_is_a_json_503_and_the_gateway_recovers(up: Up, http: htt
         assert time.monotonic() < deadline, f"auth did not come back:\n{log_of(up, 'auth')}"
         time.sleep(0.3)
     assert http.get(f"{up.gateway}/api/me", timeout=30).status_code == 401
+
+
+def test_a_service_killed_mid_request_is_a_json_502_and_the_system_recovers(
+    up: Up, http: httpx.Client
+) -> None:
+    owner = signed_in(up, http)
+    projects = up.part("projects")
+    # Stopped first, so the request is surely in flight (sent, unanswered) when it dies.
+    os.kill(projects["pid"], signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                lambda: http.get(f"{up.gateway}/api/projects", headers=owner, timeout=60)
+            )
+            time.sleep(1.0)
+            assert not pending.done()
+            os.kill(projects["pid"], signal.SIGKILL)
+            response = pending.result(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(projects["pid"], signal.SIGCONT)
+    assert response.status_code in (502, 503), response.text
+    assert response.json()["service"] == "projects"
+    deadline = time.monotonic() + 90
+    while http.get(f"{up.gateway}/healthz", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, f"projects did not come back:\n{log_of(up, 'projects')}"
+        time.sleep(0.3)
+    again = http.get(f"{up.gateway}/api/projects", headers=owner, timeout=30)
+    assert again.status_code == 200, again.text
 
 
 def test_valkey_out_of_reach_mid_request_is_a_json_503_from_the_service_too(
