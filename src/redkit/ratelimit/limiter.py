@@ -64,6 +64,14 @@ __all__ = [
 
 SCRIPTS = ScriptSet(__package__)
 _CHECK = SCRIPTS["check"]
+_CHECK_TRACKED = _CHECK.with_node_keys(2)
+"""check.lua with the limiter's two "top limited" sets after the state keys (single-node
+servers only: the sets are namespace-wide, the state keys are in their key's slot)."""
+
+TOP_CAP = 100
+"""Members of one "top limited" set (check.lua's ``TOP_CAP``): the bound of the ranking."""
+TOP_BUCKET = 60.0
+"""Seconds of one "top limited" set; the ring holds the current one and the one before."""
 
 FailPolicy = Literal["open", "closed", "raise"]
 
@@ -222,6 +230,14 @@ class _Checker:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.name = name
         self._names = tuple(lim.name for lim in self._limiters)
+        # Denials are ranked by the script, in namespace-wide sets: on a single-node server
+        # only (on a Cluster a key's state and the sets are in different slots, and a second
+        # round trip on the deny path is what the script spares).
+        self._top: tuple[str, ...] = ()
+        self._script = _CHECK
+        if not rk.is_cluster:
+            self._top = (rk.keys.key("rltop", name, 0), rk.keys.key("rltop", name, 1))
+            self._script = _CHECK_TRACKED
         # ARGV for cost=1 built once: the hot path only prepends the commit flag.
         self._validate_cost(1)
         self._args_cost1 = self._args(1)
@@ -255,7 +271,7 @@ class _Checker:
         # The same names as rk.keys.group("rl", key).key(name), built without the objects:
         # this runs on every request.
         prefix = f"{self._rk.namespace}:{{rl:{key}}}:"
-        return [prefix + name for name in self._names]
+        return [*(prefix + name for name in self._names), *self._top]
 
     async def _decide(self, key: str, cost: int, commit: bool) -> Decision:
         if not isinstance(key, str) or not key or len(key) * 4 > MAX_KEY_BYTES:
@@ -269,7 +285,7 @@ class _Checker:
             return self._fallback("circuit open")
         try:
             raw = await self._rk.run(
-                _CHECK, self._state_keys(key), ["1" if commit else "0", *args], self.timeout
+                self._script, self._state_keys(key), ["1" if commit else "0", *args], self.timeout
             )
         except (ConnectionLost, TimeoutError, ScriptError) as exc:
             self.breaker.failure()
@@ -376,6 +392,49 @@ class _Checker:
         group = self._rk.keys.group("rl", key)
         with translate_redis_errors(f"reset rate limit {self.name!r}"):
             await self._rk.redis.unlink(*(group.key(name) for name in self._names))
+            if self._top:
+                # Off the ranking too: an operator who reset a key sees it leave the list.
+                member = group.key(self._names[0])
+                async with self._rk.redis.pipeline(transaction=False) as pipe:
+                    for top in self._top:
+                        pipe.zrem(top, member)
+                    await pipe.execute()
+
+    @property
+    def tracks_top_limited(self) -> bool:
+        """Whether :meth:`top_limited` has figures: on a single-node server (standalone,
+        Sentinel), not on a Cluster."""
+        return bool(self._top)
+
+    async def top_limited(self, count: int = 10) -> list[tuple[str, int]]:
+        """The keys this limiter rejected most in the current and the previous minute, as
+        ``(key, denials)``, most first (at most ``count``, from 1 to 100).
+
+        Ranked by the check script itself on its deny path (no extra round trip), in two
+        sets of at most 100 keys each; past that, a new key evicts the least limited one
+        and starts at its count + 1, so the counts are upper bounds and a key limited
+        steadily always shows. Empty on a Cluster (see :attr:`tracks_top_limited`).
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= TOP_CAP:
+            raise InvalidInput(f"count must be an int from 1 to {TOP_CAP}, got {count!r}")
+        if not self._top:
+            return []
+        with translate_redis_errors(f"top limited keys of {self.name!r}"):
+            async with self._rk.redis.pipeline(transaction=False) as pipe:
+                for top in self._top:
+                    pipe.zrange(top, 0, TOP_CAP - 1, desc=True, withscores=True)
+                replies = await pipe.execute()
+        prefix = f"{self._rk.namespace}:{{rl:"
+        suffix = "}:" + self._names[0]
+        totals: dict[str, int] = {}
+        for reply in replies:
+            for raw, score in reply:
+                member = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                if member.startswith(prefix) and member.endswith(suffix):
+                    key = member[len(prefix) : len(member) - len(suffix)]
+                    totals[key] = totals.get(key, 0) + int(score)
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:count]
 
 
 class RateLimiter(_Checker):
