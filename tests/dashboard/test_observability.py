@@ -45,7 +45,9 @@ async def test_the_rate_limits_view_ranks_the_most_limited_keys_and_resets_one(
         assert page.status_code == 200
         assert rows(page.text, "top-limited") == ["ip:203.0.113.9", "ip:198.51.100.2"]
         assert "<td>3</td>" in page.text
-        assert 'data-action="limits.reset" data-limiter="api" data-key="ip:203.0.113.9"' in page.text
+        assert (
+            'data-action="limits.reset" data-limiter="api" data-key="ip:203.0.113.9"' in page.text
+        )
         reply = await c.post(
             "/actions/limits.reset",
             json={"limiter": "api", "key": "ip:203.0.113.9"},
@@ -134,7 +136,8 @@ async def test_the_locks_view_shows_holder_fence_time_held_and_waiters(
                 assert cells[4].endswith((" ms", " s"))
             assert cells[3] == str(lock.fencing_token)
             assert cells[6] == "1"
-            assert "Force release" in cells[7] and "data-confirm=" in cells[7]
+            assert "Force release" in cells[7]
+            assert "data-confirm=" in cells[7]
             reply = await c.post(
                 "/actions/lock.release",
                 json={"name": "deploy:p1"},

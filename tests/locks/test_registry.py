@@ -36,10 +36,13 @@ async def test_held_locks_semaphores_and_rw_locks_are_listed_without_scan(
     assert await _scans(rk) == before
     assert set(found) == {"deploy:p1", "builds", "config"}
     held = found["deploy:p1"]
-    assert held.kind == "lock" and held.waiters == 1
+    assert held.kind == "lock"
+    assert held.waiters == 1
     assert held.fencing_token == lock.fencing_token
-    assert lock._token is not None and held.holder == lock._token[:8]
-    assert held.held_for is not None and 0 <= held.held_for < 5
+    assert lock._token is not None
+    assert held.holder == lock._token[:8]
+    assert held.held_for is not None
+    assert 0 <= held.held_for < 5
     assert 25 < held.ttl <= 30
     assert (found["builds"].kind, found["builds"].holders) == ("semaphore", 2)
     assert (found["config"].mode, found["config"].fencing_token) == ("write", write.fencing_token)
@@ -48,7 +51,8 @@ async def test_held_locks_semaphores_and_rw_locks_are_listed_without_scan(
     await asyncio.wait_for(waiter, 5)
     again = {info.name: info for info in await list_locks(rk)}["deploy:p1"]
     assert again.fencing_token == second.fencing_token
-    assert second._token is not None and again.holder == second._token[:8]
+    assert second._token is not None
+    assert again.holder == second._token[:8]
     await second.release()
     for permit in permits:
         await permit.release()
@@ -95,7 +99,9 @@ async def test_a_renewal_keeps_the_entry_and_a_force_release_removes_it(
     await lock.extend(30)
     await asyncio.sleep(0.4)
     [info] = await list_locks(rk)
-    assert info.name == "renewed" and info.held_for is not None and info.held_for >= 0.3
+    assert info.name == "renewed"
+    assert info.held_for is not None
+    assert info.held_for >= 0.3
     assert await force_release(rk, "renewed")
     assert await list_locks(rk) == []
     assert await rk.redis.exists(*registry_keys(rk)) == 0

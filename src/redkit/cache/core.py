@@ -618,7 +618,9 @@ class Cache:
             raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
         replies = await asyncio.gather(
             *(
-                self.rk.run(SCRIPTS["tag_counts"], [shard.tag_index], [shard.tag(""), max(limit, 200)])
+                self.rk.run(
+                    SCRIPTS["tag_counts"], [shard.tag_index], [shard.tag(""), max(limit, 200)]
+                )
                 for shard in self._shards
             )
         )

@@ -213,9 +213,7 @@ class _Dashboard:
             when_shown({"overview", "locks"}, lambda: data.locks(self.rk), "locks", []),
             when_shown({"overview", "caches"}, lambda: data.cache_stats(self.caches), "caches", {}),
             when_shown({"overview", "queues"}, lambda: list_workers(self.rk), "workers", []),
-            when_shown(
-                {"limits"}, lambda: data.top_limited(self.limiters), "top_limited", {}
-            ),
+            when_shown({"limits"}, lambda: data.top_limited(self.limiters), "top_limited", {}),
             when_shown({"caches"}, lambda: data.tag_counts(self.caches), "tags", {}),
         )
         limits = data.rate_limit_decisions()

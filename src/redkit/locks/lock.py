@@ -181,7 +181,9 @@ class Lock(Lease):
         async def leave() -> object:
             # Leaves the queue and, if the token holds the lock (taken by an interrupted
             # attempt, or handed over meanwhile), passes it on: both undo and leave.
-            return await self.rk.run(self._scripts["lock_leave"], keys=keys, args=[token, self._lease_ms])
+            return await self.rk.run(
+                self._scripts["lock_leave"], keys=keys, args=[token, self._lease_ms]
+            )
 
         fence = await acquire_loop(
             self.rk,

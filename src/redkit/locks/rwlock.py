@@ -189,7 +189,9 @@ class ReadWriteLock:
         async def leave() -> object:
             # Leaves the queue and gives back a lease an interrupted attempt may have taken:
             # both leave and undo (token-checked, a no-op for a token that holds nothing).
-            return await self.rk.run(self._scripts["rw_leave"], keys=keys, args=[token, self._lease_ms])
+            return await self.rk.run(
+                self._scripts["rw_leave"], keys=keys, args=[token, self._lease_ms]
+            )
 
         fence = await acquire_loop(
             self.rk,
