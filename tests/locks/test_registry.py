@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -82,11 +83,9 @@ async def test_ended_entries_are_trimmed_by_the_next_new_one(rk: redkit.Redkit) 
     await asyncio.sleep(0.3)
     later = rk.lock("later", ttl=30)
     await later.acquire()  # a new member trims the ended ones
-    members = await rk.redis.zrange(registry_keys(rk)[0], 0, -1)
-    assert sorted(m.decode().split("{lock:")[1].split("}")[0] for m in members) == [
-        "later",
-        "long",
-    ]
+    raw: Any = await rk.redis.zrange(registry_keys(rk)[0], 0, -1)
+    members = [m.decode() for m in raw]
+    assert sorted(m.split("{lock:")[1].split("}")[0] for m in members) == ["later", "long"]
     await long.release()
     await later.release()
 
