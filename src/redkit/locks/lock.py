@@ -44,15 +44,12 @@ from redkit.locks._common import (
     registry_keys,
     waiter_lease_ms,
 )
-from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
     from redkit.keys import Keyspace
 
 __all__ = ["Lock"]
-
-SCRIPTS = ScriptSet(__package__)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,6 +1,7 @@
 -- Check one or more rate limits and, if every one allows, consume from all of them at once.
 -- All or nothing: a limit that rejects leaves every other limit unchanged, and a rejected
--- check writes nothing at all (no count, no TTL extension). Time is the server's (TIME).
+-- check writes nothing to the limits' state (no count, no TTL extension); it only counts
+-- the key in the "top limited" ranking, where one is passed. Time is the server's (TIME).
 --
 -- KEYS[i]: the state key of limit i (all keys in one hash slot)
 -- KEYS[n+1], KEYS[n+2] (optional, n = the number of limits; only on a single-node server,

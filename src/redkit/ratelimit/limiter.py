@@ -15,8 +15,11 @@ algorithm          behaviour
 =================  ===========================================================================
 
 Every decision is one ``EVALSHA`` of ``check.lua`` and reads the time from the server. A
-rejected call writes nothing, so hammering a limit neither counts against it nor keeps it
-alive. :class:`RateLimits` checks several limits for one key and consumes from all or none.
+rejected call writes nothing to the limit's state, so hammering a limit neither counts
+against it nor keeps it alive; on a single-node server it is counted in the limiter's "most
+limited keys" ranking instead (:meth:`RateLimiter.top_limited`, two capped sets that
+expire, written by the same script). :class:`RateLimits` checks several limits for one key
+and consumes from all or none.
 
 When Redis is unreachable or hung, a limiter answers by its ``fail`` policy within
 ``timeout`` (250 ms by default): ``"open"`` lets the request through, ``"closed"`` rejects it,
