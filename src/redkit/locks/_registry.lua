@@ -6,12 +6,11 @@
 --   REG: zset member -> ms when the (longest) lease ends; the member is the lock's first key
 --        (owner, holders or readers), which names its kind and its name
 --   REG_SINCE: hash member -> ms since when it has been held (the same members)
--- Bounded: a member leaves on release; one whose holder died without releasing stays until
--- its lease ended and the next new member trims it (100 a call); at most REG_CAP members
--- (the soonest-ending go first); both keys are PEXPIREd to the longest lease, so once every
--- lease has ended they are gone.
-
-local REG_CAP = 10000
+-- Bounded, without a TTL (so that the lock's fast path pays no PTTL/PEXPIRE): one member per
+-- live lease, which already has keys of its own, plus the members of holders that died
+-- without releasing, until the next new member drops them (100 a call, so each new member
+-- clears more than it can ever leave behind). A released lock's member leaves at once; the
+-- keys vanish when the last member leaves. The reader (registry_list.lua) skips ended ones.
 
 local function reg_ms()
   local t = redis.call('TIME')
@@ -25,32 +24,28 @@ local function reg_drop(members)
   end
 end
 
--- A lease of `member` runs until now + ttl: a new holder (`fresh`: held from now on, e.g. a
--- hand-over), another holder, or a renewal. Kept at the longest lease (GT) unless fresh.
+-- A lease of `member` runs until now + ttl: a new holder (`fresh`: held from now on: an
+-- acquire or a hand-over), another holder, or a renewal. Kept at the longest lease (GT)
+-- unless fresh. Written for the lock's fast path: a fresh hold costs ZADD, HSET and, for a
+-- new member, one ZRANGEBYSCORE (which finds nothing to drop unless a holder died); a
+-- release costs ZREM and HDEL.
 local function reg_hold(member, now, ttl, fresh)
   if not REG then
     return
   end
-  local old = redis.call('ZSCORE', REG, member)
-  if fresh or not old or tonumber(old) <= now then
-    redis.call('HSET', REG_SINCE, member, now)
-    if not old then
-      reg_drop(redis.call('ZRANGEBYSCORE', REG, '-inf', now, 'LIMIT', 0, 100))
-      local over = redis.call('ZCARD', REG) - REG_CAP + 1
-      if over > 0 then
-        reg_drop(redis.call('ZRANGE', REG, 0, over - 1))
-      end
-    end
-  end
+  local added
   if fresh then
-    redis.call('ZADD', REG, now + ttl, member)
+    added = redis.call('ZADD', REG, now + ttl, member)
+    redis.call('HSET', REG_SINCE, member, now)
   else
-    redis.call('ZADD', REG, 'GT', now + ttl, member)
+    local old = redis.call('ZSCORE', REG, member)
+    if not old or tonumber(old) <= now then
+      redis.call('HSET', REG_SINCE, member, now)  -- free until now: held from now on
+    end
+    added = redis.call('ZADD', REG, 'GT', now + ttl, member)
   end
-  if redis.call('PTTL', REG_SINCE) < ttl then
-    local keep = math.max(ttl, redis.call('PTTL', REG))
-    redis.call('PEXPIRE', REG, keep)
-    redis.call('PEXPIRE', REG_SINCE, keep)
+  if added == 1 then
+    reg_drop(redis.call('ZRANGEBYSCORE', REG, '-inf', now, 'LIMIT', 0, 100))
   end
 end
 
