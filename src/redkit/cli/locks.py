@@ -35,8 +35,8 @@ def list_(
     data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Held locks, read-write locks and semaphores of the namespace (walks it with SCAN: an
-    admin's view)."""
+    """Held locks, read-write locks and semaphores of the namespace (from the lock registry on
+    a single server; a Cluster's listing walks the namespace with SCAN: an admin's view)."""
 
     async def fetch(rk: redkit.Redkit) -> list[LockInfo]:
         return await list_locks(rk)
@@ -50,13 +50,14 @@ def list_(
         console.print(f"no lock or semaphore is held in namespace {resolve_namespace(namespace)!r}")
         return
     table = Table(title=f"locks in {resolve_namespace(namespace)!r}", title_justify="left")
-    for column in ("kind", "name", "holders", "expires in", "fencing token", "waiters"):
+    for column in ("kind", "name", "holders", "held for", "expires in", "fencing token", "waiters"):
         table.add_column(column, justify="left" if column in ("kind", "name") else "right")
     for info in found:
         table.add_row(
             info.kind if info.mode is None else f"{info.kind} ({info.mode})",
             info.name,
             str(info.holders),
+            "" if info.held_for is None else f"{info.held_for:.1f} s",
             f"{info.ttl:.1f} s",
             "" if info.fencing_token is None else str(info.fencing_token),
             str(info.waiters),
