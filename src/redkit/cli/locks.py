@@ -50,14 +50,13 @@ def list_(
         console.print(f"no lock or semaphore is held in namespace {resolve_namespace(namespace)!r}")
         return
     table = Table(title=f"locks in {resolve_namespace(namespace)!r}", title_justify="left")
-    for column in ("kind", "name", "holders", "held for", "expires in", "fencing token", "waiters"):
+    for column in ("kind", "name", "holders", "expires in", "fencing token", "waiters"):
         table.add_column(column, justify="left" if column in ("kind", "name") else "right")
     for info in found:
         table.add_row(
             info.kind if info.mode is None else f"{info.kind} ({info.mode})",
             info.name,
             str(info.holders),
-            "" if info.held_for is None else f"{info.held_for:.1f} s",
             f"{info.ttl:.1f} s",
             "" if info.fencing_token is None else str(info.fencing_token),
             str(info.waiters),
