@@ -44,13 +44,11 @@ ScriptArg: TypeAlias = str | bytes | int | float
 class Script:
     """One Lua script, identified by the SHA1 of its source."""
 
-    __slots__ = ("_passed", "_sending", "_sent", "name", "node_keys", "sha", "source")
+    __slots__ = ("_passed", "_sending", "_sent", "name", "sha", "source")
 
-    def __init__(self, name: str, source: str, node_keys: int = 0) -> None:
+    def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
-        self.node_keys = node_keys
-        """How many trailing keys may be in other slots (see :meth:`with_node_keys`)."""
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         # Per client, the EVAL under way after a NOSCRIPT, which other callers wait for
         # (weak: a closed client leaves nothing behind; at most one entry per live client).
@@ -68,25 +66,14 @@ class Script:
     def __repr__(self) -> str:
         return f"<Script {self.name} sha={self.sha[:12]}>"
 
-    def with_node_keys(self, count: int) -> Script:
-        """The same script (same SHA) whose last ``count`` keys may be in other slots: for a
-        namespace-wide index that a script keeps up to date on a single-node server
-        (standalone or Sentinel), where every slot is on the one node. Never run it on a
-        Cluster (the node would refuse the keys it does not serve): callers pick the plain
-        script there, and the script finds the index keys missing from its KEYS."""
-        return Script(self.name, self.source, count)
-
     def check_keys(self, keys: Sequence[str]) -> None:
         """Raise InvalidInput without a key, CrossSlotKeys for keys in different slots."""
         if keys is self._passed:
             return
         if not keys:
             raise InvalidInput(f"script {self.name}: at least one key is required")
-        own = keys[: len(keys) - self.node_keys] if self.node_keys else keys
-        if not own:
-            raise InvalidInput(f"script {self.name}: at least one key is required")
-        if len(own) > 1:
-            check_same_slot(own)
+        if len(keys) > 1:
+            check_same_slot(keys)
         if type(keys) is tuple:
             self._passed = keys
 

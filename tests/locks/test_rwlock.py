@@ -444,23 +444,19 @@ async def test_every_key_has_a_ttl_but_the_fence(rk: redkit.Redkit) -> None:
             pttl = await rk.redis.pttl(key)
             if key == fence:
                 assert pttl == -1  # kept forever, so fencing tokens keep increasing
-            elif key.rsplit(":", 1)[-1] in registry:
-                assert pttl == -1  # bounded by trimming instead (see _registry.lua)
             else:
                 assert pttl > 0, key
         return seen
 
-    # The namespace's lock registry (single-node servers): a zset and a hash.
-    registry = set() if rk.is_cluster else {"held", "since"}
     read = await rw.acquire_read()
     writer = asyncio.create_task(rw.acquire_write())
     await _queued(rk, "bounded", 1, "wqueue")
     reader = asyncio.create_task(rw.acquire_read())
     await _queued(rk, "bounded", 2)
-    assert await check() == {"readers", "queue", "wqueue", "deadlines"} | registry
+    assert await check() == {"readers", "queue", "wqueue", "deadlines"}
     await read.release()
     write = await asyncio.wait_for(writer, 2)
-    assert await check() == {"writer", "fence", "queue", "deadlines"} | registry
+    assert await check() == {"writer", "fence", "queue", "deadlines"}
     await write.release()
     await (await asyncio.wait_for(reader, 2)).release()
     assert await check() == {"fence"}
@@ -542,12 +538,14 @@ async def test_more_than_a_hundred_queued_readers_stream_in_after_a_writer(
 
 @pytest.mark.cluster
 async def test_a_waiter_presumed_gone_is_dropped_and_blocks_no_one(rk: redkit.Redkit) -> None:
+    from redkit.locks.rwlock import SCRIPTS
+
     rw = rk.read_write_lock("gone", timeout=5)
     holder = await rw.acquire_read()
     # A writer process that queued and died: its entry has a 200 ms waiter lease it never
     # refreshes.
     dead = "w" + "0" * 32
-    ok, _ = await rk.run(rw._scripts["rw_acquire"], keys=rw._keys, args=[dead, 30_000, 1, 200])
+    ok, _ = await rk.run(SCRIPTS["rw_acquire"], keys=rw._keys, args=[dead, 30_000, 1, 200])
     assert not ok
     began = time.perf_counter()
     # This reader queues behind the dead writer; its next attempt after the writer's deadline

@@ -35,8 +35,8 @@ def list_(
     data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Held locks, read-write locks and semaphores of the namespace (from the lock registry on
-    a single server; a Cluster's listing walks the namespace with SCAN: an admin's view)."""
+    """Held locks, read-write locks and semaphores of the namespace (walks it with SCAN: an
+    admin's view)."""
 
     async def fetch(rk: redkit.Redkit) -> list[LockInfo]:
         return await list_locks(rk)

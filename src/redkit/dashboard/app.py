@@ -206,8 +206,8 @@ class _Dashboard:
         ) -> Any:
             return await read() if kinds & views else previous.get(name, empty)
 
-        # The lock listing reads the lock registry (a SCAN on a Cluster, locks/admin.py), the
-        # top limited keys and the tag counts one read per limiter/shard: only for their views.
+        # The lock listing walks the namespace (SCAN, locks/admin.py), the top limited keys
+        # and the tag counts are one read per limiter/shard: only for their views.
         queues, held, caches, workers, top_limited, tags = await asyncio.gather(
             data.all_queues(self.rk),
             when_shown({"overview", "locks"}, lambda: data.locks(self.rk), "locks", []),

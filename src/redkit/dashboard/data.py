@@ -116,7 +116,6 @@ async def locks(rk: Redkit) -> list[dict[str, Any]]:
             "fencing_token": info.fencing_token,
             "waiters": info.waiters,
             "mode": info.mode,
-            "held_for": info.held_for,
             "holder": info.holder,
         }
         for info in await list_locks(rk)
@@ -149,13 +148,11 @@ async def top_limited(
     limiters: Mapping[str, RateLimiter | RateLimits],
 ) -> dict[str, dict[str, Any]]:
     """Each limiter's most limited keys of the last minutes (one pipeline per limiter, sent
-    together): ``{"tracked": bool, "keys": [(key, denials), ...]}``."""
+    together): ``{"keys": [(key, denials), ...]}``. Other processes' denials arrive within
+    their flush interval (``redkit.ratelimit.limiter.TOP_FLUSH_INTERVAL``)."""
     names = list(limiters)
     tops = await asyncio.gather(*(limiters[n].top_limited(TOP_LIMITED_SHOWN) for n in names))
-    return {
-        n: {"tracked": limiters[n].tracks_top_limited, "keys": top}
-        for n, top in zip(names, tops, strict=True)
-    }
+    return {n: {"keys": top} for n, top in zip(names, tops, strict=True)}
 
 
 async def tag_counts(caches: Mapping[str, Cache]) -> dict[str, list[tuple[str, int]]]:

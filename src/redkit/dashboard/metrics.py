@@ -24,8 +24,8 @@ The gauges of the shared state are read once per scrape, one script per queue se
 
 - ``redkit_queue_jobs{queue, state}``: jobs by state (waiting, delayed, active, completed,
   failed); ``redkit_queue_oldest_waiting_seconds{queue}``; ``redkit_queue_paused{queue}``
-- ``redkit_workers_alive``; ``redkit_locks_held{kind}`` (from the lock registry on a
-  single-node server, by ``SCAN`` on a Cluster)
+- ``redkit_workers_alive``; ``redkit_locks_held{kind}`` (the namespace walked with
+  ``SCAN``, as ``redkit locks list`` does)
 - ``redkit_cache_requests_total{cache, result}`` (hit, miss, stale; every process's, as
   the cache counts them in Redis) for the caches passed in ``caches=``
 

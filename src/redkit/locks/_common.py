@@ -51,7 +51,6 @@ from redkit.errors import (
     translate_redis_errors,
 )
 from redkit.keys import LOCK_NAME
-from redkit.scripts import Script, ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
@@ -96,48 +95,6 @@ def check_timeout(timeout: float | timedelta | None, what: str) -> float | None:
 def wait_chunk(rk: Redkit) -> float:
     """Longest single ``BLPOP``: it must answer before the client's socket timeout."""
     return max(0.05, rk.settings.command_timeout * 0.75)
-
-
-REGISTRY_SCRIPTS = (
-    "lock_acquire",
-    "lock_release",
-    "lock_leave",
-    "lock_extend",
-    "lock_force_release",
-    "sem_acquire",
-    "sem_release",
-    "sem_extend",
-    "rw_acquire",
-    "rw_release",
-    "rw_leave",
-    "rw_extend",
-)
-"""The scripts that keep the lock registry (see ``_registry.lua``)."""
-
-
-def registry_keys(rk: Redkit) -> tuple[str, ...]:
-    """The namespace's registry of held locks (a zset and a hash), passed as the last two
-    keys of the lock scripts so that the dashboard lists locks without ``SCAN``; empty on a
-    Cluster, where these keys are in other slots than a lock's (the listing scans there)."""
-    if rk.is_cluster:
-        return ()
-    # One hash tag, so the registry's own reader is one script on the pair.
-    group = rk.keys.group("locks", "registry")
-    return (group.key("held"), group.key("since"))
-
-
-class Scripts:
-    """A package's lock scripts, with the registry's keys (single-node servers) or without."""
-
-    def __init__(self, scripts: ScriptSet) -> None:
-        self.plain = {name: scripts[name] for name in REGISTRY_SCRIPTS}
-        self.tracked = {name: s.with_node_keys(2) for name, s in self.plain.items()}
-
-    def for_client(self, rk: Redkit) -> dict[str, Script]:
-        return self.plain if rk.is_cluster else self.tracked
-
-
-LOCK_SCRIPTS = Scripts(ScriptSet("redkit.locks"))
 
 
 def waiter_lease_ms(rk: Redkit) -> int:

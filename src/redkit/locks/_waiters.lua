@@ -1,7 +1,6 @@
 -- The lock's wait queue, shared by lock_acquire, lock_release and lock_leave (pasted in where
 -- a script says `-- @include _waiters`; see redkit.scripts). Those scripts' KEYS: [1] owner,
 -- [2] fence, [3] queue, [4] deadlines, [5] wake prefix (waiter W blocks on <prefix>:W).
--- They include _registry first: a hand-over moves the registry's entry to the new holder.
 
 -- The server's time in ms.
 local function server_ms()
@@ -33,9 +32,6 @@ local function hand_over(head, lease)
   redis.call('ZREM', KEYS[3], head)
   redis.call('ZREM', KEYS[4], head)
   redis.call('SET', KEYS[1], head, 'PX', ttl)
-  if REG then
-    reg_hold(KEYS[1], reg_ms(), tonumber(ttl), true)
-  end
   local fence = redis.call('INCR', KEYS[2])
   redis.call('DEL', list)
   redis.call('RPUSH', list, fence)

@@ -33,7 +33,6 @@ from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
-    LOCK_SCRIPTS,
     Lease,
     LostCallback,
     LostSignal,
@@ -41,9 +40,9 @@ from redkit.locks._common import (
     acquire_loop,
     check_timeout,
     lease_options,
-    registry_keys,
     waiter_lease_ms,
 )
+from redkit.scripts import ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
@@ -51,11 +50,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Lock"]
 
+SCRIPTS = ScriptSet(__package__)
+
 
 @functools.lru_cache(maxsize=1024)
-def _lock_keys(keyspace: Keyspace, name: str, registry: tuple[str, ...]) -> tuple[str, ...]:
-    """owner, fence, queue, deadlines, wake prefix, then the registry's keys (if any): built
-    once per name (a lock object is made per acquire, often in a loop)."""
+def _lock_keys(keyspace: Keyspace, name: str) -> tuple[str, str, str, str, str]:
+    """owner, fence, queue, deadlines, wake prefix: built once per name (a lock object is
+    made per acquire, often in a loop)."""
     group = keyspace.group("lock", name)
     return (
         group.key("owner"),
@@ -63,7 +64,6 @@ def _lock_keys(keyspace: Keyspace, name: str, registry: tuple[str, ...]) -> tupl
         group.key("queue"),
         group.key("deadlines"),
         group.key("wake"),
-        *registry,
     )
 
 
@@ -105,11 +105,8 @@ class Lock(Lease):
         self.auto_renew = bool(auto_renew)
         self.fair = bool(fair)
         # The same keys for every script (one hash slot), in the order the scripts take them.
-        registry = registry_keys(rk)
-        self._keys = _lock_keys(rk.keys, name, registry)
-        self._owner, self._fence, self._queue, self._deadlines, self._wake = self._keys[:5]
-        self._extend_keys = (self._owner, *registry)
-        self._scripts = LOCK_SCRIPTS.for_client(rk)
+        self._keys = _lock_keys(rk.keys, name)
+        self._owner, self._fence, self._queue, self._deadlines, self._wake = self._keys
         self._lease_ms = waiter_lease_ms(rk)
         self._token: str | None = None
         self._renewer: Renewer | None = None
@@ -169,7 +166,7 @@ class Lock(Lease):
             nonlocal sent
             sent = loop.time()
             ok, value = await self.rk.run(
-                self._scripts["lock_acquire"],
+                SCRIPTS["lock_acquire"],
                 keys=keys,
                 args=[token, self._ttl_ms, int(join), int(self.fair), self._lease_ms],
             )
@@ -178,9 +175,7 @@ class Lock(Lease):
         async def leave() -> object:
             # Leaves the queue and, if the token holds the lock (taken by an interrupted
             # attempt, or handed over meanwhile), passes it on: both undo and leave.
-            return await self.rk.run(
-                self._scripts["lock_leave"], keys=keys, args=[token, self._lease_ms]
-            )
+            return await self.rk.run(SCRIPTS["lock_leave"], keys=keys, args=[token, self._lease_ms])
 
         fence = await acquire_loop(
             self.rk,
@@ -212,7 +207,7 @@ class Lock(Lease):
             raise InvalidInput(f"lock {self.name!r} is not held by this Lock object")
         await self._stop_renewer()
         released = await self.rk.run(
-            self._scripts["lock_release"], keys=self._keys, args=[token, self._lease_ms]
+            SCRIPTS["lock_release"], keys=self._keys, args=[token, self._lease_ms]
         )
         # Forget the token only once the server answered: after a lost reply the holder can
         # call release() again (the script is token-checked, so a second call is safe).
@@ -236,7 +231,7 @@ class Lock(Lease):
     async def _extend(self, ttl_ms: int) -> bool:
         assert self._token is not None
         result = await self.rk.run(
-            self._scripts["lock_extend"], keys=self._extend_keys, args=[self._token, ttl_ms]
+            SCRIPTS["lock_extend"], keys=[self._owner], args=[self._token, ttl_ms]
         )
         return bool(result)
 

@@ -8,8 +8,6 @@
 -- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag; the list
 --          is PEXPIREd to the waiter lease by whoever pushes onto it)
--- KEYS[6], KEYS[7] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: token of this attempt (also its waiter id; ends in '.' and the ttl in ms, which a
 --          releasing holder reads when it hands the lock over)
 -- ARGV[2]: ttl in ms
@@ -20,15 +18,10 @@
 --          {0, ms until the owner's lease ends} when not, or {0, -1} when there is no expiry
 --          to wait for (a wake signal will come)
 local token, lease = ARGV[1], tonumber(ARGV[5])
-local REG, REG_SINCE = KEYS[6], KEYS[7]
--- @include _registry
 
 -- The common case first: a free lock, no fairness to honour, nobody queued.
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
   redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-  if REG then
-    reg_hold(KEYS[1], reg_ms(), tonumber(ARGV[2]), true)
-  end
   return {1, redis.call('INCR', KEYS[2])}
 end
 
@@ -53,7 +46,6 @@ if not owner then
   end
   if head == nil or head == token then
     redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-    reg_hold(KEYS[1], now, tonumber(ARGV[2]), true)
     local fence = redis.call('INCR', KEYS[2])
     redis.call('ZREM', KEYS[3], token)
     redis.call('ZREM', KEYS[4], token)

@@ -5,8 +5,6 @@
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
--- KEYS[6], KEYS[7] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: waiter token
 -- ARGV[2]: waiter lease in ms (lifetime of a wake list)
 -- Returns: 2 if the lock had been handed to this waiter (or taken by its interrupted attempt)
@@ -22,8 +20,6 @@ if not held and pending == 0 then
 end
 -- Either the lock is ours to pass on (a waiter that leaves never strands a granted lock), or
 -- a wake-up meant for us must not be lost with us: the next waiter gets it.
-local REG, REG_SINCE = KEYS[6], KEYS[7]
--- @include _registry
 -- @include _waiters
 prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
@@ -32,7 +28,6 @@ if held then
     return 2
   end
   redis.call('DEL', KEYS[1])
-  reg_free(KEYS[1])
 end
 if head then
   wake(head, ARGV[2])

@@ -4,8 +4,6 @@
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
--- KEYS[6], KEYS[7] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: token
 -- ARGV[2]: waiter lease in ms (lifetime of the wake list, so it is bounded)
 -- Returns: 0 if the token did not hold the lock (nothing is touched then); 1 if released and
@@ -19,11 +17,8 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local REG, REG_SINCE = KEYS[6], KEYS[7]
--- @include _registry
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
-  reg_free(KEYS[1])
   return 1  -- nobody waits
 end
 -- @include _waiters
@@ -33,7 +28,6 @@ if head and hand_over(head, ARGV[2]) then
   return 2
 end
 redis.call('DEL', KEYS[1])
-reg_free(KEYS[1])
 if head then
   wake(head, ARGV[2])  -- a waiter without a ttl in its token (an older client)
 end

@@ -13,8 +13,6 @@
 --          (pruned at most 100 a call; PEXPIREd to the waiter lease)
 -- KEYS[7]: wake prefix: waiter W blocks on the list KEYS[7]..':'..W (same hash tag; the list
 --          is PEXPIREd to the waiter lease by whoever pushes onto it)
--- KEYS[8], KEYS[9] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: token of this attempt (also its waiter id): 'r' or 'w' (its mode), then hex
 -- ARGV[2]: lease ttl in ms
 -- ARGV[3]: 1 to join the wait queue if the lease cannot be taken now, 0 to leave it alone
@@ -34,8 +32,6 @@ local mine = KEYS[7] .. ':' .. token
 
 -- @include _rw
 -- @include _arrival
-local REG, REG_SINCE = KEYS[8], KEYS[9]
--- @include _registry
 local now = server_ms()
 prune_readers(now)
 local pruned = prune_gone(now)
@@ -65,7 +61,6 @@ if ok then
     end
     fence = tonumber(redis.call('GET', KEYS[3]) or 0)
   end
-  reg_hold(KEYS[1], now, ttl, false)
   if rank then
     redis.call('ZREM', KEYS[4], token)
     redis.call('ZREM', KEYS[5], token)

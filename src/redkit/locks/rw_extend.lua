@@ -1,8 +1,6 @@
 -- Renew a read or write lease of a read-write lock to ttl from now, if it is still live.
 -- KEYS[1]: readers (zset reader token -> lease end ms; key TTL = the longest lease)
 -- KEYS[2]: writer (string: the writer's token, PX = its lease)
--- KEYS[3], KEYS[4] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: lease token ('r' or 'w', then hex)
 -- ARGV[2]: lease ttl in ms
 -- Returns: 1 if renewed; 0 if the lease had ended (a read lease is then removed), was taken
@@ -13,15 +11,10 @@ if string.sub(token, 1, 1) == 'w' then
     return 0
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
+  return 1
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local REG, REG_SINCE = KEYS[3], KEYS[4]
--- @include _registry
-if string.sub(token, 1, 1) == 'w' then
-  reg_hold(KEYS[1], now, ttl, false)
-  return 1
-end
 local score = redis.call('ZSCORE', KEYS[1], token)
 if not score then
   return 0
@@ -34,5 +27,4 @@ redis.call('ZADD', KEYS[1], 'XX', now + ttl, token)
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-reg_hold(KEYS[1], now, ttl, false)
 return 1

@@ -8,8 +8,6 @@
 -- KEYS[6]: deadlines (zset waiter token -> ms after which the waiter is presumed gone;
 --          at most 100 gone waiters are pruned a call)
 -- KEYS[7]: wake prefix: waiter W blocks on the list KEYS[7]..':'..W (same hash tag)
--- KEYS[8], KEYS[9] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: waiter token ('r' or 'w', then hex)
 -- ARGV[2]: waiter lease in ms (lifetime of a wake signal)
 -- Returns: 2 if the token held a lease (taken by an interrupted attempt), now given back;
@@ -42,12 +40,6 @@ end
 -- @include _rw
 local now = server_ms()
 prune_readers(now)
-if held == 1 and KEYS[8] and redis.call('EXISTS', KEYS[2]) == 0
-    and redis.call('ZCARD', KEYS[1]) == 0 then
-  local REG, REG_SINCE = KEYS[8], KEYS[9]
--- @include _registry
-  reg_free(KEYS[1])
-end
 prune_gone(now)
 wake_next(lease)
 if held == 1 then

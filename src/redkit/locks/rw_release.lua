@@ -7,8 +7,6 @@
 -- KEYS[6]: deadlines (zset waiter token -> ms after which the waiter is presumed gone;
 --          at most 100 gone waiters are pruned a call)
 -- KEYS[7]: wake prefix: waiter W blocks on the list KEYS[7]..':'..W (same hash tag)
--- KEYS[8], KEYS[9] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: lease token ('r' or 'w', then hex)
 -- ARGV[2]: waiter lease in ms (lifetime of a wake signal, so it is bounded)
 -- Returns: 1 if the lease was live and is now given back; 0 if it had ended or was unknown
@@ -27,11 +25,6 @@ if string.sub(token, 1, 1) == 'w' then
   redis.call('DEL', KEYS[2])
 elseif redis.call('ZREM', KEYS[1], token) == 0 then
   return 0
-end
-if KEYS[8] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('ZCARD', KEYS[1]) == 0 then
-  local REG, REG_SINCE = KEYS[8], KEYS[9]
--- @include _registry
-  reg_free(KEYS[1])
 end
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return 1  -- nobody waits

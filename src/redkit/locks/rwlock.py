@@ -48,7 +48,6 @@ from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost, translate_redis_errors
 from redkit.locks._common import (
     DEFAULT,
-    LOCK_SCRIPTS,
     Lease,
     LostCallback,
     LostSignal,
@@ -56,7 +55,6 @@ from redkit.locks._common import (
     acquire_loop,
     check_timeout,
     lease_options,
-    registry_keys,
     waiter_lease_ms,
 )
 from redkit.scripts import ScriptSet
@@ -108,10 +106,7 @@ class ReadWriteLock:
             group.key("wqueue"),
             group.key("deadlines"),
             group.key("wake"),
-            *registry_keys(rk),
         )
-        self._extend_keys = (self._keys[0], self._keys[1], *self._keys[7:])
-        self._scripts = LOCK_SCRIPTS.for_client(rk)
         self._readers, self._writer, self._fence, self._queue = self._keys[:4]
         self._wake = self._keys[6]
         self._lease_ms = waiter_lease_ms(rk)
@@ -180,7 +175,7 @@ class ReadWriteLock:
             nonlocal sent
             sent = loop.time()
             ok, value = await self.rk.run(
-                self._scripts["rw_acquire"],
+                SCRIPTS["rw_acquire"],
                 keys=keys,
                 args=[token, self._ttl_ms, int(join), self._lease_ms],
             )
@@ -189,9 +184,7 @@ class ReadWriteLock:
         async def leave() -> object:
             # Leaves the queue and gives back a lease an interrupted attempt may have taken:
             # both leave and undo (token-checked, a no-op for a token that holds nothing).
-            return await self.rk.run(
-                self._scripts["rw_leave"], keys=keys, args=[token, self._lease_ms]
-            )
+            return await self.rk.run(SCRIPTS["rw_leave"], keys=keys, args=[token, self._lease_ms])
 
         fence = await acquire_loop(
             self.rk,
@@ -286,7 +279,7 @@ class ReadWriteLease(Lease):
         await self._stop_renewer()
         lock = self.lock
         released = await lock.rk.run(
-            lock._scripts["rw_release"], keys=lock._keys, args=[token, lock._lease_ms]
+            SCRIPTS["rw_release"], keys=lock._keys, args=[token, lock._lease_ms]
         )
         # Forget the token only once the server answered, so a failed release can be retried.
         self._token = None
@@ -308,7 +301,7 @@ class ReadWriteLease(Lease):
         assert self._token is not None
         lock = self.lock
         result = await lock.rk.run(
-            lock._scripts["rw_extend"], keys=lock._extend_keys, args=[self._token, ttl_ms]
+            SCRIPTS["rw_extend"], keys=[lock._readers, lock._writer], args=[self._token, ttl_ms]
         )
         return bool(result)
 

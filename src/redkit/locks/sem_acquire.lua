@@ -5,8 +5,6 @@
 --          PEXPIREd to the lease)
 -- KEYS[3]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 -- KEYS[4]: wake prefix: waiter W blocks on the list KEYS[4]..':'..W (same hash tag)
--- KEYS[5], KEYS[6] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: token of this attempt (also its waiter id)
 -- ARGV[2]: limit (permits)
 -- ARGV[3]: lease ttl in ms
@@ -16,8 +14,6 @@
 -- Returns: {1, permits held now} when acquired; {0, ms until the earliest lease ends} when
 --          not, or {0, -1} when there is no expiry to wait for (a wake signal will come)
 -- @include _arrival
-local REG, REG_SINCE = KEYS[5], KEYS[6]
--- @include _registry
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -43,7 +39,6 @@ if free > 0 then
     if redis.call('PTTL', KEYS[1]) < ttl then
       redis.call('PEXPIRE', KEYS[1], ttl)
     end
-    reg_hold(KEYS[1], now, ttl, false)
     redis.call('ZREM', KEYS[2], token)
     redis.call('ZREM', KEYS[3], token)
     redis.call('DEL', KEYS[4] .. ':' .. token)

@@ -1,7 +1,5 @@
 -- Renew a semaphore permit's lease to ttl from now, if it is still live.
 -- KEYS[1]: holders (zset permit token -> lease end ms; key TTL = the longest lease)
--- KEYS[2], KEYS[3] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: permit token
 -- ARGV[2]: lease ttl in ms
 -- Returns: 1 if renewed; 0 if the permit had expired (it is then removed) or was unknown
@@ -20,7 +18,4 @@ redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-local REG, REG_SINCE = KEYS[2], KEYS[3]
--- @include _registry
-reg_hold(KEYS[1], now, ttl, false)
 return 1

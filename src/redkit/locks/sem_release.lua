@@ -3,8 +3,6 @@
 -- KEYS[2]: queue (zset waiter token -> arrival ms)
 -- KEYS[3]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
 -- KEYS[4]: wake prefix: waiter W blocks on the list KEYS[4]..':'..W (same hash tag)
--- KEYS[5], KEYS[6] (optional; single-node servers only): the namespace's lock registry, a
---          zset and a hash (see _registry.lua; bounded there)
 -- ARGV[1]: permit token
 -- ARGV[2]: limit (permits)
 -- ARGV[3]: waiter lease in ms (lifetime of the wake signal)
@@ -20,13 +18,7 @@ if #gone > 0 then
   redis.call('ZREM', KEYS[2], unpack(gone))
   redis.call('ZREM', KEYS[3], unpack(gone))
 end
-local live = redis.call('ZCARD', KEYS[1])
-if live == 0 then
-  local REG, REG_SINCE = KEYS[5], KEYS[6]
--- @include _registry
-  reg_free(KEYS[1])
-end
-local free = tonumber(ARGV[2]) - live
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
 if free > 0 then
   for _, waiter in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
     local list = KEYS[4] .. ':' .. waiter

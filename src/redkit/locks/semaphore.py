@@ -23,7 +23,6 @@ from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost
 from redkit.locks._common import (
     DEFAULT,
-    LOCK_SCRIPTS,
     Lease,
     LostCallback,
     LostSignal,
@@ -31,7 +30,6 @@ from redkit.locks._common import (
     acquire_loop,
     check_timeout,
     lease_options,
-    registry_keys,
     waiter_lease_ms,
 )
 from redkit.scripts import ScriptSet
@@ -81,11 +79,6 @@ class Semaphore:
         self._queue = group.key("queue")
         self._deadlines = group.key("deadlines")
         self._wake = group.key("wake")
-        registry = registry_keys(rk)
-        # The same tuples on every call: the scripts check a tuple's slots once.
-        self._keys = (self._holders, self._queue, self._deadlines, self._wake, *registry)
-        self._extend_keys = (self._holders, *registry)
-        self._scripts = LOCK_SCRIPTS.for_client(rk)
         self._lease_ms = waiter_lease_ms(rk)
         self._entered: dict[asyncio.Task[object] | None, list[Permit]] = {}
 
@@ -106,8 +99,8 @@ class Semaphore:
 
         async def attempt(join: bool) -> tuple[bool, int]:
             ok, value = await self.rk.run(
-                self._scripts["sem_acquire"],
-                keys=self._keys,
+                SCRIPTS["sem_acquire"],
+                keys=[self._holders, self._queue, self._deadlines, self._wake],
                 args=[
                     token,
                     self.limit,
@@ -121,8 +114,8 @@ class Semaphore:
 
         async def undo() -> object:
             return await self.rk.run(
-                self._scripts["sem_release"],
-                keys=self._keys,
+                SCRIPTS["sem_release"],
+                keys=[self._holders, self._queue, self._deadlines, self._wake],
                 args=[token, self.limit, self._lease_ms],
             )
 
@@ -189,8 +182,8 @@ class Permit(Lease):
         await self._stop_renewer()
         sem = self.semaphore
         released = await sem.rk.run(
-            sem._scripts["sem_release"],
-            keys=sem._keys,
+            SCRIPTS["sem_release"],
+            keys=[sem._holders, sem._queue, sem._deadlines, sem._wake],
             args=[token, sem.limit, sem._lease_ms],
         )
         # Forget the token only once the server answered, so a failed release can be retried.
@@ -210,9 +203,7 @@ class Permit(Lease):
         assert self._token is not None
         sem = self.semaphore
         return bool(
-            await sem.rk.run(
-                sem._scripts["sem_extend"], keys=sem._extend_keys, args=[self._token, ttl_ms]
-            )
+            await sem.rk.run(SCRIPTS["sem_extend"], keys=[sem._holders], args=[self._token, ttl_ms])
         )
 
     async def _renew(self) -> bool:

@@ -1,12 +1,8 @@
 -- Check one or more rate limits and, if every one allows, consume from all of them at once.
 -- All or nothing: a limit that rejects leaves every other limit unchanged, and a rejected
--- check writes nothing to the limits' state (no count, no TTL extension); it only counts
--- the key in the "top limited" ranking, where one is passed. Time is the server's (TIME).
+-- check writes nothing at all (no count, no TTL extension). Time is the server's (TIME).
 --
 -- KEYS[i]: the state key of limit i (all keys in one hash slot)
--- KEYS[n+1], KEYS[n+2] (optional, n = the number of limits; only on a single-node server,
---          where every slot is on the node): the limiter's ring of two "top limited"
---          sorted sets, state key -> denials, one per minute (see below)
 -- ARGV[1]: '1' to consume when allowed (hit), '0' to only look (peek)
 -- ARGV[2 + 5*(i-1) .. 6 + 5*(i-1)]: limit i's algorithm ('fw' fixed window, 'sw' sliding
 --          window counter, 'sl' sliding log, 'gc' GCRA), limit, window (us), burst, cost
@@ -21,11 +17,6 @@
 --   sl: sorted set of consumed units scored by time (us); at most `limit` live members
 --       (pruned on every consuming hit); expires one window after the last hit
 --   gc: string: the theoretical arrival time (us); expires when the bucket is full again
---   top limited (a rejected hit only): minute m counts into ring set m % 2, which expires
---   when its slot comes round again (PEXPIREAT the start of minute m + 2), so the pair
---   holds this minute and the last one; at most TOP_CAP members each: a newcomer to a full
---   set evicts the lowest and starts at its count + 1 (the space-saving heavy-hitters
---   scheme, so a key that keeps being limited climbs in even when the set is full)
 --
 -- Written as two plain passes (read and decide, then write and report) rather than with
 -- closures: this runs on every request, and each redis.call and allocation shows.
@@ -33,9 +24,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local commit = ARGV[1] == '1'
-local n = (#ARGV - 1) / 5
-local TOP_CAP = 100
-local TOP_BUCKET_US = 60000000
+local n = #KEYS
 
 local function ms(us)
   return math.max(1, math.ceil(us / 1000))
@@ -184,25 +173,5 @@ for i = 1, n do
   out[#out + 1] = math.max(0, remaining)
   out[#out + 1] = math.max(0, math.ceil(reset))
   out[#out + 1] = math.ceil(retry)
-end
-if commit and not all_allowed and #KEYS > n then
-  -- The deny path only: an allowed hit pays for the comparison above and nothing else.
-  local bucket = math.floor(now / TOP_BUCKET_US)
-  local top = KEYS[n + 1 + bucket % 2]
-  local member = KEYS[1]
-  if redis.call('ZSCORE', top, member) then
-    redis.call('ZINCRBY', top, 1, member)
-  else
-    local size = redis.call('ZCARD', top)
-    local start = 1
-    if size >= TOP_CAP then
-      start = tonumber(redis.call('ZRANGE', top, 0, 0, 'WITHSCORES')[2]) + 1
-      redis.call('ZREMRANGEBYRANK', top, 0, size - TOP_CAP)
-    end
-    redis.call('ZADD', top, start, member)
-    if size == 0 then
-      redis.call('PEXPIREAT', top, fmt((bucket + 2) * (TOP_BUCKET_US / 1000)))
-    end
-  end
 end
 return out
