@@ -362,7 +362,9 @@ class _Checker:
         except ConnectionLost:
             # Observability only: the decisions stood; these counts are dropped, not retried
             # (a retry queue would be one more thing to bound).
-            log.warning("rate limiter %r: denial counts not written (server unreachable)", self.name)
+            log.warning(
+                "rate limiter %r: denial counts not written (server unreachable)", self.name
+            )
 
     def _combine(self, raw: list[int]) -> Decision:
         if len(self._limiters) == 1:  # the common case, without the lists
