@@ -59,6 +59,7 @@ async def test_denials_are_flushed_in_the_background(rk: redkit.Redkit) -> None:
     assert await other.top_limited() == [("k", 1)]
 
 
+@pytest.mark.cluster
 async def test_the_denials_of_several_processes_add_up(rk: redkit.Redkit) -> None:
     # Two limiter objects of one name share the limit but count denials apart, as two
     # processes would: 1 allowed + 2 denied here, 3 denied there.
@@ -83,6 +84,7 @@ async def test_allowed_hits_and_peeks_write_no_ranking(rk: redkit.Redkit) -> Non
     assert await rk.redis.exists(*limiter._top) == 0
 
 
+@pytest.mark.cluster
 async def test_a_reset_key_leaves_the_ranking(rk: redkit.Redkit) -> None:
     limiter = rk.rate_limiter(1, 60, "sliding_window", name="api")
     for _ in range(3):
@@ -94,6 +96,7 @@ async def test_a_reset_key_leaves_the_ranking(rk: redkit.Redkit) -> None:
     assert (await limiter.hit("user:7")).allowed
 
 
+@pytest.mark.cluster
 async def test_the_counts_in_the_process_and_on_the_server_are_bounded(
     rk: redkit.Redkit,
 ) -> None:

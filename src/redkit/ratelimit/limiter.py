@@ -50,6 +50,7 @@ from redkit.errors import (
     ConnectionLost,
     InvalidInput,
     RateLimited,
+    RedkitError,
     ScriptError,
     translate_redis_errors,
 )
@@ -339,9 +340,16 @@ class _Checker:
 
     def _flush_later(self) -> None:
         self._flush_handle = None
-        task = asyncio.ensure_future(self.flush_top_limited())
+        task = asyncio.ensure_future(self._flush_quietly())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _flush_quietly(self) -> None:
+        # Nobody awaits the timer's flush: an error is logged here, not left in the task.
+        try:
+            await self.flush_top_limited()
+        except (RedkitError, TimeoutError) as exc:
+            log.warning("rate limiter %r: denial counts not written (%s)", self.name, exc)
 
     async def flush_top_limited(self) -> None:
         """Add this process's pending denial counts to the limiter's ranking now (one round
