@@ -9,11 +9,16 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 import redkit
 from dashboard.helpers import serve
+from redkit.cache.middleware import CacheMiddleware, CacheRule
 from redkit.dashboard.metrics import metrics_app
+from redkit.ratelimit.middleware import RateLimitMiddleware
+from redkit.ratelimit.policy import TierPolicy
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,3 +93,64 @@ async def test_metrics_follow_the_queues_workers_locks_cache_and_rate_limits(
             (("function", "work"), ("queue", "metered")),
         )
         assert after[durations] - before.get(durations, 0) == 2
+
+
+def delta(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_metrics_count_the_middlewares_sessions_notifications_and_pipeline(
+    rk: redkit.Redkit,
+) -> None:
+    cache = rk.cache(name="metered-http")
+
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("page")
+
+    site: Any = Starlette(routes=[Route("/page", page), Route("/open", page)])
+    site.add_middleware(CacheMiddleware, cache=cache, rules=[CacheRule("/page", ttl=60)])
+    tiers = {"anonymous": [(3, 60)]}
+    site.add_middleware(RateLimitMiddleware, policy=TierPolicy(rk, tiers=tiers))
+    metrics = Starlette(routes=[Mount("/metrics", metrics_app(rk))])
+    bus = rk.notifications()
+    store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    async with serve(metrics) as base, serve(site) as site_url:
+        url = base.removesuffix("/redkit") + "/metrics/"
+        before = await scrape(url)
+        async with (
+            httpx.AsyncClient(base_url=site_url.removesuffix("/redkit")) as c,
+            bus.subscribe("metered:events") as sub,
+        ):
+            statuses = [
+                (await c.get(path)).status_code for path in ("/page", "/page", "/open", "/page")
+            ]
+            assert statuses == [200, 200, 200, 429]
+            await bus.publish("metered:events", {"n": 1})
+            assert await sub.get(timeout=5) is not None
+            session = await store.create("u1", {})
+            await store.create("u1", {})
+            await store.revoke(session.id)
+            assert await store.revoke_all("u1") == 1
+            # Concurrent calls share the automatic pipeline's round trips.
+            await asyncio.gather(*(rk.rate_limiter(100, 60).peek(f"k{i}") for i in range(20)))
+            after = await scrape(url)
+    http_cache = "redkit_http_cache_responses_total"
+    assert delta(before, after, http_cache, cache="metered-http", result="miss") == 1
+    assert delta(before, after, http_cache, cache="metered-http", result="hit") == 1
+    http_limits = "redkit_http_ratelimit_requests_total"
+    assert delta(before, after, http_limits, result="allowed") == 3
+    assert delta(before, after, http_limits, result="limited") == 1
+    assert delta(before, after, "redkit_sessions_created_total") == 2
+    assert delta(before, after, "redkit_sessions_revoked_total") == 2
+    assert delta(before, after, "redkit_notify_published_total") == 1
+    assert delta(before, after, "redkit_notify_delivered_total") >= 1
+    assert after[("redkit_notify_subscribers", ())] >= 1
+    if rk.pipeline is not None:
+        assert delta(before, after, "redkit_pipeline_round_trips_total") > 0
+        assert delta(before, after, "redkit_pipeline_batches_total") >= 1
+        assert delta(before, after, "redkit_pipeline_batched_calls_total") >= 2
+    # No label value comes from a request (its address is the rate-limit key, its path the
+    # cache's): only names from the configuration and fixed sets.
+    values = {value for _, labels in after for _, value in labels}
+    assert not {v for v in values if "127.0.0.1" in v or "/page" in v or "/open" in v}

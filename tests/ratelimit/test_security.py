@@ -59,7 +59,8 @@ def asgi_client(app: Any, peer: str) -> httpx.AsyncClient:
 
 async def limit_keys(rk: redkit.Redkit) -> list[str]:
     keys = [k.decode() async for k in rk.redis.scan_iter(match=f"{rk.namespace}:*")]
-    return sorted(keys)
+    # Not the "most limited" rankings (rltop): their names are the limiters', not the keys'.
+    return sorted(k for k in keys if not k.startswith(f"{rk.namespace}:{{rltop:"))
 
 
 # -- 5. X-Forwarded-For through a trusted proxy ------------------------------------------

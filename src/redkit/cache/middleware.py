@@ -79,6 +79,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from redkit.cache import metrics
 from redkit.cache.core import (
     HIT,
     HIT_REFRESH,
@@ -371,6 +372,7 @@ class CacheMiddleware:
         self.app = app
         self.cache = cache
         self.rules = list(rules)
+        self._decided = metrics.counters(cache.name)
         if allowed_hosts is not None:
             if isinstance(allowed_hosts, str):
                 raise InvalidInput(f"allowed_hosts must be a list, got {allowed_hosts!r}")
@@ -637,6 +639,7 @@ class CacheMiddleware:
             split = bytes(data).index(b"\n")
         meta = orjson.loads(data[:split])
         etag: str = meta["e"]
+        self._decided[label.encode()].inc()
         extra = [
             (b"x-cache", label.encode()),
             (b"age", str(int(age)).encode()),
@@ -653,6 +656,8 @@ class CacheMiddleware:
         )
 
     def _labelled(self, send: Send, label: bytes) -> Send:
+        self._decided[label].inc()
+
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {
@@ -745,6 +750,7 @@ class CacheMiddleware:
                 headers = [*message.get("headers", []), (b"x-cache", b"MISS")]
                 message = {**message, "headers": headers}
                 sent_start = True
+                self._decided[b"MISS"].inc()
                 await send(message)
                 return
             if message["type"] == "http.response.body" and not sent_start:
@@ -762,8 +768,10 @@ class CacheMiddleware:
                         await send({"type": "http.response.start", "status": 304, "headers": kept})
                         await send({"type": "http.response.body", "body": b""})
                         sent_start = True
+                        self._decided[b"MISS"].inc()
                         return
                 sent_start = True
+                self._decided[b"MISS"].inc()
                 await send({**start, "headers": headers})
                 await send(message)
                 return

@@ -213,12 +213,15 @@ class _Dashboard:
         ) -> Any:
             return await read() if kinds & views else previous.get(name, empty)
 
-        # The lock listing walks the namespace (SCAN, locks/admin.py): only for its views.
-        queues, held, caches, workers = await asyncio.gather(
+        # The lock listing walks the namespace (SCAN, locks/admin.py), the top limited keys
+        # and the tag counts are one read per limiter/shard: only for their views.
+        queues, held, caches, workers, top_limited, tags = await asyncio.gather(
             data.all_queues(self.rk),
             when_shown({"overview", "locks"}, lambda: data.locks(self.rk), "locks", []),
             when_shown({"overview", "caches"}, lambda: data.cache_stats(self.caches), "caches", {}),
             when_shown({"overview", "queues"}, lambda: list_workers(self.rk), "workers", []),
+            when_shown({"limits"}, lambda: data.top_limited(self.limiters), "top_limited", {}),
+            when_shown({"caches"}, lambda: data.tag_counts(self.caches), "tags", {}),
         )
         limits = data.rate_limit_decisions()
         limited = sum(v.get("limited", 0) for v in limits.values())
@@ -253,6 +256,8 @@ class _Dashboard:
             "locks": held,
             "caches": caches,
             "limits": limits,
+            "top_limited": top_limited,
+            "tags": tags,
             "limit_totals": (allowed, limited),
             "events": events,
             "done_rate": done,

@@ -21,12 +21,17 @@ from redkit.scripts import ScriptSet
 if TYPE_CHECKING:
     from redkit.cache.core import Cache
     from redkit.client import Redkit
+    from redkit.ratelimit.limiter import RateLimiter, RateLimits
 
 SCRIPTS = ScriptSet(__package__)
 
 MAX_QUEUES = 200
 """Queues shown (a namespace with more lists the first ones by name)."""
 PAGE_SIZE = 25
+TOP_LIMITED_SHOWN = 10
+"""Keys shown per rate limiter in its "most limited" list."""
+TAGS_SHOWN = 20
+"""Tags shown per cache in its "entries per tag" list."""
 MAX_PAGE = 10_000
 LIST_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 """The state sets that can be listed (retrying jobs are in delayed)."""
@@ -111,6 +116,7 @@ async def locks(rk: Redkit) -> list[dict[str, Any]]:
             "fencing_token": info.fencing_token,
             "waiters": info.waiters,
             "mode": info.mode,
+            "holder": info.holder,
         }
         for info in await list_locks(rk)
     ]
@@ -136,6 +142,25 @@ async def cache_stats(caches: Mapping[str, Cache]) -> dict[str, dict[str, Any]]:
     names = list(caches)
     stats = await asyncio.gather(*(caches[n].stats() for n in names))
     return {n: {**s.as_dict(), "ratio": s.hit_ratio} for n, s in zip(names, stats, strict=True)}
+
+
+async def top_limited(
+    limiters: Mapping[str, RateLimiter | RateLimits],
+) -> dict[str, dict[str, Any]]:
+    """Each limiter's most limited keys of the last minutes (one pipeline per limiter, sent
+    together): ``{"keys": [(key, denials), ...]}``. Other processes' denials arrive within
+    their flush interval (``redkit.ratelimit.limiter.TOP_FLUSH_INTERVAL``)."""
+    names = list(limiters)
+    tops = await asyncio.gather(*(limiters[n].top_limited(TOP_LIMITED_SHOWN) for n in names))
+    return {n: {"keys": top} for n, top in zip(names, tops, strict=True)}
+
+
+async def tag_counts(caches: Mapping[str, Cache]) -> dict[str, list[tuple[str, int]]]:
+    """Each cache's live entries per tag, most first (at most TAGS_SHOWN tags; one script
+    per shard, sent together)."""
+    names = list(caches)
+    counts = await asyncio.gather(*(caches[n].tag_counts(TAGS_SHOWN) for n in names))
+    return dict(zip(names, counts, strict=True))
 
 
 def rate_limit_decisions() -> dict[str, dict[str, float]]:

@@ -6,17 +6,33 @@
     app.mount("/metrics", metrics_app(rk))
 
 Counters are kept in-process, on the hot path, without a Redis round trip (rate-limit
-decisions, job attempts and their durations: prometheus-client's default registry). The
-gauges of the shared state are read once per scrape, one script per queue sent together:
+decisions, job attempts and their durations, the HTTP middlewares' decisions
+``redkit_http_cache_responses_total{cache, result}`` and
+``redkit_http_ratelimit_requests_total{result}``, sessions created and revoked:
+prometheus-client's default registry). Figures this process's primitives count as plain
+integers are read at the scrape:
+
+- ``redkit_pipeline_round_trips_total``, ``redkit_pipeline_batches_total`` and
+  ``redkit_pipeline_batched_calls_total`` (automatic pipelining: exchanges with the server,
+  pipelines of more than one call, and the calls they carried; the mean batch size is
+  ``rate(batched_calls) / rate(batches)``)
+- ``redkit_notify_published_total``, ``redkit_notify_delivered_total`` (to a local
+  subscription), ``redkit_notify_dropped_total`` (lost by a slow subscription),
+  ``redkit_notify_subscribers`` (this process's open subscriptions)
+
+The gauges of the shared state are read once per scrape, one script per queue sent together:
 
 - ``redkit_queue_jobs{queue, state}``: jobs by state (waiting, delayed, active, completed,
   failed); ``redkit_queue_oldest_waiting_seconds{queue}``; ``redkit_queue_paused{queue}``
-- ``redkit_workers_alive``; ``redkit_locks_held{kind}``
+- ``redkit_workers_alive``; ``redkit_locks_held{kind}`` (the namespace walked with
+  ``SCAN``, as ``redkit locks list`` does)
 - ``redkit_cache_requests_total{cache, result}`` (hit, miss, stale; every process's, as
   the cache counts them in Redis) for the caches passed in ``caches=``
 
-Names follow Prometheus conventions (``_total`` counters, ``_seconds`` units). The endpoint
-has no auth of its own: mount it where only the scraper reaches, or wrap it.
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` units). Label values
+are names from the configuration (queues, caches, limiters, functions) or fixed sets, never
+what a request carried. The endpoint has no auth of its own: mount it where only the scraper
+reaches, or wrap it.
 """
 
 from __future__ import annotations
@@ -32,16 +48,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import redkit.jobs.metrics  # noqa: F401 (registers the job counters before the first scrape)
+# Imported for their counters, registered before the first scrape.
+import redkit.cache.metrics
+import redkit.jobs.metrics
+import redkit.sessions.metrics  # noqa: F401
 from redkit.dashboard import data
 from redkit.errors import RedkitError
 from redkit.jobs.presence import list_workers
+from redkit.notify.bus import COUNTS as NOTIFY_COUNTS
+from redkit.notify.hub import subscriptions_of
 
 if TYPE_CHECKING:
     from redkit.cache.core import Cache
     from redkit.client import Redkit
 
-__all__ = ["metrics_app", "state_metrics"]
+__all__ = ["metrics_app", "process_metrics", "state_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -95,6 +116,61 @@ async def state_metrics(rk: Redkit, caches: Mapping[str, Cache] | None = None) -
     return out
 
 
+def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text)
+    family.add_metric([], value)
+    return family
+
+
+def process_metrics(rk: Redkit) -> list[Metric]:
+    """What this process counts as plain integers (no Redis read): the automatic pipeline's
+    round trips and batches, and the notifications published, delivered and dropped."""
+    out: list[Metric] = []
+    pipeline = rk.pipeline
+    if pipeline is not None:
+        out += [
+            _counter(
+                "redkit_pipeline_round_trips",
+                "Exchanges with the server through the automatic pipeline (a lone call or a "
+                "batch is one).",
+                pipeline.round_trips,
+            ),
+            _counter(
+                "redkit_pipeline_batches",
+                "Pipelines of more than one call written by the automatic pipeline.",
+                pipeline.batches,
+            ),
+            _counter(
+                "redkit_pipeline_batched_calls",
+                "Calls that travelled in those batches (mean batch size: their rate over "
+                "the batches' rate).",
+                pipeline.batched_calls,
+            ),
+        ]
+    subscribers = subscriptions_of(rk)
+    out += [
+        _counter(
+            "redkit_notify_published",
+            "Notifications published by this process.",
+            NOTIFY_COUNTS.published,
+        ),
+        _counter(
+            "redkit_notify_delivered",
+            "Notifications handed to a subscription of this process (one per subscription).",
+            NOTIFY_COUNTS.delivered,
+        ),
+        _counter(
+            "redkit_notify_dropped",
+            "Notifications a slow subscription of this process lost.",
+            NOTIFY_COUNTS.dropped,
+        ),
+    ]
+    gauge = GaugeMetricFamily("redkit_notify_subscribers", "Open subscriptions of this process.")
+    gauge.add_metric([], subscribers)
+    out.append(gauge)
+    return out
+
+
 def metrics_app(rk: Redkit, *, caches: Mapping[str, Cache] | None = None) -> Starlette:
     """An ASGI app answering ``GET /`` with the Prometheus text format (mount it)."""
 
@@ -104,7 +180,7 @@ def metrics_app(rk: Redkit, *, caches: Mapping[str, Cache] | None = None) -> Sta
         except RedkitError as exc:
             return JSONResponse({"error": f"Redis is not answering: {exc}"}, 503)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Snapshot(families))
+        registry.register(_Snapshot([*families, *process_metrics(rk)]))
         body = generate_latest(REGISTRY) + generate_latest(registry)
         return Response(body, media_type=CONTENT_TYPE)
 

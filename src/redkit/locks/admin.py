@@ -2,13 +2,16 @@
 a stuck lock.
 
 These walk the namespace with ``SCAN`` (never ``KEYS``): an admin's tool, proportional to
-the size of the database, not for hot paths.
+the size of the database, not for hot paths. (A registry of held locks that the lock
+scripts keep would spare the SCAN, but it is a namespace-wide key, in another hash slot than
+a lock's own keys, and it costs every acquire and release server time: the listing pays
+instead, on an operator's request.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from redkit.errors import translate_redis_errors
 from redkit.locks._common import check_name, waiter_lease_ms
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["LockInfo", "force_release", "list_locks"]
 
 SCRIPTS = ScriptSet(__package__)
+
+HOLDER_CHARS = 8
+"""How much of a lock holder's token a listing shows: enough to tell holders apart, not
+enough to release or extend the lock as them."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,18 @@ class LockInfo:
     waiters: int
     mode: Literal["read", "write"] | None = None
     """For a read-write lock: held by readers or by a writer."""
+    holder: str | None = None
+    """For a lock: the start of its holder's token (see :data:`HOLDER_CHARS`)."""
 
 
 def _name_from(key: str, prefix: str, suffix: str) -> str | None:
     if key.startswith(prefix) and key.endswith(suffix):
         return key[len(prefix) : len(key) - len(suffix)]
     return None
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 async def list_locks(rk: Redkit) -> list[LockInfo]:
@@ -59,19 +72,21 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
             if name is None:
                 continue
             group = rk.keys.group("lock", name)
-            pttl = await rk.redis.pttl(key)
-            if pttl == -2:
+            # One read of the lock's keys (one slot), so holder and lease agree.
+            owner, pttl, fence, waiters = await rk.run(
+                SCRIPTS["lock_state"], [key, group.key("fence"), group.key("queue")]
+            )
+            if owner is None or pttl == -2:
                 continue  # released meanwhile
-            fence = await rk.redis.get(group.key("fence"))
-            waiters = await rk.redis.zcard(group.key("queue"))
             found.append(
                 LockInfo(
                     "lock",
                     name,
                     1,
-                    max(pttl, 0) / 1000,
-                    int(fence) if fence is not None else None,
+                    max(int(pttl), 0) / 1000,
+                    int(fence) or None,
                     int(waiters),
+                    holder=_text(owner)[:HOLDER_CHARS],
                 )
             )
         async for raw in rk.redis.scan_iter(match=f"{ns}:{{sem:*}}:holders", count=1000):

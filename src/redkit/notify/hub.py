@@ -90,6 +90,11 @@ Source = str | None
 """Where an event came from: ``None`` for an exact channel, else the pattern that matched."""
 
 
+def subscriptions_of(rk: Redkit) -> int:
+    """Open subscriptions of this process on ``rk`` (every hub; none is made to answer)."""
+    return sum(hub.subscriber_count() for hub in _HUBS.get(rk, {}).values())
+
+
 def hub_for(rk: Redkit, sharded: bool) -> Hub:
     hubs = _HUBS.setdefault(rk, {})
     hub = hubs.get(sharded)

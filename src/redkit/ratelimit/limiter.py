@@ -16,7 +16,11 @@ algorithm          behaviour
 
 Every decision is one ``EVALSHA`` of ``check.lua`` and reads the time from the server. A
 rejected call writes nothing, so hammering a limit neither counts against it nor keeps it
-alive. :class:`RateLimits` checks several limits for one key and consumes from all or none.
+alive. The process counts its limiter's denials in memory instead (bounded) and adds them
+about once a second, in the background, to the limiter's "most limited keys" ranking
+(:meth:`RateLimiter.top_limited`, two capped sets that expire): the check itself pays
+nothing for it. :class:`RateLimits` checks several limits for one key and consumes from all
+or none.
 
 When Redis is unreachable or hung, a limiter answers by its ``fail`` policy within
 ``timeout`` (250 ms by default): ``"open"`` lets the request through, ``"closed"`` rejects it,
@@ -31,6 +35,8 @@ does not add ``timeout`` to every request.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +50,7 @@ from redkit.errors import (
     ConnectionLost,
     InvalidInput,
     RateLimited,
+    RedkitError,
     ScriptError,
     translate_redis_errors,
 )
@@ -64,6 +71,17 @@ __all__ = [
 
 SCRIPTS = ScriptSet(__package__)
 _CHECK = SCRIPTS["check"]
+_TOP_FLUSH = SCRIPTS["top_flush"]
+log = logging.getLogger(__name__)
+
+TOP_CAP = 100
+"""The bound of the "most limited keys": keys counted in one process between two flushes,
+and members of one of the limiter's per-minute sets on the server."""
+TOP_BUCKET = 60.0
+"""Seconds of one "top limited" set; the ring holds the current one and the one before."""
+TOP_FLUSH_INTERVAL = 1.0
+"""Seconds between a process's first uncounted denial and the flush that adds its denials
+to the server's ranking: how stale :meth:`RateLimiter.top_limited` is for other processes."""
 
 FailPolicy = Literal["open", "closed", "raise"]
 
@@ -222,6 +240,16 @@ class _Checker:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.name = name
         self._names = tuple(lim.name for lim in self._limiters)
+        # The "most limited keys": denials counted here (at most TOP_CAP keys), added every
+        # TOP_FLUSH_INTERVAL to a ring of two per-minute sets with one hash tag (one slot, so
+        # one script on a Cluster too), never by the check script, whose keys are the key's.
+        top = rk.keys.group("rltop", name)
+        self._top = (top.key("0"), top.key("1"))
+        self._denied: dict[str, int] = {}
+        self.top_flush_interval = TOP_FLUSH_INTERVAL
+        """Seconds this process keeps denials before adding them to the ranking."""
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         # ARGV for cost=1 built once: the hot path only prepends the commit flag.
         self._validate_cost(1)
         self._args_cost1 = self._args(1)
@@ -284,8 +312,67 @@ class _Checker:
         self.breaker.success()
         decision = self._combine(raw)
         if commit:
-            (self._allowed if decision.allowed else self._limited).inc()
+            if decision.allowed:
+                self._allowed.inc()
+            else:
+                self._limited.inc()
+                self._count_denial(key)
         return decision
+
+    # -- the most limited keys ----------------------------------------------------------------
+
+    def _count_denial(self, key: str) -> None:
+        denied = self._denied
+        if key in denied:
+            denied[key] += 1
+        elif len(denied) < TOP_CAP:
+            denied[key] = 1
+        else:
+            # Full (more than TOP_CAP keys limited within one flush interval): the least
+            # denied key makes room and the newcomer starts at its count + 1 (space-saving,
+            # so a key limited steadily gets in; the counts are then upper bounds).
+            lowest = min(denied, key=denied.__getitem__)
+            denied[key] = denied.pop(lowest) + 1
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                self.top_flush_interval, self._flush_later
+            )
+
+    def _flush_later(self) -> None:
+        self._flush_handle = None
+        task = asyncio.ensure_future(self._flush_quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_quietly(self) -> None:
+        # Nobody awaits the timer's flush: an error is logged here, not left in the task.
+        try:
+            await self.flush_top_limited()
+        except (RedkitError, TimeoutError) as exc:
+            log.warning("rate limiter %r: denial counts not written (%s)", self.name, exc)
+
+    async def flush_top_limited(self) -> None:
+        """Add this process's pending denial counts to the limiter's ranking now (one round
+        trip; a no-op with none pending). Runs by itself within :data:`TOP_FLUSH_INTERVAL`
+        of a denial; call it before a clean shutdown to lose none."""
+        denied, self._denied = self._denied, {}
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not denied:
+            return
+        args: list[str | int] = [TOP_CAP]
+        for key, n in denied.items():
+            args += [key, n]
+        try:
+            with translate_redis_errors(f"top limited keys of {self.name!r}"):
+                await self._rk.run(_TOP_FLUSH, self._top, args)
+        except ConnectionLost:
+            # Observability only: the decisions stood; these counts are dropped, not retried
+            # (a retry queue would be one more thing to bound).
+            log.warning(
+                "rate limiter %r: denial counts not written (server unreachable)", self.name
+            )
 
     def _combine(self, raw: list[int]) -> Decision:
         if len(self._limiters) == 1:  # the common case, without the lists
@@ -376,6 +463,40 @@ class _Checker:
         group = self._rk.keys.group("rl", key)
         with translate_redis_errors(f"reset rate limit {self.name!r}"):
             await self._rk.redis.unlink(*(group.key(name) for name in self._names))
+            # Off the ranking too: an operator who reset a key sees it leave the list (this
+            # process's pending count with it; other processes' arrive with their flush).
+            self._denied.pop(key, None)
+            async with self._rk.redis.pipeline(transaction=False) as pipe:
+                for top in self._top:
+                    pipe.zrem(top, key)
+                await pipe.execute()
+
+    async def top_limited(self, count: int = 10) -> list[tuple[str, int]]:
+        """The keys this limiter rejected most in the current and the previous minute, as
+        ``(key, denials)``, most first (at most ``count``, from 1 to 100), summed over every
+        process that uses a limiter of this name.
+
+        Each process counts its denials in memory (at most :data:`TOP_CAP` keys between two
+        flushes; past that, a new key evicts the least denied one and starts at its count + 1,
+        so counts are upper bounds) and adds them to the server's per-minute sets (at most
+        :data:`TOP_CAP` members each) within :data:`TOP_FLUSH_INTERVAL`: other processes'
+        denials show up to that late; this process's are flushed first.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= TOP_CAP:
+            raise InvalidInput(f"count must be an int from 1 to {TOP_CAP}, got {count!r}")
+        await self.flush_top_limited()
+        with translate_redis_errors(f"top limited keys of {self.name!r}"):
+            async with self._rk.redis.pipeline(transaction=False) as pipe:
+                for top in self._top:
+                    pipe.zrange(top, 0, TOP_CAP - 1, desc=True, withscores=True)
+                replies = await pipe.execute()
+        totals: dict[str, int] = {}
+        for reply in replies:
+            for raw, score in reply:
+                key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                totals[key] = totals.get(key, 0) + int(score)
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:count]
 
 
 class RateLimiter(_Checker):

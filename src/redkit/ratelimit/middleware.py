@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from redkit.errors import ConfigurationError, InvalidInput
+from redkit.ratelimit import metrics
 from redkit.ratelimit.headers import (
     RATE_LIMIT_HEADERS,
     ietf_headers,
@@ -98,6 +99,7 @@ class RateLimitMiddleware:
         try:
             admission = await resolve_policy(self.policy, scope)
             if admission is None:
+                metrics.HTTP_EXEMPT.inc()
                 await self.app(scope, receive, send)
                 return
             decision = await admission.limits.hit(admission.key, admission.cost)
@@ -107,12 +109,14 @@ class RateLimitMiddleware:
             # An attacker-written value the limiter refuses (a key past its size limit): a
             # clear 400, not a 500, and the app does not run.
             log.info("rate limiting refused a request: %s", exc)
+            metrics.HTTP_INVALID.inc()
             body = {"error": "invalid_request", "message": str(exc)}
             await self._refuse(scope, receive, send, 400, body, [])
             return
         state = scope.setdefault("state", {})
         state["rate_limit"] = decision
         if not decision.allowed:
+            metrics.HTTP_LIMITED.inc()
             await self._refuse(
                 scope,
                 receive,
@@ -122,6 +126,7 @@ class RateLimitMiddleware:
                 [retry_after_header(decision), *self.headers_for(decision)],
             )
             return
+        metrics.HTTP_ALLOWED.inc()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
