@@ -45,6 +45,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from redkit._codegen import IS_ASYNC, async_only
 from redkit.codec import seconds
 from redkit.errors import (
     ConnectionLost,
@@ -248,8 +249,13 @@ class _Checker:
         self._denied: dict[str, int] = {}
         self.top_flush_interval = TOP_FLUSH_INTERVAL
         """Seconds this process keeps denials before adding them to the ranking."""
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        if IS_ASYNC:
+            self._flush_handle: asyncio.TimerHandle | None = None
+            self._tasks: set[asyncio.Task[None]] = set()
+        else:
+            # Sync: no loop to time a flush; the denial that finds the interval passed sends
+            # the counts itself (one round trip about once per interval, as the cache's stats).
+            self._flush_due = time.monotonic() + self.top_flush_interval
         # ARGV for cost=1 built once: the hot path only prepends the commit flag.
         self._validate_cost(1)
         self._args_cost1 = self._args(1)
@@ -333,11 +339,15 @@ class _Checker:
             # so a key limited steadily gets in; the counts are then upper bounds).
             lowest = min(denied, key=denied.__getitem__)
             denied[key] = denied.pop(lowest) + 1
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(
-                self.top_flush_interval, self._flush_later
-            )
+        if IS_ASYNC:
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    self.top_flush_interval, self._flush_later
+                )
+        elif time.monotonic() >= self._flush_due:
+            self._flush_quietly()
 
+    @async_only
     def _flush_later(self) -> None:
         self._flush_handle = None
         task = asyncio.ensure_future(self._flush_quietly())
@@ -356,9 +366,12 @@ class _Checker:
         trip; a no-op with none pending). Runs by itself within :data:`TOP_FLUSH_INTERVAL`
         of a denial; call it before a clean shutdown to lose none."""
         denied, self._denied = self._denied, {}
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if IS_ASYNC:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        else:
+            self._flush_due = time.monotonic() + self.top_flush_interval
         if not denied:
             return
         args: list[str | int] = [TOP_CAP]

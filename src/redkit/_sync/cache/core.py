@@ -240,7 +240,7 @@ class Cache:
                 keys.lock,
                 keys.notify,
                 shard.invalidations,
-                *(shard.tag(_hashed(t)) for t in tags),
+                *((shard.tag_index, *(shard.tag(_hashed(t)) for t in tags)) if tags else ()),
             ],
             [
                 payload,
@@ -371,13 +371,42 @@ class Cache:
             *(
                 self.rk.run(
                     SCRIPTS["invalidate"],
-                    [shard.invalidations, *(shard.tag(n) for n in names)],
+                    [shard.invalidations, shard.tag_index, *(shard.tag(n) for n in names)],
                     [self._keep_ms, *names],
                 )
                 for shard in self._shards
             )
         )
         return sum(int(c) for c in counts)
+
+    def tag_counts(self, limit: int = 50) -> list[tuple[str, int]]:
+        """Live entries per tag, most first: at most ``limit`` tags (1 to 1,000), read from
+        the tag index each shard keeps (one script per shard, concurrently; never SCAN).
+
+        Bounded: each shard counts its ``max(limit, 200)`` latest-ending tags, so on a cache
+        with more tags than that the least recently stored ones may be left out. A count is
+        an upper bound: an entry removed otherwise than by its tag's invalidation (``delete``,
+        another tag's invalidation) counts until it would have expired. Tags longer than 256
+        characters are stored hashed and show as ``#`` and their hash.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or (not 1 <= limit <= 1000):
+            raise InvalidInput(f"limit must be an int from 1 to 1000, got {limit!r}")
+        replies = _compat.gather(
+            *(
+                self.rk.run(
+                    SCRIPTS["tag_counts"], [shard.tag_index], [shard.tag(""), max(limit, 200)]
+                )
+                for shard in self._shards
+            )
+        )
+        totals: dict[str, int] = {}
+        for reply in replies:
+            for i in range(0, len(reply), 2):
+                raw = reply[i]
+                tag = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                totals[tag] = totals.get(tag, 0) + int(reply[i + 1])
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:limit]
 
     def stats(self) -> CacheStats:
         """Hits, misses, stale serves, recomputes and early refreshes (every process).

@@ -4,7 +4,10 @@
 a stuck lock.
 
 These walk the namespace with ``SCAN`` (never ``KEYS``): an admin's tool, proportional to
-the size of the database, not for hot paths.
+the size of the database, not for hot paths. (A registry of held locks that the lock
+scripts keep would spare the SCAN, but it is a namespace-wide key, in another hash slot than
+a lock's own keys, and it costs every acquire and release server time: the listing pays
+instead, on an operator's request.)
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from redkit.errors import translate_redis_errors
 if TYPE_CHECKING:
     from redkit._sync.client import Redkit
 __all__ = ["LockInfo", "force_release", "list_locks"]
+from redkit.locks.admin import HOLDER_CHARS as HOLDER_CHARS
 from redkit.locks.admin import SCRIPTS as SCRIPTS
+
+"How much of a lock holder's token a listing shows: enough to tell holders apart, not\nenough to release or extend the lock as them."
 from redkit.locks.admin import LockInfo as LockInfo
 from redkit.locks.admin import _name_from as _name_from
+from redkit.locks.admin import _text as _text
 
 
 def list_locks(rk: Redkit) -> list[LockInfo]:
@@ -35,19 +42,20 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
             if name is None:
                 continue
             group = rk.keys.group("lock", name)
-            pttl = rk.redis.pttl(key)
-            if pttl == -2:
+            owner, pttl, fence, waiters = rk.run(
+                SCRIPTS["lock_state"], [key, group.key("fence"), group.key("queue")]
+            )
+            if owner is None or pttl == -2:
                 continue
-            fence = rk.redis.get(group.key("fence"))
-            waiters = rk.redis.zcard(group.key("queue"))
             found.append(
                 LockInfo(
                     "lock",
                     name,
                     1,
-                    max(pttl, 0) / 1000,
-                    int(fence) if fence is not None else None,
+                    max(int(pttl), 0) / 1000,
+                    int(fence) or None,
                     int(waiters),
+                    holder=_text(owner)[:HOLDER_CHARS],
                 )
             )
         for raw in rk.redis.scan_iter(match=f"{ns}:{{sem:*}}:holders", count=1000):

@@ -87,6 +87,8 @@ from redkit.notify.bus import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
 from redkit.notify.bus import DEFAULT_MAX_CHANNELS as DEFAULT_MAX_CHANNELS
 
 "Default cap on the channels plus patterns of one subscription: each is a subscription in\nthe server and a history read on resume, and the web layer lets a client name them."
+from redkit.notify.bus import COUNTS as COUNTS
+from redkit.notify.bus import Counts as Counts
 from redkit.notify.bus import SlowConsumerPolicy as SlowConsumerPolicy
 
 
@@ -170,6 +172,7 @@ class NotificationBus:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
         event_id = self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args])
+        COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     def _channel_keys(self, channel: str) -> tuple[list[str], str]:

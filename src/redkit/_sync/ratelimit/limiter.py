@@ -18,7 +18,11 @@ algorithm          behaviour
 
 Every decision is one ``EVALSHA`` of ``check.lua`` and reads the time from the server. A
 rejected call writes nothing, so hammering a limit neither counts against it nor keeps it
-alive. :class:`RateLimits` checks several limits for one key and consumes from all or none.
+alive. The process counts its limiter's denials in memory instead (bounded) and adds them
+about once a second, in the background, to the limiter's "most limited keys" ranking
+(:meth:`RateLimiter.top_limited`, two capped sets that expire): the check itself pays
+nothing for it. :class:`RateLimits` checks several limits for one key and consumes from all
+or none.
 
 When Redis is unreachable or hung, a limiter answers by its ``fail`` policy within
 ``timeout`` (250 ms by default): ``"open"`` lets the request through, ``"closed"`` rejects it,
@@ -33,6 +37,7 @@ does not add ``timeout`` to every request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -41,6 +46,7 @@ from redkit.codec import seconds
 from redkit.errors import (
     ConnectionLost,
     InvalidInput,
+    RedkitError,
     ScriptError,
     translate_redis_errors,
 )
@@ -50,9 +56,20 @@ if TYPE_CHECKING:
     from redkit._sync.client import Redkit
 __all__ = ["Algorithm", "CircuitBreaker", "Decision", "FailPolicy", "RateLimiter", "RateLimits"]
 from redkit.ratelimit.limiter import _CHECK as _CHECK
+from redkit.ratelimit.limiter import _TOP_FLUSH as _TOP_FLUSH
+from redkit.ratelimit.limiter import SCRIPTS as SCRIPTS
+from redkit.ratelimit.limiter import TOP_CAP as TOP_CAP
+from redkit.ratelimit.limiter import log as log
+
+'The bound of the "most limited keys": keys counted in one process between two flushes,\nand members of one of the limiter\'s per-minute sets on the server.'
+from redkit.ratelimit.limiter import TOP_BUCKET as TOP_BUCKET
+
+'Seconds of one "top limited" set; the ring holds the current one and the one before.'
+from redkit.ratelimit.limiter import TOP_FLUSH_INTERVAL as TOP_FLUSH_INTERVAL
+
+"Seconds between a process's first uncounted denial and the flush that adds its denials\nto the server's ranking: how stale :meth:`RateLimiter.top_limited` is for other processes."
 from redkit.ratelimit.limiter import _CODES as _CODES
 from redkit.ratelimit.limiter import MAX_KEY_BYTES as MAX_KEY_BYTES
-from redkit.ratelimit.limiter import SCRIPTS as SCRIPTS
 from redkit.ratelimit.limiter import Algorithm as Algorithm
 from redkit.ratelimit.limiter import CircuitBreaker as CircuitBreaker
 from redkit.ratelimit.limiter import Decision as Decision
@@ -95,6 +112,12 @@ class _Checker:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.name = name
         self._names = tuple(lim.name for lim in self._limiters)
+        top = rk.keys.group("rltop", name)
+        self._top = (top.key("0"), top.key("1"))
+        self._denied: dict[str, int] = {}
+        self.top_flush_interval = TOP_FLUSH_INTERVAL
+        "Seconds this process keeps denials before adding them to the ranking."
+        self._flush_due = time.monotonic() + self.top_flush_interval
         self._validate_cost(1)
         self._args_cost1 = self._args(1)
         self._allowed, self._limited, self._errors = metrics.counters(name)
@@ -151,8 +174,49 @@ class _Checker:
         self.breaker.success()
         decision = self._combine(raw)
         if commit:
-            (self._allowed if decision.allowed else self._limited).inc()
+            if decision.allowed:
+                self._allowed.inc()
+            else:
+                self._limited.inc()
+                self._count_denial(key)
         return decision
+
+    def _count_denial(self, key: str) -> None:
+        denied = self._denied
+        if key in denied:
+            denied[key] += 1
+        elif len(denied) < TOP_CAP:
+            denied[key] = 1
+        else:
+            lowest = min(denied, key=denied.__getitem__)
+            denied[key] = denied.pop(lowest) + 1
+        if time.monotonic() >= self._flush_due:
+            self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush_top_limited()
+        except (RedkitError, TimeoutError) as exc:
+            log.warning("rate limiter %r: denial counts not written (%s)", self.name, exc)
+
+    def flush_top_limited(self) -> None:
+        """Add this process's pending denial counts to the limiter's ranking now (one round
+        trip; a no-op with none pending). Runs by itself within :data:`TOP_FLUSH_INTERVAL`
+        of a denial; call it before a clean shutdown to lose none."""
+        denied, self._denied = (self._denied, {})
+        self._flush_due = time.monotonic() + self.top_flush_interval
+        if not denied:
+            return
+        args: list[str | int] = [TOP_CAP]
+        for key, n in denied.items():
+            args += [key, n]
+        try:
+            with translate_redis_errors(f"top limited keys of {self.name!r}"):
+                self._rk.run(_TOP_FLUSH, self._top, args)
+        except ConnectionLost:
+            log.warning(
+                "rate limiter %r: denial counts not written (server unreachable)", self.name
+            )
 
     def _combine(self, raw: list[int]) -> Decision:
         if len(self._limiters) == 1:
@@ -243,6 +307,38 @@ class _Checker:
         group = self._rk.keys.group("rl", key)
         with translate_redis_errors(f"reset rate limit {self.name!r}"):
             self._rk.redis.unlink(*(group.key(name) for name in self._names))
+            self._denied.pop(key, None)
+            with self._rk.redis.pipeline(transaction=False) as pipe:
+                for top in self._top:
+                    pipe.zrem(top, key)
+                pipe.execute()
+
+    def top_limited(self, count: int = 10) -> list[tuple[str, int]]:
+        """The keys this limiter rejected most in the current and the previous minute, as
+        ``(key, denials)``, most first (at most ``count``, from 1 to 100), summed over every
+        process that uses a limiter of this name.
+
+        Each process counts its denials in memory (at most :data:`TOP_CAP` keys between two
+        flushes; past that, a new key evicts the least denied one and starts at its count + 1,
+        so counts are upper bounds) and adds them to the server's per-minute sets (at most
+        :data:`TOP_CAP` members each) within :data:`TOP_FLUSH_INTERVAL`: other processes'
+        denials show up to that late; this process's are flushed first.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or (not 1 <= count <= TOP_CAP):
+            raise InvalidInput(f"count must be an int from 1 to {TOP_CAP}, got {count!r}")
+        self.flush_top_limited()
+        with translate_redis_errors(f"top limited keys of {self.name!r}"):
+            with self._rk.redis.pipeline(transaction=False) as pipe:
+                for top in self._top:
+                    pipe.zrange(top, 0, TOP_CAP - 1, desc=True, withscores=True)
+                replies = pipe.execute()
+        totals: dict[str, int] = {}
+        for reply in replies:
+            for raw, score in reply:
+                key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                totals[key] = totals.get(key, 0) + int(score)
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:count]
 
 
 class RateLimiter(_Checker):

@@ -61,6 +61,7 @@ from redkit.errors import (
     translate_redis_errors,
 )
 from redkit.keys import SESSION_STORE_NAME, KeyGroup
+from redkit.sessions import metrics
 from redkit.sessions.tokens import PREFIX_LENGTH, bucket_of, hash_token, new_token, parse_bucket
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ class SessionStore:
                 blob,
             ],
         )
+        metrics.CREATED.inc()
         return self._session(token, [now, now + self._absolute_ms, now, meta, blob])
 
     def get(self, session_id: str) -> Session | None:
@@ -341,6 +343,8 @@ class SessionStore:
             return False
         group, key, digest = where
         ended = self.rk.run(SCRIPTS["revoke"], keys=[group.key(), key], args=[digest])
+        if ended:
+            metrics.REVOKED.inc()
         return bool(ended)
 
     def revoke_all(self, user_id: str | int) -> int:
@@ -355,6 +359,7 @@ class SessionStore:
             SCRIPTS["revoke_all"],
             keys=[group.key(), group.key("u", user_id), group.key("p", user_id)],
         )
+        metrics.REVOKED.inc(int(ended))
         return int(ended)
 
     def list(self, user_id: str | int) -> builtins.list[SessionInfo]:
