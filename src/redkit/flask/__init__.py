@@ -21,6 +21,8 @@ Everything runs on the sync API (:mod:`redkit.sync`): no event loop, one round t
 one client per process. ``pip install 'redkit[flask]'``.
 """
 
+import contextlib
+
 from redkit.flask.extension import EXTENSION_KEY, Redkit, current_redkit, session_store
 from redkit.flask.ratelimit import Limiter, client_ip_key, parse_rate, user_or_ip
 from redkit.flask.sessions import (
@@ -32,6 +34,11 @@ from redkit.flask.sessions import (
     logout_everywhere,
     rotate_session,
 )
+
+# The limits storage registers the redkit:// schemes with limits when it is imported; limits
+# (which Flask-Limiter brings) is optional.
+with contextlib.suppress(ImportError):
+    from redkit.flask.storage import RedkitStorage as RedkitStorage
 
 __all__ = [
     "ANONYMOUS_PREFIX",
