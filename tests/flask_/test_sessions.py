@@ -315,3 +315,13 @@ def test_a_request_that_read_before_logout_everywhere_does_not_bring_the_session
     assert "session=;" in out[0].headers["set-cookie"]
     after = httpx.get(base + "/session", headers={"Cookie": cookie}).json()
     assert after == {"data": {}, "user": None}
+
+
+def test_a_test_can_prepare_the_session_with_session_transaction(app: Flask) -> None:
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["theme"] = "dark"
+    assert shown(client) == {"data": {"theme": "dark"}, "user": None}
+    with client.session_transaction() as session:
+        session["count"] = 1
+    assert shown(client)["data"] == {"theme": "dark", "count": 1}
