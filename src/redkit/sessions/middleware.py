@@ -53,7 +53,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -67,6 +66,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.codec import seconds
 from redkit.errors import ConfigurationError, ConnectionLost, SessionNotFound
+from redkit.sessions.hosts import is_loopback_host
 from redkit.sessions.store import Session, SessionStore
 
 __all__ = [
@@ -477,34 +477,6 @@ async def send_unavailable(
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
-
-
-# Hosts a browser treats as a secure context over plain HTTP, plus Starlette's TestClient
-# host: a cookie for them may go without Secure, since no network carries it.
-_LOCAL_NAMES = frozenset({"localhost", "testserver"})
-
-
-def _hostname(host: str) -> str:
-    host = host.strip().lower()
-    if host.startswith("["):  # [::1]:8000
-        end = host.find("]")
-        return host[1:end] if end > 0 else host
-    name, colon, port = host.rpartition(":")
-    if colon and ":" not in name and (port.isdigit() or not port):
-        return name
-    return host
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a ``Host`` value (with or without port) names this machine: ``localhost``,
-    ``*.localhost``, a loopback address, or ``testserver`` (Starlette's ``TestClient``)."""
-    name = _hostname(host).rstrip(".")
-    if name in _LOCAL_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def needs_secure_cookie(scope: Scope) -> bool:
