@@ -63,6 +63,13 @@ def project(
 
 
 @pytest.fixture
+def sessions(redis_url: str, namespace: str, raw: redkit.sync.Redkit) -> Iterator[None]:
+    """SESSION_ENGINE on the test server, in the test's namespace."""
+    with override_settings(REDKIT_SESSIONS={"LOCATION": redis_url, "NAMESPACE": namespace}):
+        yield
+
+
+@pytest.fixture
 def cache(project: dict[str, RedkitCache]) -> RedkitCache:
     return project["default"]
 

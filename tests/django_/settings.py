@@ -16,9 +16,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
 ]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
 ROOT_URLCONF = "django_.urls"
 DATABASES: dict[str, dict[str, str]] = {}
+SESSION_ENGINE = "redkit.django.sessions"
+REDKIT_SESSIONS = {"LOCATION": os.environ.get("REDIS_URL", "")}
 CACHES = {
     "default": {
         "BACKEND": "redkit.django.RedkitCache",

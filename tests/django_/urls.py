@@ -9,4 +9,9 @@ urlpatterns = [
     path("report/<str:name>/", views.report),
     path("areport/<str:name>/", views.areport),
     path("invalidate/<str:name>/", views.invalidate),
+    path("session/put/", views.session_put),
+    path("session/drop/<str:name>/", views.session_drop),
+    path("session/show/", views.session_show),
+    path("session/login/<str:user_id>/", views.session_login),
+    path("session/logout/", views.session_logout),
 ]

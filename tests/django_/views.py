@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+from django.contrib.auth import SESSION_KEY
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_page
@@ -34,3 +35,30 @@ async def areport(request: HttpRequest, name: str) -> JsonResponse:
 
 def invalidate(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse({"deleted": cache.invalidate(name)})
+
+
+def session_put(request: HttpRequest) -> JsonResponse:
+    for name, value in request.GET.items():
+        request.session[name] = value
+    return JsonResponse(dict(request.session))
+
+
+def session_drop(request: HttpRequest, name: str) -> JsonResponse:
+    request.session.pop(name, None)
+    return JsonResponse(dict(request.session))
+
+
+def session_show(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(dict(request.session))
+
+
+def session_login(request: HttpRequest, user_id: str) -> JsonResponse:
+    """What django.contrib.auth.login does to the session: a new key, then the user's ID."""
+    request.session.cycle_key()
+    request.session[SESSION_KEY] = user_id
+    return JsonResponse(dict(request.session))
+
+
+def session_logout(request: HttpRequest) -> JsonResponse:
+    request.session.flush()
+    return JsonResponse({})
