@@ -70,6 +70,13 @@ def sessions(redis_url: str, namespace: str, raw: redkit.sync.Redkit) -> Iterato
 
 
 @pytest.fixture
+def limits(redis_url: str, namespace: str, raw: redkit.sync.Redkit) -> Iterator[None]:
+    """The ratelimit decorator on the test server, in the test's namespace."""
+    with override_settings(REDKIT_RATELIMIT={"LOCATION": redis_url, "NAMESPACE": namespace}):
+        yield
+
+
+@pytest.fixture
 def cache(project: dict[str, RedkitCache]) -> RedkitCache:
     return project["default"]
 

@@ -16,11 +16,15 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
 ]
-MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "redkit.django.ratelimit.RatelimitMiddleware",
+]
 ROOT_URLCONF = "django_.urls"
 DATABASES: dict[str, dict[str, str]] = {}
 SESSION_ENGINE = "redkit.django.sessions"
 REDKIT_SESSIONS = {"LOCATION": os.environ.get("REDIS_URL", "")}
+REDKIT_RATELIMIT = {"LOCATION": os.environ.get("REDIS_URL", "")}
 CACHES = {
     "default": {
         "BACKEND": "redkit.django.RedkitCache",

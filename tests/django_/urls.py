@@ -14,4 +14,9 @@ urlpatterns = [
     path("session/show/", views.session_show),
     path("session/login/<str:user_id>/", views.session_login),
     path("session/logout/", views.session_logout),
+    path("limited/", views.limited),
+    path("alimited/", views.alimited),
+    path("soft/", views.soft),
+    path("writes/", views.writes),
+    path("tiered/", views.tiered),
 ]

@@ -10,6 +10,8 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_page
 
+from redkit.django.ratelimit import ratelimit
+
 renders = itertools.count()
 computes = itertools.count()
 
@@ -62,3 +64,32 @@ def session_login(request: HttpRequest, user_id: str) -> JsonResponse:
 def session_logout(request: HttpRequest) -> JsonResponse:
     request.session.flush()
     return JsonResponse({})
+
+
+@ratelimit(key="ip", rate="2/m")
+def limited(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+@ratelimit(key="ip", rate="2/m")
+async def alimited(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+@ratelimit(key="header:x-api-key", rate="1/h", block=False, algorithm="gcra")
+def soft(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"limited": request.limited})
+
+
+@ratelimit(group="writes", key="user_or_ip", rate="1/d", method="POST")
+def writes(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"method": request.method})
+
+
+def _rate_for(group: str, request: HttpRequest) -> str | None:
+    return None if request.GET.get("vip") else "1/10m"
+
+
+@ratelimit(key="get:who", rate=_rate_for)
+def tiered(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})

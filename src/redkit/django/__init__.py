@@ -9,7 +9,9 @@
         }
     }
 
-See :class:`RedkitCache`.
+See :class:`RedkitCache`; :mod:`redkit.django.sessions` (``SESSION_ENGINE``) and
+:mod:`redkit.django.ratelimit` (a django-ratelimit-compatible ``@ratelimit``) are imported by
+name.
 """
 
 from redkit.django.cache import RedkitCache
