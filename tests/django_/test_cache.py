@@ -411,6 +411,15 @@ def test_pickle_only_when_asked_and_never_read_by_a_json_cache(
         plain.get("when")
 
 
+async def test_an_entry_another_writer_stored_under_the_same_name_is_refused_not_a_crash(
+    acache: RedkitCache,
+) -> None:
+    shared = (await acache._async()).rk.cache(name="django")
+    await shared.set(acache.make_key("k"), "plain redkit entry")
+    with pytest.raises(InvalidInput, match="NAME of its own"):
+        await acache.aget("k")
+
+
 def test_a_cached_page_is_served_from_the_backend_through_a_real_view(cache: RedkitCache) -> None:
     client = Client()
     first = client.get("/cached/")

@@ -336,8 +336,12 @@ class RedkitCache(BaseCache):  # type: ignore[misc]  # Django ships no type hint
             )
 
     def _decode(self, raw: bytes) -> Any:
-        start = raw.index(b"|", 0, 80) + 1
-        start = raw.index(b"\n", start) + 1
+        start = raw.find(b"\n", raw.find(b"|", 0, 80) + 1) + 1
+        if start == 0:
+            # Another writer's entry under this cache's name (rk.cache(name="django"), say).
+            raise InvalidInput(
+                "this entry was not stored by RedkitCache; give it a NAME of its own"
+            )
         kind = raw[start]
         data: bytes | memoryview = memoryview(raw)[start + 2 :]
         if raw[start + 1] == ZLIB:
