@@ -14,7 +14,15 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from platform_.harness import Up, login, new_email, random_loopback, register
+from platform_.harness import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Up,
+    login,
+    new_email,
+    random_loopback,
+    register,
+)
 from redkit.platform.events import MAX_STREAMS_PER_USER
 
 Headers = dict[str, str]
@@ -221,3 +229,58 @@ async def test_one_user_cannot_hold_unbounded_open_event_streams(up: Up) -> None
                     break
             await asyncio.sleep(0.1)
         assert response.status_code == 200
+
+
+# -- a login racing a change of the user's type -------------------------------------------------
+
+
+async def test_a_login_racing_a_type_change_never_keeps_a_session_of_the_old_type(up: Up) -> None:
+    """The login reads the user, spends an argon2 verification, then makes the session; a
+    type change that commits and revokes every session in between must not leave that new
+    session alive with the old type (a demoted admin keeping an admin session)."""
+    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    transport = httpx.AsyncHTTPTransport(local_address=random_loopback())
+    async with httpx.AsyncClient(transport=transport, timeout=60, cookies=jar) as client:
+        admin = await client.post(
+            f"{up.gateway}/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+        assert admin.status_code == 200, admin.text
+        admin_headers = {"authorization": f"Bearer {admin.json()['token']}"}
+        email, password = new_email(), "correct horse battery"
+        made = await client.post(
+            f"{up.gateway}/auth/register", json={"email": email, "password": password, "name": "A"}
+        )
+        user_id = made.json()["id"]
+
+        async def a_login() -> httpx.Response:
+            # A client of its own each: the per-IP login limit is not what is tested.
+            own = httpx.AsyncHTTPTransport(local_address=random_loopback())
+            async with httpx.AsyncClient(transport=own, timeout=60, cookies=CookieJar()) as c:
+                return await c.post(
+                    f"{up.gateway}/auth/login", json={"email": email, "password": password}
+                )
+
+        async def promote() -> httpx.Response:
+            await asyncio.sleep(0.01)  # inside the logins' password checks
+            return await client.patch(
+                f"{up.gateway}/api/admin/users/{user_id}",
+                json={"type": "premium"},
+                headers=admin_headers,
+            )
+
+        *logins, changed = await asyncio.gather(*(a_login() for _ in range(4)), promote())
+        assert changed.status_code == 200, changed.text
+        for answer in logins:
+            assert answer.status_code == 200, answer.text
+            token = answer.json()["token"]
+            seen = await client.get(
+                f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"}
+            )
+            if seen.status_code == 401:
+                continue  # ended by the type change: fine
+            assert seen.status_code == 200, seen.text
+            # A live session has the new type: the premium tier's limit, not the user's.
+            assert seen.headers["x-ratelimit-limit"] == "1000", (
+                answer.json()["user"]["type"],
+                seen.headers["x-ratelimit-limit"],
+            )
