@@ -284,3 +284,79 @@ async def test_a_login_racing_a_type_change_never_keeps_a_session_of_the_old_typ
                 answer.json()["user"]["type"],
                 seen.headers["x-ratelimit-limit"],
             )
+
+
+# -- CSRF: a same-site page's plain form must not write with the victim's cookie ----------------
+
+
+def test_a_form_from_another_origin_of_the_same_site_cannot_write_with_the_cookie(
+    up: Up, http: httpx.Client
+) -> None:
+    """SameSite=Lax keeps the cookie off cross-site posts only; a page on another port of the
+    same host is the same site, and its form (no custom header, an empty or urlencoded body)
+    would start a deployment or sign the victim out everywhere."""
+    _, owner = user(up, http)
+    project = project_of(up, http, owner)
+    email = new_email()
+    assert register(up, http, email).status_code == 201
+    signed = login(up, http, email)
+    cookie = signed.headers["set-cookie"].split(";", 1)[0]
+    token = signed.json()["token"]
+    added = http.post(
+        f"{up.gateway}/api/projects/{project}/members",
+        json={"email": email, "role": "maintainer"},
+        headers=owner,
+    )
+    assert added.status_code == 201, added.text
+    port = int(up.gateway.rpartition(":")[2])
+    evil = f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}"
+    form = {
+        "cookie": cookie,
+        "origin": evil,
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    for sent in (form, {**form, "sec-fetch-site": "same-site"}, {**form, "origin": "null"}):
+        deployed = http.post(f"{up.gateway}/api/projects/{project}/deployments", headers=sent)
+        assert deployed.status_code == 403, deployed.text
+        assert deployed.json()["detail"].startswith("a write from another origin")
+        ended = http.post(f"{up.gateway}/auth/logout-all", headers=sent)
+        assert ended.status_code == 403, ended.text
+    # The session lives on; the same page of the platform's own origin, and any non-browser
+    # client (no Origin), still write.
+    me = http.get(f"{up.gateway}/api/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text
+    own = {**form, "origin": up.gateway, "sec-fetch-site": "same-origin"}
+    assert http.post(
+        f"{up.gateway}/api/projects/{project}/deployments", headers=own
+    ).status_code in (
+        202,
+        409,
+    )
+    plain = {"cookie": cookie}
+    assert http.post(
+        f"{up.gateway}/api/projects/{project}/deployments", headers=plain
+    ).status_code in (
+        202,
+        409,
+    )
+
+
+def test_an_admins_cookie_cannot_publish_an_alert_from_another_origins_text_form(
+    up: Up, http: httpx.Client
+) -> None:
+    """A text/plain form can spell a JSON body (name ``{"message":"x``, value ``"}``); the
+    alert endpoint reads the body whatever its type, so only the origin check stops it."""
+    signed = login(up, http, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert signed.status_code == 200, signed.text
+    cookie = signed.headers["set-cookie"].split(";", 1)[0]
+    port = int(up.gateway.rpartition(":")[2])
+    published = http.post(
+        f"{up.gateway}/api/admin/alerts",
+        content=b'{"message":"forged="}',
+        headers={
+            "cookie": cookie,
+            "origin": f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}",
+            "content-type": "text/plain",
+        },
+    )
+    assert published.status_code == 403, published.text

@@ -283,7 +283,11 @@ def install_projects(app: FastAPI) -> None:
             else:
                 # The same rules as a removal: maintainers change viewers only (never demote
                 # an owner or another maintainer), and the last owner stays an owner.
-                if mine is not None and mine.role is not Role.owner and member.role is not Role.viewer:
+                if (
+                    mine is not None
+                    and mine.role is not Role.owner
+                    and member.role is not Role.viewer
+                ):
                     raise HTTPException(403, detail="maintainers change viewers' roles only")
                 if member.role is Role.owner and body.role is not Role.owner:
                     owners = await tx.scalars(
