@@ -40,8 +40,8 @@ from redkit.sessions.middleware import RequestSession, current_session
 
 __all__ = [
     "MAX_BODY",
-    "SameOriginWrites",
     "ROUTES",
+    "SameOriginWrites",
     "install_openapi",
     "install_proxy",
     "public_openapi",
