@@ -269,8 +269,23 @@ def install_auth(app: FastAPI) -> None:
         ok = await _verify(user.password_hash if user else _DUMMY_HASH, body.password)
         if user is None or not ok:
             raise HTTPException(401, detail="wrong e-mail or password")
-        new = await rs.login(user.id, {"type": user.type.value, "email": user.email})
-        return {"token": new.id, "user": user_json(user)}
+        # The session carries the type read above, before the password check (tens of ms). A
+        # type change that committed and revoked every session of the user meanwhile would miss
+        # this one (a demoted admin would keep an admin session): read the user again once the
+        # session exists; a change since is seen here, or its revocation comes after and ends
+        # the session. A changed type signs in again with the new one (login ends the previous).
+        for _ in range(3):
+            new = await rs.login(user.id, {"type": user.type.value, "email": user.email})
+            async with st.db.reading() as session:
+                again = await session.get(User, user.id)
+            if again is None:
+                await rs.logout()
+                raise HTTPException(401, detail="wrong e-mail or password")
+            if again.type is user.type:
+                return {"token": new.id, "user": user_json(again)}
+            user = again
+        await rs.logout()
+        raise HTTPException(409, detail="the account is being changed: sign in again")
 
     @router.post("/auth/logout")
     async def logout(rs: CurrentSession) -> dict[str, Any]:

@@ -26,7 +26,10 @@ caller gets those it is granted (403 if none). Patterns are granted by their lit
 Refusals are JSON ``{"error", "message"}`` (the WebSocket's are the handshake's HTTP
 status): 401 without a live session, 403 when nothing asked for is granted, 413 when the
 default subscription would name more than 256 channels (a member of more than 255 projects
-names the ones it wants), 503 when the database cannot be read.
+names the ones it wants), 429 when the user already holds :data:`MAX_STREAMS_PER_USER` open
+streams on this gateway process (each holds a connection and a subscription: without a bound,
+one account's 100 requests a minute would pile up streams for as long as it likes), 503 when
+the database cannot be read.
 
 **Membership is checked when the stream opens**, from the platform's PostgreSQL (the source
 of truth, one query), and again every :data:`RECHECK` seconds while it is open: a member
@@ -83,6 +86,9 @@ RECHECK = 10.0
 heartbeat, so an idle stream is checked as often as a busy one)."""
 MAX_ALERT_BODY = 16 * 1024
 MAX_NAMES = 256  # the bus's most channels + patterns per subscription
+MAX_STREAMS_PER_USER = 20
+"""Open ``/events`` and ``/ws`` streams one user may hold on one gateway process at once
+(each holds a connection, a task and a subscription's queue); the next is refused with 429."""
 _GRANTS_KEY = "redkit.platform.grants"
 
 
@@ -218,6 +224,60 @@ async def still_granted(scope: dict[str, Any]) -> bool:
     )
 
 
+class _StreamCount:
+    """The open streams of each user in this process. Bounded: one entry per user with an
+    open stream (an entry goes when its last stream ends), each at most
+    :data:`MAX_STREAMS_PER_USER`."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def take(self, user_id: str) -> bool:
+        held = self.open.get(user_id, 0)
+        if held >= MAX_STREAMS_PER_USER:
+            return False
+        self.open[user_id] = held + 1
+        return True
+
+    def give_back(self, user_id: str) -> None:
+        held = self.open.get(user_id, 0) - 1
+        if held > 0:
+            self.open[user_id] = held
+        else:
+            self.open.pop(user_id, None)
+
+
+class _Held(Response):
+    """``inner`` sent as it is; ``release`` runs once it is over, however it ends (a client
+    that leaves before the first byte included: the body's own ``finally`` would never run)."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()
+
+
+def _user_of(conn: HTTPConnection) -> str:
+    session = current_session(conn).session
+    assert session is not None  # _prepared refused the request otherwise
+    return session.user_id
+
+
+def _too_many_streams() -> JSONResponse:
+    return _refusal(
+        429,
+        "too_many_streams",
+        f"at most {MAX_STREAMS_PER_USER} open event streams per user: close one first",
+    )
+
+
 def _refusal(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
@@ -286,15 +346,23 @@ def _routes(bus: Callable[[HTTPConnection], NotificationBus]) -> list[Route | We
     hooks: dict[str, Any] = {"authorize": authorize, "authorize_patterns": authorize_patterns}
     sse = sse_endpoint(bus, heartbeat=RECHECK, **hooks)
     ws = websocket_endpoint(bus, **hooks)
+    streams = _StreamCount()
 
     async def events(request: Request) -> Response:
         scope = await _prepared(request)
         if isinstance(scope, Response):
             return scope
-        response = await sse(Request(scope, request.receive))
+        user_id = _user_of(request)
+        if not streams.take(user_id):
+            return _too_many_streams()
+        try:
+            response = await sse(Request(scope, request.receive))
+        except BaseException:
+            streams.give_back(user_id)
+            raise
         if isinstance(response, StreamingResponse):
             response.body_iterator = _rechecked(scope, response.body_iterator)
-        return response
+        return _Held(response, lambda: streams.give_back(user_id))
 
     async def websocket(socket: WebSocket) -> None:
         scope = await _prepared(socket)
@@ -304,8 +372,19 @@ def _routes(bus: Callable[[HTTPConnection], NotificationBus]) -> list[Route | We
             else:
                 await socket.close(code=1008, reason="sign in first")
             return
-        inner = WebSocket(scope, socket.receive, socket.send)
-        await _watched(scope, inner, ws(inner))
+        user_id = _user_of(socket)
+        if not streams.take(user_id):
+            refusal = _too_many_streams()
+            if "websocket.http.response" in socket.scope.get("extensions", {}):
+                await socket.send_denial_response(refusal)
+            else:
+                await socket.close(code=1008, reason="too many open streams")
+            return
+        try:
+            inner = WebSocket(scope, socket.receive, socket.send)
+            await _watched(scope, inner, ws(inner))
+        finally:
+            streams.give_back(user_id)
 
     return [Route("/events", events, methods=["GET"]), WebSocketRoute("/ws", websocket)]
 

@@ -28,7 +28,9 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from redkit.platform.identity import HEADER, Identity, sign_identity
 from redkit.ratelimit.middleware import RateLimitMiddleware
@@ -39,6 +41,7 @@ from redkit.sessions.middleware import RequestSession, current_session
 __all__ = [
     "MAX_BODY",
     "ROUTES",
+    "SameOriginWrites",
     "install_openapi",
     "install_proxy",
     "public_openapi",
@@ -213,6 +216,56 @@ def _forwarded_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes
             continue
         kept.append((lowered, value))
     return kept
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class SameOriginWrites:
+    """Refuses (JSON 403) a write (POST, PUT, PATCH, DELETE) that a browser says comes from
+    another origin: ``Sec-Fetch-Site: cross-site | same-site``, or an ``Origin`` whose host
+    and port are not the request's ``Host``. The session cookie is ``SameSite=Lax``, which
+    keeps it off *cross-site* posts only: a page on another port of the same host, or on a
+    sibling subdomain, is "same site" and its plain HTML form would post with the victim's
+    cookie (start a deployment, sign out everywhere, publish an alert). Clients that are no
+    browser send neither header and are not affected; the dashboard's actions check their
+    CSRF token besides."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") not in _SAFE_METHODS:
+            headers = Headers(scope=scope)
+            if _cross_origin(headers):
+                refusal = _error(403, "a write from another origin is refused (CSRF)")
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cross_origin(headers: Headers) -> bool:
+    site = headers.get("sec-fetch-site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return True
+    origins = headers.getlist("origin")
+    if not origins:
+        return False
+    if len(origins) > 1:
+        return True
+    try:
+        origin = httpx.URL(origins[0].strip())
+    except (httpx.InvalidURL, ValueError):
+        return True  # "null" (a sandboxed frame, a redirect's) or garbage: not this site
+    if origin.scheme not in ("http", "https") or not origin.host:
+        return True
+    default = 443 if origin.scheme == "https" else 80
+    try:
+        own = httpx.URL(f"{origin.scheme}://{headers.get('host', '').strip()}")
+    except (httpx.InvalidURL, ValueError):
+        return True
+    # Host and port only: behind a TLS-terminating proxy the gateway sees http for https.
+    return (origin.host, origin.port or default) != (own.host, own.port or default)
 
 
 def _has_dot_segment(path: str) -> bool:

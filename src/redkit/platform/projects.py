@@ -262,6 +262,11 @@ def install_projects(app: FastAPI) -> None:
         project = await visible(request, who, project_id)
         email = body.email.strip().lower()
         async with st.db.transaction() as tx:
+            # The project's row, locked, as remove_member does: a role change and a removal
+            # cannot both pass the last-owner check.
+            if await tx.get(Project, project.id, with_for_update=True) is None:
+                raise HTTPException(404, detail="no such project")
+            mine = None
             if who.type != "admin":
                 mine = await tx.get(Membership, (project.id, who.user_id))
                 if mine is None or mine.role not in (Role.owner, Role.maintainer):
@@ -276,6 +281,22 @@ def install_projects(app: FastAPI) -> None:
             if member is None:
                 tx.add(Membership(project_id=project.id, user_id=user.id, role=body.role))
             else:
+                # The same rules as a removal: maintainers change viewers only (never demote
+                # an owner or another maintainer), and the last owner stays an owner.
+                if (
+                    mine is not None
+                    and mine.role is not Role.owner
+                    and member.role is not Role.viewer
+                ):
+                    raise HTTPException(403, detail="maintainers change viewers' roles only")
+                if member.role is Role.owner and body.role is not Role.owner:
+                    owners = await tx.scalars(
+                        select(Membership.user_id).where(
+                            Membership.project_id == project.id, Membership.role == Role.owner
+                        )
+                    )
+                    if len(owners.all()) <= 1:
+                        raise HTTPException(409, detail="a project keeps at least one owner")
                 member.role = body.role
         await forget_roles(st, project.id, [user.id])
         if joined:  # a role change shows on no cached page; a new member's list changes

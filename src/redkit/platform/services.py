@@ -42,7 +42,12 @@ from redkit.platform.console import GatewayMetrics, install_console
 from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
 from redkit.platform.events import install_events, platform_bus
-from redkit.platform.gateway import install_openapi, install_proxy, tier_limits
+from redkit.platform.gateway import (
+    SameOriginWrites,
+    install_openapi,
+    install_proxy,
+    tier_limits,
+)
 from redkit.platform.mail import SmtpTarget, email_job
 from redkit.platform.projects import caller, install_projects
 from redkit.platform.provision import Provisioner
@@ -280,6 +285,8 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
             LateMiddleware, build=session_middleware(config.secure_cookies, config.secret)
         )
     if role == "gateway":
+        # A browser's write from another origin is refused before anything reads it (CSRF).
+        app.add_middleware(SameOriginWrites)
         app.add_middleware(GatewayMetrics)  # outermost: counts 429s and 503s too
 
     if role == "gateway":
