@@ -193,6 +193,21 @@ def test_a_nul_in_a_path_id_is_a_json_404_not_a_500(
     assert response.json()["detail"].startswith("no such")
 
 
+def test_a_nul_in_a_member_id_of_a_real_project_is_a_json_404_not_a_500(
+    up: Up, http: httpx.Client, admin_token: str
+) -> None:
+    headers = {"authorization": f"Bearer {admin_token}"}
+    project = http.post(
+        f"{up.gateway}/api/projects", json={"name": "n" + secrets.token_hex(4)}, headers=headers
+    )
+    assert project.status_code == 201, project.text
+    response = http.delete(
+        f"{up.gateway}/api/projects/{project.json()['id']}/members/%00", headers=headers
+    )
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"] == "no such member"
+
+
 # -- bodies -----------------------------------------------------------------------------------
 
 

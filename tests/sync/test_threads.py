@@ -7,6 +7,7 @@ tests use tasks and events, which have no place in a sync test.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,30 @@ def test_threads_hitting_one_limit_get_exactly_the_limit(
     with ThreadPoolExecutor(8) as pool:
         decisions = list(pool.map(lambda _: limiter.hit("shared"), range(200)))
     assert sum(d.allowed for d in decisions) == 50
+
+
+def test_threads_denied_on_hundreds_of_keys_count_them_without_an_error(
+    rk: redkit.sync.Redkit,
+) -> None:
+    # More keys than the in-process ranking holds, from threads at once: eviction and the
+    # flush's swap race unless they are one critical section (a KeyError from hit() before).
+    limiter = rk.rate_limiter(1, 3600)
+    limiter.top_flush_interval = 0.0  # every denial finds the flush due: the most contention
+    keys = [f"k{n}" for n in range(400)]
+    for key in keys:
+        limiter.hit(key)  # each key's one allowed hit
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between almost any two bytecodes
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            decisions = list(pool.map(limiter.hit, keys * 5))
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(d.allowed for d in decisions)
+    limiter.flush_top_limited()
+    top = limiter.top_limited(count=100)
+    assert 0 < len(top) <= 100
+    assert sum(n for _, n in top) <= len(keys) * 5
 
 
 def test_the_sync_api_returns_the_async_apis_value_classes(rk: redkit.sync.Redkit) -> None:

@@ -206,11 +206,13 @@ def install_projects(app: FastAPI) -> None:
     async def delete_project(project_id: str, request: Request, who: Caller) -> Response:
         st = state(request)
         project = await visible(request, who, project_id)
-        if (
-            who.type != "admin"
-            and await role_of(st, str(who.user_id), project.id) is not Role.owner
-        ):
-            raise HTTPException(403, detail="only the project's owners delete it")
+        if who.type != "admin":
+            # A destructive write reads the table, not the role cache: an owner demoted a
+            # moment ago (its cached role not yet dropped) deletes nothing.
+            async with st.db.reading() as session:
+                member = await session.get(Membership, (project.id, str(who.user_id)))
+            if member is None or member.role != Role.owner:
+                raise HTTPException(403, detail="only the project's owners delete it")
         members: list[str] = []
 
         async def drop_row() -> None:
@@ -316,7 +318,7 @@ def install_projects(app: FastAPI) -> None:
             # removing each other cannot both pass the last-owner check.
             if await tx.get(Project, project.id, with_for_update=True) is None:
                 raise HTTPException(404, detail="no such project")
-            member = await tx.get(Membership, (project.id, user_id[:32]))
+            member = await tx.get(Membership, (project.id, row_id(user_id)))
             if member is None:
                 raise HTTPException(404, detail="no such member")
             if who.type != "admin" and member.user_id != who.user_id:

@@ -233,7 +233,8 @@ def _answer_outages_with_503(app: FastAPI, role: Role) -> None:
 
     # A server that refused or dropped the connection; not a query's own error (those are bugs
     # or bad input, and must stay visible as such).
-    for kind in (redkit.ConnectionLost, OperationalError, InterfaceError, OSError):
+    # (ConnectionError, not OSError: a TimeoutError or a file's error is not an outage.)
+    for kind in (redkit.ConnectionLost, OperationalError, InterfaceError, ConnectionError):
         app.add_exception_handler(kind, outage)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,7 @@ class _Checker:
         top = rk.keys.group("rltop", name)
         self._top = (top.key("0"), top.key("1"))
         self._denied: dict[str, int] = {}
+        self._top_lock = threading.Lock()
         self.top_flush_interval = TOP_FLUSH_INTERVAL
         """Seconds this process keeps denials before adding them to the ranking."""
         if IS_ASYNC:
@@ -328,17 +330,20 @@ class _Checker:
     # -- the most limited keys ----------------------------------------------------------------
 
     def _count_denial(self, key: str) -> None:
-        denied = self._denied
-        if key in denied:
-            denied[key] += 1
-        elif len(denied) < TOP_CAP:
-            denied[key] = 1
-        else:
-            # Full (more than TOP_CAP keys limited within one flush interval): the least
-            # denied key makes room and the newcomer starts at its count + 1 (space-saving,
-            # so a key limited steadily gets in; the counts are then upper bounds).
-            lowest = min(denied, key=denied.__getitem__)
-            denied[key] = denied.pop(lowest) + 1
+        # The sync API's limiter is shared by threads (Flask, Django): the counts and their
+        # swap by a flush are one critical section. (Async: uncontended, nothing awaited.)
+        with self._top_lock:
+            denied = self._denied
+            if key in denied:
+                denied[key] += 1
+            elif len(denied) < TOP_CAP:
+                denied[key] = 1
+            else:
+                # Full (more than TOP_CAP keys limited within one flush interval): the least
+                # denied key makes room and the newcomer starts at its count + 1 (space-saving,
+                # so a key limited steadily gets in; the counts are then upper bounds).
+                lowest = min(denied, key=denied.__getitem__)
+                denied[key] = denied.pop(lowest) + 1
         if IS_ASYNC:
             if self._flush_handle is None:
                 self._flush_handle = asyncio.get_running_loop().call_later(
@@ -365,7 +370,8 @@ class _Checker:
         """Add this process's pending denial counts to the limiter's ranking now (one round
         trip; a no-op with none pending). Runs by itself within :data:`TOP_FLUSH_INTERVAL`
         of a denial; call it before a clean shutdown to lose none."""
-        denied, self._denied = self._denied, {}
+        with self._top_lock:
+            denied, self._denied = self._denied, {}
         if IS_ASYNC:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()

@@ -37,6 +37,7 @@ does not add ``timeout`` to every request.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -115,6 +116,7 @@ class _Checker:
         top = rk.keys.group("rltop", name)
         self._top = (top.key("0"), top.key("1"))
         self._denied: dict[str, int] = {}
+        self._top_lock = threading.Lock()
         self.top_flush_interval = TOP_FLUSH_INTERVAL
         "Seconds this process keeps denials before adding them to the ranking."
         self._flush_due = time.monotonic() + self.top_flush_interval
@@ -182,14 +184,15 @@ class _Checker:
         return decision
 
     def _count_denial(self, key: str) -> None:
-        denied = self._denied
-        if key in denied:
-            denied[key] += 1
-        elif len(denied) < TOP_CAP:
-            denied[key] = 1
-        else:
-            lowest = min(denied, key=denied.__getitem__)
-            denied[key] = denied.pop(lowest) + 1
+        with self._top_lock:
+            denied = self._denied
+            if key in denied:
+                denied[key] += 1
+            elif len(denied) < TOP_CAP:
+                denied[key] = 1
+            else:
+                lowest = min(denied, key=denied.__getitem__)
+                denied[key] = denied.pop(lowest) + 1
         if time.monotonic() >= self._flush_due:
             self._flush_quietly()
 
@@ -203,7 +206,8 @@ class _Checker:
         """Add this process's pending denial counts to the limiter's ranking now (one round
         trip; a no-op with none pending). Runs by itself within :data:`TOP_FLUSH_INTERVAL`
         of a denial; call it before a clean shutdown to lose none."""
-        denied, self._denied = (self._denied, {})
+        with self._top_lock:
+            denied, self._denied = (self._denied, {})
         self._flush_due = time.monotonic() + self.top_flush_interval
         if not denied:
             return
