@@ -13,6 +13,9 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A finished set is scored in ms with the microseconds as a fraction: two jobs finished in
+-- one ms still list (and trim) newest first, not by id.
+local order = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local prefix, done_prefix, id = ARGV[1], ARGV[2], ARGV[3]
 local jkey = prefix .. id
 local f = redis.call('HMGET', jkey, 'state', 'notify')
@@ -25,7 +28,7 @@ elseif state == 'waiting' or state == 'delayed' or state == 'retrying' then
   redis.call('ZREM', KEYS[2], id)
   redis.call('HSET', jkey, 'state', 'cancelled', 'finished', now, 'error', 'cancelled')
   redis.call('PEXPIRE', jkey, tonumber(ARGV[4]))
-  redis.call('ZADD', KEYS[3], now, id)
+  redis.call('ZADD', KEYS[3], order, id)
   trim(KEYS[3], prefix, tonumber(ARGV[6]), tonumber(ARGV[4]), now)
   if tonumber(ARGV[5]) > 0 then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', tonumber(ARGV[5]), '*', 'event', 'cancelled',

@@ -14,6 +14,9 @@
 -- Order: priority (higher first), then FIFO, by the waiting set's score.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A finished set is scored in ms with the microseconds as a fraction: two jobs finished in
+-- one ms still list (and trim) newest first, not by id.
+local order = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local prefix, done_prefix, worker = ARGV[1], ARGV[2], ARGV[3]
 local n, lease, maxlen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local keep_failed, failed_age = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -48,10 +51,10 @@ for _, id in ipairs(expired) do
         'the lease expired: the worker died or stalled (attempt ' .. f[1] .. ' of ' .. f[2] .. ')')
       redis.call('PEXPIRE', jkey, failed_age)
       if state == 'cancelled' then
-        redis.call('ZADD', KEYS[9], now, id)
+        redis.call('ZADD', KEYS[9], order, id)
         cancelled_any = true
       else
-        redis.call('ZADD', KEYS[4], now, id)
+        redis.call('ZADD', KEYS[4], order, id)
         failed_any = true
       end
       event(state, id)

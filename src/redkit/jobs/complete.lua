@@ -10,6 +10,9 @@
 -- also gets the max age as its TTL, so nothing outlives the bound even untrimmed.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A finished set is scored in ms with the microseconds as a fraction: two jobs finished in
+-- one ms still list (and trim) newest first, not by id.
+local order = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local prefix, done_prefix, worker = ARGV[1], ARGV[2], ARGV[3]
 local keep, age, maxlen, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7])
@@ -25,7 +28,7 @@ for i = 0, n - 1 do
     redis.call('HDEL', jkey, 'owner')
     redis.call('PEXPIRE', jkey, age)
     redis.call('ZREM', KEYS[1], id)
-    redis.call('ZADD', KEYS[2], now, id)
+    redis.call('ZADD', KEYS[2], order, id)
     if maxlen > 0 then
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'job', id)
     end

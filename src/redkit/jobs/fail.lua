@@ -20,6 +20,9 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A finished set is scored in ms with the microseconds as a fraction: two jobs finished in
+-- one ms still list (and trim) newest first, not by id.
+local order = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local prefix, done_prefix, worker, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local maxlen = tonumber(ARGV[13])
 local jkey = prefix .. id
@@ -54,7 +57,7 @@ else
   local dead = KEYS[3]
   if state == 'cancelled' then dead = KEYS[6] end
   redis.call('PEXPIRE', jkey, age)
-  redis.call('ZADD', dead, now, id)
+  redis.call('ZADD', dead, order, id)
   if f[7] then
     local dkey = done_prefix .. id
     for _ = 1, math.min(tonumber(f[7]), 100) do redis.call('RPUSH', dkey, state) end
