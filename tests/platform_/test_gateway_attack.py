@@ -37,13 +37,15 @@ def client_at(address: str) -> httpx.Client:
 
 
 def raw_request(
-    up: Up, lines: list[bytes], body: bytes = b""
+    up: Up, lines: list[bytes], body: bytes = b"", *, hosts: list[bytes] | None = None
 ) -> tuple[int, dict[bytes, list[bytes]], bytes]:
     """Send one HTTP/1.1 request exactly as given (plus Host, Connection: close and the
-    body's length) from a loopback address of its own; (status, headers, body) back."""
+    body's length) from a loopback address of its own; (status, headers, body) back.
+    ``hosts``: the Host lines to send instead of the gateway's own."""
     host = up.gateway.removeprefix("http://")
     address, port = host.rsplit(":", 1)
-    head = [*lines, b"Host: " + host.encode(), b"Connection: close"]
+    host_lines = [b"Host: " + h for h in (hosts if hosts is not None else [host.encode()])]
+    head = [*lines, *host_lines, b"Connection: close"]
     if body:
         head.append(b"Content-Length: " + str(len(body)).encode())
     with socket.socket() as sock:
@@ -386,3 +388,52 @@ def test_bearer_and_cookie_of_two_users_the_bearer_decides_in_every_service(
         f"{up.gateway}/api/projects", headers={"authorization": f"Bearer {alice_token}"}
     ).json()["projects"]
     assert name in [p["name"] for p in listed]
+
+
+# -- Host: only the gateway's own names -----------------------------------------------------
+
+
+def test_a_host_that_is_none_of_the_gateways_names_is_a_json_400_before_anything_runs(
+    up: Up,
+) -> None:
+    port = up.gateway.rsplit(":", 1)[1].encode()
+    for path in (b"/api/me", b"/", b"/api/users/1", b"/events", b"/metrics"):
+        for host in (b"evil.example", b"evil.example:" + port, b"127.0.0.1.evil.example"):
+            status, headers, body = raw_request(up, [b"GET " + path + b" HTTP/1.1"], hosts=[host])
+            assert (path, host, status) == (path, host, 400)
+            assert headers[b"content-type"] == [b"application/json"]
+            assert "unknown host" in json.loads(body)["detail"]
+            assert b"x-cache" not in headers  # refused before the cache made an entry
+    body = json.dumps({"email": new_email(), "password": PASSWORD}).encode()
+    status, _, _ = raw_request(
+        up,
+        [b"POST /auth/register HTTP/1.1", b"Content-Type: application/json"],
+        body,
+        hosts=[b"evil.example"],
+    )
+    assert status == 400
+    # Two Host lines, or none, are refused too: which one would the cache have keyed on?
+    own = up.gateway.removeprefix("http://").encode()
+    assert raw_request(up, [b"GET /api/me HTTP/1.1"], hosts=[own, b"evil.example"])[0] == 400
+    assert raw_request(up, [b"GET /api/me HTTP/1.0"], hosts=[])[0] == 400
+
+
+def test_this_machines_names_are_answered_and_the_probes_answer_any_host(up: Up) -> None:
+    port = up.gateway.rsplit(":", 1)[1].encode()
+    for host in (b"127.0.0.1:" + port, b"localhost:" + port, b"LOCALHOST", b"app.localhost"):
+        status, _, _ = raw_request(up, [b"GET /api/me HTTP/1.1"], hosts=[host])
+        assert (host, status) == (host, 401)  # reached the service: not signed in
+    status, _, body = raw_request(up, [b"GET /healthz HTTP/1.1"], hosts=[b"10.1.2.3:8000"])
+    assert status == 200, body
+
+
+def test_a_websocket_handshake_with_another_host_is_refused_before_accept(up: Up) -> None:
+    lines = [
+        b"GET /ws HTTP/1.1",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version: 13",
+    ]
+    status, _, body = raw_request(up, lines, hosts=[b"evil.example"])
+    assert status == 400, body

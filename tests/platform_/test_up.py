@@ -41,8 +41,10 @@ from platform_.harness import (
     stop_up,
 )
 from redkit.cli import app
+from redkit.platform.config import PlatformConfig
 from redkit.platform.identity import Identity, sign_identity
 from redkit.platform.mail import received
+from redkit.platform.supervisor import LOOPBACK_HOSTS, UpOptions, allowed_hosts, check_options
 
 
 def test_the_gateway_health_is_200_naming_every_part(up: Up) -> None:
@@ -117,6 +119,37 @@ def test_a_role_without_its_environment_says_what_is_missing(
     assert "REDKIT_PLATFORM_SECRET" in result.output
     result = CliRunner().invoke(app, ["up", "--role", "nosuch"])
     assert result.exit_code == 2
+
+
+def test_a_gateway_off_loopback_must_be_told_its_host_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REDKIT_ALLOWED_HOSTS", raising=False)
+    with pytest.raises(redkit.ConfigurationError, match="REDKIT_ALLOWED_HOSTS"):
+        check_options(UpOptions(host="0.0.0.0"))
+    assert allowed_hosts(UpOptions(host="127.0.0.1")) == LOOPBACK_HOSTS
+    monkeypatch.setenv("REDKIT_ALLOWED_HOSTS", "platform.example.com, *.example.com")
+    assert allowed_hosts(UpOptions(host="0.0.0.0")) == ("platform.example.com", "*.example.com")
+    monkeypatch.setenv("REDKIT_ALLOWED_HOSTS", "*")
+    assert allowed_hosts(UpOptions(host="0.0.0.0")) is None  # any Host, as asked
+
+
+@pytest.mark.parametrize("value", ["example.com:8000", "https://example.com", "exa mple.com"])
+def test_a_bad_allowed_host_fails_at_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("REDKIT_ALLOWED_HOSTS", f"ok.example.com,{value}")
+    with pytest.raises(redkit.ConfigurationError, match="REDKIT_ALLOWED_HOSTS") as raised:
+        check_options(UpOptions())
+    assert repr(value) in str(raised.value)
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:1",
+        "DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+        "REDKIT_PLATFORM_SECRET": "s" * 32,
+        "REDKIT_ALLOWED_HOSTS": value,
+    }
+    with pytest.raises(redkit.ConfigurationError, match="REDKIT_ALLOWED_HOSTS"):
+        PlatformConfig.from_env(env)
 
 
 # -- auth through the gateway ---------------------------------------------------------------

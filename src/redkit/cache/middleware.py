@@ -97,6 +97,7 @@ from redkit.cache.core import (
     unpack,
 )
 from redkit.errors import ConnectionLost, InvalidInput
+from redkit.hosts import AllowedHosts
 from redkit.sessions.middleware import SessionMiddleware, find_session_middleware
 from redkit.sessions.store import Session
 
@@ -140,10 +141,6 @@ _ORIGIN_HEADERS = (
     "x-rewrite-url",
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
-_ALLOWED_HOST = re.compile(
-    r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*"
-    r"|\[[0-9a-f:.]{2,45}\])"
-)
 
 
 @dataclass(frozen=True)
@@ -313,18 +310,6 @@ def _query_key(raw: bytes) -> str:
     return "&".join(items)
 
 
-def _hostname(host: str) -> str:
-    """The name part of a Host header value, lower case, for ``allowed_hosts``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit():
-        host = name
-    return host.removesuffix(".")
-
-
 def _names(values: Sequence[str], what: str) -> tuple[str, ...]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in values):
         raise InvalidInput(f"{what} must be a list of names, got {values!r}")
@@ -373,24 +358,8 @@ class CacheMiddleware:
         self.cache = cache
         self.rules = list(rules)
         self._decided = metrics.counters(cache.name)
-        if allowed_hosts is not None:
-            if isinstance(allowed_hosts, str):
-                raise InvalidInput(f"allowed_hosts must be a list, got {allowed_hosts!r}")
-            for host in allowed_hosts:
-                if not isinstance(host, str) or not _ALLOWED_HOST.fullmatch(host.lower()):
-                    raise InvalidInput(
-                        f"allowed_hosts: {host!r} is not a host name (no port, no scheme; "
-                        "'*.example.com' for subdomains; leave allowed_hosts out for any)"
-                    )
-            self.allowed_hosts: frozenset[str] | None = frozenset(
-                _hostname(h) for h in allowed_hosts if not h.startswith("*.")
-            )
-            self._allowed_suffixes = tuple(
-                "." + _hostname(h[2:]) for h in allowed_hosts if h.startswith("*.")
-            )
-        else:
-            self.allowed_hosts = None
-            self._allowed_suffixes = ()
+        # None: any host (the key holds the scheme and Host anyway, see above).
+        self.allowed_hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
         # Header names are case-insensitive (Starlette's Headers are lower case); cookie
         # names are not.
         self.credential_headers = tuple(
@@ -471,10 +440,7 @@ class CacheMiddleware:
         return f"{server[0]}:{server[1]}" if server else ""
 
     def _host_allowed(self, host: str) -> bool:
-        if self.allowed_hosts is None:
-            return True
-        name = _hostname(host)
-        return name in self.allowed_hosts or name.endswith(self._allowed_suffixes)
+        return self.allowed_hosts is None or self.allowed_hosts.allows(host)
 
     async def _route(
         self,

@@ -47,8 +47,8 @@ from itsdangerous import BadSignature, Signer
 
 from redkit.errors import ConfigurationError, ConnectionLost, InvalidInput, SessionNotFound
 from redkit.flask.extension import _state
+from redkit.hosts import is_loopback_host
 from redkit.ratelimit.address import client_ip
-from redkit.sessions.hosts import is_loopback_host
 from redkit.sessions.store import Session
 from redkit.sync import SessionStore
 

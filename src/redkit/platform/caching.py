@@ -111,7 +111,8 @@ RULES = (
 def gateway_cache_middleware(app: ASGIApp, state: Any) -> ASGIApp:
     """The gateway's CacheMiddleware over ``app`` (a builder for ``LateMiddleware``: the
     cache needs the connection the lifespan opens)."""
-    return CacheMiddleware(app, cache=gateway_cache(state.rk), rules=RULES)
+    hosts = state.config.allowed_hosts
+    return CacheMiddleware(app, cache=gateway_cache(state.rk), rules=RULES, allowed_hosts=hosts)
 
 
 async def invalidate(rk: Redkit, *tags: str) -> int:

@@ -15,6 +15,10 @@ The same names serve ``redkit up --role NAME`` on another machine: set them by h
 ``REDKIT_SECURE_COOKIES``   ``1``: session cookies marked Secure (HTTPS in front of the gateway)
 ``REDKIT_METRICS_TOKEN``    a bearer token that may read the gateway's ``/metrics`` (a scraper's;
                             admins' sessions may always); unset: admins only
+``REDKIT_ALLOWED_HOSTS``    the host names the gateway answers, comma-separated
+                            (``platform.example.com,*.example.com``; ``*``: any); others get a
+                            400. ``redkit up`` on loopback: this machine's names; on another
+                            address it must be set
 ==========================  ===================================================================
 """
 
@@ -24,7 +28,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from redkit.errors import ConfigurationError
+from redkit.errors import ConfigurationError, InvalidInput
+from redkit.hosts import AllowedHosts
 
 __all__ = ["PlatformConfig"]
 
@@ -45,6 +50,9 @@ class PlatformConfig:
     secure_cookies: bool = False
     # The scraper's bearer token for the gateway's /metrics (None: admins' sessions only).
     metrics_token: str | None = None
+    # The Host names the gateway answers (None: any, which must be asked for with "*"):
+    # a made-up Host (DNS rebinding, cache filling) gets a 400 before anything runs.
+    allowed_hosts: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         # Never the secret or the passwords in the URLs.
@@ -71,6 +79,7 @@ class PlatformConfig:
                 "public port): e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`"
             )
         workers = tuple(u for u in env.get("REDKIT_WORKER_URLS", "").split(",") if u)
+        allowed_hosts = parse_allowed_hosts(env.get("REDKIT_ALLOWED_HOSTS", ""))
         return cls(
             redis_url=env["REDIS_URL"],
             database_url=env["DATABASE_URL"],
@@ -83,6 +92,7 @@ class PlatformConfig:
             project_redis_url=env.get("REDKIT_PROJECT_REDIS_URL") or None,
             secure_cookies=env.get("REDKIT_SECURE_COOKIES", "") in ("1", "true", "yes"),
             metrics_token=metrics_token.strip() if metrics_token else None,
+            allowed_hosts=allowed_hosts,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -100,9 +110,25 @@ class PlatformConfig:
             "REDKIT_PROJECTS_URL": self.projects_url,
             "REDKIT_PROJECT_REDIS_URL": self.project_redis_url,
             "REDKIT_METRICS_TOKEN": self.metrics_token,
+            "REDKIT_ALLOWED_HOSTS": (
+                "*" if self.allowed_hosts is None else ",".join(self.allowed_hosts)
+            ),
         }
         env.update({k: v for k, v in optional.items() if v})
         return env
+
+
+def parse_allowed_hosts(value: str) -> tuple[str, ...] | None:
+    """``REDKIT_ALLOWED_HOSTS`` read: ``None`` for ``*`` or unset (any host), else the
+    names, each checked (a :class:`ConfigurationError` that names the bad one)."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names or names == ("*",):
+        return None
+    try:
+        AllowedHosts(names, what="REDKIT_ALLOWED_HOSTS")
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None
+    return names
 
 
 def _host(url: str) -> str:

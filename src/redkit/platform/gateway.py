@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import httpx
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -32,6 +33,7 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from redkit.hosts import AllowedHosts
 from redkit.platform.identity import HEADER, Identity, sign_identity
 from redkit.ratelimit.middleware import RateLimitMiddleware
 from redkit.ratelimit.policy import DEFAULT_TIERS, Admission, TierPolicy
@@ -41,6 +43,7 @@ from redkit.sessions.middleware import RequestSession, current_session
 __all__ = [
     "MAX_BODY",
     "ROUTES",
+    "KnownHosts",
     "SameOriginWrites",
     "install_openapi",
     "install_proxy",
@@ -219,6 +222,46 @@ def _forwarded_headers(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes
 
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class KnownHosts:
+    """Answers a request whose ``Host`` is none of the gateway's names with a JSON 400 (a
+    WebSocket handshake: the same 400, or a close 1008), before anything reads it. A made-up
+    Host is how DNS rebinding reaches a gateway on a private address, and each one would
+    make cache entries of its own. The health probes are exempt: a load balancer asks them
+    by address."""
+
+    def __init__(self, app: ASGIApp, hosts: AllowedHosts) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in _PROBES:
+            await self.app(scope, receive, send)
+            return
+        values = Headers(scope=scope).getlist("host")
+        if len(values) == 1 and self.hosts.allows(values[0]):
+            await self.app(scope, receive, send)
+            return
+        payload = orjson.dumps({"detail": "unknown host: this gateway answers its own names"})
+        fields = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 400, "headers": fields})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return  # the client left already
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send({"type": "websocket.http.response.start", "status": 400, "headers": fields})
+            await send({"type": "websocket.http.response.body", "body": payload})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": "unknown host"})
+
+
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 class SameOriginWrites:

@@ -34,6 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 import redkit
 from redkit import Redkit, RedkitError
+from redkit.hosts import AllowedHosts
 from redkit.platform.admin import install_admin
 from redkit.platform.auth import LateMiddleware, install_auth, session_middleware
 from redkit.platform.caching import gateway_cache_middleware
@@ -43,6 +44,7 @@ from redkit.platform.db import Database
 from redkit.platform.deployments import deploy_job, install_deployments
 from redkit.platform.events import install_events, platform_bus
 from redkit.platform.gateway import (
+    KnownHosts,
     SameOriginWrites,
     install_openapi,
     install_proxy,
@@ -288,6 +290,9 @@ def build_app(role: Role, config: PlatformConfig) -> FastAPI:
     if role == "gateway":
         # A browser's write from another origin is refused before anything reads it (CSRF).
         app.add_middleware(SameOriginWrites)
+        if config.allowed_hosts is not None:
+            # A Host that is none of the gateway's names is refused before anything else.
+            app.add_middleware(KnownHosts, hosts=AllowedHosts(config.allowed_hosts))
         app.add_middleware(GatewayMetrics)  # outermost: counts 429s and 503s too
 
     if role == "gateway":

@@ -43,7 +43,7 @@ import redkit
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.errors import ConfigurationError, EmbeddedServerError
 from redkit.platform.auth import ensure_admin
-from redkit.platform.config import PlatformConfig
+from redkit.platform.config import PlatformConfig, parse_allowed_hosts
 from redkit.platform.db import Database, Project
 from redkit.platform.mail import MailSink
 from redkit.platform.postgres import EmbeddedPostgres, ensure_database
@@ -249,6 +249,7 @@ class Supervisor:
             worker_urls=tuple(c.url for c in self.children if c.role == "worker"),
             project_redis_url=public_redis,
             secure_cookies=options.host not in ("127.0.0.1", "localhost", "::1"),
+            allowed_hosts=allowed_hosts(options),
         )
         return self.config
 
@@ -400,11 +401,31 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+# The names of this machine a browser may use for a gateway bound to loopback.
+LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts(options: UpOptions) -> tuple[str, ...] | None:
+    """The gateway's Host names: ``REDKIT_ALLOWED_HOSTS`` if set (``*``: any), else this
+    machine's names for a loopback gateway. A gateway on another address must be told its
+    public names: guessing would either refuse its users or answer any Host."""
+    value = os.environ.get("REDKIT_ALLOWED_HOSTS", "").strip()
+    if value:
+        return parse_allowed_hosts(value)
+    if options.host in ("127.0.0.1", "localhost", "::1"):
+        return LOOPBACK_HOSTS
+    raise ConfigurationError(
+        f"--host {options.host} serves other machines: set REDKIT_ALLOWED_HOSTS to the names "
+        "clients use (e.g. REDKIT_ALLOWED_HOSTS=platform.example.com), or to '*' for any Host"
+    )
+
+
 def check_options(options: UpOptions) -> None:
     if options.workers < 1 or options.workers > 32:
         raise ConfigurationError("--workers must be between 1 and 32")
     if not 0 <= options.port <= 65535:
         raise ConfigurationError("--port must be a TCP port (0 for a free one)")
+    allowed_hosts(options)
 
 
 def run(options: UpOptions, on_ready: Any = None) -> int:

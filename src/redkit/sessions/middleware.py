@@ -66,7 +66,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redkit.codec import seconds
 from redkit.errors import ConfigurationError, ConnectionLost, SessionNotFound
-from redkit.sessions.hosts import is_loopback_host
+from redkit.hosts import is_loopback_host
 from redkit.sessions.store import Session, SessionStore
 
 __all__ = [
