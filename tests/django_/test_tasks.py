@@ -23,6 +23,7 @@ from django_ import tasks
 from django_.conftest import tasks_config
 from jobs.helpers import eventually, running
 from redkit.cli.jobs import load_functions
+from redkit.codec import DEFAULT_MAX_BYTES
 from redkit.django.tasks import (
     InvalidTask,
     InvalidTaskArguments,
@@ -248,6 +249,8 @@ def test_arguments_that_are_not_json_are_refused_before_anything_is_queued(
         tasks.add.enqueue({1: "a"}, 2)
     with pytest.raises(InvalidTaskArguments, match="nan"):
         tasks.add.enqueue(float("nan"), 2)
+    with pytest.raises(InvalidTaskArguments, match="the task's arguments"):
+        tasks.add.enqueue("x" * (DEFAULT_MAX_BYTES + 1), 2)
     assert raw.queue("default").stats().waiting == 0
 
 
@@ -259,6 +262,11 @@ def test_an_unknown_or_malformed_result_id_is_a_404_not_a_500(raw: redkit.sync.R
     job = raw.queue("default").enqueue("os.system", {"args": ["id"], "kwargs": {}})
     with pytest.raises(TaskResultDoesNotExist, match="not a registered task"):
         default_task_backend.get_result(job.id)
+    outside = raw.queue("default").enqueue(
+        "django_.tasks.add", {"args": [1, 2], "kwargs": {}}, priority=500
+    )
+    with pytest.raises(TaskResultDoesNotExist, match="not enqueued as a task"):
+        default_task_backend.get_result(outside.id)
 
 
 @pytest.mark.usefixtures("tasks_async")

@@ -65,7 +65,7 @@ import redkit
 import redkit.sync
 from redkit._sync.jobs.queue import job_from_hash as sync_job_from_hash
 from redkit.client import connect_settings
-from redkit.codec import seconds
+from redkit.codec import DEFAULT_MAX_BYTES, dumps, seconds
 from redkit.connection import parse_url
 from redkit.errors import ConfigurationError, InvalidInput, RedkitError, translate_redis_errors
 from redkit.jobs.queue import MAX_JOB_ID_LENGTH, MAX_NAME_LENGTH, job_from_hash
@@ -222,6 +222,15 @@ def _clock(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value)
 
 
+# Django makes a backend object per thread: they share one client per (server, namespace), as
+# a redkit.sync.Redkit may be shared by every thread, and one async client per event loop.
+# Bounded by the backends the settings configure (times the event loops alive: entries of
+# closed loops are dropped when one is added).
+_SYNC_CLIENTS: dict[tuple[str | None, str | None], redkit.sync.Redkit] = {}
+_ASYNC_CLIENTS: dict[tuple[asyncio.AbstractEventLoop, str | None, str | None], redkit.Redkit] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no type hints
     """A Django ``TASKS`` backend on redkit's job queue
     (``"BACKEND": "redkit.django.tasks.RedkitBackend"``).
@@ -289,11 +298,7 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
         if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
             raise ConfigurationError(f"MODULES must be a list of module names, got {modules!r}")
         self.modules: list[str] = list(modules)
-        self._sync_rk: redkit.sync.Redkit | None = None
-        self._sync_lock = threading.Lock()
-        # One async client per event loop (an asyncio connection belongs to its loop).
-        # Bounded: entries of closed loops are dropped when a loop is added.
-        self._async_rks: dict[asyncio.AbstractEventLoop, redkit.Redkit] = {}
+        self._key = (location, options.get("NAMESPACE"))
 
     def __repr__(self) -> str:
         return f"<RedkitBackend {self.alias!r} queues={sorted(self.queues)}>"
@@ -301,39 +306,41 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
     # -- clients -----------------------------------------------------------------------------
 
     def _sync(self) -> redkit.sync.Redkit:
-        rk = self._sync_rk
+        rk = _SYNC_CLIENTS.get(self._key)
         if rk is None:
-            with self._sync_lock:
-                if self._sync_rk is None:
-                    self._sync_rk = redkit.sync.connect(**self._connect)
-                rk = self._sync_rk
+            with _CLIENTS_LOCK:
+                rk = _SYNC_CLIENTS.get(self._key)
+                if rk is None:
+                    rk = _SYNC_CLIENTS[self._key] = redkit.sync.connect(**self._connect)
         return rk
 
     async def _async(self) -> redkit.Redkit:
         loop = asyncio.get_running_loop()
-        rk = self._async_rks.get(loop)
+        key = (loop, *self._key)
+        rk = _ASYNC_CLIENTS.get(key)
         if rk is not None:
             return rk
         rk = await redkit.connect(**self._connect)
-        other = self._async_rks.get(loop)
+        other = _ASYNC_CLIENTS.get(key)
         if other is not None:  # another task of this loop connected first
             await rk.close()
             return other
-        for old in [lp for lp in self._async_rks if lp.is_closed()]:
-            del self._async_rks[old]
-        self._async_rks[loop] = rk
+        for old in [k for k in _ASYNC_CLIENTS if k[0].is_closed()]:
+            del _ASYNC_CLIENTS[old]
+        _ASYNC_CLIENTS[key] = rk
         return rk
 
     def close(self) -> None:
-        """Close the sync client (at shutdown, or in tests); the next call opens a new one."""
-        with self._sync_lock:
-            rk, self._sync_rk = self._sync_rk, None
+        """Close the sync client of this backend's server and namespace (at shutdown, or in
+        tests); the next call opens a new one."""
+        with _CLIENTS_LOCK:
+            rk = _SYNC_CLIENTS.pop(self._key, None)
         if rk is not None:
             rk.close()
 
     async def aclose(self) -> None:
-        """Close the running event loop's client."""
-        rk = self._async_rks.pop(asyncio.get_running_loop(), None)
+        """Close the running event loop's client of this backend's server and namespace."""
+        rk = _ASYNC_CLIENTS.pop((asyncio.get_running_loop(), *self._key), None)
         if rk is not None:
             await rk.close()
 
@@ -352,6 +359,11 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
     def _prepare(self, task: Any, args: Any, kwargs: Any) -> tuple[Any, dict[str, Any]]:
         self.validate_task(task)
         payload = {"args": _json(list(args), "args"), "kwargs": _json(dict(kwargs), "kwargs")}
+        try:
+            # Checked here, not when the job is written: that may be at commit time.
+            dumps(payload, max_bytes=DEFAULT_MAX_BYTES, what="the task's arguments")
+        except InvalidInput as exc:
+            raise InvalidTaskArguments(str(exc)) from None
         result = TaskResult(
             task=task,
             id=secrets.token_hex(16),  # 128 random bits, as redkit's own job ids
@@ -471,9 +483,14 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
         created, due = job.created_at, job.scheduled_at
         if created is not None and due is not None and due > created:
             run_after = _clock(due)
-        task = registered.using(
-            priority=job.priority, queue_name=job.queue, run_after=run_after, backend=self.alias
-        )
+        try:
+            task = registered.using(
+                priority=job.priority, queue_name=job.queue, run_after=run_after, backend=self.alias
+            )
+        except InvalidTask:  # e.g. a priority outside Django's range: not written by a task
+            raise TaskResultDoesNotExist(
+                f"job {job.id} on queue {job.queue!r} was not enqueued as a task"
+            ) from None
         status = _STATUS.get(job.state, TaskResultStatus.FAILED)
         errors = []
         if job.error is not None:
