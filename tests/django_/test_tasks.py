@@ -233,6 +233,24 @@ def test_enqueue_on_commit_can_be_turned_off(
             task_backends["default"].close()
 
 
+@pytest.mark.usefixtures("tasks_sync")
+def test_an_enqueue_from_a_sync_view_is_one_round_trip(raw: redkit.sync.Redkit) -> None:
+    def calls() -> dict[str, int]:
+        stats = raw.redis.info("commandstats")
+        return {
+            name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+            for name in ("evalsha", "eval", "sadd", "hgetall")
+        }
+
+    Client().get("/tasks/add/?a=1&b=1")  # the first one also registers the queue's name
+    before = calls()
+    for _ in range(3):
+        assert Client().get("/tasks/add/?a=1&b=1").status_code == 200
+    after = calls()
+    assert after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"] == 3
+    assert after["sadd"] == before["sadd"]
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 
