@@ -29,6 +29,7 @@ from redkit.django.tasks import (
     InvalidTaskArguments,
     RedkitBackend,
     TaskResultDoesNotExist,
+    TaskResultMismatch,
     TaskResultStatus,
     default_task_backend,
     task_backends,
@@ -93,6 +94,10 @@ async def test_a_task_enqueued_by_a_view_runs_on_a_worker_and_its_result_is_read
     assert result.enqueued_at <= result.started_at <= result.finished_at
     _, shown = await get(f"/tasks/result/{body['id']}/")
     assert (shown["status"], shown["return_value"]) == ("SUCCESSFUL", 42)
+    # Through the Task, as Django's API has it: the result must be that task's.
+    assert (await tasks.add.aget_result(body["id"])).return_value == 42
+    with pytest.raises(TaskResultMismatch):
+        await tasks.charge.aget_result(body["id"])
 
 
 @pytest.mark.cluster

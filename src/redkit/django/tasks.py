@@ -32,6 +32,13 @@ How Django's model maps onto redkit's queue:
 - Enqueue on commit (``OPTIONS["ENQUEUE_ON_COMMIT"]``, default True, as DEP 14 defines it):
   inside ``transaction.atomic()`` the job is written when the transaction commits (nothing
   on a rollback); ``enqueue`` returns its ``TaskResult`` at once, with the id it will have.
+  Arguments are checked before that (JSON, size), so a bad call fails at ``enqueue``; a
+  server that cannot be reached at commit raises from the end of the ``atomic`` block.
+- Results: the return value (JSON; anything else fails the task) and, for a failure, one
+  ``TaskError`` with the exception's class path and traceback (redkit keeps the last
+  attempt's error only). redkit records no worker id per attempt: ``worker_ids`` holds one
+  empty id per attempt, so that ``attempts`` counts right. Results stay readable for as long
+  as the worker's queue keeps finished jobs (``redkit worker --keep-completed``, 1 h).
 - Attempts: one by default (``OPTIONS["MAX_ATTEMPTS"]``), as Django's own backends run a
   task once; ``TIMEOUT`` (seconds per attempt, default 300; ``None``: none).
 
@@ -84,7 +91,7 @@ try:  # Django >= 6.0
     )
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import TaskError
-    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
     from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError:  # older Django: the django-tasks backport
     from django_tasks import (
@@ -98,7 +105,7 @@ except ImportError:  # older Django: the django-tasks backport
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import TaskError
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
-    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
     from django_tasks.signals import task_enqueued, task_finished, task_started
 
 # Django's names re-exported, from django.tasks or the backport, whichever this Django uses.
@@ -107,6 +114,7 @@ __all__ = [
     "InvalidTaskArguments",
     "RedkitBackend",
     "TaskResultDoesNotExist",
+    "TaskResultMismatch",
     "TaskResultStatus",
     "default_task_backend",
     "discover_tasks",
