@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 try:
@@ -48,6 +49,14 @@ def confirm_order(order_id: int) -> int:
 @task  # type: ignore[untyped-decorator]
 def bad_return() -> object:
     return object()
+
+
+@task(takes_context=True)  # type: ignore[untyped-decorator]
+async def declined_then_stuck(context: Any) -> None:
+    """Attempt 1 raises; attempt 2 outlives its timeout (the worker cancels it)."""
+    if context.attempt == 1:
+        raise PaymentDeclined("first attempt")
+    await asyncio.sleep(30)
 
 
 def not_a_task(payload: Any) -> str:

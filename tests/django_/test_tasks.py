@@ -146,6 +146,25 @@ async def test_a_failing_task_reports_its_exception_class_and_traceback(
     assert (job.state, job.attempts) == (JobState.FAILED, 1)
 
 
+async def test_with_max_attempts_a_task_is_retried_and_reports_its_last_error(
+    rk: redkit.Redkit, redis_url: str
+) -> None:
+    config = tasks_config(redis_url, rk.namespace, MAX_ATTEMPTS=2, TIMEOUT=0.5)
+    with override_settings(TASKS=config):
+        try:
+            enqueued = await tasks.declined_then_stuck.aenqueue()
+            async with running(worker(rk)):
+                result = await finished(enqueued.id)
+            assert result.status == TaskResultStatus.FAILED
+            assert result.attempts == 2
+            (error,) = result.errors
+            # The timeout of attempt 2, not attempt 1's PaymentDeclined.
+            assert error.exception_class_path == "redkit.errors.JobTimeout"
+            assert "timed out after 0.5 s" in error.traceback
+        finally:
+            await task_backends["default"].aclose()
+
+
 @pytest.mark.usefixtures("tasks_async")
 async def test_a_context_task_sees_its_attempt_and_id(rk: redkit.Redkit) -> None:
     enqueued = await tasks.which_attempt.aenqueue("x")

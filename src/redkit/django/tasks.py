@@ -78,6 +78,7 @@ from redkit.connection import parse_url
 from redkit.errors import ConfigurationError, InvalidInput, RedkitError, translate_redis_errors
 from redkit.jobs.queue import MAX_JOB_ID_LENGTH, MAX_NAME_LENGTH, job_from_hash
 from redkit.jobs.states import JobState
+from redkit.jobs.worker import _error_text
 from redkit.keys import QUEUE_NAME
 
 try:  # Django >= 6.0
@@ -580,9 +581,10 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
             object.__setattr__(result, "status", TaskResultStatus.FAILED)
             object.__setattr__(result, "finished_at", timezone.now())
             task_finished.send(type(backend), task_result=result)
-            # The exception's class, for TaskError.exception_class_path: written by this
-            # code only (a job's payload cannot set it), read back by get_result.
-            return {"exception_class": path}
+            # The exception's class, for TaskError.exception_class_path, with the error text
+            # the worker records for it (so a later attempt's other error is not given this
+            # class): written by this code only (a job's payload cannot set it).
+            return {"exception_class": path, "error": _error_text(exc)}
 
         def succeeded(result: Any, value: Any) -> Any:
             object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
@@ -628,7 +630,11 @@ class RedkitBackend(BaseTaskBackend):  # type: ignore[misc]  # Django ships no t
 
 def _exception_path(job: Any) -> str:
     progress = job.progress
-    if isinstance(progress, dict) and isinstance(progress.get("exception_class"), str):
+    if (
+        isinstance(progress, dict)
+        and isinstance(progress.get("exception_class"), str)
+        and progress.get("error") == job.error
+    ):
         path: str = progress["exception_class"]
         return path
     # The worker failed the job itself: its lease expired, it timed out, was cancelled, or
