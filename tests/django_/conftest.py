@@ -14,6 +14,7 @@ from django.test.utils import override_settings
 
 import redkit.sync
 from redkit.django import RedkitCache
+from redkit.django.tasks import task_backends
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "django_.settings"
 django.setup()
@@ -87,3 +88,33 @@ async def acache(project: dict[str, RedkitCache]) -> AsyncIterator[RedkitCache]:
     yield project["default"]
     for cache in project.values():
         await cache.adisconnect()
+
+
+def tasks_config(url: str, namespace: str, **options: Any) -> dict[str, Any]:
+    """A TASKS setting on the test server, in the test's namespace."""
+    return {
+        "default": {
+            "BACKEND": "redkit.django.tasks.RedkitBackend",
+            "LOCATION": url,
+            "QUEUES": ["default", "mail"],
+            "OPTIONS": {"NAMESPACE": namespace, **options},
+        }
+    }
+
+
+@pytest.fixture
+def tasks_sync(redis_url: str, namespace: str, raw: redkit.sync.Redkit) -> Iterator[None]:
+    """TASKS on the test server for a sync test (the backend's client closed after)."""
+    with override_settings(TASKS=tasks_config(redis_url, namespace)):
+        yield
+        task_backends["default"].close()
+
+
+@pytest.fixture
+async def tasks_async(redis_url: str, namespace: str, rk: redkit.Redkit) -> AsyncIterator[None]:
+    """TASKS on the test server for an async test (its clients closed in the test's loop)."""
+    with override_settings(TASKS=tasks_config(redis_url, namespace)):
+        yield
+        backend = task_backends["default"]
+        await backend.aclose()
+        backend.close()

@@ -19,4 +19,12 @@ urlpatterns = [
     path("soft/", views.soft),
     path("writes/", views.writes),
     path("tiered/", views.tiered),
+    path("tasks/add/", views.task_add),
+    path("tasks/mail/", views.task_mail),
+    path("tasks/charge/", views.task_charge),
+    path("tasks/later/", views.task_later),
+    path("tasks/bad/", views.task_bad_arguments),
+    path("tasks/order/", views.task_order),
+    path("tasks/result/<str:result_id>/", views.task_result),
+    path("tasks/aresult/<str:result_id>/", views.atask_result),
 ]

@@ -4,13 +4,24 @@ compute through ``get_or_set`` / ``aget_or_set`` (counted, so a test sees when t
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth import SESSION_KEY
 from django.core.cache import cache
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.cache import cache_page
 
+from django_ import tasks
 from redkit.django.ratelimit import ratelimit
+from redkit.django.tasks import (
+    InvalidTaskArguments,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    default_task_backend,
+)
 
 renders = itertools.count()
 computes = itertools.count()
@@ -93,3 +104,94 @@ def _rate_for(group: str, request: HttpRequest) -> str | None:
 @ratelimit(key="get:who", rate=_rate_for)
 def tiered(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
+
+
+# -- tasks (redkit.django.tasks.RedkitBackend) ---------------------------------------------------
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _task_body(result: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": result.id,
+        "status": str(result.status),
+        "attempts": result.attempts,
+        "errors": [
+            {"exception": e.exception_class_path, "traceback": e.traceback} for e in result.errors
+        ],
+    }
+    if result.status == TaskResultStatus.SUCCESSFUL:
+        body["return_value"] = result.return_value
+    return body
+
+
+def task_add(request: HttpRequest) -> JsonResponse:
+    result = tasks.add.enqueue(int(request.GET["a"]), int(request.GET["b"]))
+    return JsonResponse(_task_body(result))
+
+
+async def task_mail(request: HttpRequest) -> JsonResponse:
+    result = await tasks.send_mail.aenqueue(request.GET["to"], subject=request.GET.get("s", ""))
+    return JsonResponse(_task_body(result))
+
+
+def task_charge(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_task_body(tasks.charge.enqueue(int(request.GET["amount"]))))
+
+
+def task_later(request: HttpRequest) -> JsonResponse:
+    run_after = timezone.now() + timedelta(seconds=float(request.GET["seconds"]))
+    result = tasks.add.using(run_after=run_after).enqueue(20, 22)
+    return JsonResponse({**_task_body(result), "run_after": run_after.timestamp()})
+
+
+def task_bad_arguments(request: HttpRequest) -> JsonResponse:
+    try:
+        tasks.add.enqueue(timezone.now(), 1)
+    except InvalidTaskArguments as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"error": "enqueued a datetime"}, status=500)
+
+
+def task_order(request: HttpRequest) -> JsonResponse:
+    """An order written and its confirmation task enqueued in one transaction, which commits
+    or (``?outcome=rollback``) rolls back."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, note TEXT)")
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO orders (note) VALUES (%s)", ["new"])
+                order_id = cursor.lastrowid
+            result = tasks.confirm_order.enqueue(order_id)
+            try:
+                default_task_backend.get_result(result.id)
+                visible_inside = True
+            except TaskResultDoesNotExist:
+                visible_inside = False
+            if request.GET.get("outcome") == "rollback":
+                raise _Rollback
+    except _Rollback:
+        pass
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM orders WHERE id = %s", [order_id])
+        (stored,) = cursor.fetchone()
+    return JsonResponse({"id": result.id, "visible_inside": visible_inside, "stored": stored})
+
+
+def task_result(request: HttpRequest, result_id: str) -> JsonResponse:
+    try:
+        result = default_task_backend.get_result(result_id)
+    except TaskResultDoesNotExist:
+        return JsonResponse({"error": "no such task result"}, status=404)
+    return JsonResponse(_task_body(result))
+
+
+async def atask_result(request: HttpRequest, result_id: str) -> JsonResponse:
+    try:
+        result = await default_task_backend.aget_result(result_id)
+    except TaskResultDoesNotExist:
+        return JsonResponse({"error": "no such task result"}, status=404)
+    return JsonResponse(_task_body(result))
