@@ -197,3 +197,23 @@ async def test_history_trimmed_past_the_cursor_during_the_move_gives_a_gap_marke
         # two publishes after the move came first. From there on nothing is missing.
         assert kept == list(range(kept[0], 13))
         assert 6 <= kept[0] <= 8
+
+
+async def test_publishing_goes_on_while_the_channels_slot_migrates(
+    moving_cluster: Cluster,
+) -> None:
+    async with redkit.connect(moving_cluster.url, "pubmove") as rk:
+        bus = rk.notifications(history=100)
+        slot = key_slot(hub_for(rk, True).redis_name("jobs"))
+        source = owner_index(moving_cluster, rk, slot)
+        ids: list[str] = [await bus.publish("jobs", {"n": 0})]
+
+        async def during(step: str) -> None:
+            # Both half-moved states: the stream on the source (MIGRATING), then on the
+            # target (ASK). A publish is one script on the stream's node either way.
+            for _ in range(3):
+                ids.append(await bus.publish("jobs", {"step": step}))
+
+        await migrate_slot(moving_cluster, slot, source, (source + 1) % 3, between=during)
+        ids.append(await bus.publish("jobs", {"n": 7}))
+        assert [e.id for e in await bus.history("jobs")] == ids

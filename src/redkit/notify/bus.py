@@ -221,9 +221,7 @@ class NotificationBus:
         if known is None:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
-        event_id = await self.rk.run(
-            _PUBLISH, known[0], [payload, *self._publish_args, known[2]]
-        )
+        event_id = await self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args, known[2]])
         COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 

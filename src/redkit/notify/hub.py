@@ -22,7 +22,14 @@ event it handed out. Every live message carries its id (``<id>\n<data>``), so:
   (``XRANGE``) and hands it out first, in order. Events that arrive live afterwards and
   were already read are dropped by id. A channel that had no live event yet fills from where
   its history stood when it was subscribed (read just before subscribing). A pattern's
-  channels are known only by their events: a pattern refills the channels it has seen.
+  channels are known only by their events: a pattern refills the channels it has seen;
+- when a sharded channel's slot leaves its node (a slot migration, or a failover that
+  demotes the node), the server ends the subscription (an ``sunsubscribe`` the hub did not
+  ask for; the connection stays up) or refuses it (``MOVED``): the hub re-reads the slot
+  map, subscribes the channel on the link of the slot's owner now (opening it if need be)
+  and, once that node confirms, fills from history as after a reconnect. While the slot's
+  keys move, publishes land on the new owner, which this process does not listen to yet;
+  the fill hands them out, in order, once.
 
 If history no longer holds the last id (``history`` events or more went by), subscribers
 get a ``gap`` event first. The links are connections of their own, outside the client's
