@@ -9,6 +9,7 @@ move to the new master by itself and fill from history what it missed there.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -62,8 +63,11 @@ async def test_a_sharded_subscriber_follows_a_manual_failover_and_misses_nothing
         async with bus.subscribe("deploys") as sub:
             await publish(10)
             node = replicated_cluster.nodes[replica]
-            async with aioredis.Redis(host=node.host, port=node.port) as direct:
+            direct: Any = aioredis.Redis(host=node.host, port=node.port)
+            try:
                 await direct.execute_command("CLUSTER", "FAILOVER")
+            finally:
+                await direct.aclose()
             for _ in range(500):  # bounded: a manual failover takes well under a second
                 if replicated_cluster.master_of_slot(slot) == replica:
                     break
