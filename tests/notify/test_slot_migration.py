@@ -217,3 +217,41 @@ async def test_publishing_goes_on_while_the_channels_slot_migrates(
         await migrate_slot(moving_cluster, slot, source, (source + 1) % 3, between=during)
         ids.append(await bus.publish("jobs", {"n": 7}))
         assert [e.id for e in await bus.history("jobs")] == ids
+
+
+async def test_a_subscribe_by_a_stale_slot_map_follows_the_moved_reply_without_reconnecting(
+    moving_cluster: Cluster,
+) -> None:
+    async with (
+        redkit.connect(moving_cluster.url, "stale") as listener,
+        redkit.connect(moving_cluster.url, "stale") as publisher,
+    ):
+        hub = hub_for(listener, True)
+        bus = listener.notifications(history=100)
+        slot = key_slot(hub.redis_name("audits"))
+        source = owner_index(moving_cluster, listener, slot)
+        target = (source + 1) % 3
+        # Another channel keeps the source's link open: it must not be disturbed.
+        other = next(f"keep{i}" for i in range(1000) if owner_matches(listener, f"keep{i}", slot))
+        async with bus.subscribe(other):
+            await migrate_slot(moving_cluster, slot, source, target)
+            # The listener's slot map still names the source: its SSUBSCRIBE is refused there
+            # (MOVED) and goes on to the target.
+            assert owner_index(moving_cluster, listener, slot) == source
+            async with bus.subscribe("audits") as sub:
+                await publisher.notifications(history=100).publish("audits", {"n": 0})
+                got = await receive(sub, 0)
+                ports = sorted(node.port for node, _ in await pubsub_clients(listener))
+        assert [e.data for e in got] == [{"n": 0}]
+        assert ports == sorted(
+            [moving_cluster.nodes[source].port, moving_cluster.nodes[target].port]
+        )
+        assert all(link.reconnects == 0 for link in hub.links.values())
+
+
+def owner_matches(rk: redkit.Redkit, channel: str, slot: int) -> bool:
+    """Whether ``channel``'s slot is another one served by the node that serves ``slot``."""
+    assert isinstance(rk.redis, RedisCluster)
+    manager = rk.redis.nodes_manager
+    own = key_slot(hub_for(rk, True).redis_name(channel))
+    return own != slot and manager.get_node_from_slot(own) is manager.get_node_from_slot(slot)
