@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def migrate_slot(cluster: Cluster, slot: int, source: int, target: int) -> int:
+async def migrate_slot(
+    cluster: Cluster,
+    slot: int,
+    source: int,
+    target: int,
+    between: Callable[[str], Awaitable[None]] | None = None,
+) -> int:
     """Move ``slot`` from node ``source`` to node ``target`` as ``valkey-cli --cluster
     reshard`` does: IMPORTING, MIGRATING, MIGRATE of its keys, then SETSLOT NODE everywhere.
     Pauses between the steps let calls meet each state (ASK while the keys move, MOVED
-    after). Returns how many keys moved."""
+    after). ``between`` is awaited in two of those states: ``"migrating"`` (the keys are
+    still on the source) and ``"keys moved"`` (they are on the target, which does not own
+    the slot yet). Returns how many keys moved."""
     nodes = [aioredis.Redis(host=n.host, port=n.port) for n in cluster.nodes]
     try:
         ids = [_text(await n.execute_command("CLUSTER", "MYID")) for n in nodes]
@@ -118,6 +126,8 @@ async def migrate_slot(cluster: Cluster, slot: int, source: int, target: int) ->
         await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
         await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
         await asyncio.sleep(0.05)
+        if between is not None:
+            await between("migrating")
         moved = 0
         for _ in range(100):  # bounded: the test's keys are few
             keys = await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
@@ -127,6 +137,8 @@ async def migrate_slot(cluster: Cluster, slot: int, source: int, target: int) ->
             await src.execute_command("MIGRATE", peer.host, peer.port, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
             await asyncio.sleep(0.05)  # calls now meet ASK: the keys are on the target
+        if between is not None:
+            await between("keys moved")
         for node in (dst, src, *(n for i, n in enumerate(nodes) if i not in (source, target))):
             await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
         return moved

@@ -22,7 +22,14 @@ event it handed out. Every live message carries its id (``<id>\n<data>``), so:
   (``XRANGE``) and hands it out first, in order. Events that arrive live afterwards and
   were already read are dropped by id. A channel that had no live event yet fills from where
   its history stood when it was subscribed (read just before subscribing). A pattern's
-  channels are known only by their events: a pattern refills the channels it has seen.
+  channels are known only by their events: a pattern refills the channels it has seen;
+- when a sharded channel's slot leaves its node (a slot migration, or a failover that
+  demotes the node), the server ends the subscription (an ``sunsubscribe`` the hub did not
+  ask for; the connection stays up) or refuses it (``MOVED``): the hub re-reads the slot
+  map, subscribes the channel on the link of the slot's owner now (opening it if need be)
+  and, once that node confirms, fills from history as after a reconnect. While the slot's
+  keys move, publishes land on the new owner, which this process does not listen to yet;
+  the fill hands them out, in order, once.
 
 If history no longer holds the last id (``history`` events or more went by), subscribers
 get a ``gap`` event first. The links are connections of their own, outside the client's
@@ -128,6 +135,9 @@ class Hub:
         self.links: dict[str, Link] = {}
         self._channel_link: dict[str, Link] = {}
         self._pattern_link: Link | None = None
+        self._moves: set[asyncio.Task[None]] = set()
+        """Sharded channels on their way to the node that owns their slot now (see
+        ``moved``). Bounded by the subscribed channels: one task each at most at a time."""
         self._prefix = rk.keys.group("ch", "").prefix[:-1]  # "<ns>:{ch:"
         self._prefix_bytes = self._prefix.encode()
 
@@ -248,14 +258,7 @@ class Hub:
         leaving: list[tuple[Link, list[tuple[bytes, str]]]] = []
         for link, names in unused.items():
             removed = link.remove(names)
-            if link.empty:
-                # Nothing left on this link: close it (a later subscriber opens a new one).
-                if self.links.get(link.name) is link:
-                    del self.links[link.name]
-                if link is self._pattern_link:
-                    self._pattern_link = None
-                for channel in [c for c, lk in self._channel_link.items() if lk is link]:
-                    del self._channel_link[channel]
+            if self._forget_if_empty(link):
                 closing.append(link)
             elif removed:
                 leaving.append((link, removed))
@@ -264,7 +267,26 @@ class Hub:
         for link, removed in leaving:
             await link.unsubscribe(removed)
 
+    def _forget_if_empty(self, link: Link) -> bool:
+        """Forget ``link`` if nothing is left on it; the caller then closes it (a later
+        subscriber opens a new one)."""
+        if not link.empty:
+            return False
+        if self.links.get(link.name) is link:
+            del self.links[link.name]
+        if link is self._pattern_link:
+            self._pattern_link = None
+        for channel in [c for c, lk in self._channel_link.items() if lk is link]:
+            del self._channel_link[channel]
+        return True
+
     async def close(self) -> None:
+        moves = list(self._moves)
+        for move in moves:
+            move.cancel()
+        for move in moves:
+            with contextlib.suppress(asyncio.CancelledError):
+                await move
         links = list(self.links.values())
         self.links.clear()
         self._channel_link.clear()
@@ -326,6 +348,93 @@ class Hub:
         except (TimeoutError, redis_errors.RedisError, OSError) as exc:
             log.debug("notify: the Cluster's slot map could not be re-read: %s", exc)
 
+    def moved(self, link: Link, names: Iterable[bytes], to: tuple[str, int] | None = None) -> None:
+        """The server ended (``sunsubscribe``) or refused (``MOVED``, then ``to`` names the
+        node it sent us to) the sharded subscriptions ``names`` on ``link``: their slot is
+        served by another node now, after a slot migration or a failover. Each moves to the
+        link of the node that owns its slot, where its confirmation fills what was missed
+        meanwhile from history, exactly as after a reconnect.
+
+        The move runs in a task of its own: it re-reads the slot map and waits for the new
+        node's confirmation, which may have to come through ``link``'s own reader.
+        """
+        if not isinstance(self.rk.redis, RedisCluster):
+            return  # only a Cluster moves slots (and only a Cluster hub subscribes shards)
+        loop = asyncio.get_running_loop()
+        for name in names:
+            channel = self._local_name(name)
+            if channel is None or self._channel_link.get(channel) is not link:
+                continue
+            released = link.release(name)
+            if released is None:
+                continue
+            ever, waiters = released
+            move = loop.create_task(
+                self._move(link, channel, name, ever, waiters, to),
+                name=f"redkit-notify-move-{channel}",
+            )
+            self._moves.add(move)
+            move.add_done_callback(self._moves.discard)
+
+    async def _move(
+        self,
+        old: Link,
+        channel: str,
+        name: bytes,
+        ever: bool,
+        waiters: list[asyncio.Future[None]],
+        to: tuple[str, int] | None,
+    ) -> None:
+        new: Link | None = None
+        try:
+            await self.relocate()
+            if (
+                channel not in self.exact
+                or self._channel_link.get(channel) is not old
+                or name in old.wanted
+            ):
+                # Given up, or subscribed again meanwhile (on ``old``, whose answer decides
+                # anew): that path owns the channel now.
+                old.adopt(name, waiters)
+                return
+            new = self._node_link(self._owner(name, to, old))
+            self._channel_link[channel] = new
+            if ever:
+                new.resumes(name)
+            new.pending += 1
+            if new is not old and self._forget_if_empty(old):
+                await old.close()
+            log.info("notify: channel %r follows its slot to node %s", channel, new.name)
+            await new.add({name: "s"})
+        except asyncio.CancelledError:
+            for fut in waiters:
+                fut.cancel()
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return  # the new link closed before confirming: the channel was given up
+        finally:
+            if new is not None:
+                new.pending -= 1
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _owner(self, name: bytes, to: tuple[str, int] | None, old: Link) -> Any:
+        """The node to subscribe ``name`` on: the one a ``MOVED`` named, else the slot map's
+        owner of its slot. Where neither is known, the node ``old`` is on: it answers again
+        (with a ``MOVED`` to follow, if it no longer serves the slot)."""
+        cluster: Any = self.rk.redis
+        manager = cluster.nodes_manager
+        if to is not None:
+            node = manager.get_node(host=to[0], port=to[1])
+            if node is not None:
+                return node
+        try:
+            return manager.get_node_from_slot(key_slot(name))
+        except (redis_errors.RedisError, IndexError):
+            return old.node
+
     def _main_link(self) -> Link:
         link = self.links.get("main")
         if link is None:
@@ -355,7 +464,7 @@ class Hub:
                 }
                 return target.connection_class(**kwargs)
 
-            link = self.links[node.name] = Link(self, node.name, make)
+            link = self.links[node.name] = Link(self, node.name, make, node)
             made.append(link)
         return link
 
@@ -512,15 +621,23 @@ class Hub:
 class Link:
     """One dedicated pub/sub connection and the reader task that owns it."""
 
-    def __init__(self, hub: Hub, name: str, make_connection: Callable[[], Any]) -> None:
+    def __init__(
+        self, hub: Hub, name: str, make_connection: Callable[[], Any], node: Any = None
+    ) -> None:
         self.hub = hub
         self.name = name
+        self.node = node
+        """The Cluster node this link was opened for (``None`` on a standalone server)."""
         self._make = make_connection
         self.wanted: dict[bytes, str] = {}
         """Redis names to be subscribed on this link, with their kind (c, s or p)."""
         self._confirmed: set[bytes] = set()
         self._ever: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._leaving: dict[bytes, int] = {}
+        """Sharded names we asked the server to unsubscribe, with the answers still due: a
+        ``sunsubscribe`` for any other name is the server's own (a slot moved). Bounded by
+        the names unsubscribed on the current connection (cleared on each reconnect)."""
         self.pending = 0
         """Subscribers on their way in (between registering and adding their names)."""
         self._conn: Any = None
@@ -576,6 +693,36 @@ class Link:
                 fut.cancel()
         return removed
 
+    def release(self, name: bytes) -> tuple[bool, list[asyncio.Future[None]]] | None:
+        """Forget ``name``, which moves to another link: whether it had been confirmed here
+        (so the new link fills from history what was missed), and the subscribers waiting
+        for its confirmation. ``None`` if ``name`` is not subscribed here."""
+        if self.wanted.pop(name, None) is None:
+            return None
+        self._confirmed.discard(name)
+        ever = name in self._ever
+        self._ever.discard(name)
+        return ever, self._waiters.pop(name, [])
+
+    def adopt(self, name: bytes, waiters: list[asyncio.Future[None]]) -> None:
+        """Take back the waiters of a move that did not happen: ``name`` was subscribed here
+        again meanwhile (they wait for its confirmation), or given up (they are cancelled,
+        as :meth:`remove` does)."""
+        if name not in self.wanted or self._closed:
+            for fut in waiters:
+                fut.cancel()
+        elif name in self._confirmed:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        elif waiters:
+            self._waiters.setdefault(name, []).extend(waiters)
+
+    def resumes(self, name: bytes) -> None:
+        """``name`` was confirmed on another link before: when this one confirms it, the hub
+        fills from history what was published in between."""
+        self._ever.add(name)
+
     def closing(self) -> bool:
         """Closed by the hub, or the Redkit it belongs to was closed (a method: it changes
         while the reader awaits)."""
@@ -591,6 +738,10 @@ class Link:
             # A subscriber may have asked for a name again while we waited for the lock.
             names = [(name, kind) for name, kind in names if name not in self.wanted]
             if self._conn is not None and names:
+                # Counted before sending: the answer may be read before the send returns.
+                for name, kind in names:
+                    if kind == "s":
+                        self._leaving[name] = self._leaving.get(name, 0) + 1
                 await self._send(self._conn, names, _UNSUBSCRIBE)
 
     async def close(self) -> None:
@@ -634,6 +785,7 @@ class Link:
                     conn = self._make()
                     await conn.connect()
                     self._confirmed.clear()
+                    self._leaving.clear()
                     await self._send(conn, list(self.wanted.items()), _SUBSCRIBE)
                     self._conn = conn
                 began = loop.time()
@@ -677,7 +829,14 @@ class Link:
                 self._heard = 0
                 self._watch = loop.call_later(PING_EVERY, self._tick, conn, guard, 0, False)
                 while True:
-                    message = await conn.read_response(timeout=math.inf, push_request=True)
+                    try:
+                        message = await conn.read_response(timeout=math.inf, push_request=True)
+                    except redis_errors.MovedError as exc:
+                        # A subscription this node refused: its slot is served elsewhere
+                        # (the slot map we subscribed by was stale). The connection is fine.
+                        self._heard += 1
+                        self._refused(exc)
+                        continue
                     self._heard += 1
                     if not isinstance(message, list) or not message:
                         continue
@@ -723,15 +882,33 @@ class Link:
         """A message other than an event: a subscription confirmed or ended by the server."""
         if kind in _CONFIRM:
             await self._confirm(_CONFIRM[kind], message[1])
-        elif kind == b"sunsubscribe" and message[1] in self.wanted:
-            # The server dropped a sharded subscription (its slot moved to another
-            # node). Reconnecting re-resolves nothing by itself: log it loudly.
-            log.error(
-                "notify link %s: the server ended the subscription of %r (slot "
-                "migration?); its events stop arriving on this node",
-                self.name,
-                message[1],
-            )
+        elif kind == b"sunsubscribe":
+            name = message[1]
+            due = self._leaving.get(name)
+            if due:
+                # The answer to our own SUNSUBSCRIBE.
+                if due == 1:
+                    del self._leaving[name]
+                else:
+                    self._leaving[name] = due - 1
+            elif name in self.wanted:
+                # Not asked for: the server dropped the subscription because the channel's
+                # slot is no longer served here (migrated to another master, or this node
+                # was demoted in a failover). The hub moves it to the slot's owner.
+                log.info("notify link %s: the server ended the subscription of %r", self.name, name)
+                self.hub.moved(self, [name])
+
+    def _refused(self, exc: redis_errors.MovedError) -> None:
+        """The node answered an ``SSUBSCRIBE`` with ``MOVED``: move the sharded names of
+        that slot which it has not confirmed to the node it named."""
+        slot = int(exc.slot_id)
+        names = [
+            name
+            for name, kind in self.wanted.items()
+            if kind == "s" and name not in self._confirmed and key_slot(name) == slot
+        ]
+        log.info("notify link %s: slot %d is served by %s:%s", self.name, slot, exc.host, exc.port)
+        self.hub.moved(self, names, (exc.host, int(exc.port)))
 
     async def _confirm(self, kind: str, name: bytes) -> None:
         if name not in self.wanted:

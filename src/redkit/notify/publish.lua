@@ -1,13 +1,15 @@
 -- Publish one event: append it to the channel's history and fan it out live, atomically.
 -- KEYS[1]: the channel's history stream (bounded: trimmed to exactly ARGV[2] entries on
 --          every append; optionally also expires ARGV[5] ms after the last publish)
--- KEYS[2]: the pub/sub channel name (not a key; declared so that a Cluster checks that it
---          hashes to the stream's slot, which sharded pub/sub requires)
 -- ARGV[1]: the event's data, as JSON text
 -- ARGV[2]: history length (MAXLEN, >= 1)
 -- ARGV[3]: 1 to SPUBLISH (sharded pub/sub, Cluster), 0 to PUBLISH
 -- ARGV[4]: 1 to also PUBLISH classically (pattern subscribers on a Cluster), else 0
 -- ARGV[5]: history TTL in milliseconds, 0 for none
+-- ARGV[6]: the pub/sub channel name. Not declared in KEYS: it is no key, and a Cluster
+--          answers TRYAGAIN to a script whose declared keys are partly missing while their
+--          slot migrates (every publish would fail for the whole move). It carries the
+--          stream's hash tag, so SPUBLISH stays on the stream's slot.
 -- Returns: the event id (the stream entry id, which carries the server's time)
 --
 -- The live message is "<id>\n<data>". Nothing else is read or written: a subscriber
@@ -19,11 +21,11 @@ if ARGV[5] ~= '0' then
 end
 local message = id .. '\n' .. ARGV[1]
 if ARGV[3] == '1' then
-  redis.call('SPUBLISH', KEYS[2], message)
+  redis.call('SPUBLISH', ARGV[6], message)
 else
-  redis.call('PUBLISH', KEYS[2], message)
+  redis.call('PUBLISH', ARGV[6], message)
 end
 if ARGV[4] == '1' then
-  redis.call('PUBLISH', KEYS[2], message)
+  redis.call('PUBLISH', ARGV[6], message)
 end
 return id

@@ -154,7 +154,7 @@ class NotificationBus:
             int(also_classic),
             self.history_ttl_ms,
         )
-        self._channels: dict[str, tuple[list[str], str]] = {}
+        self._channels: dict[str, tuple[list[str], str, str]] = {}
 
     def __repr__(self) -> str:
         flavour = " sharded" if self.sharded else ""
@@ -171,14 +171,16 @@ class NotificationBus:
         if known is None:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
-        event_id = self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args])
+        event_id = self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args, known[2]])
         COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
-    def _channel_keys(self, channel: str) -> tuple[list[str], str]:
+    def _channel_keys(self, channel: str) -> tuple[list[str], str, str]:
+        """The script's keys (the history stream), the name for errors, the pub/sub name
+        (same hash tag as the stream: one Cluster slot)."""
         check_channel(channel)
         group = self.rk.keys.group("ch", channel)
-        known = ([group.key("log"), group.key()], f"event data for {channel!r}")
+        known = ([group.key("log")], f"event data for {channel!r}", group.key())
         if len(self._channels) >= _CHANNEL_CACHE:
             self._channels.clear()
         self._channels[channel] = known
