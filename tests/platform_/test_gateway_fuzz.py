@@ -150,6 +150,8 @@ def fuzz(operation: Any, send: Any) -> list[str]:
     return failures
 
 
+# Every operation's cases in one test: minutes on a loaded machine, bounded by MAX_EXAMPLES.
+@pytest.mark.timeout(900)
 def test_no_input_from_an_admin_is_a_5xx_and_every_4xx_is_json(
     public_api: Any, admin: tuple[requests.Session, dict[str, str]]
 ) -> None:
@@ -172,6 +174,8 @@ def test_no_input_from_an_admin_is_a_5xx_and_every_4xx_is_json(
     assert http.get(f"{public_api.config.base_url}/api/me").json()["email"] == ADMIN_EMAIL
 
 
+# Every operation's cases in one test: minutes on a loaded machine, bounded by MAX_EXAMPLES.
+@pytest.mark.timeout(900)
 def test_no_anonymous_input_is_a_5xx_and_every_4xx_is_json(public_api: Any) -> None:
     def send(case: Any, aim: bool) -> None:
         with session_from(random_loopback()) as http:
