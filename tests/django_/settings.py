@@ -21,6 +21,8 @@ MIDDLEWARE = [
     "redkit.django.ratelimit.RatelimitMiddleware",
 ]
 ROOT_URLCONF = "django_.urls"
+# The users of django_.auth, kept in memory: the project has no database.
+AUTHENTICATION_BACKENDS = ["django_.auth.MemoryBackend"]
 DATABASES: dict[str, dict[str, str]] = {}
 SESSION_ENGINE = "redkit.django.sessions"
 REDKIT_SESSIONS = {"LOCATION": os.environ.get("REDIS_URL", "")}

@@ -19,4 +19,8 @@ urlpatterns = [
     path("soft/", views.soft),
     path("writes/", views.writes),
     path("tiered/", views.tiered),
+    path("tiers/login/<int:user_id>/", views.tiers_login),
+    path("tiers/whoami/", views.whoami),
+    path("tiers/awhoami/", views.awhoami),
+    path("tiers/health/", views.whoami),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_page
@@ -93,3 +93,21 @@ def _rate_for(group: str, request: HttpRequest) -> str | None:
 @ratelimit(key="get:who", rate=_rate_for)
 def tiered(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
+
+
+def tiers_login(request: HttpRequest, user_id: int) -> JsonResponse:
+    """What django.contrib.auth.login leaves in the session, for django_.auth's users."""
+    request.session.cycle_key()
+    request.session[SESSION_KEY] = str(user_id)
+    request.session[BACKEND_SESSION_KEY] = "django_.auth.MemoryBackend"
+    return JsonResponse({"user": user_id})
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    user = request.user
+    return JsonResponse({"user": user.pk if user.is_authenticated else None})
+
+
+async def awhoami(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    return JsonResponse({"user": user.pk if user.is_authenticated else None})
