@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 
 from django_.auth import PREMIUM_ID, STAFF_ID
 from redkit.django.ratelimit import _limiters
+from redkit.embedded import find_free_port
 from redkit.errors import ConfigurationError
 from uvicorn_server import serve_in_loop
 
@@ -245,3 +247,18 @@ def test_the_middleware_before_authentication_is_refused_at_start_up(tiered: Tie
         pytest.raises(ConfigurationError, match="after AuthenticationMiddleware"),
     ):
         Client().get("/tiers/whoami/")
+
+
+@pytest.mark.parametrize(("fail", "status"), [("open", 200), ("closed", 429), ("raise", 503)])
+async def test_an_unreachable_server_is_answered_by_the_fail_policy_on_both_paths(
+    tiered: Tiered, fail: str, status: int
+) -> None:
+    nobody = f"redis://127.0.0.1:{find_free_port()}/0"
+    with override_settings(REDKIT_RATELIMIT={"LOCATION": nobody}), tiered(FAIL=fail):
+        sync = await sync_to_async(Client().get)("/tiers/whoami/")
+        asynchronous = await AsyncClient().get("/tiers/awhoami/")
+    for response in (sync, asynchronous):
+        assert response.status_code == status
+        if status != 200:
+            assert response.json()["error"] in ("rate_limited", "unavailable")
+            assert int(response.headers["Retry-After"]) >= 1

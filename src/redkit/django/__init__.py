@@ -9,9 +9,10 @@
         }
     }
 
-See :class:`RedkitCache`; :mod:`redkit.django.sessions` (``SESSION_ENGINE``) and
-:mod:`redkit.django.ratelimit` (a django-ratelimit-compatible ``@ratelimit``) are imported by
-name.
+See :class:`RedkitCache`; :mod:`redkit.django.sessions` (``SESSION_ENGINE``),
+:mod:`redkit.django.ratelimit` (a django-ratelimit-compatible ``@ratelimit``) and
+:mod:`redkit.django.tiers` (``TieredRateLimitMiddleware``: rate limits by tier on every
+request) are imported by name.
 """
 
 from redkit.django.cache import RedkitCache

@@ -65,6 +65,7 @@ from django.utils.module_loading import import_string
 
 import redkit
 import redkit.sync
+from redkit.codec import seconds
 from redkit.django.ratelimit import (
     DECISION_ATTRIBUTE,
     Ratelimited,
@@ -315,25 +316,58 @@ class TieredRateLimitMiddleware:
             return self.get_response(request)
         tier, key = self._key(self._identity(request), request)
         try:
-            decision = self._sync_table()[tier].hit(key)
+            try:
+                table = self._sync_table()
+            except ConnectionLost as exc:
+                outcome = self._unreachable(tier, exc)
+            else:
+                outcome = table[tier].hit(key)
         except (InvalidInput, ConnectionLost) as exc:
             return _refusal(exc)
-        if not decision.allowed:
-            return self._rejection(decision)
-        return self._with_headers(request, self.get_response(request), decision)
+        if outcome is None:
+            return self.get_response(request)
+        if not outcome.allowed:
+            return self._rejection(outcome)
+        return self._with_headers(request, self.get_response(request), outcome)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         if self._exempt(request):
             return await self.get_response(request)
         tier, key = self._key(await self._aidentity(request), request)
         try:
-            table = await self._async_table()
-            decision = await table[tier].hit(key)
+            try:
+                table = await self._async_table()
+            except ConnectionLost as exc:
+                outcome = self._unreachable(tier, exc)
+            else:
+                outcome = await table[tier].hit(key)
         except (InvalidInput, ConnectionLost) as exc:
             return _refusal(exc)
-        if not decision.allowed:
-            return self._rejection(decision)
-        return self._with_headers(request, await self.get_response(request), decision)
+        if outcome is None:
+            return await self.get_response(request)
+        if not outcome.allowed:
+            return self._rejection(outcome)
+        return self._with_headers(request, await self.get_response(request), outcome)
+
+    def _unreachable(self, tier: str, error: ConnectionLost) -> Decision | None:
+        """No client (Redis unreachable when it was made): ``FAIL`` answers, as a limiter's
+        fail policy does once it exists. None lets the request through ("open")."""
+        if self.fail == "raise":
+            raise error
+        log.warning("rate limiting: Redis unreachable (FAIL %r): %s", self.fail, error)
+        if self.fail == "open":
+            return None
+        limit, window, name = tier_rules({tier: self.table[tier]})[tier][0]
+        return Decision(
+            allowed=False,
+            limit=limit,
+            remaining=0,
+            reset_after=0.0,
+            retry_after=2.0,
+            policy=name,
+            window=seconds(window),
+            degraded=True,
+        )
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
         """A view's ``@ratelimit`` over its limit: the same 429 as a tier's."""
