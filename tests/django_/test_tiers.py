@@ -1,4 +1,4 @@
-"""``redkit.django.tiers``: the brief's tiers on every request of a Django project (anonymous
+"""``redkit.django.tiers``: rate limits by tier on every request of a Django project (anonymous
 by IP, signed-in users by ID, higher tiers by TIER_OF), through the test client, the async
 test client and a real ASGI server (uvicorn), on the suite's real servers."""
 

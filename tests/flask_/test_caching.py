@@ -154,8 +154,13 @@ def test_a_jsonify_response_with_status_and_headers_is_cached_as_it_was_sent(
     assert first.json == again.json == {"n": 1}
     assert again.headers["X-Made"] == "yes"
     assert again.headers["Content-Type"] == "application/json"
-    # Stored as a response, not pickled: the default JSON backend reads it back.
-    assert backend_of(cache)._pickle is False
+    # Stored as a response (kind H), not pickled: the default JSON backend reads it back.
+    backend = backend_of(cache)
+    client_cache = backend._client()
+    entry = client_cache.keys_for(backend.key_prefix + "view//created").entry
+    raw: object = client_cache.rk.redis.get(entry)
+    assert isinstance(raw, bytes)
+    assert raw[raw.index(b"|") + 1 :].startswith(b"H")
 
 
 def test_a_text_and_status_tuple_comes_back_as_the_same_tuple(
