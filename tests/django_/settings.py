@@ -29,6 +29,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "django_.urls"
 # A real database for the tasks' enqueue-on-commit: Django's transactions on SQLite.
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+AUTHENTICATION_BACKENDS = ["django_.auth.MemoryBackend"]
 SESSION_ENGINE = "redkit.django.sessions"
 REDKIT_SESSIONS = {"LOCATION": os.environ.get("REDIS_URL", "")}
 REDKIT_RATELIMIT = {"LOCATION": os.environ.get("REDIS_URL", "")}

@@ -27,4 +27,8 @@ urlpatterns = [
     path("tasks/order/", views.task_order),
     path("tasks/result/<str:result_id>/", views.task_result),
     path("tasks/aresult/<str:result_id>/", views.atask_result),
+    path("tiers/login/<int:user_id>/", views.tiers_login),
+    path("tiers/whoami/", views.whoami),
+    path("tiers/awhoami/", views.awhoami),
+    path("tiers/health/", views.whoami),
 ]

@@ -7,7 +7,7 @@ import itertools
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -195,3 +195,24 @@ async def atask_result(request: HttpRequest, result_id: str) -> JsonResponse:
     except TaskResultDoesNotExist:
         return JsonResponse({"error": "no such task result"}, status=404)
     return JsonResponse(_task_body(result))
+
+
+# -- tiers (redkit.django.tiers.TieredRateLimitMiddleware) ----------------------------------
+
+
+def tiers_login(request: HttpRequest, user_id: int) -> JsonResponse:
+    """What django.contrib.auth.login leaves in the session, for django_.auth's users."""
+    request.session.cycle_key()
+    request.session[SESSION_KEY] = str(user_id)
+    request.session[BACKEND_SESSION_KEY] = "django_.auth.MemoryBackend"
+    return JsonResponse({"user": user_id})
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    user = request.user
+    return JsonResponse({"user": user.pk if user.is_authenticated else None})
+
+
+async def awhoami(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    return JsonResponse({"user": user.pk if user.is_authenticated else None})

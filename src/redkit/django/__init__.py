@@ -11,8 +11,9 @@
 
 See :class:`RedkitCache`; :mod:`redkit.django.sessions` (``SESSION_ENGINE``),
 :mod:`redkit.django.ratelimit` (a django-ratelimit-compatible ``@ratelimit``) and
-:mod:`redkit.django.tasks` (a ``TASKS`` backend, ``redkit.django.tasks.RedkitBackend``) are
-imported by name.
+:mod:`redkit.django.tasks` (a ``TASKS`` backend, ``redkit.django.tasks.RedkitBackend``) and
+:mod:`redkit.django.tiers` (``TieredRateLimitMiddleware``: rate limits by tier on every
+request) are imported by name.
 """
 
 from redkit.django.cache import RedkitCache

@@ -5,8 +5,9 @@ Every entry is one of redkit's cache entries (``redkit.cache.core``): its Django
 cache's shards, and each operation is one script or one command on that shard's slot:
 
 * ``get``/``set``/``delete`` are redkit's ``get.lua`` (peek) / ``put.lua`` / ``DEL``;
-  ``add``, ``incr``/``decr`` and ``touch`` are scripts of their own here (``add.lua``,
-  ``incr.lua``, ``touch.lua``), atomic with the server's clock.
+  ``add`` is the cache's ``add.lua`` (shared with the Flask-Caching backend), ``incr``/``decr``
+  and ``touch`` are scripts of their own here (``incr.lua``, ``touch.lua``), atomic with the
+  server's clock.
 * ``clear()`` deletes this backend's entries only, never ``FLUSHDB`` (which would wipe the
   sessions and queues that share the database): every entry is stored under one internal tag
   per ``KEY_PREFIX``, and ``clear()`` invalidates that tag (one script per shard, no KEYS, no
@@ -53,6 +54,7 @@ from redkit.cache.core import (
     encode,
     pack,
 )
+from redkit.cache.core import SCRIPTS as CACHE_SCRIPTS
 from redkit.client import connect_settings
 from redkit.codec import DEFAULT_MAX_BYTES, dumps
 from redkit.connection import parse_url
@@ -420,7 +422,7 @@ class RedkitCache(BaseCache):  # type: ignore[misc]  # Django ships no type hint
             return False
         names = self._tags(tags)
         args = self._add_call(keys, value, names, ttl)
-        return bool(cache.rk.run(SCRIPTS["add"], *args))
+        return bool(cache.rk.run(CACHE_SCRIPTS["add"], *args))
 
     def _add_call(
         self, keys: EntryKeys, value: Any, names: list[str], ttl: int
@@ -587,7 +589,9 @@ class RedkitCache(BaseCache):  # type: ignore[misc]  # Django ships no type hint
         if ttl is None:
             return False
         names = self._tags(tags)
-        return bool(await cache.rk.run(SCRIPTS["add"], *self._add_call(keys, value, names, ttl)))
+        return bool(
+            await cache.rk.run(CACHE_SCRIPTS["add"], *self._add_call(keys, value, names, ttl))
+        )
 
     async def adelete(self, key: str, version: int | None = None) -> bool:
         """See :meth:`delete`."""

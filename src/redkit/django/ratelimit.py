@@ -51,6 +51,7 @@ from redkit.errors import ConfigurationError, InvalidInput
 from redkit.ratelimit.headers import (
     ietf_headers,
     legacy_headers,
+    most_restrictive,
     rejection_body,
     retry_after_header,
 )
@@ -108,31 +109,42 @@ class _Limiters:
     def _options(self) -> dict[str, Any]:
         return {"fail": self.config().get("FAIL", "open")}
 
-    def sync(self, shape: tuple[int, float, str]) -> redkit.sync.RateLimiter:
+    def sync_client(self) -> redkit.sync.Redkit:
+        """The process's sync client (made on first use), shared with the tier middleware."""
         with self._lock:
             if self._sync is None:
                 self._sync = redkit.sync.connect(*self._connect_args())
-            limiter = self._sync_limiters.get(shape)
-            if limiter is None:
-                if len(self._sync_limiters) >= _MAX_LIMITERS:
-                    self._sync_limiters.clear()
-                limiter = self._sync.rate_limiter(*shape, **self._options())
-                self._sync_limiters[shape] = limiter
-            return limiter
+            return self._sync
 
-    async def aio(self, shape: tuple[int, float, str]) -> redkit.RateLimiter:
+    async def async_client(self) -> redkit.Redkit:
+        """The running event loop's client (made on first use in that loop)."""
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
             rk = await redkit.connect(*self._connect_args())
             entry = self._async.get(loop)
-            if entry is not None:
+            if entry is not None:  # another task of this loop connected first
                 await rk.close()
             else:
                 for old in [lp for lp in self._async if lp.is_closed()]:
                     del self._async[old]
                 entry = self._async[loop] = (rk, {})
-        rk, limiters = entry
+        return entry[0]
+
+    def sync(self, shape: tuple[int, float, str]) -> redkit.sync.RateLimiter:
+        client = self.sync_client()
+        with self._lock:
+            limiter = self._sync_limiters.get(shape)
+            if limiter is None:
+                if len(self._sync_limiters) >= _MAX_LIMITERS:
+                    self._sync_limiters.clear()
+                limiter = client.rate_limiter(*shape, **self._options())
+                self._sync_limiters[shape] = limiter
+            return limiter
+
+    async def aio(self, shape: tuple[int, float, str]) -> redkit.RateLimiter:
+        rk = await self.async_client()
+        limiters = self._async[asyncio.get_running_loop()][1]
         limiter = limiters.get(shape)
         if limiter is None:
             if len(limiters) >= _MAX_LIMITERS:
@@ -262,6 +274,7 @@ def ratelimit(
             return shape, "django:" + digest
 
         def after(request: HttpRequest, decision: Decision | None) -> None:
+            record_decision(request, decision)
             limited = decision is not None and not decision.allowed
             request.limited = getattr(request, "limited", False) or limited
             if limited and block:
@@ -300,6 +313,23 @@ def ratelimit(
         return wrapper
 
     return decorate
+
+
+DECISION_ATTRIBUTE: Final = "_redkit_rate_limit"
+"""Where a request keeps its most restrictive decision so far (the decorator's, for the tier
+middleware's headers): one set of ``RateLimit`` headers describes one decision."""
+
+
+def record_decision(request: HttpRequest, decision: Decision | None) -> None:
+    """Keep ``decision`` on ``request`` if it binds more than the one kept so far."""
+    if decision is None:
+        return
+    kept = getattr(request, DECISION_ATTRIBUTE, None)
+    setattr(
+        request,
+        DECISION_ATTRIBUTE,
+        decision if kept is None else most_restrictive(kept, decision),
+    )
 
 
 def _rejection(decision: Decision) -> JsonResponse:

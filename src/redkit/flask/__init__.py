@@ -1,4 +1,5 @@
-"""Flask integration: the ``Redkit`` extension, server-side sessions, rate limits.
+"""Flask integration: the ``Redkit`` extension, server-side sessions, rate limits, and a
+Flask-Caching backend (``CACHE_TYPE = "redkit.flask.RedkitCache"``, :mod:`redkit.flask.caching`).
 
 ::
 
@@ -39,6 +40,10 @@ from redkit.flask.sessions import (
 # (which Flask-Limiter brings) is optional.
 with contextlib.suppress(ImportError):
     from redkit.flask.storage import RedkitStorage as RedkitStorage
+
+# Flask-Caching finds the backend by this name (CACHE_TYPE); Flask-Caching is optional.
+with contextlib.suppress(ImportError):
+    from redkit.flask.caching import RedkitCache as RedkitCache
 
 __all__ = [
     "ANONYMOUS_PREFIX",

@@ -40,6 +40,7 @@ __all__ = [
     "TrustedProxies",
     "client_ip",
     "resolve_policy",
+    "tier_rules",
 ]
 
 Scope: TypeAlias = Mapping[str, Any]
@@ -83,6 +84,32 @@ async def resolve_policy(policy: Policy, scope: Scope) -> Admission | None:
     return result
 
 
+def tier_rules(
+    tiers: Mapping[str, Sequence[tuple[int, float | timedelta]]],
+) -> dict[str, list[tuple[int, float | timedelta, str]]]:
+    """Each tier's limits as ``(limit, window, name)``: what :class:`TierPolicy` (and the
+    Django tier middleware, :mod:`redkit.django.tiers`) make their limiters of.
+
+    The name is the limiter's, so it is what the ``RateLimit`` headers call the policy and
+    where its counts live: the tier's own name for a tier of one limit,
+    ``<tier>:<limit>/<window>s`` for each of several. A tier without limits is an
+    :class:`~redkit.errors.InvalidInput` error.
+    """
+    rules: dict[str, list[tuple[int, float | timedelta, str]]] = {}
+    for tier, pairs in tiers.items():
+        if not pairs:
+            raise InvalidInput(f"tier {tier!r} has no limits")
+        rules[tier] = [
+            (
+                limit,
+                window,
+                tier if len(pairs) == 1 else f"{tier}:{limit}/{seconds(window):g}s",
+            )
+            for limit, window in pairs
+        ]
+    return rules
+
+
 class TierPolicy:
     """Limits by tier: ``identify(scope)`` names the caller, anonymous callers go by IP.
 
@@ -118,20 +145,10 @@ class TierPolicy:
         self.anonymous_tier = anonymous_tier
         self.client_ip = ClientIP(trusted_proxies, ipv6_prefix=ipv6_prefix)
         self.limits: dict[str, RateLimiter | RateLimits] = {}
-        for tier, pairs in tiers.items():
-            if not pairs:
-                raise InvalidInput(f"tier {tier!r} has no limits")
+        for tier, rules in tier_rules(tiers).items():
             limiters = [
-                RateLimiter(
-                    rk,
-                    limit,
-                    window,
-                    algorithm,
-                    # The tier names the policy in the RateLimit headers.
-                    name=tier if len(pairs) == 1 else f"{tier}:{limit}/{seconds(window):g}s",
-                    **limiter_options,
-                )
-                for limit, window in pairs
+                RateLimiter(rk, limit, window, algorithm, name=name, **limiter_options)
+                for limit, window, name in rules
             ]
             self.limits[tier] = limiters[0] if len(limiters) == 1 else RateLimits(rk, limiters)
 

@@ -1,4 +1,5 @@
--- Django's cache.add: store a value only if the key holds no fresh entry.
+-- cache.add (the Django and Flask-Caching backends): store a value only if the key holds
+-- no fresh entry.
 -- KEYS[1]: the entry (PX = ttl; the layout put.lua writes, so get.lua reads it)
 -- KEYS[2..]: one tag set per tag (zset entry key -> expiry ms; trimmed on every write,
 --            PX >= its longest-lived member)
