@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -47,6 +48,18 @@ async def timed_hit(limiter: RateLimiter, key: str) -> tuple[Decision, float]:
 async def server_reads(rk: redkit.Redkit) -> int:
     """Read events the server has processed: about one per round trip of small requests."""
     return int((await rk.redis.info("stats"))["total_reads_processed"])
+
+
+def fell_back() -> float:
+    """How many decisions of this process the fail policy made so far (the server gave no
+    answer within the limiter's timeout), from the limiters' own counter."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "redkit_ratelimit_decisions"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("result") == "error"
+    )
 
 
 async def script_sends(rk: redkit.Redkit) -> int:
@@ -203,16 +216,23 @@ async def test_300_concurrent_requests_through_uvicorn_allow_exactly_the_limit(
     async with limited_app(rk) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/")).status_code == 200  # a warm app: scripts loaded
+        before = fell_back()
         statuses = await asyncio.to_thread(send_at_once, url, 300)
+        fallbacks = fell_back() - before
     assert set(statuses) <= {200, 429}
-    assert statuses.count(200) == 99  # 100 in all, with the warm-up request
+    # 100 in all, with the warm-up request; a decision the server left unanswered for the
+    # whole timeout (a stall of a loaded machine) is let through by the fail policy, and only
+    # such a one may add to it.
+    assert 99 <= statuses.count(200) <= 99 + fallbacks
 
 
 async def test_the_first_300_requests_after_a_start_allow_exactly_the_limit(
     own_server: ValkeyProcess,
 ) -> None:
     async with redkit.connect(own_server.url, "rlcoldhttp") as rk, limited_app(rk) as url:
+        before = fell_back()
         statuses = await asyncio.to_thread(send_at_once, url, 300)
+        fallbacks = fell_back() - before
         assert await script_sends(rk) == 1
     assert set(statuses) <= {200, 429}
-    assert statuses.count(200) == 100
+    assert 100 <= statuses.count(200) <= 100 + fallbacks  # see the test above
