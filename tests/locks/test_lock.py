@@ -106,6 +106,7 @@ async def test_a_held_lock_shows_how_long_it_has_been_held_and_renewals_do_not_r
     assert not await lock.locked()
 
 
+@async_only  # a waiter task beside the holder
 @pytest.mark.cluster
 async def test_a_lock_handed_to_a_waiter_counts_its_time_held_from_the_hand_over(
     rk: redkit.Redkit,
