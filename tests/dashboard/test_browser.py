@@ -194,6 +194,11 @@ async def test_a_held_lock_appears_and_disappears(rk: redkit.Redkit, browser: Br
         async with rk.lock("deploy:p1", ttl=30) as held:
             await expect(row).to_be_visible()
             await expect(row).to_contain_text(str(held.fencing_token))
+            held_for = row.locator("td.held-for")
+            await expect(held_for).not_to_have_text("—")
+            # Pushed again as it grows (the ticker re-renders the held locks).
+            first = await held_for.inner_text()
+            await expect(held_for).not_to_have_text(first, timeout=15_000)
             await t.shot("locks")
         await expect(row).to_have_count(0)
         assert t.errors == []

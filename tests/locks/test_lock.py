@@ -18,8 +18,8 @@ import redkit
 from redkit._codegen import async_only
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.locks import Lock
-from redkit.locks.lock import SCRIPTS as lock_scripts
 from redkit.locks.admin import HOLDER_CHARS, LockInfo, force_release, list_locks
+from redkit.locks.lock import SCRIPTS as lock_scripts
 
 
 @pytest.mark.cluster
@@ -83,19 +83,25 @@ async def _listed(rk: redkit.Redkit, name: str) -> LockInfo | None:
     return next((info for info in await list_locks(rk) if info.name == name), None)
 
 
+async def _held(rk: redkit.Redkit, name: str) -> tuple[LockInfo, float]:
+    """The listing of held lock ``name`` and its time held (which must be known)."""
+    info = await _listed(rk, name)
+    assert info is not None
+    assert info.held_for is not None
+    return info, info.held_for
+
+
 @pytest.mark.cluster
 async def test_a_held_lock_shows_how_long_it_has_been_held_and_renewals_do_not_reset_it(
     rk: redkit.Redkit,
 ) -> None:
     lock = rk.lock("held-for", ttl=30)
     fence = await lock.acquire()
-    first = await _listed(rk, "held-for")
-    assert first is not None and first.held_for is not None
+    _, first = await _held(rk, "held-for")
     await asyncio.sleep(0.06)
     await lock.extend(30)  # a renewal keeps the acquisition time
-    later = await _listed(rk, "held-for")
-    assert later is not None and later.held_for is not None
-    assert later.held_for - first.held_for >= 0.05  # by the server's clock: it grows
+    later, then = await _held(rk, "held-for")
+    assert then - first >= 0.05  # by the server's clock: it grows
     # The stamp rides in the owner value, yet holder and fencing token are the lock's own,
     # and the lock is still this object's to release.
     assert lock._token is not None
@@ -121,14 +127,14 @@ async def test_a_lock_handed_to_a_waiter_counts_its_time_held_from_the_hand_over
         if await rk.redis.zcard(queue):
             break
         await asyncio.sleep(0.01)
-    before = await _listed(rk, "handed")
-    assert before is not None and before.held_for is not None and before.held_for >= 0.1
+    _, before = await _held(rk, "handed")
+    assert before >= 0.1
     await holder.release()
     await asyncio.wait_for(task, 10)
-    after = await _listed(rk, "handed")
-    assert after is not None and after.held_for is not None
-    assert waiter._token is not None and after.holder == waiter._token[:HOLDER_CHARS]
-    assert after.held_for < before.held_for
+    after, since = await _held(rk, "handed")
+    assert waiter._token is not None
+    assert after.holder == waiter._token[:HOLDER_CHARS]
+    assert since < before
     assert await waiter.owned()
     await waiter.release()
 
@@ -144,7 +150,8 @@ async def test_a_lock_taken_by_a_client_from_before_the_stamp_still_extends_and_
     old_token = "0123456789abcdef0123456789abcdef.30000"
     await rk.redis.set(group.key("owner"), old_token, px=30_000)
     listed = await _listed(rk, "old-client")
-    assert listed is not None and listed.held_for is None and listed.holder == old_token[:8]
+    assert listed is not None
+    assert (listed.holder, listed.held_for) == (old_token[:HOLDER_CHARS], None)
     keys = [group.key("owner")]
     assert await rk.run(lock_scripts["lock_extend"], keys, [old_token, 30_000]) == 1
     assert await rk.run(lock_scripts["lock_extend"], keys, [old_token[:-1], 30_000]) == 0
