@@ -106,6 +106,7 @@ async def test_activity_lives_in_expiring_per_minute_buckets_of_one_slot(
     # No token and no token hash is readable there: a HyperLogLog keeps registers only.
     for key in keys:
         raw = await rk.redis.dump(key)
+        assert raw is not None
         assert s.id.encode() not in raw
     # Another store of the namespace counts apart.
     assert await rk.sessions().active_count() == 0
