@@ -48,9 +48,11 @@ class LockInfo:
     holder: str | None = None
     """For a lock: the start of its holder's token (see :data:`HOLDER_CHARS`)."""
     held_for: float | None = None
-    """For a lock: seconds since its current holder acquired it (or was handed it), by the
-    server's clock; renewals and ``extend`` do not reset it. ``None`` for a semaphore or
-    read-write lock, and for a holder whose client predates the stamp (see ``_owner.lua``)."""
+    """For a lock, or a read-write lock held by a writer: seconds since its current holder
+    acquired it (or was handed it), by the server's clock; renewals and ``extend`` do not
+    reset it. ``None`` for a semaphore or a read-write lock held by readers (their leases are
+    sorted-set members that release and its lost-reply undo find by the bare token, so they
+    carry no time), and for a holder whose client predates the stamp (see ``_owner.lua``)."""
 
 
 def _name_from(key: str, prefix: str, suffix: str) -> str | None:
@@ -126,7 +128,8 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                 if name is not None:
                     rw_names.add(name)
         for name in rw_names:
-            readers, writer_pttl, read_ms, latest, waiters = await ReadWriteLock(rk, name)._state()
+            state = await ReadWriteLock(rk, name)._state()
+            readers, writer_pttl, read_ms, latest, waiters, held_ms = state
             if writer_pttl == -2 and readers == 0:
                 continue  # released meanwhile, or only ended read leases
             writing = writer_pttl != -2
@@ -139,6 +142,7 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                     latest or None,
                     waiters,
                     "write" if writing else "read",
+                    held_for=held_ms / 1000 if writing and held_ms >= 0 else None,
                 )
             )
     return sorted(found, key=lambda info: (info.kind, info.name))

@@ -84,7 +84,8 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
                 if name is not None:
                     rw_names.add(name)
         for name in rw_names:
-            readers, writer_pttl, read_ms, latest, waiters = ReadWriteLock(rk, name)._state()
+            state = ReadWriteLock(rk, name)._state()
+            readers, writer_pttl, read_ms, latest, waiters, held_ms = state
             if writer_pttl == -2 and readers == 0:
                 continue
             writing = writer_pttl != -2
@@ -97,6 +98,7 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
                     latest or None,
                     waiters,
                     "write" if writing else "read",
+                    held_for=held_ms / 1000 if writing and held_ms >= 0 else None,
                 )
             )
     return sorted(found, key=lambda info: (info.kind, info.name))
