@@ -125,6 +125,23 @@ def test_a_lock_taken_by_a_client_from_before_the_stamp_still_extends_and_releas
 
 
 @pytest.mark.cluster
+def test_a_lock_handed_to_a_waiter_of_an_older_client_holds_its_bare_token(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("mixed", ttl=30)
+    lock.acquire()
+    group = rk.keys.group("lock", "mixed")
+    old_waiter = "fedcba9876543210fedcba9876543210.30000"
+    rk.redis.zadd(group.key("queue"), {old_waiter: 1})
+    rk.redis.zadd(group.key("deadlines"), {old_waiter: 2**52})
+    lock.release()
+    assert rk.redis.get(group.key("owner")) == old_waiter.encode()
+    listed = _listed(rk, "mixed")
+    assert listed is not None
+    assert listed.held_for is None
+
+
+@pytest.mark.cluster
 def test_a_token_that_is_only_a_prefix_of_the_holders_does_not_release_it(
     rk: redkit.Redkit,
 ) -> None:
