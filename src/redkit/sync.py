@@ -58,7 +58,7 @@ from redkit.jobs.queue import JobSpec, QueueStats
 from redkit.jobs.states import PRIORITY_MAX, PRIORITY_MIN, JobState
 from redkit.notify.events import Event
 from redkit.ratelimit.limiter import Algorithm, CircuitBreaker, Decision, FailPolicy
-from redkit.sessions.store import Session, SessionInfo
+from redkit.sessions.store import Session, SessionActivity, SessionInfo
 
 __all__ = [
     "PRIORITY_MAX",
@@ -100,6 +100,7 @@ __all__ = [
     "ServerError",
     "ServerInfo",
     "Session",
+    "SessionActivity",
     "SessionInfo",
     "SessionNotFound",
     "SessionStore",

@@ -194,6 +194,11 @@ async def test_a_held_lock_appears_and_disappears(rk: redkit.Redkit, browser: Br
         async with rk.lock("deploy:p1", ttl=30) as held:
             await expect(row).to_be_visible()
             await expect(row).to_contain_text(str(held.fencing_token))
+            held_for = row.locator("td.held-for")
+            await expect(held_for).not_to_have_text("—")
+            # Pushed again as it grows (the ticker re-renders the held locks).
+            first = await held_for.inner_text()
+            await expect(held_for).not_to_have_text(first, timeout=15_000)
             await t.shot("locks")
         await expect(row).to_have_count(0)
         assert t.errors == []
@@ -272,10 +277,15 @@ async def test_a_revoked_session_is_gone_from_the_list_and_no_longer_valid(
         rows = t.page.locator("tr[data-session]")
         await expect(rows).to_have_count(1)
         await expect(rows).to_contain_text("203.0.113.7")
+        await expect(t.page.locator('[data-figure="sessions-active-5"]')).to_have_text("1")
+        await expect(t.page.locator('[data-figure="sessions-revoked-5"]')).to_have_text("0")
         await t.shot("sessions")
         await t.page.get_by_role("button", name="Revoke all sessions of ada").click()
         await expect(t.page.locator("#toast")).to_have_text("1 session(s) revoked")
         await expect(t.page.locator(".empty")).to_have_text("ada has no live session.")
+        # Ended, but it was active in the window; the revocation counts.
+        await expect(t.page.locator('[data-figure="sessions-revoked-5"]')).to_have_text("1")
+        await expect(t.page.locator('[data-figure="sessions-active-5"]')).to_have_text("1")
         assert await store.get(session.id) is None  # its client's next request gets a 401
         assert t.errors == []
 

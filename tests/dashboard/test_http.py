@@ -314,6 +314,9 @@ async def test_cache_rate_limit_and_session_actions(rk: redkit.Redkit) -> None:
         sessions = await c.get("/sessions", params={"user": "u42"})
         assert sessions.text.count("data-session=") == 2
         assert "203.0.113.7" in sessions.text
+        for minutes in (5, 60):
+            assert f'data-figure="sessions-active-{minutes}">2<' in sessions.text
+            assert f'data-figure="sessions-created-{minutes}">2<' in sessions.text
         for name, body, message in (
             ("cache.invalidate", {"cache": "pages", "tag": "user:42"}, "1 entry invalidated"),
             ("limits.reset", {"limiter": "api", "key": "ip:1"}, "reset"),

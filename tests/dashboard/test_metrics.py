@@ -112,9 +112,9 @@ async def test_metrics_count_the_middlewares_sessions_notifications_and_pipeline
     site.add_middleware(CacheMiddleware, cache=cache, rules=[CacheRule("/page", ttl=60)])
     tiers = {"anonymous": [(3, 60)]}
     site.add_middleware(RateLimitMiddleware, policy=TierPolicy(rk, tiers=tiers))
-    metrics = Starlette(routes=[Mount("/metrics", metrics_app(rk))])
-    bus = rk.notifications()
     store = rk.sessions(idle_ttl=600, absolute_ttl=3600)
+    metrics = Starlette(routes=[Mount("/metrics", metrics_app(rk, sessions=store))])
+    bus = rk.notifications()
     async with serve(metrics) as base, serve(site) as site_url:
         url = base.removesuffix("/redkit") + "/metrics/"
         before = await scrape(url)
@@ -143,6 +143,8 @@ async def test_metrics_count_the_middlewares_sessions_notifications_and_pipeline
     assert delta(before, after, http_limits, result="limited") == 1
     assert delta(before, after, "redkit_sessions_created_total") == 2
     assert delta(before, after, "redkit_sessions_revoked_total") == 2
+    active = ("redkit_sessions_active", (("store", "default"),))
+    assert (before[active], after[active]) == (0, 2)  # both sessions were active, then ended
     assert delta(before, after, "redkit_notify_published_total") == 1
     assert delta(before, after, "redkit_notify_delivered_total") >= 1
     assert after[("redkit_notify_subscribers", ())] >= 1

@@ -18,7 +18,8 @@ import redkit
 from redkit._codegen import async_only
 from redkit.embedded import ValkeyProcess, find_free_port
 from redkit.locks import Lock
-from redkit.locks.admin import force_release
+from redkit.locks.admin import HOLDER_CHARS, LockInfo, force_release, list_locks
+from redkit.locks.lock import SCRIPTS as lock_scripts
 
 
 @pytest.mark.cluster
@@ -76,6 +77,120 @@ async def test_release_and_extend_check_the_token(rk: redkit.Redkit) -> None:
     with pytest.raises(redkit.LockLost):
         await lock.release()
     assert await other.owned()
+
+
+async def _listed(rk: redkit.Redkit, name: str) -> LockInfo | None:
+    return next((info for info in await list_locks(rk) if info.name == name), None)
+
+
+async def _held(rk: redkit.Redkit, name: str) -> tuple[LockInfo, float]:
+    """The listing of held lock ``name`` and its time held (which must be known)."""
+    info = await _listed(rk, name)
+    assert info is not None
+    assert info.held_for is not None
+    return info, info.held_for
+
+
+@pytest.mark.cluster
+async def test_a_held_lock_shows_how_long_it_has_been_held_and_renewals_do_not_reset_it(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("held-for", ttl=30)
+    fence = await lock.acquire()
+    _, first = await _held(rk, "held-for")
+    await asyncio.sleep(0.06)
+    await lock.extend(30)  # a renewal keeps the acquisition time
+    later, then = await _held(rk, "held-for")
+    assert then - first >= 0.05  # by the server's clock: it grows
+    # The stamp rides in the owner value, yet holder and fencing token are the lock's own,
+    # and the lock is still this object's to release.
+    assert lock._token is not None
+    assert (later.holder, later.fencing_token) == (lock._token[:HOLDER_CHARS], fence)
+    assert await lock.owned()
+    await lock.release()
+    assert await _listed(rk, "held-for") is None
+    assert not await lock.locked()
+
+
+@async_only  # a waiter task beside the holder
+@pytest.mark.cluster
+async def test_a_lock_handed_to_a_waiter_counts_its_time_held_from_the_hand_over(
+    rk: redkit.Redkit,
+) -> None:
+    holder = rk.lock("handed", ttl=30)
+    await holder.acquire()
+    await asyncio.sleep(0.1)
+    waiter = rk.lock("handed", ttl=30, timeout=10)
+    task = asyncio.ensure_future(waiter.acquire())
+    queue = rk.keys.group("lock", "handed").key("queue")
+    for _ in range(500):  # bounded: until the waiter is queued
+        if await rk.redis.zcard(queue):
+            break
+        await asyncio.sleep(0.01)
+    _, before = await _held(rk, "handed")
+    assert before >= 0.1
+    await holder.release()
+    await asyncio.wait_for(task, 10)
+    after, since = await _held(rk, "handed")
+    assert waiter._token is not None
+    assert after.holder == waiter._token[:HOLDER_CHARS]
+    assert since < before
+    assert await waiter.owned()
+    await waiter.release()
+
+
+@pytest.mark.cluster
+async def test_a_lock_taken_by_a_client_from_before_the_stamp_still_extends_and_releases(
+    rk: redkit.Redkit,
+) -> None:
+    # An older client's token has no 's' marker and its acquire wrote the bare token: the
+    # new scripts accept it, and a listing shows no time held rather than a wrong one.
+    lock = rk.lock("old-client", ttl=30)
+    group = rk.keys.group("lock", "old-client")
+    old_token = "0123456789abcdef0123456789abcdef.30000"
+    await rk.redis.set(group.key("owner"), old_token, px=30_000)
+    listed = await _listed(rk, "old-client")
+    assert listed is not None
+    assert (listed.holder, listed.held_for) == (old_token[:HOLDER_CHARS], None)
+    keys = [group.key("owner")]
+    assert await rk.run(lock_scripts["lock_extend"], keys, [old_token, 30_000]) == 1
+    assert await rk.run(lock_scripts["lock_extend"], keys, [old_token[:-1], 30_000]) == 0
+    released = await rk.run(lock_scripts["lock_release"], lock._keys, [old_token, 10_000])
+    assert released == 1
+    assert not await lock.locked()
+
+
+@pytest.mark.cluster
+async def test_a_lock_handed_to_a_waiter_of_an_older_client_holds_its_bare_token(
+    rk: redkit.Redkit,
+) -> None:
+    # That client's scripts compare the whole owner value: a stamp would make it lose the
+    # lock it was handed.
+    lock = rk.lock("mixed", ttl=30)
+    await lock.acquire()
+    group = rk.keys.group("lock", "mixed")
+    old_waiter = "fedcba9876543210fedcba9876543210.30000"
+    await rk.redis.zadd(group.key("queue"), {old_waiter: 1})
+    await rk.redis.zadd(group.key("deadlines"), {old_waiter: 2**52})
+    await lock.release()
+    assert await rk.redis.get(group.key("owner")) == old_waiter.encode()
+    listed = await _listed(rk, "mixed")
+    assert listed is not None
+    assert listed.held_for is None
+
+
+@pytest.mark.cluster
+async def test_a_token_that_is_only_a_prefix_of_the_holders_does_not_release_it(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("prefix", ttl=30)
+    await lock.acquire()
+    assert lock._token is not None
+    for wrong in (lock._token[:-1], lock._token + "0", lock._token[:-1] + "@"):
+        assert await rk.run(lock_scripts["lock_release"], lock._keys, [wrong, 10_000]) == 0
+        assert await rk.run(lock_scripts["lock_extend"], lock._keys[:1], [wrong, 30_000]) == 0
+    assert await lock.owned()
+    await lock.release()
 
 
 @pytest.mark.cluster

@@ -568,3 +568,30 @@ async def test_waiters_wake_when_a_dead_writers_lease_ends(rk: redkit.Redkit) ->
     # not at its next regular check (1.5 s with the default settings).
     assert 0.3 < time.perf_counter() - began < 1.0
     await read.release()
+
+
+@pytest.mark.cluster
+async def test_a_writer_shows_how_long_it_has_held_the_lock_and_readers_do_not(
+    rk: redkit.Redkit,
+) -> None:
+    rw = rk.read_write_lock("held-for", ttl=30)
+    write = await rw.acquire_write()
+    (first,) = await list_locks(rk)
+    assert first.held_for is not None
+    await asyncio.sleep(0.06)
+    await write.extend(30)  # a renewal keeps the acquisition time
+    (later,) = await list_locks(rk)
+    assert later.held_for is not None
+    assert later.held_for - first.held_for >= 0.05
+    assert later.fencing_token == first.fencing_token
+    await write.release()  # the stamped value is still this writer's to release
+    assert not await rw.writer_held()
+    assert await list_locks(rk) == []
+    read = await rw.acquire_read()
+    (reading,) = await list_locks(rk)
+    assert (reading.mode, reading.held_for) == ("read", None)
+    await read.release()
+    permit = await rk.semaphore("builds", limit=2, ttl=30).acquire()
+    (sem,) = await list_locks(rk)
+    assert (sem.kind, sem.held_for) == ("semaphore", None)
+    await permit.release()

@@ -308,6 +308,9 @@ def test_metrics_are_served_to_an_admin_and_to_the_scrapers_token(
         assert ("/healthz", "200") in routes
         assert ("/metrics", "401") in routes
         assert "redkit_gateway_request_duration_seconds" in families
+        # The admin's session, used on this gateway, counts among the active ones.
+        (active,) = families["redkit_sessions_active"].samples
+        assert active.value >= 1
 
 
 # -- /api/admin/mail -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 import redkit
-from redkit.sessions import Session, SessionStore
+from redkit.sessions import Session, SessionActivity, SessionStore
 
 
 @pytest.fixture
@@ -234,3 +234,11 @@ def test_a_session_repr_never_shows_the_token() -> None:
     s = Session("A" * 43 + ".0abc", "u", {}, 0, 0, 1, 2)
     assert "A" * 9 not in repr(s)
     assert "AAAAAAAA…" in repr(s)
+
+
+async def test_activity_counts_the_sessions_created_used_and_revoked(store: SessionStore) -> None:
+    alice = await store.create("alice")
+    bob = await store.create("bob")
+    assert await store.get(alice.id) is not None
+    assert await store.revoke(bob.id)
+    assert await store.activity() == SessionActivity(minutes=5, active=2, created=2, revoked=1)

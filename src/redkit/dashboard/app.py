@@ -533,8 +533,16 @@ class _Dashboard:
             return _refused(request)
         user = request.query_params.get("user", "").strip()
         found: list[Any] = []
-        if user and self.sessions is not None:
-            found = await self.sessions.list(user)
+        activity: list[Any] = []
+        if self.sessions is not None:
+            store = self.sessions
+            # One script each (every process's notes, in per-minute HyperLogLogs), sent
+            # together by the automatic pipeline with the user's list.
+            counted = asyncio.gather(*(store.activity(m) for m in data.SESSION_WINDOWS))
+            if user:
+                activity, found = await asyncio.gather(counted, store.list(user))
+            else:
+                activity = await counted
         return await self.page(
             request,
             "sessions.html",
@@ -543,6 +551,7 @@ class _Dashboard:
             viewer=viewer,
             user=user,
             found=found,
+            activity=activity,
             configured=self.sessions is not None,
         )
 

@@ -32,6 +32,8 @@ TOP_LIMITED_SHOWN = 10
 """Keys shown per rate limiter in its "most limited" list."""
 TAGS_SHOWN = 20
 """Tags shown per cache in its "entries per tag" list."""
+SESSION_WINDOWS = (5, 60)
+"""Minutes over which the Sessions view counts the active sessions."""
 MAX_PAGE = 10_000
 LIST_STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 """The state sets that can be listed (retrying jobs are in delayed)."""
@@ -117,6 +119,7 @@ async def locks(rk: Redkit) -> list[dict[str, Any]]:
             "waiters": info.waiters,
             "mode": info.mode,
             "holder": info.holder,
+            "held_for": info.held_for,
         }
         for info in await list_locks(rk)
     ]

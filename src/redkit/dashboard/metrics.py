@@ -28,6 +28,9 @@ The gauges of the shared state are read once per scrape, one script per queue se
   ``SCAN``, as ``redkit locks list`` does)
 - ``redkit_cache_requests_total{cache, result}`` (hit, miss, stale; every process's, as
   the cache counts them in Redis) for the caches passed in ``caches=``
+- ``redkit_sessions_active{store}``: distinct sessions used in the last
+  :data:`SESSIONS_ACTIVE_MINUTES` minutes by every process (a HyperLogLog, ~0.8% error; see
+  :meth:`redkit.sessions.SessionStore.activity`) for the store passed in ``sessions=``
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` units). Label values
 are names from the configuration (queues, caches, limiters, functions) or fixed sets, never
@@ -61,10 +64,13 @@ from redkit.notify.hub import subscriptions_of
 if TYPE_CHECKING:
     from redkit.cache.core import Cache
     from redkit.client import Redkit
+    from redkit.sessions.store import SessionStore
 
 __all__ = ["metrics_app", "process_metrics", "state_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SESSIONS_ACTIVE_MINUTES = 5
+"""The window of ``redkit_sessions_active``."""
 
 
 class _Snapshot(Collector):
@@ -77,8 +83,13 @@ class _Snapshot(Collector):
         yield from self.families
 
 
-async def state_metrics(rk: Redkit, caches: Mapping[str, Cache] | None = None) -> list[Metric]:
-    """The namespace's state as metric families: one round trip per queue/cache, together."""
+async def state_metrics(
+    rk: Redkit,
+    caches: Mapping[str, Cache] | None = None,
+    sessions: SessionStore | None = None,
+) -> list[Metric]:
+    """The namespace's state as metric families: one round trip per queue/cache/session
+    store, together."""
     queues = await data.all_queues(rk)
     jobs = GaugeMetricFamily(
         "redkit_queue_jobs", "Jobs by queue and state.", labels=["queue", "state"]
@@ -113,6 +124,16 @@ async def state_metrics(rk: Redkit, caches: Mapping[str, Cache] | None = None) -
             for result, field in (("hit", "hits"), ("miss", "misses"), ("stale", "stale")):
                 requests.add_metric([name, result], float(stats[field]))
         out.append(requests)
+    if sessions is not None:
+        active = GaugeMetricFamily(
+            "redkit_sessions_active",
+            f"Distinct sessions used in the last {SESSIONS_ACTIVE_MINUTES} minutes, every "
+            "process's (HyperLogLog: ~0.8% error).",
+            labels=["store"],
+        )
+        activity = await sessions.activity(SESSIONS_ACTIVE_MINUTES)
+        active.add_metric([sessions.name], activity.active)
+        out.append(active)
     return out
 
 
@@ -171,12 +192,20 @@ def process_metrics(rk: Redkit) -> list[Metric]:
     return out
 
 
-def metrics_app(rk: Redkit, *, caches: Mapping[str, Cache] | None = None) -> Starlette:
-    """An ASGI app answering ``GET /`` with the Prometheus text format (mount it)."""
+def metrics_app(
+    rk: Redkit,
+    *,
+    caches: Mapping[str, Cache] | None = None,
+    sessions: SessionStore | None = None,
+) -> Starlette:
+    """An ASGI app answering ``GET /`` with the Prometheus text format (mount it).
+
+    ``caches``: the caches whose request counts to show; ``sessions``: the session store whose
+    active sessions to count (``redkit_sessions_active``)."""
 
     async def endpoint(request: Request) -> Response:
         try:
-            families = await state_metrics(rk, caches)
+            families = await state_metrics(rk, caches, sessions)
         except RedkitError as exc:
             return JSONResponse({"error": f"Redis is not answering: {exc}"}, 503)
         registry = CollectorRegistry(auto_describe=False)

@@ -1,5 +1,6 @@
 -- The lock's wait queue, shared by lock_acquire, lock_release and lock_leave (pasted in where
--- a script says `-- @include _waiters`; see redkit.scripts). Those scripts' KEYS: [1] owner,
+-- a script says `-- @include _waiters`, after `-- @include _owner`; see redkit.scripts). Those
+-- scripts' KEYS: [1] owner,
 -- [2] fence, [3] queue, [4] deadlines, [5] wake prefix (waiter W blocks on <prefix>:W).
 
 -- The server's time in ms.
@@ -31,7 +32,7 @@ local function hand_over(head, lease)
   local list = KEYS[5] .. ':' .. head
   redis.call('ZREM', KEYS[3], head)
   redis.call('ZREM', KEYS[4], head)
-  redis.call('SET', KEYS[1], head, 'PX', ttl)
+  redis.call('SET', KEYS[1], owner_value(head, server_ms()), 'PX', ttl)
   local fence = redis.call('INCR', KEYS[2])
   redis.call('DEL', list)
   redis.call('RPUSH', list, fence)

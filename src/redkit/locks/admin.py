@@ -47,6 +47,12 @@ class LockInfo:
     """For a read-write lock: held by readers or by a writer."""
     holder: str | None = None
     """For a lock: the start of its holder's token (see :data:`HOLDER_CHARS`)."""
+    held_for: float | None = None
+    """For a lock, or a read-write lock held by a writer: seconds since its current holder
+    acquired it (or was handed it), by the server's clock; renewals and ``extend`` do not
+    reset it. ``None`` for a semaphore or a read-write lock held by readers (their leases are
+    sorted-set members that release and its lost-reply undo find by the bare token, so they
+    carry no time), and for a holder whose client predates the stamp (see ``_owner.lua``)."""
 
 
 def _name_from(key: str, prefix: str, suffix: str) -> str | None:
@@ -57,6 +63,13 @@ def _name_from(key: str, prefix: str, suffix: str) -> str | None:
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _owner_value(value: str) -> tuple[str, int | None]:
+    """(token, server ms of the acquisition) from a lock's owner value, ``<token>@<ms>``; a
+    bare token (a client from before the stamp) has no time."""
+    token, _, since = value.partition("@")
+    return token, int(since) if since.isdigit() else None
 
 
 async def list_locks(rk: Redkit) -> list[LockInfo]:
@@ -73,11 +86,12 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                 continue
             group = rk.keys.group("lock", name)
             # One read of the lock's keys (one slot), so holder and lease agree.
-            owner, pttl, fence, waiters = await rk.run(
+            owner, pttl, fence, waiters, now = await rk.run(
                 SCRIPTS["lock_state"], [key, group.key("fence"), group.key("queue")]
             )
             if owner is None or pttl == -2:
                 continue  # released meanwhile
+            token, since = _owner_value(_text(owner))
             found.append(
                 LockInfo(
                     "lock",
@@ -86,7 +100,8 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                     max(int(pttl), 0) / 1000,
                     int(fence) or None,
                     int(waiters),
-                    holder=_text(owner)[:HOLDER_CHARS],
+                    holder=token[:HOLDER_CHARS],
+                    held_for=None if since is None else max(int(now) - since, 0) / 1000,
                 )
             )
         async for raw in rk.redis.scan_iter(match=f"{ns}:{{sem:*}}:holders", count=1000):
@@ -113,7 +128,8 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                 if name is not None:
                     rw_names.add(name)
         for name in rw_names:
-            readers, writer_pttl, read_ms, latest, waiters = await ReadWriteLock(rk, name)._state()
+            state = await ReadWriteLock(rk, name)._state()
+            readers, writer_pttl, read_ms, latest, waiters, held_ms = state
             if writer_pttl == -2 and readers == 0:
                 continue  # released meanwhile, or only ended read leases
             writing = writer_pttl != -2
@@ -126,6 +142,7 @@ async def list_locks(rk: Redkit) -> list[LockInfo]:
                     latest or None,
                     waiters,
                     "write" if writing else "read",
+                    held_for=held_ms / 1000 if writing and held_ms >= 0 else None,
                 )
             )
     return sorted(found, key=lambda info: (info.kind, info.name))

@@ -151,7 +151,8 @@ class Lock(Lease):
         if current is None:
             return False
         held = current.encode() if isinstance(current, str) else current
-        return hmac.compare_digest(held, self._token.encode())
+        # '<token>@<acquired ms>' (or a bare token): the token is the part before the '@'.
+        return hmac.compare_digest(held.partition(b"@")[0], self._token.encode())
 
     # -- operations --------------------------------------------------------------------------
 
@@ -170,8 +171,9 @@ class Lock(Lease):
             )
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout, "lock")
         # The ttl rides in the token: a releasing holder that hands the lock to this waiter
-        # reads it there to set the new lease (see lock_release.lua).
-        token = f"{secrets.token_hex(16)}.{self._ttl_ms}"
+        # reads it there to set the new lease (see lock_release.lua). The 's' before it says
+        # this client reads an owner value stamped with the acquisition time (see _owner.lua).
+        token = f"{secrets.token_hex(16)}s.{self._ttl_ms}"
         keys = self._keys
         loop = asyncio.get_running_loop()
         sent = 0.0

@@ -1,6 +1,7 @@
 -- Take a lock if it is free (when fair: only if no earlier waiter is queued for it), or find
 -- that a releasing holder already handed it to this waiter.
--- KEYS[1]: owner: string holding the holder's token, PX = the lock's ttl (bounded by its TTL)
+-- KEYS[1]: owner: string '<holder's token>@<server ms it was acquired>' (see _owner), PX =
+--          the lock's ttl (bounded by its TTL)
 -- KEYS[2]: fence: integer counter, no TTL on purpose: fencing tokens must keep increasing
 --          across expiry and restarts, so it is durable; one small integer per lock name
 -- KEYS[3]: queue: zset waiter token -> arrival (ms, strictly increasing) (bounded: pruned by KEYS[4], and PEXPIREd
@@ -8,7 +9,7 @@
 -- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag; the list
 --          is PEXPIREd to the waiter lease by whoever pushes onto it)
--- ARGV[1]: token of this attempt (also its waiter id; ends in '.' and the ttl in ms, which a
+-- ARGV[1]: token of this attempt (also its waiter id; ends in 's.' and the ttl in ms, which a
 --          releasing holder reads when it hands the lock over)
 -- ARGV[2]: ttl in ms
 -- ARGV[3]: 1 to join the wait queue if the lock is taken, 0 to leave it alone
@@ -19,15 +20,20 @@
 --          to wait for (a wake signal will come)
 local token, lease = ARGV[1], tonumber(ARGV[5])
 
--- The common case first: a free lock, no fairness to honour, nobody queued.
+-- The common case first: a free lock, no fairness to honour, nobody queued. (owner_value of
+-- _owner, inlined: this path defines no function, and the token is this client's, stamped.)
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], token .. '@' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000)),
+    'PX', ARGV[2])
   return {1, redis.call('INCR', KEYS[2])}
 end
 
+-- @include _owner
+
 local mine = KEYS[5] .. ':' .. token
 local owner = redis.call('GET', KEYS[1])
-if owner == token then
+if holds(owner, token) then
   -- Handed over by the holder's release while we were not blocked on our wake list. The
   -- fence counter's value is ours: every acquisition increments it and sets the owner.
   redis.call('DEL', mine)
@@ -45,7 +51,7 @@ if not owner then
     head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
   end
   if head == nil or head == token then
-    redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+    redis.call('SET', KEYS[1], owner_value(token, now), 'PX', ARGV[2])
     local fence = redis.call('INCR', KEYS[2])
     redis.call('ZREM', KEYS[3], token)
     redis.call('ZREM', KEYS[4], token)

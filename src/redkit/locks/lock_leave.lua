@@ -1,6 +1,7 @@
 -- A waiter gives up (timeout, cancellation, lost reply): leave the queue, release the lock if
 -- it was handed over meanwhile, and pass a pending wake-up on.
--- KEYS[1]: owner (string: holder's token, PX = the holder's ttl)
+-- KEYS[1]: owner (string: '<holder's token>@<acquired ms>' or the bare token, see _owner;
+--          PX = the holder's ttl)
 -- KEYS[2]: fence (integer counter, no TTL: fencing tokens must keep increasing)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
@@ -14,7 +15,8 @@ local pending = redis.call('LLEN', mine)
 redis.call('DEL', mine)
 local removed = redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-local held = redis.call('GET', KEYS[1]) == ARGV[1]
+-- @include _owner
+local held = holds(redis.call('GET', KEYS[1]), ARGV[1])
 if not held and pending == 0 then
   return removed
 end

@@ -1,5 +1,6 @@
 -- Release a lock if this token still holds it, handing it straight to the first live waiter.
--- KEYS[1]: owner (string: holder's token, PX = the holder's ttl)
+-- KEYS[1]: owner (string: '<holder's token>@<acquired ms>' or the bare token, see _owner;
+--          PX = the holder's ttl)
 -- KEYS[2]: fence (integer counter, no TTL: fencing tokens must keep increasing)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
@@ -14,13 +15,16 @@
 -- onto its wake list, so its BLPOP returns holding the lock: no acquire round trip after the
 -- wake, and nobody else can slip in between. A waiter that died before its deadline passed
 -- holds the lock until its ttl ends, like a holder that dies right after acquiring.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+-- holds() of _owner, inlined: the usual release defines no function.
+local owner, token = redis.call('GET', KEYS[1]), ARGV[1]
+if owner ~= token and (not owner or string.sub(owner, 1, #token + 1) ~= token .. '@') then
   return 0
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
   return 1  -- nobody waits
 end
+-- @include _owner
 -- @include _waiters
 prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]

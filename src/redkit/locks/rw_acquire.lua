@@ -1,7 +1,8 @@
 -- Take a read or write lease of a read-write lock if the fairness rule allows it, else queue.
 -- KEYS[1]: readers: zset reader token -> lease end ms (bounded: ended leases are pruned on
 --          every call, and the key's TTL is kept at the longest lease)
--- KEYS[2]: writer: string holding the writer's token, PX = its lease (bounded by its TTL)
+-- KEYS[2]: writer: string '<writer's token>@<server ms it was acquired>' (see _owner), PX =
+--          its lease (bounded by its TTL)
 -- KEYS[3]: fence: integer counter of write leases, no TTL on purpose: fencing tokens must keep
 --          increasing across expiry and restarts; one small integer per lock name
 -- KEYS[4]: queue: zset waiter token -> arrival (server ms, strictly increasing) (bounded:
@@ -52,7 +53,8 @@ end
 if ok then
   local fence
   if writing then
-    redis.call('SET', KEYS[2], token, 'PX', ttl)
+    -- The acquisition time rides in the value (the time held an operator sees): no key more.
+    redis.call('SET', KEYS[2], token .. '@' .. string.format('%.0f', now), 'PX', ttl)
     fence = redis.call('INCR', KEYS[3])
   else
     redis.call('ZADD', KEYS[1], now + ttl, token)

@@ -1,15 +1,18 @@
 -- Renew a read or write lease of a read-write lock to ttl from now, if it is still live.
 -- KEYS[1]: readers (zset reader token -> lease end ms; key TTL = the longest lease)
--- KEYS[2]: writer (string: the writer's token, PX = its lease)
+-- KEYS[2]: writer (string: '<writer's token>@<server ms it was acquired>', or the bare
+--          token of an older client, see _owner; PX = its lease)
 -- ARGV[1]: lease token ('r' or 'w', then hex)
 -- ARGV[2]: lease ttl in ms
 -- Returns: 1 if renewed; 0 if the lease had ended (a read lease is then removed), was taken
 --          over or was unknown
 local token, ttl = ARGV[1], tonumber(ARGV[2])
+-- @include _owner
 if string.sub(token, 1, 1) == 'w' then
-  if redis.call('GET', KEYS[2]) ~= token then
+  if not holds(redis.call('GET', KEYS[2]), token) then
     return 0
   end
+  -- PEXPIRE keeps the value: the acquisition time stays that of the acquisition.
   redis.call('PEXPIRE', KEYS[2], ttl)
   return 1
 end

@@ -1,7 +1,8 @@
 -- A waiter gives up (timeout, cancellation, lost reply): leave the queue, give back a lease its
 -- interrupted attempt may have taken, and wake whoever may enter now.
 -- KEYS[1]: readers (zset reader token -> lease end ms; ended leases are pruned here)
--- KEYS[2]: writer (string: the writer's token, PX = its lease)
+-- KEYS[2]: writer (string: '<writer's token>@<server ms it was acquired>', or the bare
+--          token of an older client, see _owner; PX = its lease)
 -- KEYS[3]: fence (integer counter of write leases; not touched here)
 -- KEYS[4]: queue (zset waiter token -> arrival)
 -- KEYS[5]: wqueue (zset of the queued writers only, token -> arrival)
@@ -18,6 +19,7 @@
 -- room for the next, and a wake-up meant for the leaver must not be lost with it. So unless
 -- the token was unknown, the waiters that may enter now are woken (wake_next wakes only those).
 local token, lease = ARGV[1], ARGV[2]
+-- @include _owner
 local mine = KEYS[7] .. ':' .. token
 local pending = redis.call('LLEN', mine)
 redis.call('DEL', mine)
@@ -26,7 +28,7 @@ redis.call('ZREM', KEYS[5], token)
 redis.call('ZREM', KEYS[6], token)
 local held = 0
 if string.sub(token, 1, 1) == 'w' then
-  if redis.call('GET', KEYS[2]) == token then
+  if holds(redis.call('GET', KEYS[2]), token) then
     redis.call('DEL', KEYS[2])
     held = 1
   end

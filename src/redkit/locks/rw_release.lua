@@ -1,6 +1,7 @@
 -- Give back a read or write lease of a read-write lock, and wake the waiters that may enter.
 -- KEYS[1]: readers (zset reader token -> lease end ms; ended leases are pruned here)
--- KEYS[2]: writer (string: the writer's token, PX = its lease)
+-- KEYS[2]: writer (string: '<writer's token>@<server ms it was acquired>', or the bare
+--          token of an older client, see _owner; PX = its lease)
 -- KEYS[3]: fence (integer counter of write leases; not touched here)
 -- KEYS[4]: queue (zset waiter token -> arrival)
 -- KEYS[5]: wqueue (zset of the queued writers only, token -> arrival)
@@ -15,11 +16,12 @@
 -- No hand-over: the woken waiters try again (readers enter together, a writer alone).
 local token, lease = ARGV[1], ARGV[2]
 
+-- @include _owner
 -- @include _rw
 local now = server_ms()
 prune_readers(now)
 if string.sub(token, 1, 1) == 'w' then
-  if redis.call('GET', KEYS[2]) ~= token then
+  if not holds(redis.call('GET', KEYS[2]), token) then
     return 0
   end
   redis.call('DEL', KEYS[2])

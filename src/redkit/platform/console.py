@@ -412,7 +412,8 @@ class _Metrics:
             await JSONResponse({"detail": detail}, status, headers=headers)(scope, receive, send)
             return
         if self.app is None:
-            self.app = metrics_app(scope["app"].state.platform.rk)
+            platform = scope["app"].state.platform
+            self.app = metrics_app(platform.rk, sessions=platform.session_store)
         await self.app({**scope, "path": "/", "raw_path": b"/"}, receive, send)
 
 

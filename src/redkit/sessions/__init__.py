@@ -7,20 +7,24 @@ here that imports Starlette).
 
 from redkit.errors import AmbiguousSessionPrefix, SessionNotFound
 from redkit.sessions.store import (
+    ACTIVITY_MINUTES,
     DEFAULT_MAX_BYTES,
     MIN_PREFIX_LENGTH,
     Permissions,
     Session,
+    SessionActivity,
     SessionInfo,
     SessionStore,
 )
 
 __all__ = [
+    "ACTIVITY_MINUTES",
     "DEFAULT_MAX_BYTES",
     "MIN_PREFIX_LENGTH",
     "AmbiguousSessionPrefix",
     "Permissions",
     "Session",
+    "SessionActivity",
     "SessionInfo",
     "SessionNotFound",
     "SessionStore",

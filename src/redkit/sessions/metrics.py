@@ -1,7 +1,8 @@
 """Prometheus counters of the session stores of this process.
 
 ``redkit_sessions_created_total`` and ``redkit_sessions_revoked_total`` (one per session
-ended by ``revoke`` or ``revoke_all``; not those that expire). No labels. In
+ended by ``revoke``, ``revoke_prefix`` or
+``revoke_all``; not those that expire). No labels. In
 prometheus-client's default registry.
 """
 

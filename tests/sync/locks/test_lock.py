@@ -13,8 +13,9 @@ import pytest
 
 import redkit.sync as redkit
 from redkit._sync import _compat
-from redkit._sync.locks.admin import force_release
+from redkit._sync.locks.admin import HOLDER_CHARS, LockInfo, force_release, list_locks
 from redkit.embedded import ValkeyProcess, find_free_port
+from redkit.locks.lock import SCRIPTS as lock_scripts
 
 
 @pytest.mark.cluster
@@ -71,6 +72,87 @@ def test_release_and_extend_check_the_token(rk: redkit.Redkit) -> None:
     with pytest.raises(redkit.LockLost):
         lock.release()
     assert other.owned()
+
+
+def _listed(rk: redkit.Redkit, name: str) -> LockInfo | None:
+    return next((info for info in list_locks(rk) if info.name == name), None)
+
+
+def _held(rk: redkit.Redkit, name: str) -> tuple[LockInfo, float]:
+    """The listing of held lock ``name`` and its time held (which must be known)."""
+    info = _listed(rk, name)
+    assert info is not None
+    assert info.held_for is not None
+    return (info, info.held_for)
+
+
+@pytest.mark.cluster
+def test_a_held_lock_shows_how_long_it_has_been_held_and_renewals_do_not_reset_it(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("held-for", ttl=30)
+    fence = lock.acquire()
+    _, first = _held(rk, "held-for")
+    _compat.sleep(0.06)
+    lock.extend(30)
+    later, then = _held(rk, "held-for")
+    assert then - first >= 0.05
+    assert lock._token is not None
+    assert (later.holder, later.fencing_token) == (lock._token[:HOLDER_CHARS], fence)
+    assert lock.owned()
+    lock.release()
+    assert _listed(rk, "held-for") is None
+    assert not lock.locked()
+
+
+@pytest.mark.cluster
+def test_a_lock_taken_by_a_client_from_before_the_stamp_still_extends_and_releases(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("old-client", ttl=30)
+    group = rk.keys.group("lock", "old-client")
+    old_token = "0123456789abcdef0123456789abcdef.30000"
+    rk.redis.set(group.key("owner"), old_token, px=30000)
+    listed = _listed(rk, "old-client")
+    assert listed is not None
+    assert (listed.holder, listed.held_for) == (old_token[:HOLDER_CHARS], None)
+    keys = [group.key("owner")]
+    assert rk.run(lock_scripts["lock_extend"], keys, [old_token, 30000]) == 1
+    assert rk.run(lock_scripts["lock_extend"], keys, [old_token[:-1], 30000]) == 0
+    released = rk.run(lock_scripts["lock_release"], lock._keys, [old_token, 10000])
+    assert released == 1
+    assert not lock.locked()
+
+
+@pytest.mark.cluster
+def test_a_lock_handed_to_a_waiter_of_an_older_client_holds_its_bare_token(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("mixed", ttl=30)
+    lock.acquire()
+    group = rk.keys.group("lock", "mixed")
+    old_waiter = "fedcba9876543210fedcba9876543210.30000"
+    rk.redis.zadd(group.key("queue"), {old_waiter: 1})
+    rk.redis.zadd(group.key("deadlines"), {old_waiter: 2**52})
+    lock.release()
+    assert rk.redis.get(group.key("owner")) == old_waiter.encode()
+    listed = _listed(rk, "mixed")
+    assert listed is not None
+    assert listed.held_for is None
+
+
+@pytest.mark.cluster
+def test_a_token_that_is_only_a_prefix_of_the_holders_does_not_release_it(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("prefix", ttl=30)
+    lock.acquire()
+    assert lock._token is not None
+    for wrong in (lock._token[:-1], lock._token + "0", lock._token[:-1] + "@"):
+        assert rk.run(lock_scripts["lock_release"], lock._keys, [wrong, 10000]) == 0
+        assert rk.run(lock_scripts["lock_extend"], lock._keys[:1], [wrong, 30000]) == 0
+    assert lock.owned()
+    lock.release()
 
 
 @pytest.mark.cluster

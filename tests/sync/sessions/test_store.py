@@ -11,7 +11,7 @@ import pytest
 
 import redkit.sync as redkit
 from redkit._sync import _compat
-from redkit.sync import Session, SessionStore
+from redkit.sync import Session, SessionActivity, SessionStore
 
 
 @pytest.fixture
@@ -222,3 +222,11 @@ def test_a_session_repr_never_shows_the_token() -> None:
     s = Session("A" * 43 + ".0abc", "u", {}, 0, 0, 1, 2)
     assert "A" * 9 not in repr(s)
     assert "AAAAAAAA…" in repr(s)
+
+
+def test_activity_counts_the_sessions_created_used_and_revoked(store: SessionStore) -> None:
+    alice = store.create("alice")
+    bob = store.create("bob")
+    assert store.get(alice.id) is not None
+    assert store.revoke(bob.id)
+    assert store.activity() == SessionActivity(minutes=5, active=2, created=2, revoked=1)

@@ -27,6 +27,7 @@ from redkit.locks.admin import SCRIPTS as SCRIPTS
 "How much of a lock holder's token a listing shows: enough to tell holders apart, not\nenough to release or extend the lock as them."
 from redkit.locks.admin import LockInfo as LockInfo
 from redkit.locks.admin import _name_from as _name_from
+from redkit.locks.admin import _owner_value as _owner_value
 from redkit.locks.admin import _text as _text
 
 
@@ -42,11 +43,12 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
             if name is None:
                 continue
             group = rk.keys.group("lock", name)
-            owner, pttl, fence, waiters = rk.run(
+            owner, pttl, fence, waiters, now = rk.run(
                 SCRIPTS["lock_state"], [key, group.key("fence"), group.key("queue")]
             )
             if owner is None or pttl == -2:
                 continue
+            token, since = _owner_value(_text(owner))
             found.append(
                 LockInfo(
                     "lock",
@@ -55,7 +57,8 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
                     max(int(pttl), 0) / 1000,
                     int(fence) or None,
                     int(waiters),
-                    holder=_text(owner)[:HOLDER_CHARS],
+                    holder=token[:HOLDER_CHARS],
+                    held_for=None if since is None else max(int(now) - since, 0) / 1000,
                 )
             )
         for raw in rk.redis.scan_iter(match=f"{ns}:{{sem:*}}:holders", count=1000):
@@ -81,7 +84,8 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
                 if name is not None:
                     rw_names.add(name)
         for name in rw_names:
-            readers, writer_pttl, read_ms, latest, waiters = ReadWriteLock(rk, name)._state()
+            state = ReadWriteLock(rk, name)._state()
+            readers, writer_pttl, read_ms, latest, waiters, held_ms = state
             if writer_pttl == -2 and readers == 0:
                 continue
             writing = writer_pttl != -2
@@ -94,6 +98,7 @@ def list_locks(rk: Redkit) -> list[LockInfo]:
                     latest or None,
                     waiters,
                     "write" if writing else "read",
+                    held_for=held_ms / 1000 if writing and held_ms >= 0 else None,
                 )
             )
     return sorted(found, key=lambda info: (info.kind, info.name))

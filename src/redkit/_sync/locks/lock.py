@@ -147,7 +147,7 @@ class Lock(Lease):
         if current is None:
             return False
         held = current.encode() if isinstance(current, str) else current
-        return hmac.compare_digest(held, self._token.encode())
+        return hmac.compare_digest(held.partition(b"@")[0], self._token.encode())
 
     def acquire(self, timeout: float | timedelta | None = DEFAULT) -> int:
         """Wait for the lock and take it; return its fencing token.
@@ -159,7 +159,7 @@ class Lock(Lease):
                 f"lock {self.name!r} is already held by this Lock object (locks are not re-entrant); release it first, or use another rk.lock(...) object"
             )
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout, "lock")
-        token = f"{secrets.token_hex(16)}.{self._ttl_ms}"
+        token = f"{secrets.token_hex(16)}s.{self._ttl_ms}"
         keys = self._keys
         loop = _compat.get_running_loop()
         sent = 0.0
