@@ -67,6 +67,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import dumps, milliseconds
 from redkit.errors import InvalidInput, translate_redis_errors
 from redkit.notify.events import (
@@ -82,7 +83,7 @@ from redkit.notify.events import (
     parse_cursor,
 )
 from redkit.notify.hub import Hub, hub_for
-from redkit.scripts import ScriptSet
+from redkit.scripts import ScriptArg, ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
@@ -197,6 +198,8 @@ class NotificationBus:
             int(also_classic),
             self.history_ttl_ms,
         )
+        # With tracing on, the traceparent (the last argument) is filled in per publish.
+        self._publish_untraced: tuple[ScriptArg, ...] = (*self._publish_args, "")
         self._channels: dict[str, tuple[list[str], str]] = {}
 
     def __repr__(self) -> str:
@@ -209,6 +212,7 @@ class NotificationBus:
 
     # -- publishing --------------------------------------------------------------------------
 
+    @traced("notify.publish")
     async def publish(self, channel: str, data: Any) -> str:
         """Append ``data`` to ``channel``'s history and deliver it live; return its event id.
 
@@ -221,7 +225,13 @@ class NotificationBus:
         if known is None:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
-        event_id = await self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args])
+        tracing = self.rk.tracing
+        args: list[ScriptArg]
+        if tracing is None:
+            args = [payload, *self._publish_untraced]
+        else:
+            args = [payload, *self._publish_args, tracing.traceparent()]
+        event_id = await self.rk.run(_PUBLISH, known[0], args)
         COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 

@@ -8,16 +8,27 @@
 -- ARGV[3]: 1 to SPUBLISH (sharded pub/sub, Cluster), 0 to PUBLISH
 -- ARGV[4]: 1 to also PUBLISH classically (pattern subscribers on a Cluster), else 0
 -- ARGV[5]: history TTL in milliseconds, 0 for none
+-- ARGV[6]: the publishing span's W3C traceparent, "" for none (redkit.otel; kept in the
+--          history entry's field t, and in the live message)
 -- Returns: the event id (the stream entry id, which carries the server's time)
 --
--- The live message is "<id>\n<data>". Nothing else is read or written: a subscriber
+-- The live message is "<id>\n<data>", or "<id>\nt:<traceparent>\n<data>" with a trace
+-- context (compact JSON data never holds a raw newline). Nothing else is read or written:
+-- a subscriber
 -- notices what it missed by id (its connection dropped: it reads history after its last
 -- id), and a resume is exact as long as that last id is still in history.
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1])
+local tp = ARGV[6]
+local id, message
+if tp == '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1])
+  message = id .. '\n' .. ARGV[1]
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1], 't', tp)
+  message = id .. '\nt:' .. tp .. '\n' .. ARGV[1]
+end
 if ARGV[5] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-local message = id .. '\n' .. ARGV[1]
 if ARGV[3] == '1' then
   redis.call('SPUBLISH', KEYS[2], message)
 else

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from redkit._trace import traced
 from redkit.codec import dumps, loads, milliseconds, seconds
 from redkit.errors import (
     AmbiguousSessionPrefix,
@@ -220,6 +221,7 @@ class SessionStore:
             user_agent=agent,
         )
 
+    @traced("session.create")
     def create(
         self,
         user_id: str | int,
@@ -259,6 +261,7 @@ class SessionStore:
         metrics.CREATED.inc()
         return self._session(token, [now, now + self._absolute_ms, now, meta, blob])
 
+    @traced("session.get")
     def get(self, session_id: str) -> Session | None:
         """The live session with this ID, or ``None``. One round trip; it writes (touches)
         only when the last recorded touch is ``touch_every`` old (that read takes a second
@@ -279,6 +282,7 @@ class SessionStore:
             raise SessionNotFound(_NOT_FOUND)
         return session
 
+    @traced("session.update")
     def update(
         self, session_id: str, data: Mapping[str, Any] | None = None, *, remove: Sequence[str] = ()
     ) -> Session:
@@ -315,6 +319,7 @@ class SessionStore:
             )
         return self._session(session_id, reply)
 
+    @traced("session.rotate")
     def rotate(self, session_id: str) -> Session:
         """The same session under a new ID; the old ID stops working at once.
 
@@ -336,6 +341,7 @@ class SessionStore:
             raise SessionNotFound(_NOT_FOUND)
         return self._session(token, reply)
 
+    @traced("session.revoke")
     def revoke(self, session_id: str) -> bool:
         """End one session; False if there was no live session with this ID."""
         where = self._session_key(session_id)
@@ -347,6 +353,7 @@ class SessionStore:
             metrics.REVOKED.inc()
         return bool(ended)
 
+    @traced("session.revoke_all")
     def revoke_all(self, user_id: str | int) -> int:
         """End every session of ``user_id`` and drop their cached permissions, atomically:
         a session created concurrently is either ended here or listed afterwards.
