@@ -39,7 +39,9 @@ def traced(operation: str, rk: str = "rk") -> Callable[[F], F]:
                     return fn(self, *args, **kwargs)
                 return tracing.run_async(operation, fn, self, args, kwargs)
 
-            return cast("F", call_async)
+            # Python >= 3.12: inspect.iscoroutinefunction still answers True for the method.
+            mark = getattr(inspect, "markcoroutinefunction", None)
+            return cast("F", call_async if mark is None else mark(call_async))
 
         # The sync API (generated from the async source) marks its plain methods.
         @functools.wraps(fn)

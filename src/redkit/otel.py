@@ -12,9 +12,12 @@ many packages, and an application that has it (even with an SDK configured for i
 spans) would otherwise find every rate-limit check and cache hit of redkit in its traces,
 with the volume and cost that brings. Switched on, redkit uses the *global* tracer provider
 unless given one, as OpenTelemetry instrumentations do: until the application configures the
-SDK that provider is a no-op, and spans cost next to nothing. With tracing off (the default)
-``rk.tracing`` is ``None``, :mod:`redkit.otel` is never imported, and an operation pays one
-attribute read (see :mod:`redkit._trace`, the hook the primitives use).
+SDK that provider is OpenTelemetry's placeholder, and redkit makes no span at all (one check
+per operation, well under a microsecond); from the moment the SDK is set up, spans start. A
+trace context that arrives without an SDK (a propagator alone) still travels on with jobs
+and notifications. With tracing off (the default) ``rk.tracing`` is ``None``,
+:mod:`redkit.otel` is never imported, and an operation pays one attribute read and one call
+(see :mod:`redkit._trace`, the hook the primitives use).
 
 **What a span is.** One per redkit operation (``session.get``, ``cache.get``,
 ``ratelimit.hit``, ``lock.acquire``, ...), which is one Lua script round trip, or for a lock
@@ -55,8 +58,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -64,7 +67,7 @@ from redkit._version import __version__
 from redkit.errors import ConfigurationError
 
 try:
-    from opentelemetry import trace
+    from opentelemetry import context, trace
     from opentelemetry.context import Context
     from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -78,7 +81,14 @@ if TYPE_CHECKING:
     from redkit.jobs import Job
     from redkit.notify import Event
 
-__all__ = ["MAX_TRACEPARENT", "Tracing", "event_context", "instrument", "uninstrument"]
+__all__ = [
+    "MAX_TRACEPARENT",
+    "Tracing",
+    "event_context",
+    "instrument",
+    "read_traceparent",
+    "uninstrument",
+]
 
 MAX_TRACEPARENT = 128
 """Longest traceparent redkit reads back (a version 00 one is 55 characters; later versions
@@ -225,10 +235,10 @@ def read_traceparent(raw: object) -> Context | None:
         text = raw
     else:
         return None
-    context = _PROPAGATOR.extract({"traceparent": text}, context=Context())
-    if not trace.get_current_span(context).get_span_context().is_valid:
+    found = _PROPAGATOR.extract({"traceparent": text}, context=Context())
+    if not trace.get_current_span(found).get_span_context().is_valid:
         return None
-    return context
+    return found
 
 
 def event_context(event: Event) -> Context | None:
@@ -275,6 +285,10 @@ class Tracing:
         self.tracer: Tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self.attributes = _server_attributes(rk)
         """What every span of this client says (the server, the namespace)."""
+        self._provider = tracer_provider
+        self._recording = tracer_provider is not None and not isinstance(
+            tracer_provider, trace.NoOpTracerProvider
+        )
 
     def __repr__(self) -> str:
         return f"<redkit Tracing {self.attributes.get('server.address', '')}>"
@@ -295,27 +309,29 @@ class Tracing:
             cache[operation] = attrs
         return attrs
 
-    @contextmanager
-    def _span(
-        self, operation: str, obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Any:
-        op = OPERATIONS[operation]
+    def _live(self) -> bool:
+        """Whether a span could record. Not while the global provider is OpenTelemetry's
+        placeholder (no SDK configured yet): then redkit makes no span at all, which saves
+        the API's own no-op work (a few microseconds an operation); once an SDK is set up
+        (it can be only once), spans start."""
+        if self._recording:
+            return True
+        if self._provider is not None:
+            return False  # a no-op provider given explicitly
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return False
+        self._recording = True
+        return True
+
+    def _start(
+        self, operation: str, op: _Op, obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Span:
         attrs = self._object_attrs(operation, op, obj)
         if op.call_attrs is not None:
             attrs = {**attrs, **op.call_attrs(args, kwargs)}
         name = operation if op.span_name is None else op.span_name(obj)
-        with self.tracer.start_as_current_span(
-            name,
-            kind=op.kind,
-            attributes=attrs,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span, op
-            except BaseException as exc:
-                _failed(span, exc)
-                raise
+        return self.tracer.start_span(name, kind=op.kind, attributes=attrs)
 
     async def _run(
         self,
@@ -325,11 +341,20 @@ class Tracing:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        with self._span(operation, obj, args, kwargs) as (span, op):
+        op = OPERATIONS[operation]
+        span = self._start(operation, op, obj, args, kwargs)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             result = await fn(obj, *args, **kwargs)
             if op.result_attrs is not None and span.is_recording():
                 span.set_attributes(op.result_attrs(result))
             return result
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
 
     def run_async(
         self,
@@ -338,8 +363,10 @@ class Tracing:
         obj: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Coroutine[Any, Any, Any]:
+    ) -> Awaitable[Any]:
         """``fn(obj, *args, **kwargs)`` in a span of ``operation`` (see :mod:`redkit._trace`)."""
+        if not self._recording and not self._live():
+            return fn(obj, *args, **kwargs)
         return self._run(operation, fn, obj, args, kwargs)
 
     def run_sync(
@@ -351,11 +378,22 @@ class Tracing:
         kwargs: dict[str, Any],
     ) -> Any:
         """The sync API's twin of :meth:`run_async`."""
-        with self._span(operation, obj, args, kwargs) as (span, op):
+        if not self._recording and not self._live():
+            return fn(obj, *args, **kwargs)
+        op = OPERATIONS[operation]
+        span = self._start(operation, op, obj, args, kwargs)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             result = fn(obj, *args, **kwargs)
             if op.result_attrs is not None and span.is_recording():
                 span.set_attributes(op.result_attrs(result))
             return result
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
 
     # -- context carried by jobs and events ------------------------------------------------
 
@@ -371,6 +409,8 @@ class Tracing:
 
     async def process_job(self, job: Job, run: Callable[[], Awaitable[Any]]) -> Any:
         """Run a job's function in a ``process <queue>`` span, child of its enqueue span."""
+        if not self._recording and not self._live():
+            return await run()
         parent = read_traceparent(job._traceparent)
         links = [] if parent is None else [Link(trace.get_current_span(parent).get_span_context())]
         attrs = {
@@ -401,6 +441,8 @@ class Tracing:
 
     def delivered(self, event: Event, subscribers: int) -> None:
         """A ``deliver`` span for an event this process hands to its subscribers."""
+        if not self._recording and not self._live():
+            return
         parent = read_traceparent(event.traceparent)
         links = [] if parent is None else [Link(trace.get_current_span(parent).get_span_context())]
         now = time.time_ns()
