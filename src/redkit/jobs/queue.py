@@ -179,9 +179,9 @@ class Job:
     object then describes the new request, except ``state``, which is the existing job's)."""
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
+    """The id of the worker running this attempt, on the Job a worker hands its function."""
     _traceparent: bytes | None = field(default=None, repr=False, compare=False)
     """The enqueuer's trace context as the server gave it back: untrusted (redkit.otel)."""
-    """The id of the worker running this attempt, on the Job a worker hands its function."""
     if IS_ASYNC:
         # Sync: a sync Job is never a worker's (the worker is async), so it has no loop.
         _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)

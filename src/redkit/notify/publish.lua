@@ -8,8 +8,9 @@
 -- ARGV[3]: 1 to SPUBLISH (sharded pub/sub, Cluster), 0 to PUBLISH
 -- ARGV[4]: 1 to also PUBLISH classically (pattern subscribers on a Cluster), else 0
 -- ARGV[5]: history TTL in milliseconds, 0 for none
--- ARGV[6]: the publishing span's W3C traceparent, "" for none (redkit.otel; kept in the
---          history entry's field t, and in the live message)
+-- ARGV[6]: the publishing span's W3C traceparent, "" for none (redkit.otel; at most 128
+--          bytes on one line, else dropped; kept in the history entry's field t and in the
+--          live message)
 -- Returns: the event id (the stream entry id, which carries the server's time)
 --
 -- The live message is "<id>\n<data>", or "<id>\nt:<traceparent>\n<data>" with a trace
@@ -18,6 +19,7 @@
 -- notices what it missed by id (its connection dropped: it reads history after its last
 -- id), and a resume is exact as long as that last id is still in history.
 local tp = ARGV[6]
+if #tp > 128 or string.find(tp, '\n', 1, true) then tp = '' end  -- one bounded line
 local id, message
 if tp == '' then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[1])

@@ -113,9 +113,9 @@ class Job:
     "False when :meth:`Queue.enqueue` found a job with this ``job_id`` already there (this\n    object then describes the new request, except ``state``, which is the existing job's)."
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
+    "The id of the worker running this attempt, on the Job a worker hands its function."
     _traceparent: bytes | None = field(default=None, repr=False, compare=False)
     "The enqueuer's trace context as the server gave it back: untrusted (redkit.otel)."
-    "The id of the worker running this attempt, on the Job a worker hands its function."
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.function!r} on {self.queue!r} {self.state.value} attempt {self.attempts}/{self.max_attempts}>"
