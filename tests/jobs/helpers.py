@@ -38,7 +38,7 @@ async def claim(q: Queue, n: int, worker: str = FAKE_WORKER, lease_ms: int = 30_
         q.keep_failed,
     ]
     reply = await q.rk.run(SCRIPTS["claim"], keys, [*args, q.failed_ttl_ms])
-    return [reply[i].decode() for i in range(1, len(reply), 6)]
+    return [reply[i].decode() for i in range(1, len(reply), 7)]
 
 
 async def complete(q: Queue, job_id: str, attempt: int, worker: str = FAKE_WORKER) -> bool:

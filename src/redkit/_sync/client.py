@@ -30,6 +30,7 @@ from redkit.scripts import Script, ScriptArg
 from redkit.settings import Settings
 
 if TYPE_CHECKING:
+    from redkit.otel import Tracing
     from redkit.sync import (
         Algorithm,
         Cache,
@@ -80,6 +81,8 @@ class Redkit:
         self.namespace = settings.namespace
         self.keys = Keyspace(settings.namespace)
         self.embedded = embedded
+        self.tracing: Tracing | None = None
+        "OpenTelemetry spans of this client's operations, or None (the default): see\n        :mod:`redkit.otel` (``connect(tracing=True)``, ``redkit.otel.instrument(rk)``)."
         self._closed = False
 
     def _embedded_moved(self, handle: EmbeddedValkey) -> None:
@@ -342,10 +345,22 @@ def _connect(settings: Settings) -> Redkit:
     rk = Redkit(client, mode=mode, url=url, settings=settings, embedded=embedded)
     try:
         rk._check_server()
+        if settings.tracing:
+            _instrument(rk)
     except BaseException:
         rk.close()
         raise
     return rk
+
+
+def _instrument(rk: Redkit) -> None:
+    try:
+        from redkit.otel import instrument
+    except ImportError as exc:
+        raise ConfigurationError(
+            "tracing is on (tracing=True or REDKIT_TRACING) but OpenTelemetry is not installed: pip install 'redkit[otel]', or switch tracing off"
+        ) from exc
+    instrument(rk)
 
 
 def connect(
@@ -357,6 +372,7 @@ def connect(
     command_timeout: float | timedelta | None = None,
     max_connections: int | None = None,
     auto_pipeline: bool | None = None,
+    tracing: bool | None = None,
 ) -> Redkit:
     """Connect to Redis/Valkey and return a :class:`Redkit` bound to ``namespace``.
 
@@ -370,8 +386,17 @@ def connect(
     Raises :class:`~redkit.errors.ConnectionLost` if the server does not answer within the
     connect timeout and :class:`~redkit.errors.ConfigurationError` for a bad URL or setting.
     ``auto_pipeline`` (default on) lets concurrent script calls share round trips.
+    ``tracing`` (default off; needs ``redkit[otel]``) makes OpenTelemetry spans of every
+    operation through the global tracer provider: see :mod:`redkit.otel`.
     """
     settings = connect_settings(
-        url, namespace, data_dir, connect_timeout, command_timeout, max_connections, auto_pipeline
+        url,
+        namespace,
+        data_dir,
+        connect_timeout,
+        command_timeout,
+        max_connections,
+        auto_pipeline,
+        tracing,
     )
     return _connect(settings)

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, ParamSpec, TypeVar
 import orjson
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, milliseconds, refuse_non_finite, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
 from redkit.keys import CACHE_NAME, Keyspace
@@ -409,6 +410,7 @@ class Cache:
 
     # -- the building blocks (shared with the middleware) --------------------------------------
 
+    @traced("cache.get")
     async def lookup(self, keys: EntryKeys, mode: str, token: str, beta: float) -> Lookup:
         """One round trip: a plain read for a fresh hit, else ``get.lua``."""
         # XFetch's random part is drawn here (randomness, not time: the clock is the server's).
@@ -452,6 +454,7 @@ class Cache:
             return Lookup(HIT, raw, (now - created) / 1000, 0.0, now_us)
         return None
 
+    @traced("cache.set")
     async def store(
         self,
         keys: EntryKeys,
@@ -630,12 +633,14 @@ class Cache:
             except _Retry:
                 continue
 
+    @traced("cache.delete")
     async def delete(self, key: str) -> bool:
         """Remove ``key``'s entry; True if there was one."""
         keys = self.keys_for(key)
         with translate_redis_errors("cache delete"):
             return bool(await self.rk.redis.delete(keys.entry))
 
+    @traced("cache.invalidate")
     async def invalidate(self, *tags: str) -> int:
         """Delete every entry stored under any of ``tags``; return how many were deleted.
 

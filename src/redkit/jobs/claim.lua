@@ -10,7 +10,8 @@
 -- ARGV[4]: N (max jobs to claim)   ARGV[5]: lease (ms)   ARGV[6]: events MAXLEN (0: none)
 -- ARGV[7]: failed (and cancelled) jobs to keep, per set   ARGV[8]: their max age (ms)
 -- Returns: {ms until the next delayed job is due or a lease ends (-1: none), then per
---   claimed job: id, function, payload, attempts (this one), max_attempts, timeout_ms}
+--   claimed job: id, function, payload, attempts (this one), max_attempts, timeout_ms,
+--   traceparent (its enqueuer's trace context, or false)}
 -- Order: priority (higher first), then FIFO, by the waiting set's score.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -90,7 +91,7 @@ if n > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   for i = 1, #popped, 2 do
     local id = popped[i]
     local jkey = prefix .. id
-    local f = redis.call('HMGET', jkey, 'fn', 'payload', 'attempts', 'max', 'timeout')
+    local f = redis.call('HMGET', jkey, 'fn', 'payload', 'attempts', 'max', 'timeout', 'tp')
     if f[1] then
       local attempt = tonumber(f[3]) + 1
       redis.call('HSET', jkey, 'state', 'active', 'attempts', attempt, 'owner', worker,
@@ -103,6 +104,7 @@ if n > 0 and redis.call('EXISTS', KEYS[5]) == 0 then
       out[#out + 1] = attempt
       out[#out + 1] = f[4]
       out[#out + 1] = f[5]
+      out[#out + 1] = f[6]
     end
   end
   -- Nothing left to hand out: stale wake tokens would only cause empty claims.

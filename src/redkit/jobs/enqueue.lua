@@ -3,7 +3,10 @@
 -- KEYS[4]: events stream  KEYS[5]: wake list (workers block on it)
 -- ARGV[1]: job hash prefix ("<queue>:job:")   ARGV[2]: once-key prefix ("<queue>:once:")
 -- ARGV[3]: events MAXLEN (0: no events)       ARGV[4]: once-key TTL (ms)
--- ARGV[5]: number of jobs N, then 10 values per job:
+-- ARGV[5]: number of jobs N
+-- ARGV[6]: the enqueuing span's W3C traceparent for every job of the call ("" for none;
+--          at most 128 bytes, else not stored: redkit.otel reads it back as untrusted)
+-- ARGV[7...]: 10 values per job:
 --   id, function, payload (JSON), priority, delay_ms, max_attempts, backoff_ms, timeout_ms,
 --   once (a unique tick name, or "" for none), fresh ("1": the id is a new random one that
 --   no job can have, so the idempotency check is skipped)
@@ -15,11 +18,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix, once_prefix = ARGV[1], ARGV[2]
 local maxlen, once_ttl, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tp = ARGV[6]
+if #tp > 128 then tp = '' end
 local seq = redis.call('INCRBY', KEYS[3], n) - n
 local out = {}
 local woke = 0
 for i = 0, n - 1 do
-  local b = 6 + i * 10
+  local b = 7 + i * 10
   local id, fn, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local prio, delay = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local once = ARGV[b + 8]
@@ -45,6 +50,7 @@ for i = 0, n - 1 do
       redis.call('HSET', jkey, 'fn', fn, 'payload', payload, 'state', state, 'prio', prio,
         'attempts', 0, 'max', ARGV[b + 5], 'backoff', ARGV[b + 6], 'timeout', ARGV[b + 7],
         'created', now, 'due', now + delay)
+      if tp ~= '' then redis.call('HSET', jkey, 'tp', tp) end
       if maxlen > 0 then
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', 'enqueued', 'job', id)
       end

@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
@@ -179,6 +180,8 @@ class Job:
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
     """The id of the worker running this attempt, on the Job a worker hands its function."""
+    _traceparent: bytes | None = field(default=None, repr=False, compare=False)
+    """The enqueuer's trace context as the server gave it back: untrusted (redkit.otel)."""
     if IS_ASYNC:
         # Sync: a sync Job is never a worker's (the worker is async), so it has no loop.
         _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
@@ -456,12 +459,15 @@ class Queue:
             with translate_redis_errors("register queue"):
                 await self.rk.redis.sadd(self.rk.keys.key("jobs", "queues"), self.name)
             self._registered = True
+        tracing = self.rk.tracing
         head: list[str | int | bytes] = [
             self.job_prefix,
             self.once_prefix,
             self.events_maxlen,
             86_400_000,
             count,
+            # The enqueue span's context, for the worker's span of the job (redkit.otel).
+            "" if tracing is None else tracing.traceparent(),
         ]
         if self._replication is not None:
             durable: list[Any] = await self.rk.run_replicated(
@@ -471,6 +477,7 @@ class Queue:
         result: list[Any] = await self.rk.run(SCRIPTS["enqueue"], self._enqueue_keys, head + args)
         return result
 
+    @traced("job.enqueue")
     async def enqueue(
         self,
         function: str,
@@ -496,6 +503,7 @@ class Queue:
         reply = await self._enqueue_args(args, 1)
         return self._job_from_args(args, payload, reply[0], reply[1])
 
+    @traced("job.enqueue_many")
     async def enqueue_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Job]:
         """Queue many jobs, in this order: one round trip per batch of 1000 jobs.
 

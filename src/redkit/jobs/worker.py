@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -433,10 +434,10 @@ class Worker:
         ]
         reply = await self.rk.run(SCRIPTS["claim"], keys, args)
         self.stats.claims += 1
-        count = (len(reply) - 1) // 6
+        count = (len(reply) - 1) // 7
         loop = asyncio.get_running_loop()
         for i in range(count):
-            b = 1 + i * 6
+            b = 1 + i * 7
             job_id = reply[b].decode()
             timeout_ms = int(reply[b + 5] or 0)
             job = Job(
@@ -451,6 +452,7 @@ class Worker:
                 _queue=queue,
                 _owner=self.id,
                 _loop=loop,
+                _traceparent=reply[b + 6],
             )
             running = _Running(queue, job)
             self._running[(queue.name, job_id)] = running
@@ -480,13 +482,25 @@ class Worker:
             running.task = asyncio.get_running_loop().create_task(self._execute(running))
 
     async def _call(self, fn: _Function, job: Job) -> Any:
+        tracing = self.rk.tracing
+        if tracing is not None:
+            # A `process <queue>` span around the function, child of the enqueuer's span.
+            return await tracing.process_job(job, functools.partial(self._invoke, fn, job, True))
+        return await self._invoke(fn, job, False)
+
+    async def _invoke(self, fn: _Function, job: Job, traced: bool) -> Any:
         args = (job.payload, job) if fn.takes_job else (job.payload,)
         if fn.is_async:
             return await fn.call(*args)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="redkit-job")
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, functools.partial(fn.call, *args))
+        call = functools.partial(fn.call, *args)
+        if traced:
+            # run_in_executor does not carry context variables: the job's span would not be
+            # the current one in its thread, and the function's own spans would start a trace.
+            call = functools.partial(contextvars.copy_context().run, call)
+        result = await loop.run_in_executor(self._executor, call)
         if inspect.isawaitable(result):  # a plain def that returned a coroutine
             return await result
         return result

@@ -30,6 +30,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, LockLost, RedkitError, translate_redis_errors
@@ -156,6 +157,7 @@ class Lock(Lease):
 
     # -- operations --------------------------------------------------------------------------
 
+    @traced("lock.acquire")
     async def acquire(
         self,
         timeout: float | timedelta | None = DEFAULT,  # noqa: ASYNC109 (public API)
@@ -214,6 +216,7 @@ class Lock(Lease):
             self._renewer = Renewer(self._renew, self.ttl, self._on_lost, sent + self.ttl)
         return fence
 
+    @traced("lock.release")
     async def release(self) -> None:
         """Release the lock. Raises :class:`LockLost` if it was no longer ours.
 
@@ -234,6 +237,7 @@ class Lock(Lease):
             self._lost.fire(self, "it had expired or been taken over at release")
             raise LockLost(self._lost_message())
 
+    @traced("lock.extend")
     async def extend(self, ttl: float | timedelta | None = None) -> None:
         """Reset the lease to ``ttl`` from now (default: the lock's ``ttl``).
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost
 from redkit.locks._common import (
@@ -90,6 +91,7 @@ class Semaphore:
         """How many permits are live now (by the server's clock)."""
         return int(await self.rk.run(SCRIPTS["sem_count"], keys=[self._holders]))
 
+    @traced("semaphore.acquire")
     async def acquire(
         self,
         timeout: float | timedelta | None = DEFAULT,  # noqa: ASYNC109 (public API)
@@ -175,6 +177,7 @@ class Permit(Lease):
         state = "lost" if self.lost else ("held" if self._token else "released")
         return f"<Permit of {self.semaphore.name!r} {state}>"
 
+    @traced("semaphore.release", rk="semaphore.rk")
     async def release(self) -> None:
         """Give the permit back. Raises :class:`LockLost` if its lease had already ended."""
         token = self._token

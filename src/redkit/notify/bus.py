@@ -67,6 +67,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import dumps, milliseconds
 from redkit.errors import InvalidInput, translate_redis_errors
 from redkit.notify.events import (
@@ -82,7 +83,7 @@ from redkit.notify.events import (
     parse_cursor,
 )
 from redkit.notify.hub import Hub, hub_for
-from redkit.scripts import ScriptSet
+from redkit.scripts import ScriptArg, ScriptSet
 
 if TYPE_CHECKING:
     from redkit.client import Redkit
@@ -209,6 +210,7 @@ class NotificationBus:
 
     # -- publishing --------------------------------------------------------------------------
 
+    @traced("notify.publish")
     async def publish(self, channel: str, data: Any) -> str:
         """Append ``data`` to ``channel``'s history and deliver it live; return its event id.
 
@@ -221,7 +223,11 @@ class NotificationBus:
         if known is None:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
-        event_id = await self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args, known[2]])
+        tracing = self.rk.tracing
+        # The last two: the channel name, and the traceparent when tracing is on.
+        traceparent = "" if tracing is None else tracing.traceparent()
+        args: list[ScriptArg] = [payload, *self._publish_args, known[2], traceparent]
+        event_id = await self.rk.run(_PUBLISH, known[0], args)
         COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 

@@ -90,6 +90,9 @@ class Event:
     type: EventType = "event"
     json: bytes = field(default=b"", repr=False, compare=False)
     """``data`` as the JSON text it was published as (the web layer sends it untouched)."""
+    traceparent: bytes | None = field(default=None, repr=False, compare=False)
+    """The publisher's W3C trace context as the message carried it, unchecked: read it
+    with :func:`redkit.otel.event_context`, which validates it."""
 
     @property
     def is_gap(self) -> bool:

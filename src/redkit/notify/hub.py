@@ -493,7 +493,14 @@ class Hub:
     def entry(channel: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
         event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         data = fields.get(b"d", b"null")
-        return Event(event_id, channel, loads(data), id_time(event_id), json=data)
+        return Event(
+            event_id,
+            channel,
+            loads(data),
+            id_time(event_id),
+            json=data,
+            traceparent=fields.get(b"t"),
+        )
 
     @staticmethod
     def gap(channel: str, after: str, reason: str = "history_trimmed") -> Event:
@@ -527,11 +534,17 @@ class Hub:
             return None  # an unsubscribe on its way; nobody here wants it
         head, _, json = payload.partition(b"\n")
         prev: str | None = None
+        traceparent: bytes | None = None
         if b"\n" in json:
-            # "<id>\n<previous id>\n<data>": the format of earlier redkit publishers, still
-            # read during a rolling upgrade (compact JSON data never holds a raw newline).
-            prev_bytes, _, json = json.partition(b"\n")
-            prev = prev_bytes.decode()
+            # "<id>\nt:<traceparent>\n<data>": a publisher's trace context (redkit.otel),
+            # or "<id>\n<previous id>\n<data>": the format of earlier redkit publishers,
+            # still read during a rolling upgrade (compact JSON data never holds a raw
+            # newline; an id starts with a digit).
+            middle, _, json = json.partition(b"\n")
+            if middle.startswith(b"t:"):
+                traceparent = middle[2:]
+            else:
+                prev = middle.decode()
         event_id = head.decode()
         ms, _, seq = event_id.partition("-")
         order = (int(ms), int(seq))
@@ -547,9 +560,13 @@ class Hub:
             self._new_pattern_channel(key)
         self.last[key] = (order, event_id)
         # One Event for every local subscriber: decoded once, shared (it is immutable).
-        event = Event(event_id, channel, loads(json), order[0] / 1000, json=json)
+        event = Event(
+            event_id, channel, loads(json), order[0] / 1000, json=json, traceparent=traceparent
+        )
         for sub in tuple(subs):
             sub._offer(event, order)
+        if self.rk.tracing is not None:
+            self.rk.tracing.delivered(event, len(subs))
         return None
 
     async def fill(self, source: Source, channel: str, after: str, upto: str = "+") -> None:
@@ -582,6 +599,8 @@ class Hub:
             self.last[key] = (order, event.id)
             for sub in tuple(subs):
                 sub._offer(event, order)
+            if self.rk.tracing is not None:
+                self.rk.tracing.delivered(event, len(subs))
 
     def _new_pattern_channel(self, key: tuple[Source, str]) -> None:
         keys = self._pattern_keys

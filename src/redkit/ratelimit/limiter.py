@@ -47,6 +47,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.errors import (
     ConnectionLost,
@@ -468,14 +469,17 @@ class _Checker:
             decisions=decisions if len(decisions) > 1 else (),
         )
 
+    @traced("ratelimit.hit", rk="_rk")
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """Consume ``cost`` if every limit allows it; one round trip."""
         return await self._decide(key, cost, commit=True)
 
+    @traced("ratelimit.peek", rk="_rk")
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """Would ``cost`` be allowed now? Consumes nothing, writes nothing."""
         return await self._decide(key, cost, commit=False)
 
+    @traced("ratelimit.reset", rk="_rk")
     async def reset(self, key: str) -> None:
         """Forget ``key``'s usage for these limits (one ``UNLINK``)."""
         _check_key(key)

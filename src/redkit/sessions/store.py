@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from redkit._codegen import IS_ASYNC, async_only
+from redkit._trace import traced
 from redkit.codec import dumps, loads, milliseconds, seconds
 from redkit.errors import (
     AmbiguousSessionPrefix,
@@ -404,6 +405,7 @@ class SessionStore:
 
     # -- operations ------------------------------------------------------------------------
 
+    @traced("session.create")
     async def create(
         self,
         user_id: str | int,
@@ -444,6 +446,7 @@ class SessionStore:
         self._note(digest, created=1)
         return self._session(token, [now, now + self._absolute_ms, now, meta, blob])
 
+    @traced("session.get")
     async def get(self, session_id: str) -> Session | None:
         """The live session with this ID, or ``None``. One round trip; it writes (touches)
         only when the last recorded touch is ``touch_every`` old (that read takes a second
@@ -484,6 +487,7 @@ class SessionStore:
             raise SessionNotFound(_NOT_FOUND)
         return session
 
+    @traced("session.update")
     async def update(
         self,
         session_id: str,
@@ -526,6 +530,7 @@ class SessionStore:
         self._note(digest)
         return self._session(session_id, reply)
 
+    @traced("session.rotate")
     async def rotate(self, session_id: str) -> Session:
         """The same session under a new ID; the old ID stops working at once.
 
@@ -548,6 +553,7 @@ class SessionStore:
         self._note(new_digest)
         return self._session(token, reply)
 
+    @traced("session.revoke")
     async def revoke(self, session_id: str) -> bool:
         """End one session; False if there was no live session with this ID."""
         where = self._session_key(session_id)
@@ -560,6 +566,7 @@ class SessionStore:
             self._note(None, revoked=1)
         return bool(ended)
 
+    @traced("session.revoke_all")
     async def revoke_all(self, user_id: str | int) -> int:
         """End every session of ``user_id`` and drop their cached permissions, atomically:
         a session created concurrently is either ended here or listed afterwards.

@@ -38,7 +38,7 @@ def claim(q: Queue, n: int, worker: str = FAKE_WORKER, lease_ms: int = 30000) ->
         q.keep_failed,
     ]
     reply = q.rk.run(SCRIPTS["claim"], keys, [*args, q.failed_ttl_ms])
-    return [reply[i].decode() for i in range(1, len(reply), 6)]
+    return [reply[i].decode() for i in range(1, len(reply), 7)]
 
 
 def complete(q: Queue, job_id: str, attempt: int, worker: str = FAKE_WORKER) -> bool:

@@ -67,6 +67,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redkit._sync import _compat
+from redkit._trace import traced
 from redkit.codec import DEFAULT_MAX_BYTES, milliseconds, seconds
 from redkit.errors import ConnectionLost, InvalidInput, translate_redis_errors
 from redkit.keys import CACHE_NAME
@@ -208,6 +209,7 @@ class Cache:
         base = shard.base
         return EntryKeys(shard, base + "e:" + key, base + "l:" + key, base + "n:" + key)
 
+    @traced("cache.get")
     def lookup(self, keys: EntryKeys, mode: str, token: str, beta: float) -> Lookup:
         """One round trip: a plain read for a fresh hit, else ``get.lua``."""
         gap = -beta * math.log(1.0 - random.random()) if beta else 0
@@ -219,6 +221,7 @@ class Cache:
             self.count("early")
         return Lookup(status, raw or None, age / 1000, pttl / 1000, now)
 
+    @traced("cache.set")
     def store(
         self,
         keys: EntryKeys,
@@ -352,12 +355,14 @@ class Cache:
             except _Retry:
                 continue
 
+    @traced("cache.delete")
     def delete(self, key: str) -> bool:
         """Remove ``key``'s entry; True if there was one."""
         keys = self.keys_for(key)
         with translate_redis_errors("cache delete"):
             return bool(self.rk.redis.delete(keys.entry))
 
+    @traced("cache.invalidate")
     def invalidate(self, *tags: str) -> int:
         """Delete every entry stored under any of ``tags``; return how many were deleted.
 

@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redkit._sync import _compat
+from redkit._trace import traced
 from redkit.codec import DEFAULT_MAX_BYTES, dumps, loads, milliseconds, seconds
 from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, JobFailed, JobTimeout, translate_redis_errors
@@ -113,6 +114,8 @@ class Job:
     _queue: Queue | None = field(default=None, repr=False)
     _owner: str | None = field(default=None, repr=False)
     "The id of the worker running this attempt, on the Job a worker hands its function."
+    _traceparent: bytes | None = field(default=None, repr=False, compare=False)
+    "The enqueuer's trace context as the server gave it back: untrusted (redkit.otel)."
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.function!r} on {self.queue!r} {self.state.value} attempt {self.attempts}/{self.max_attempts}>"
@@ -359,12 +362,14 @@ class Queue:
             with translate_redis_errors("register queue"):
                 self.rk.redis.sadd(self.rk.keys.key("jobs", "queues"), self.name)
             self._registered = True
+        tracing = self.rk.tracing
         head: list[str | int | bytes] = [
             self.job_prefix,
             self.once_prefix,
             self.events_maxlen,
             86400000,
             count,
+            "" if tracing is None else tracing.traceparent(),
         ]
         if self._replication is not None:
             durable: list[Any] = self.rk.run_replicated(
@@ -374,6 +379,7 @@ class Queue:
         result: list[Any] = self.rk.run(SCRIPTS["enqueue"], self._enqueue_keys, head + args)
         return result
 
+    @traced("job.enqueue")
     def enqueue(
         self,
         function: str,
@@ -399,6 +405,7 @@ class Queue:
         reply = self._enqueue_args(args, 1)
         return self._job_from_args(args, payload, reply[0], reply[1])
 
+    @traced("job.enqueue_many")
     def enqueue_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Job]:
         """Queue many jobs, in this order: one round trip per batch of 1000 jobs.
 

@@ -43,6 +43,7 @@ from redkit._sync.locks._common import (
     lease_options,
     waiter_lease_ms,
 )
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.durability import Durability, replication
 from redkit.errors import InvalidInput, LockLost, RedkitError, translate_redis_errors
@@ -149,6 +150,7 @@ class Lock(Lease):
         held = current.encode() if isinstance(current, str) else current
         return hmac.compare_digest(held.partition(b"@")[0], self._token.encode())
 
+    @traced("lock.acquire")
     def acquire(self, timeout: float | timedelta | None = DEFAULT) -> int:
         """Wait for the lock and take it; return its fencing token.
 
@@ -196,6 +198,7 @@ class Lock(Lease):
             self._renewer = Renewer(self._renew, self.ttl, self._on_lost, sent + self.ttl)
         return fence
 
+    @traced("lock.release")
     def release(self) -> None:
         """Release the lock. Raises :class:`LockLost` if it was no longer ours.
 
@@ -214,6 +217,7 @@ class Lock(Lease):
             self._lost.fire(self, "it had expired or been taken over at release")
             raise LockLost(self._lost_message())
 
+    @traced("lock.extend")
     def extend(self, ttl: float | timedelta | None = None) -> None:
         """Reset the lease to ``ttl`` from now (default: the lock's ``ttl``).
 

@@ -32,6 +32,7 @@ from redkit._sync.locks._common import (
     lease_options,
     waiter_lease_ms,
 )
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.errors import InvalidInput, LockLost
 
@@ -88,6 +89,7 @@ class Semaphore:
         """How many permits are live now (by the server's clock)."""
         return int(self.rk.run(SCRIPTS["sem_count"], keys=[self._holders]))
 
+    @traced("semaphore.acquire")
     def acquire(self, timeout: float | timedelta | None = DEFAULT) -> Permit:
         """Wait for a permit and take it. Raises :class:`LockNotAcquired` on timeout."""
         wait = self.timeout if timeout is DEFAULT else check_timeout(timeout, "semaphore")
@@ -163,6 +165,7 @@ class Permit(Lease):
         state = "lost" if self.lost else "held" if self._token else "released"
         return f"<Permit of {self.semaphore.name!r} {state}>"
 
+    @traced("semaphore.release", rk="semaphore.rk")
     def release(self) -> None:
         """Give the permit back. Raises :class:`LockLost` if its lease had already ended."""
         token = self._token

@@ -63,6 +63,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from redkit._trace import traced
 from redkit.codec import dumps, milliseconds
 from redkit.errors import InvalidInput, translate_redis_errors
 from redkit.notify.events import (
@@ -72,6 +73,7 @@ from redkit.notify.events import (
     check_event_id,
 )
 from redkit.notify.hub import Hub
+from redkit.scripts import ScriptArg
 
 if TYPE_CHECKING:
     from redkit._sync.client import Redkit
@@ -161,6 +163,7 @@ class NotificationBus:
         subscribers = ""
         return f"<NotificationBus{flavour} namespace={self.rk.namespace!r} history={self.history_size}{subscribers}>"
 
+    @traced("notify.publish")
     def publish(self, channel: str, data: Any) -> str:
         """Append ``data`` to ``channel``'s history and deliver it live; return its event id.
 
@@ -171,7 +174,10 @@ class NotificationBus:
         if known is None:
             known = self._channel_keys(channel)
         payload = dumps(data, max_bytes=self.max_bytes, what=known[1])
-        event_id = self.rk.run(_PUBLISH, known[0], [payload, *self._publish_args, known[2]])
+        tracing = self.rk.tracing
+        traceparent = "" if tracing is None else tracing.traceparent()
+        args: list[ScriptArg] = [payload, *self._publish_args, known[2], traceparent]
+        event_id = self.rk.run(_PUBLISH, known[0], args)
         COUNTS.published += 1
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from redkit._trace import traced
 from redkit.codec import seconds
 from redkit.errors import (
     ConnectionLost,
@@ -297,14 +298,17 @@ class _Checker:
             decisions=decisions if len(decisions) > 1 else (),
         )
 
+    @traced("ratelimit.hit", rk="_rk")
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Consume ``cost`` if every limit allows it; one round trip."""
         return self._decide(key, cost, commit=True)
 
+    @traced("ratelimit.peek", rk="_rk")
     def peek(self, key: str, cost: int = 1) -> Decision:
         """Would ``cost`` be allowed now? Consumes nothing, writes nothing."""
         return self._decide(key, cost, commit=False)
 
+    @traced("ratelimit.reset", rk="_rk")
     def reset(self, key: str) -> None:
         """Forget ``key``'s usage for these limits (one ``UNLINK``)."""
         _check_key(key)
