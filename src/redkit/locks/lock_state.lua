@@ -1,6 +1,6 @@
 -- Read a lock's state for an operator (nothing is written).
 -- KEYS[1]: owner (string: the holder's token, PX = its lease)
--- KEYS[2]: fence (integer counter)
+-- KEYS[2]: fence (the last fencing token)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- ARGV: none
 -- Returns: {the holder's token or false, ms left of its lease (-2: free), the latest fencing
