@@ -8,7 +8,10 @@ few milliseconds behind), but it is there, and it grows with load and distance.
 
 ``durability="async"`` (the default) is the server's own promise: an acknowledged write
 survives a restart (with AOF on) and survives a failover **unless** it was among the last
-writes before the master died. Fast: nothing waits for a replica.
+writes before the master died. Fast: nothing waits for a replica. Fencing tokens do not
+depend on it: they are never below the server's clock in microseconds, so a promoted replica
+that lost the last acquisitions still gives higher ones (assuming the clocks of master and
+replica differ by less than the failover takes; see :mod:`redkit.locks.lock`).
 
 ``durability="replicated"`` (opt-in, per queue or lock) sends ``WAIT replicas timeout``
 right after the write, on the same connection: the call returns only once ``replicas``

@@ -17,6 +17,7 @@ import redis
 
 import redkit
 from failover.conftest import FIGURES
+from redkit.errors import translate_redis_errors
 from servers import Cluster, ReplicatedCluster, SentinelGroup
 
 pytestmark = pytest.mark.failover
@@ -85,38 +86,64 @@ async def test_a_replicated_enqueue_survives_a_failover_that_loses_a_default_one
         )
 
 
-async def test_a_replicated_lock_never_hands_out_a_fencing_token_twice_across_a_failover(
+async def test_no_fencing_token_is_handed_out_twice_across_a_failover_at_either_level(
     sentinel_group: SentinelGroup, namespace: str
 ) -> None:
     async with redkit.connect(sentinel_group.url, namespace) as rk:
+        rw = rk.read_write_lock("rw", ttl=5, timeout=10)
         async with rk.lock("fast", ttl=5) as lock:
-            assert lock.fencing_token == 1
-        # Its WAIT also covers the writes before it: the replica has token 1 of "fast" too.
+            kept = lock.fencing_token
+        async with rw.write() as lease:
+            kept_write = lease.fencing_token
+        # Its WAIT also covers the writes before it: the replica has both tokens above too.
         async with rk.lock("safe", ttl=5, durability="replicated") as lock:
             given = [lock.fencing_token]
 
         _cut_off_the_replica(sentinel_group)
         async with rk.lock("fast", ttl=5) as lock:
-            repeated = lock.fencing_token
-        assert repeated == 2
+            lost = lock.fencing_token  # acknowledged, and never replicated
+        async with rw.write() as lease:
+            lost_write = lease.fencing_token
         with pytest.raises(redkit.NotReplicated):
             await rk.lock("safe", ttl=5, durability="replicated", durability_timeout=0.2).acquire()
 
         await _fail_over(sentinel_group)
 
+        async def stored(group: str, name: str) -> int:
+            with translate_redis_errors("GET"):
+                return int(await rk.redis.get(rk.keys.group(group, name).key("fence")) or 0)
+
         async def take(name: str, **options: str) -> int | None:
             async with rk.lock(name, ttl=5, timeout=10, **options) as lock:  # type: ignore[arg-type]
                 return lock.fencing_token
 
-        # The default: the promoted replica never saw token 2, and gives it again.
-        assert await _until_ok(lambda: take("fast")) == repeated
+        async def write() -> int:
+            async with rw.write() as lease:
+                return lease.fencing_token
+
+        # The promoted replica never saw the last acquisitions: its counters are behind the
+        # tokens the old master gave last, so a counter alone would give those again.
+        assert await _until_ok(lambda: stored("lock", "fast")) == kept
+        assert await stored("rwlock", "rw") == kept_write
+        assert kept is not None
+        assert lost is not None
+        assert lost > kept
+        assert lost_write > kept_write
+        # The default: tokens come from the promoted replica's clock, which is past them.
+        after = await take("fast")
+        assert after is not None
+        assert after > lost
+        after_write = await write()
+        assert after_write > lost_write
         # Replicated: every token a holder was given is below the next one (taken with the
         # default level: the promoted replica has no replica of its own to wait for).
-        after = await _until_ok(lambda: take("safe"))
-        assert after is not None
-        assert all(after > token for token in given if token is not None)
+        after_safe = await take("safe")
+        assert after_safe is not None
+        assert all(after_safe > token for token in given if token is not None)
         FIGURES["fencing tokens across a failover (replica cut off)"] = (
-            f"default: token {repeated} handed out twice; replicated: given {given}, next {after}"
+            f"default: lock {kept} kept, {lost} lost, next {after} (+{after - lost} us); "
+            f"write lease {kept_write} kept, {lost_write} lost, next {after_write}; "
+            f"replicated: given {given}, next {after_safe}"
         )
 
 
@@ -130,7 +157,7 @@ async def test_replicated_writes_wait_on_the_node_of_their_keys_in_a_cluster(
             job = await queue.enqueue("send", {"to": name})
             assert await queue.get(job.id) is not None
         async with rk.lock("db", durability="replicated") as lock:
-            assert lock.fencing_token == 1
+            assert lock.fencing_token is not None
 
 
 async def test_without_a_replica_a_replicated_write_raises_not_replicated(

@@ -20,6 +20,12 @@ async def _queued(rk: redkit.Redkit, name: str, count: int) -> None:
     await queued(rk, rk.keys.group("lock", name).key("queue"), count)
 
 
+async def _last_fence(rk: redkit.Redkit, name: str) -> int:
+    """The fencing token lock ``name`` gave last (tokens are not consecutive: the server's
+    clock drives them, so "the next token" is the one the server stored last)."""
+    return int(await rk.redis.get(rk.keys.group("lock", name).key("fence")) or 0)
+
+
 @pytest.mark.cluster
 async def test_a_release_hands_the_lock_to_the_waiter_with_the_next_fencing_token(
     rk: redkit.Redkit,
@@ -29,8 +35,13 @@ async def test_a_release_hands_the_lock_to_the_waiter_with_the_next_fencing_toke
     waiter = rk.lock("pass", ttl=2, auto_renew=False, timeout=5)
     got = asyncio.create_task(waiter.acquire())
     await _queued(rk, "pass", 1)
+    seconds, microseconds = await rk.redis.time()
     await holder.release()
-    assert await got == first + 1
+    # Made the owner by the release itself: the token the release gave, after the holder's,
+    # and not below the server's clock (see test_lock.py).
+    handed = await _last_fence(rk, "pass")
+    assert await got == handed > first
+    assert handed >= seconds * 1_000_000 + microseconds
     assert await waiter.owned()
     # The new lease is the waiter's own ttl (2 s), not the releasing holder's (30 s).
     owner = rk.keys.group("lock", "pass").key("owner")
@@ -204,10 +215,11 @@ async def test_a_waiter_whose_process_died_holds_a_handed_lock_only_for_its_ttl(
         await _queued(rk, "job", 2)
         await holder.release()  # handed to the dead waiter, still within its deadline
         began = time.perf_counter()
+        to_the_dead = await _last_fence(rk, "job")
         fence = await got
         # The dead waiter's grant ends with its 1 s ttl; the survivor takes over then.
         assert time.perf_counter() - began < 1.0 + 2.0
-        assert fence == first + 2
+        assert first < to_the_dead < fence == await _last_fence(rk, "job")
         await survivor.release()
 
 
@@ -247,8 +259,10 @@ async def test_a_dead_waiter_past_its_deadline_is_skipped_at_release(
         await _queued(rk, "job", 1)
         began = time.perf_counter()
         await holder.release()
-        # The dead waiter is pruned, not handed a lock it would keep for its 30 s ttl.
-        assert await got == first + 1
+        # The dead waiter is pruned, not handed a lock it would keep for its 30 s ttl: the
+        # token the release gave is the survivor's.
+        handed = await _last_fence(rk, "job")
+        assert await got == handed > first
         assert time.perf_counter() - began < 1.0
         await survivor.release()
 

@@ -1,7 +1,7 @@
 -- The lock's wait queue, shared by lock_acquire, lock_release and lock_leave (pasted in where
--- a script says `-- @include _waiters`, after `-- @include _owner`; see redkit.scripts). Those
--- scripts' KEYS: [1] owner,
--- [2] fence, [3] queue, [4] deadlines, [5] wake prefix (waiter W blocks on <prefix>:W).
+-- a script says `-- @include _waiters`, after `-- @include _owner` and `-- @include _fence`;
+-- see redkit.scripts). Those scripts' KEYS: [1] owner, [2] fence, [3] queue, [4] deadlines,
+-- [5] wake prefix (waiter W blocks on <prefix>:W).
 
 -- The server's time in ms.
 local function server_ms()
@@ -33,7 +33,7 @@ local function hand_over(head, lease)
   redis.call('ZREM', KEYS[3], head)
   redis.call('ZREM', KEYS[4], head)
   redis.call('SET', KEYS[1], owner_value(head, server_ms()), 'PX', ttl)
-  local fence = redis.call('INCR', KEYS[2])
+  local fence = next_fence(KEYS[2])
   redis.call('DEL', list)
   redis.call('RPUSH', list, fence)
   redis.call('PEXPIRE', list, math.min(tonumber(ttl), tonumber(lease)))

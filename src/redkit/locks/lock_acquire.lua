@@ -2,8 +2,9 @@
 -- that a releasing holder already handed it to this waiter.
 -- KEYS[1]: owner: string '<holder's token>@<server ms it was acquired>' (see _owner), PX =
 --          the lock's ttl (bounded by its TTL)
--- KEYS[2]: fence: integer counter, no TTL on purpose: fencing tokens must keep increasing
---          across expiry and restarts, so it is durable; one small integer per lock name
+-- KEYS[2]: fence: the last fencing token (an integer, server microseconds or above, see
+--          _fence), no TTL on purpose: tokens must keep increasing across expiry and
+--          restarts, so it is durable; one small integer per lock name
 -- KEYS[3]: queue: zset waiter token -> arrival (ms, strictly increasing) (bounded: pruned by KEYS[4], and PEXPIREd
 --          to the waiter lease, so it vanishes when no waiter refreshes it)
 -- KEYS[4]: deadlines: zset waiter token -> ms after which the waiter is presumed gone
@@ -20,13 +21,16 @@
 --          to wait for (a wake signal will come)
 local token, lease = ARGV[1], tonumber(ARGV[5])
 
+-- @include _fence
+
 -- The common case first: a free lock, no fairness to honour, nobody queued. (owner_value of
 -- _owner, inlined: this path defines no function, and the token is this client's, stamped.)
+-- One TIME for both the stamp and the fencing token.
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
   local t = redis.call('TIME')
   redis.call('SET', KEYS[1], token .. '@' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000)),
     'PX', ARGV[2])
-  return {1, redis.call('INCR', KEYS[2])}
+  return {1, next_fence(KEYS[2], t)}
 end
 
 -- @include _owner
@@ -52,7 +56,7 @@ if not owner then
   end
   if head == nil or head == token then
     redis.call('SET', KEYS[1], owner_value(token, now), 'PX', ARGV[2])
-    local fence = redis.call('INCR', KEYS[2])
+    local fence = next_fence(KEYS[2])
     redis.call('ZREM', KEYS[3], token)
     redis.call('ZREM', KEYS[4], token)
     redis.call('DEL', mine)

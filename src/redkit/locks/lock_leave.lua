@@ -2,7 +2,7 @@
 -- it was handed over meanwhile, and pass a pending wake-up on.
 -- KEYS[1]: owner (string: '<holder's token>@<acquired ms>' or the bare token, see _owner;
 --          PX = the holder's ttl)
--- KEYS[2]: fence (integer counter, no TTL: fencing tokens must keep increasing)
+-- KEYS[2]: fence (the last fencing token, no TTL: tokens must keep increasing)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
@@ -22,6 +22,7 @@ if not held and pending == 0 then
 end
 -- Either the lock is ours to pass on (a waiter that leaves never strands a granted lock), or
 -- a wake-up meant for us must not be lost with us: the next waiter gets it.
+-- @include _fence
 -- @include _waiters
 prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]

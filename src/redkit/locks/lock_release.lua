@@ -1,7 +1,7 @@
 -- Release a lock if this token still holds it, handing it straight to the first live waiter.
 -- KEYS[1]: owner (string: '<holder's token>@<acquired ms>' or the bare token, see _owner;
 --          PX = the holder's ttl)
--- KEYS[2]: fence (integer counter, no TTL: fencing tokens must keep increasing)
+-- KEYS[2]: fence (the last fencing token, no TTL: tokens must keep increasing)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- KEYS[4]: deadlines (zset waiter token -> ms after which the waiter is presumed gone)
 -- KEYS[5]: wake prefix: waiter W blocks on the list KEYS[5]..':'..W (same hash tag)
@@ -25,6 +25,7 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   return 1  -- nobody waits
 end
 -- @include _owner
+-- @include _fence
 -- @include _waiters
 prune_gone(server_ms())
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]

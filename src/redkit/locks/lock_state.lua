@@ -1,7 +1,7 @@
 -- Read a lock's state for an operator (nothing is written).
 -- KEYS[1]: owner (string: '<holder's token>@<server ms it was acquired>', or the bare token of
 --          an older client; PX = its lease)
--- KEYS[2]: fence (integer counter)
+-- KEYS[2]: fence (the last fencing token)
 -- KEYS[3]: queue (zset waiter token -> arrival ms)
 -- ARGV: none
 -- Returns: {the owner value or false, ms left of its lease (-2: free), the latest fencing

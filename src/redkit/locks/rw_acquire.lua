@@ -3,8 +3,9 @@
 --          every call, and the key's TTL is kept at the longest lease)
 -- KEYS[2]: writer: string '<writer's token>@<server ms it was acquired>' (see _owner), PX =
 --          its lease (bounded by its TTL)
--- KEYS[3]: fence: integer counter of write leases, no TTL on purpose: fencing tokens must keep
---          increasing across expiry and restarts; one small integer per lock name
+-- KEYS[3]: fence: the last write lease's fencing token (an integer, server microseconds or
+--          above, see _fence), no TTL on purpose: tokens must keep increasing across expiry
+--          and restarts; one small integer per lock name
 -- KEYS[4]: queue: zset waiter token -> arrival (server ms, strictly increasing) (bounded:
 --          gone waiters are pruned through KEYS[6], and the key is PEXPIREd to the waiter
 --          lease, so it vanishes when no waiter refreshes it)
@@ -33,6 +34,7 @@ local mine = KEYS[7] .. ':' .. token
 
 -- @include _rw
 -- @include _arrival
+-- @include _fence
 local now = server_ms()
 prune_readers(now)
 local pruned = prune_gone(now)
@@ -55,7 +57,7 @@ if ok then
   if writing then
     -- The acquisition time rides in the value (the time held an operator sees): no key more.
     redis.call('SET', KEYS[2], token .. '@' .. string.format('%.0f', now), 'PX', ttl)
-    fence = redis.call('INCR', KEYS[3])
+    fence = next_fence(KEYS[3])
   else
     redis.call('ZADD', KEYS[1], now + ttl, token)
     if redis.call('PTTL', KEYS[1]) < ttl then

@@ -3,7 +3,7 @@
 -- KEYS[1]: readers (zset reader token -> lease end ms; ended leases are pruned here)
 -- KEYS[2]: writer (string: '<writer's token>@<server ms it was acquired>', or the bare
 --          token of an older client, see _owner; PX = its lease)
--- KEYS[3]: fence (integer counter of write leases; not touched here)
+-- KEYS[3]: fence (the last write lease's fencing token; not touched here)
 -- KEYS[4]: queue (zset waiter token -> arrival)
 -- KEYS[5]: wqueue (zset of the queued writers only, token -> arrival)
 -- KEYS[6]: deadlines (zset waiter token -> ms after which the waiter is presumed gone;

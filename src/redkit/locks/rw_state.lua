@@ -2,7 +2,7 @@
 -- KEYS[1]: readers (zset reader token -> lease end ms)
 -- KEYS[2]: writer (string: '<writer's token>@<server ms it was acquired>', or the bare
 --          token of an older client, see _owner; PX = its lease)
--- KEYS[3]: fence (integer counter of write leases)
+-- KEYS[3]: fence (the last write lease's fencing token)
 -- KEYS[4]: queue (zset waiter token -> arrival)
 -- ARGV: none
 -- Returns: {live read leases, ms left of the write lease (-2 if no writer holds), ms until the

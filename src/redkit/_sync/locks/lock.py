@@ -7,12 +7,21 @@
     with rk.lock("db:p1", ttl=30, timeout=10) as lock:
         create_database(fence=lock.fencing_token)
 
-**Fencing tokens.** Each successful acquire gets the next value of a per-name counter (1, 2,
-3, ...). A holder that paused (GC, swap, a slow network) may still believe it holds an expired
-lock; the resource it writes to must therefore remember the highest token it has accepted and
-refuse a write carrying a lower one. For a database row, write ``... WHERE fence < :token`` and
-store the token; for Redis data, compare in a script. The counter key has no TTL, so tokens
-keep increasing across expiry, and (with AOF on, as the embedded server runs) across restarts.
+**Fencing tokens.** Each successful acquire gets a token strictly greater than every earlier
+one of that name: one past the last token, or the server's clock in microseconds since 1970
+where that is larger (so tokens are large, about 1.8e15, and not consecutive: store them in a
+64-bit column; they stay below 2**53, exact in JSON and JavaScript, until the year 2255). A
+holder that paused (GC, swap, a slow network) may still believe it holds an expired lock; the
+resource it writes to must therefore remember the highest token it has accepted and refuse a
+write carrying a lower one. For a database row, write ``... WHERE fence < :token`` and store
+the token; for Redis data, compare in a script. The last token is kept without a TTL, so
+tokens keep increasing across expiry and (with AOF on, as the embedded server runs) restarts;
+the clock keeps them increasing even where the last ones were lost: a restart without
+persistence, or a failover to a replica that had not received the last acquisitions (the
+promoted replica's clock is past every token the old master gave). That assumes the clocks
+of master and replica differ by less than the time a failover takes (seconds: the time to
+notice the master is down); NTP keeps them within milliseconds. ``durability="replicated"``
+does not depend on clocks.
 
 **Waiting.** A waiter blocks on its own wake list; a release hands the lock straight to the
 first live waiter (it becomes the owner, with its own ttl and the next fencing token, inside
@@ -90,12 +99,14 @@ class Lock(Lease):
       a coroutine function); :attr:`lost_event` is set too, and leaving the ``with``
       block raises :class:`~redkit.errors.LockLost`.
     - ``durability``: ``"async"`` (the default): after a failover to a replica that had not
-      yet received the last acquisition, the lock may be free again and its fencing token
-      handed out once more. ``"replicated"``: :meth:`acquire` returns only once
-      ``replicas`` replicas have the acquisition and its fencing token (``WAIT``, within
-      ``durability_timeout``), else it lets the lock go and raises
-      :class:`~redkit.errors.NotReplicated`; so a token a holder was given is never given
-      again by a replica promoted after it (see :mod:`redkit.durability`).
+      yet received the last acquisition, the lock may be free again while its holder still
+      works (a fencing token is never handed out again all the same: the promoted
+      replica's clock is past it, if the clocks agree within the failover time).
+      ``"replicated"``: :meth:`acquire` returns only once ``replicas`` replicas have the
+      acquisition and its fencing token (``WAIT``, within ``durability_timeout``), else it
+      lets the lock go and raises :class:`~redkit.errors.NotReplicated`; so a replica
+      promoted after it still holds the lock for its holder, and gives no lower token
+      whatever the clocks say (see :mod:`redkit.durability`).
     """
 
     def __init__(

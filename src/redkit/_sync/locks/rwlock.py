@@ -18,11 +18,13 @@ Leases are not re-entrant and cannot be upgraded: a task that holds a read lease
 another one (or for the write lease) while a writer is queued waits behind that writer, which
 waits for it, until the timeout.
 
-**Fencing tokens.** Each write lease gets the next value of a per-name counter (1, 2, 3, ...),
-kept without a TTL like the lock's, so tokens keep increasing across expiry; a resource that
-remembers the highest token it accepted can refuse a late write from a writer that paused past
-its lease. A read lease carries the token of the latest writer before it (0 if none yet): what
-it reads was written under that token or an earlier one (no writer can write while it reads).
+**Fencing tokens.** Each write lease gets a token strictly greater than every earlier one of
+that name, made as the lock's are (one past the last, or the server's clock in microseconds
+where that is larger; see :mod:`redkit.locks.lock`), so tokens keep increasing across expiry,
+restarts and failovers; a resource that remembers the highest token it accepted can refuse a
+late write from a writer that paused past its lease. A read lease carries the token of the
+latest writer before it (0 if none yet): what it reads was written under that token or an
+earlier one (no writer can write while it reads).
 
 **Leases and waiting.** Read leases live in one sorted set scored by their end (ended ones are
 pruned on every call), the write lease in one key with a TTL: a holder that dies frees the lock
