@@ -178,11 +178,11 @@ def _flask_session_read(make_app: Callable[[str], Any]) -> Callable[[str, int], 
 
         app = make_app(url)
 
-        @app.post("/login")
         def login() -> str:
             flask.session["user"] = "alice"
             return "ok"
 
+        app.add_url_rule("/login", view_func=login, methods=["POST"])
         client = app.test_client()
         verify(client.post("/login").status_code == 200, "login failed")
         cookie_name = app.session_interface.get_cookie_name(app)
@@ -445,10 +445,10 @@ def _celery_enqueue(url: str, n: int) -> float:
     app = celery.Celery(queue, broker=url)
     app.conf.update(task_default_queue=queue, task_ignore_result=True, broker_pool_limit=1)
 
-    @app.task(name="bench.noop")
-    def noop(x: int) -> int:
+    def task(x: int) -> int:
         return x
 
+    noop = app.task(name="bench.noop")(task)
     noop.apply_async((0,))  # connects and declares the queue once
     client = redis.Redis.from_url(url)
     try:
@@ -465,10 +465,10 @@ def _huey_enqueue(url: str, n: int) -> float:
     huey_module: Any = importlib.import_module("huey")
     huey = huey_module.RedisHuey(_name("huey"), url=url, results=False)
 
-    @huey.task()
-    def noop(x: int) -> int:
+    def task(x: int) -> int:
         return x
 
+    noop = huey.task()(task)
     noop(0)
     rate = _rate(n, lambda: noop(1))
     verify(huey.pending_count() == n + 1, "huey: jobs missing")

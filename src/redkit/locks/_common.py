@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from redkit.client import Redkit
 
 _BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# Guards a LostSignal's reason and event, and the sync watchdog's one stop (held for a few
+# lines, never across I/O or an await).
+_GUARD = threading.Lock()
 
 
 class _Default:
@@ -428,10 +431,6 @@ class LostSignal:
             self.reason = None
             if self._event is not None and self._event.is_set():
                 self._event = None  # a fresh one when next asked for
-
-
-_GUARD = threading.Lock()
-"""Guards :class:`LostSignal`'s reason and event (held for a few lines, never across I/O)."""
 
 
 class Lease:

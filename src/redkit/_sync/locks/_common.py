@@ -47,6 +47,7 @@ from redkit.errors import LockLost, LockNotAcquired, RedkitError, translate_redi
 if TYPE_CHECKING:
     from redkit._sync.client import Redkit
 _BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, _compat.Semaphore] = weakref.WeakKeyDictionary()
+from redkit.locks._common import _GUARD as _GUARD
 from redkit.locks._common import DEFAULT as DEFAULT
 from redkit.locks._common import _check_lease_options as _check_lease_options
 from redkit.locks._common import _checked_lease_options as _checked_lease_options
@@ -290,11 +291,6 @@ class LostSignal:
             self.reason = None
             if self._event is not None and self._event.is_set():
                 self._event = None
-
-
-from redkit.locks._common import _GUARD as _GUARD
-
-"Guards :class:`LostSignal`'s reason and event (held for a few lines, never across I/O)."
 
 
 class Lease:
