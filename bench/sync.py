@@ -25,6 +25,7 @@ compares what a Flask or Django user would swap, at the level they would swap it
 
 Flask and Django are redkit extras: without them the section is left out. Peers that are not
 installed are skipped (``make bench`` installs them into ``.venv-bench``).
+``python -m bench --only sync-api`` runs just this section.
 """
 
 from __future__ import annotations
