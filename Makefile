@@ -58,7 +58,7 @@ test-matrix: $(STAMP)
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web]' -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[web,flask,django]' -r bench/requirements.txt
 	touch $@
 
 # The report goes to artifacts/bench/ (ignored by git); BENCH_ARGS=--save updates the

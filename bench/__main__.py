@@ -54,6 +54,10 @@ PEERS = (
     "taskiq_redis",
     "dramatiq",
     "huey",
+    "django_redis",
+    "flask_session",
+    "django_ratelimit",
+    "celery",
 )
 """Importable names of the peer packages (bench/requirements.txt)."""
 

@@ -36,7 +36,7 @@ def test_every_comparison_registers_and_a_missing_peer_is_left_out() -> None:
 
     entry._register_comparisons()
     sections = {c.section for c in REGISTRY}
-    assert {"ratelimit", "jobs", "cache", "cluster", "gateway"} <= sections
+    assert {"ratelimit", "jobs", "cache", "cluster", "gateway", "sync-api"} <= sections
     limits_peers = [c for c in REGISTRY if "limits" in c.peers]
     if importlib.util.find_spec("limits") is None:
         assert limits_peers == []

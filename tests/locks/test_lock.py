@@ -300,6 +300,42 @@ async def test_a_timeout_bounds_the_wait(rk: redkit.Redkit) -> None:
     assert await rk.redis.exists(queue) == 0
 
 
+async def test_arguments_accepted_once_are_still_checked_by_type_the_next_time(
+    rk: redkit.Redkit,
+) -> None:
+    # Lock options are remembered once checked: True must not pass as the 1 before it, nor
+    # an unhashable name slip through as a TypeError.
+    assert rk.lock("typed", ttl=1).ttl == 1
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("typed", ttl=True)
+    assert rk.lock("typed", timeout=1).timeout == 1
+    with pytest.raises(redkit.InvalidInput, match="timeout"):
+        rk.lock("typed", timeout=True)
+    with pytest.raises(redkit.InvalidInput):
+        rk.lock(["typed"])  # type: ignore[arg-type]
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("typed", ttl=[1])  # type: ignore[arg-type]
+
+
+@pytest.mark.cluster
+async def test_a_loss_found_before_anyone_asked_for_the_event_leaves_it_set(
+    rk: redkit.Redkit,
+) -> None:
+    lock = rk.lock("found-lost", ttl=5, auto_renew=False)
+    await lock.acquire()
+    await force_release(rk, "found-lost")
+    with pytest.raises(redkit.LockLost):
+        await lock.extend()
+    assert (lock.lost, lock.held) == (True, False)
+    assert lock.lost_event.is_set()  # made only now, already set
+    with pytest.raises(redkit.LockLost):
+        await lock.release()
+    await lock.acquire()  # a new acquisition starts with no loss and a clear event
+    assert (lock.lost, lock.held) == (False, True)
+    assert not lock.lost_event.is_set()
+    await lock.release()
+
+
 @pytest.mark.cluster
 async def test_auto_renew_keeps_a_short_lock_through_long_work(rk: redkit.Redkit) -> None:
     async with rk.lock("long", ttl=1) as lock:

@@ -306,12 +306,21 @@ def logout_everywhere() -> int:
 class RedkitSessionInterface(SessionInterface):
     """Flask's ``SessionInterface`` on redkit; installed by :class:`redkit.flask.Redkit`."""
 
+    # The signer of the last keys seen: making one per request was a tenth of a session
+    # read's client time. Bounded: one entry, replaced when the keys change.
+    _last_signer: tuple[tuple[Any, ...], Signer] | None = None
+
     def _signer(self, app: Flask) -> Signer | None:
         if not app.secret_key:
             return None
-        keys = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        last = self._last_signer
+        if last is not None and last[0] == keys:
+            return last[1]
         # itsdangerous signs with the last key and verifies with any of them.
-        return Signer(keys, salt=_SALT, key_derivation="hmac", digest_method=hashlib.sha256)
+        signer = Signer(list(keys), salt=_SALT, key_derivation="hmac", digest_method=hashlib.sha256)
+        self._last_signer = (keys, signer)
+        return signer
 
     def open_session(self, app: Flask, request: Request) -> RedkitSession | None:
         signer = self._signer(app)

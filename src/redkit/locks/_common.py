@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import math
 import threading
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
     from redkit.client import Redkit
 
 _BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# Guards a LostSignal's reason and event, and the sync watchdog's one stop (held for a few
+# lines, never across I/O or an await).
+_GUARD = threading.Lock()
 
 
 class _Default:
@@ -78,13 +82,31 @@ def check_name(name: object, what: str) -> str:
 def lease_options(
     name: object, what: str, ttl: float | timedelta, timeout: float | timedelta | None
 ) -> tuple[str, float, int, float | None]:
-    """A lock-like object's checked ``name``, ``ttl`` (seconds and ms) and ``timeout``."""
+    """A lock-like object's checked ``name``, ``ttl`` (seconds and ms) and ``timeout``.
+
+    Remembered for the last 1024 distinct argument sets (a lock object is made per acquire,
+    usually with the same few names and options, and the checks were a tenth of a sync lock
+    pair's client time). ``typed``: ``True`` is not taken for ``1``. Only what passed is
+    remembered; an unhashable argument is checked each time (and refused).
+    """
+    try:
+        return _checked_lease_options(name, what, ttl, timeout)
+    except TypeError:
+        return _check_lease_options(name, what, ttl, timeout)
+
+
+def _check_lease_options(
+    name: object, what: str, ttl: float | timedelta, timeout: float | timedelta | None
+) -> tuple[str, float, int, float | None]:
     return (
         check_name(name, what),
         seconds(ttl, f"{what} ttl"),
         milliseconds(ttl, f"{what} ttl"),
         check_timeout(timeout, what),
     )
+
+
+_checked_lease_options = functools.lru_cache(maxsize=1024, typed=True)(_check_lease_options)
 
 
 def check_timeout(timeout: float | timedelta | None, what: str) -> float | None:
@@ -273,9 +295,13 @@ class Renewer:
         else:
             # Sync: the renewals run in a daemon thread of their own, started when the first
             # one is due (until then the watchdog is a timer on the shared timer thread); it
-            # sleeps on an event that stop() sets.
+            # sleeps trying to take a lock that is held until stop() lets it go. (A lock,
+            # not an Event: an Event is a Condition in Python, ~3 us to make and set, on
+            # every acquire; a lock is one C call each way.)
             self._thread: threading.Thread | None = None
-            self._stopped = threading.Event()
+            self._stopping = False
+            self._running = threading.Lock()
+            self._running.acquire()
         # A timer, not a task, until the first renewal is due: most locks are released
         # before ttl / 3, and then the watchdog costs one cancelled timer, not a task. Due
         # when a third of the lease is used up, counted from the lease's conservative end
@@ -287,7 +313,7 @@ class Renewer:
         self._timer = None
         if IS_ASYNC:
             self._task = self._loop.create_task(self._run())
-        elif not self._stopped.is_set():
+        elif not self._stopping:
             self._thread = threading.Thread(
                 target=self._run, name="redkit-lease-watchdog", daemon=True
             )
@@ -301,8 +327,8 @@ class Renewer:
             if IS_ASYNC:
                 if delay:
                     await asyncio.sleep(delay)
-            elif self._stopped.wait(delay):
-                return
+            elif self._running.acquire(timeout=delay):
+                return  # stop() let the lock go
             sent = loop.time()
             try:
                 renewed: bool | None = await self._extend()
@@ -326,7 +352,10 @@ class Renewer:
             self._timer.cancel()
             self._timer = None
         if not IS_ASYNC:
-            self._stopped.set()
+            with _GUARD:  # once: a second release of the lock would raise
+                stopping, self._stopping = self._stopping, True
+            if not stopping:
+                self._running.release()
             thread, self._thread = self._thread, None
             # Not from inside the watchdog (an on_lost callback releasing): it ends by itself.
             if thread is not None and thread is not threading.current_thread():
@@ -346,20 +375,45 @@ LostCallback = Callable[[Any], object]
 
 
 class LostSignal:
-    """Tells a holder that its lease is gone: an event, a flag and an optional callback."""
+    """Tells a holder that its lease is gone: an event, a flag and an optional callback.
+
+    The event is made when first asked for (:attr:`event`), already set if the loss came
+    first: most holders never look at it, and making one per lock object was a tenth of a
+    sync lock pair's client time. ``_GUARD`` keeps a loss (fired from the sync watchdog's
+    thread) and the event's making from missing each other.
+    """
 
     def __init__(self, callback: LostCallback | None) -> None:
         self.callback = callback
-        self.event = asyncio.Event()
+        self._event: asyncio.Event | None = None
         self.reason: str | None = None
         if IS_ASYNC:
             self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once the lease is found lost."""
+        with _GUARD:
+            event = self._event
+            if event is None:
+                event = self._event = asyncio.Event()
+                if self.reason is not None:
+                    event.set()
+            return event
+
+    @property
+    def fired(self) -> bool:
+        """True once the lease was found lost (until :meth:`reset`)."""
+        return self.reason is not None
+
     def fire(self, holder: object, reason: str) -> None:
-        if self.event.is_set():
-            return
-        self.reason = reason
-        self.event.set()
+        with _GUARD:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            event = self._event
+        if event is not None:
+            event.set()
         if self.callback is None:
             return
         if not IS_ASYNC:
@@ -373,9 +427,10 @@ class LostSignal:
             task.add_done_callback(self._tasks.discard)
 
     def reset(self) -> None:
-        self.reason = None
-        if self.event.is_set():  # a fresh event only after a loss: acquire's hot path
-            self.event = asyncio.Event()
+        with _GUARD:
+            self.reason = None
+            if self._event is not None and self._event.is_set():
+                self._event = None  # a fresh one when next asked for
 
 
 class Lease:
@@ -397,7 +452,7 @@ class Lease:
     @property
     def lost(self) -> bool:
         """True once the watchdog or a call found that the lease is no longer ours."""
-        return self._lost.event.is_set()
+        return self._lost.fired
 
     @property
     def lost_event(self) -> asyncio.Event:

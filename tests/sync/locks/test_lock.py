@@ -256,6 +256,36 @@ def test_a_timeout_bounds_the_wait(rk: redkit.Redkit) -> None:
     assert rk.redis.exists(queue) == 0
 
 
+def test_arguments_accepted_once_are_still_checked_by_type_the_next_time(rk: redkit.Redkit) -> None:
+    assert rk.lock("typed", ttl=1).ttl == 1
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("typed", ttl=True)
+    assert rk.lock("typed", timeout=1).timeout == 1
+    with pytest.raises(redkit.InvalidInput, match="timeout"):
+        rk.lock("typed", timeout=True)
+    with pytest.raises(redkit.InvalidInput):
+        rk.lock(["typed"])  # type: ignore[arg-type]
+    with pytest.raises(redkit.InvalidInput, match="ttl"):
+        rk.lock("typed", ttl=[1])  # type: ignore[arg-type]
+
+
+@pytest.mark.cluster
+def test_a_loss_found_before_anyone_asked_for_the_event_leaves_it_set(rk: redkit.Redkit) -> None:
+    lock = rk.lock("found-lost", ttl=5, auto_renew=False)
+    lock.acquire()
+    force_release(rk, "found-lost")
+    with pytest.raises(redkit.LockLost):
+        lock.extend()
+    assert (lock.lost, lock.held) == (True, False)
+    assert lock.lost_event.is_set()
+    with pytest.raises(redkit.LockLost):
+        lock.release()
+    lock.acquire()
+    assert (lock.lost, lock.held) == (False, True)
+    assert not lock.lost_event.is_set()
+    lock.release()
+
+
 @pytest.mark.cluster
 def test_auto_renew_keeps_a_short_lock_through_long_work(rk: redkit.Redkit) -> None:
     with rk.lock("long", ttl=1) as lock:

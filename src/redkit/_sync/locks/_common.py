@@ -47,7 +47,10 @@ from redkit.errors import LockLost, LockNotAcquired, RedkitError, translate_redi
 if TYPE_CHECKING:
     from redkit._sync.client import Redkit
 _BLOCKING_SLOTS: weakref.WeakKeyDictionary[Redkit, _compat.Semaphore] = weakref.WeakKeyDictionary()
+from redkit.locks._common import _GUARD as _GUARD
 from redkit.locks._common import DEFAULT as DEFAULT
+from redkit.locks._common import _check_lease_options as _check_lease_options
+from redkit.locks._common import _checked_lease_options as _checked_lease_options
 from redkit.locks._common import _Default as _Default
 from redkit.locks._common import check_name as check_name
 from redkit.locks._common import check_timeout as check_timeout
@@ -184,13 +187,15 @@ class Renewer:
         self.valid_until = valid_until
         self._loop = _compat.get_running_loop()
         self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._stopping = False
+        self._running = threading.Lock()
+        self._running.acquire()
         first = min(ttl / 3, max(0.0, valid_until - self._loop.time() - 2 * ttl / 3))
         self._timer: _compat.TimerHandle | None = self._loop.call_later(first, self._start)
 
     def _start(self) -> None:
         self._timer = None
-        if not self._stopped.is_set():
+        if not self._stopping:
             self._thread = threading.Thread(
                 target=self._run, name="redkit-lease-watchdog", daemon=True
             )
@@ -201,7 +206,7 @@ class Renewer:
         interval = self._ttl / 3
         delay = 0.0
         while True:
-            if self._stopped.wait(delay):
+            if self._running.acquire(timeout=delay):
                 return
             sent = loop.time()
             try:
@@ -225,7 +230,10 @@ class Renewer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._stopped.set()
+        with _GUARD:
+            stopping, self._stopping = (self._stopping, True)
+        if not stopping:
+            self._running.release()
         thread, self._thread = (self._thread, None)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -236,27 +244,53 @@ from redkit.locks._common import LostCallback as LostCallback
 
 
 class LostSignal:
-    """Tells a holder that its lease is gone: an event, a flag and an optional callback."""
+    """Tells a holder that its lease is gone: an event, a flag and an optional callback.
+
+    The event is made when first asked for (:attr:`event`), already set if the loss came
+    first: most holders never look at it, and making one per lock object was a tenth of a
+    sync lock pair's client time. ``_GUARD`` keeps a loss (fired from the sync watchdog's
+    thread) and the event's making from missing each other.
+    """
 
     def __init__(self, callback: LostCallback | None) -> None:
         self.callback = callback
-        self.event = _compat.Event()
+        self._event: _compat.Event | None = None
         self.reason: str | None = None
 
+    @property
+    def event(self) -> _compat.Event:
+        """Set once the lease is found lost."""
+        with _GUARD:
+            event = self._event
+            if event is None:
+                event = self._event = _compat.Event()
+                if self.reason is not None:
+                    event.set()
+            return event
+
+    @property
+    def fired(self) -> bool:
+        """True once the lease was found lost (until :meth:`reset`)."""
+        return self.reason is not None
+
     def fire(self, holder: object, reason: str) -> None:
-        if self.event.is_set():
-            return
-        self.reason = reason
-        self.event.set()
+        with _GUARD:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            event = self._event
+        if event is not None:
+            event.set()
         if self.callback is None:
             return
         self.callback(holder)
         return
 
     def reset(self) -> None:
-        self.reason = None
-        if self.event.is_set():
-            self.event = _compat.Event()
+        with _GUARD:
+            self.reason = None
+            if self._event is not None and self._event.is_set():
+                self._event = None
 
 
 class Lease:
@@ -278,7 +312,7 @@ class Lease:
     @property
     def lost(self) -> bool:
         """True once the watchdog or a call found that the lease is no longer ours."""
-        return self._lost.event.is_set()
+        return self._lost.fired
 
     @property
     def lost_event(self) -> _compat.Event:
