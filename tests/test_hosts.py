@@ -69,3 +69,24 @@ def test_allowed_hosts_match_names_subdomains_and_addresses_with_any_port() -> N
 def test_a_bad_allowed_hosts_entry_is_refused_when_the_set_is_made(entries: object) -> None:
     with pytest.raises(redkit.InvalidInput):
         AllowedHosts(entries)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "[::1]evil.com",  # found by an attack pass: the text after "]" was ignored
+        "[::1].evil.com",
+        "[::1]@evil.com",
+        "[::1]]",
+        "[::1]:80x",
+        "localhost:\u00b2",  # a digit to str.isdigit, not in a URL
+        "localhost:\u0663",
+        "localhost:99999999",
+        "[x].apps.example.com",
+        "[x].localhost",
+    ],
+)
+def test_a_host_a_parser_cannot_read_is_allowed_nowhere_and_is_not_loopback(host: str) -> None:
+    allowed = AllowedHosts(["localhost", "*.localhost", "[::1]", "*.apps.example.com"])
+    assert not allowed.allows(host)
+    assert not is_loopback_host(host)

@@ -18,10 +18,10 @@ _LOCAL_NAMES = frozenset({"localhost", "testserver"})
 
 # What an allowed-hosts entry may be: a DNS name (``*.`` for its subdomains), an IPv4
 # address, or an IPv6 address in brackets; never a port, a scheme or a path.
-_PATTERN = re.compile(
-    r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*"
-    r"|\[[0-9a-f:.]{2,45}\])"
-)
+_DNS = r"[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*"
+_PATTERN = re.compile(rf"(?:\*\.)?{_DNS}|\[[0-9a-f:.]{{2,45}}\]")
+# A name a subdomain rule may match: a DNS name, nothing a parser left whole.
+_NAME = re.compile(_DNS)
 
 
 def host_name(host: str) -> str:
@@ -32,18 +32,28 @@ def host_name(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        return host[1:end] if end > 0 else host
+        rest = host[end + 1 :] if end > 0 else None
+        # Only a port may follow the bracket: "[::1]evil.com" is no name of ours.
+        if rest == "" or (rest and rest[0] == ":" and _port(rest[1:])):
+            return host[1:end]
+        return host
     name, colon, port = host.rpartition(":")
-    if colon and ":" not in name and (port.isdigit() or not port):
+    if colon and ":" not in name and _port(port):
         host = name
     return host.rstrip(".")
+
+
+def _port(text: str) -> bool:
+    """Whether ``text`` (after a colon) is a port: empty or up to five ASCII digits ("²" and
+    "٣" are digits to ``str.isdigit``, not in a URL)."""
+    return not text or (len(text) <= 5 and text.isascii() and text.isdigit())
 
 
 def is_loopback_host(host: str) -> bool:
     """Whether a ``Host`` value (with or without port) names this machine: ``localhost``,
     ``*.localhost``, a loopback address, or ``testserver`` (Starlette's ``TestClient``)."""
     name = host_name(host)
-    if name in _LOCAL_NAMES or name.endswith(".localhost"):
+    if name in _LOCAL_NAMES or (name.endswith(".localhost") and _NAME.fullmatch(name)):
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -89,4 +99,8 @@ class AllowedHosts:
     def allows(self, host: str) -> bool:
         """Whether the ``Host`` value ``host`` (port allowed) names one of the entries."""
         name = host_name(host)
-        return name in self._names or (bool(name) and name.endswith(self._suffixes))
+        if name in self._names:
+            return True
+        return (
+            bool(self._suffixes) and name.endswith(self._suffixes) and bool(_NAME.fullmatch(name))
+        )

@@ -156,6 +156,10 @@ def test_exempt_paths_are_never_limited(tiered: Tiered) -> None:
             response = client.get("/tiers/health/")
             assert response.status_code == 200
             assert "RateLimit" not in response.headers
+        # Whole segments only, and no dot segment walks out of an exempt path (both found
+        # by an attack pass: a string prefix exempted "/tiers/health-admin" too).
+        for path in ("/tiers/healthx/", "/tiers/health-admin", "/tiers/health/../whoami/"):
+            assert "RateLimit" in client.get(path).headers, path
 
 
 def test_a_views_own_ratelimit_gets_the_same_429_and_the_headers_of_the_tighter_limit(

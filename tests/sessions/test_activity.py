@@ -136,3 +136,16 @@ async def test_activity_refuses_a_window_it_does_not_keep(rk: redkit.Redkit) -> 
     for bad in (0, ACTIVITY_MINUTES + 1, -1, True, 2.5, "5"):
         with pytest.raises(InvalidInput):
             await store.activity(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.cluster
+async def test_counts_read_at_once_all_see_the_notes_taken_before_them(
+    rk: redkit.Redkit,
+) -> None:
+    # The dashboard reads two windows at once: the second call found nothing left to flush
+    # and counted before the first call's flush had landed (seen: 60-minute count 0 of 2).
+    store = rk.sessions(name="together")
+    for user in ("ada", "bob"):
+        await store.create(user, {})
+    found = await asyncio.gather(*(store.activity(m) for m in (5, 60, 1, 30, 2, 10)))
+    assert [(a.active, a.created) for a in found] == [(2, 2)] * 6

@@ -105,16 +105,17 @@ def test_a_bad_store_name_is_one_clear_line(redis_url: str) -> None:
 def test_revoke_ends_the_one_session_its_prefix_names(redis_url: str, namespace: str) -> None:
     first, second = _create(redis_url, namespace, "dora", 2)
     base = ["--url", redis_url, "-n", namespace]
-    ended = runner.invoke(app, ["revoke", "dora", first.id_prefix, *base, "--json"])
+    # After "--": a prefix may start with "-" (1 in 64), which would read as an option.
+    ended = runner.invoke(app, ["revoke", *base, "--json", "--", "dora", first.id_prefix])
     assert ended.exit_code == 0, ended.output
     body = json.loads(ended.stdout)
     assert (body["store"], body["revoked"]["id_prefix"]) == ("default", first.id_prefix)
     listed = runner.invoke(app, ["list", "dora", *base, "--json"])
     assert [r["id_prefix"] for r in json.loads(listed.stdout)] == [second.id_prefix]
-    shown = runner.invoke(app, ["revoke", "dora", second.id[:6], *base])
+    shown = runner.invoke(app, ["revoke", *base, "--", "dora", second.id[:6]])
     assert shown.exit_code == 0, shown.output
     assert f"revoked session {second.id_prefix}" in shown.stdout
     for prefix in (first.id_prefix, "ab", "a*cd"):
-        refused = runner.invoke(app, ["revoke", "dora", prefix, *base])
+        refused = runner.invoke(app, ["revoke", *base, "--", "dora", prefix])
         assert refused.exit_code == 1, (prefix, refused.output)
         assert "Traceback" not in refused.output

@@ -76,7 +76,8 @@ def revoke(
     prefix: Annotated[
         str,
         typer.Argument(
-            help="The session's ID prefix as `list` shows it (4 to 8 characters).",
+            help="The session's ID prefix as `list` shows it (4 to 8 characters; one that "
+            "starts with '-' goes after `--`: `redkit sessions revoke -- USER -Ab3`).",
             show_default=False,
         ),
     ],

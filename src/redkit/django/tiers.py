@@ -18,7 +18,7 @@
     }
 
 The tiers are redkit's (:class:`~redkit.ratelimit.policy.TierPolicy`, the same table, the
-same limiter names and keys as the ASGI middleware and the platform gateway): an anonymous
+same limiter names and keys as the ASGI middleware): an anonymous
 caller is limited by client IP (``ip:203.0.113.5``, an IPv6 caller by its /64), a signed-in
 user by user ID (``user:42``) in the tier ``TIER_OF(user)`` names, by default ``admin`` for
 staff users and ``user`` for everyone else. A tier may hold several limits, checked all or
@@ -43,7 +43,8 @@ its dotted path; ``async def`` too; a plain function runs in a thread on the asy
 since it may query the database); ``IDENTIFY`` (``(request) -> Identity | None``, replacing
 the user-based identity: API keys, say); ``ANONYMOUS_TIER`` (``"anonymous"``),
 ``USER_TIER`` (``"user"``); ``ALGORITHM`` (``sliding_window``); ``TRUSTED_PROXIES``;
-``IPV6_PREFIX`` (64); ``EXEMPT`` (path prefixes never limited); ``LEGACY_HEADERS``;
+``IPV6_PREFIX`` (64); ``EXEMPT`` (paths never limited, with what is below them);
+``LEGACY_HEADERS``;
 ``FAIL`` (``"open"``: requests go through while Redis is unreachable; ``"closed"``: 429;
 ``"raise"``: 503). The server and namespace are ``REDKIT_RATELIMIT``'s ``LOCATION`` and
 ``NAMESPACE``, so the decorator and the middleware share one client. A bad setting raises
@@ -202,7 +203,8 @@ class TieredRateLimitMiddleware:
             isinstance(p, str) and p.startswith("/") for p in exempt
         ):
             raise ConfigurationError("EXEMPT must be a list of path prefixes such as '/healthz'")
-        self.exempt = tuple(exempt)
+        # Whole segments: "/healthz" exempts "/healthz" and "/healthz/...", not "/healthzzz".
+        self.exempt = tuple(p.rstrip("/") for p in exempt)
         self.legacy = bool(config.get("LEGACY_HEADERS", False))
         self.fail = config.get("FAIL", "open")
         if self.fail not in ("open", "closed", "raise"):
@@ -307,7 +309,11 @@ class TieredRateLimitMiddleware:
     # -- the request --------------------------------------------------------------------------
 
     def _exempt(self, request: HttpRequest) -> bool:
-        return any(request.path_info.startswith(prefix) for prefix in self.exempt)
+        path = request.path_info
+        # Django leaves "/healthz/../admin" as it is, and a view may still answer it.
+        if not self.exempt or any(part in (".", "..") for part in path.split("/")):
+            return False
+        return any(path == base or path.startswith(base + "/") for base in self.exempt)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

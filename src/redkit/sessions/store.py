@@ -325,6 +325,8 @@ class SessionStore:
             # Sync: no loop to time a flush; the use that finds the interval passed sends the
             # notes itself (one round trip about once per interval, as the rate limiter's).
             self._flush_due = time.monotonic() + self.activity_flush_interval
+            # flush_activity's take and send, one thread at a time (see there).
+            self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -714,9 +716,24 @@ class SessionStore:
         within :data:`ACTIVITY_FLUSH_INTERVAL` of a use; call it before a clean shutdown to
         lose none. Raises :class:`ConnectionLost` if the server is unreachable (the notes are
         then dropped)."""
-        with self._activity_lock:
-            batch = self._take_notes()
-        await self._send(batch)
+        # A count read after this call must see every note taken before it, also those a
+        # timer's flush, a full set's or another caller's took and is still sending: this
+        # send goes after theirs have landed (else activity() could read too early).
+        if IS_ASYNC:
+            with self._activity_lock:
+                batch = self._take_notes()
+            earlier = list(self._tasks)
+            send = asyncio.ensure_future(self._send(batch))
+            self._tasks.add(send)
+            send.add_done_callback(self._tasks.discard)
+            if earlier:
+                await asyncio.wait(earlier)
+            await send
+        else:
+            with self._send_lock:
+                with self._activity_lock:
+                    batch = self._take_notes()
+                await self._send(batch)
 
     async def activity(self, minutes: int = 5) -> SessionActivity:
         """Sessions used, created and revoked in the last ``minutes`` minutes (the server's

@@ -203,6 +203,7 @@ class SessionStore:
         self.activity_pending_max = ACTIVITY_PENDING_MAX
         "Distinct sessions noted before a flush is sent at once, without waiting."
         self._flush_due = time.monotonic() + self.activity_flush_interval
+        self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<SessionStore idle_ttl={self.idle_ttl:g}s absolute_ttl={self.absolute_ttl:g}s touch_every={self.touch_every:g}s max_per_user={self.max_per_user} name={self.name!r} namespace={self.rk.namespace!r}>"
@@ -525,9 +526,10 @@ class SessionStore:
         within :data:`ACTIVITY_FLUSH_INTERVAL` of a use; call it before a clean shutdown to
         lose none. Raises :class:`ConnectionLost` if the server is unreachable (the notes are
         then dropped)."""
-        with self._activity_lock:
-            batch = self._take_notes()
-        self._send(batch)
+        with self._send_lock:
+            with self._activity_lock:
+                batch = self._take_notes()
+            self._send(batch)
 
     def activity(self, minutes: int = 5) -> SessionActivity:
         """Sessions used, created and revoked in the last ``minutes`` minutes (the server's
