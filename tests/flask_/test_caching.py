@@ -14,6 +14,8 @@ import pytest
 from flask import Flask, abort, jsonify, make_response
 from flask.typing import ResponseReturnValue
 from flask_caching import Cache
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import MethodNotAllowed, TooManyRequests, Unauthorized
 
 import redkit.sync
 from redkit.errors import ConfigurationError, InvalidInput
@@ -181,6 +183,24 @@ def test_an_abort_is_cached_and_raised_again_on_a_hit(
     assert client.get("/gone").status_code == 404
     assert client.get("/gone").status_code == 404
     assert next(ran.runs["gone"]) == 2  # the view ran once
+
+
+def test_an_error_with_headers_of_its_own_is_refused_rather_than_cached_without_them(
+    site: tuple[Flask, Cache, Counted],
+) -> None:
+    # Found by an attack pass: a cached 405 came back without Allow, a 429 without
+    # Retry-After, a 401 without WWW-Authenticate.
+    _, cache, _ = site
+    for error in (
+        MethodNotAllowed(valid_methods=["GET"]),
+        TooManyRequests(retry_after=30),
+        Unauthorized(www_authenticate=WWWAuthenticate("bearer")),
+    ):
+        with pytest.raises(InvalidInput, match="headers of its own"):
+            cache.cache.set("error", error)
+        assert cache.cache.get("error") is None
+    cache.cache.set("plain", MethodNotAllowed())  # no header of its own: cached
+    assert isinstance(cache.cache.get("plain"), MethodNotAllowed)
 
 
 def test_a_view_whose_output_json_cannot_keep_is_served_uncached_with_the_reason_logged(

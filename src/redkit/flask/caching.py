@@ -346,6 +346,13 @@ class RedkitCache(BaseCache):
         if isinstance(value, Response):
             return self._sized(b"H", _response_bytes(value), "as a response")
         if type(value) in _STANDARD_ERRORS and value.response is None:
+            # Rebuilt from code and text on a hit: an error with headers of its own (a 405's
+            # Allow, a 401's WWW-Authenticate, a 429's Retry-After) would lose them.
+            if value.get_headers() != type(value)(description=value.description).get_headers():
+                raise InvalidInput(
+                    f"a {type(value).__name__} with headers of its own is not cached (they "
+                    "would be lost on a hit): it is served uncached"
+                )
             error = {"code": value.code, "description": value.description}
             return pack(b"E", dumps(error, max_bytes=self._max_bytes), None)
         if self._pickle:
